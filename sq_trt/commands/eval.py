@@ -1,0 +1,48 @@
+"""`sq-trt eval`: FP32 perplexity of a model on held-out text."""
+
+from __future__ import annotations
+
+import argparse
+
+from sq_trt.commands.common import add_data_args, add_model_args
+
+HELP = "Perplexity of the (unquantized) model on the held-out evaluation slice of the text."
+DESCRIPTION = (
+    HELP
+    + "\n\nThe evaluation slice is the part of --data after --calib-fraction (never the calibration part). "
+    "Example: sq-trt eval --model demo --samples 16 --seq-len 512"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model and data arguments."""
+    add_model_args(parser)
+    add_data_args(parser, seq_len=512, samples=16)
+    parser.add_argument("--batch-size", type=int, default=4, help="chunks per forward pass (default 4)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, tokenize the evaluation slice, print the perplexity."""
+    from sq_trt.data import load_slices, tokenize_chunks
+    from sq_trt.errors import ConfigError
+    from sq_trt.evaluate import perplexity
+    from sq_trt.models.loading import load_model
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    loaded = load_model(
+        args.model,
+        local_files_only=args.local_files_only,
+        trust_remote_code=args.trust_remote_code,
+        device=args.device,
+    )
+    if loaded.spec.kind != "decoder":
+        raise ConfigError(f"perplexity needs a causal LM; {args.model!r} is a {loaded.spec.family} encoder")
+    _, evaluation = load_slices(args.data, text_column=args.text_column, calib_fraction=args.calib_fraction)
+    chunks = tokenize_chunks(loaded.tokenizer, evaluation, seq_len=args.seq_len, max_chunks=args.samples)
+    ppl = perplexity(loaded.model, chunks, batch_size=args.batch_size)
+    print(
+        f"{args.model}: FP32 perplexity {ppl:.3f} on {chunks.numel()} held-out tokens "
+        f"({chunks.shape[0]} x {chunks.shape[1]}) of {args.data!r}"
+    )
+    return 0
