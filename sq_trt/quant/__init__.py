@@ -1,0 +1,1 @@
+"""Quantization: the PyTorch W8A8 reference (numerical ground truth)."""
