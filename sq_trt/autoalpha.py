@@ -1,0 +1,165 @@
+"""Automatic alpha: pick each smoothing group's alpha from a grid by its W8A8 output error.
+
+The approach Intel Neural Compressor takes for SmoothQuant: for every candidate
+alpha, smooth the group's input and weights with that alpha, quantize both to
+INT8 (weights per output channel, activations per token or per tensor) and
+measure the mean squared error of the group's linear outputs against the
+unquantized outputs, on activations sampled from calibration data. The alpha
+with the smallest error wins.
+
+Only the group's own factor changes its linears' quantization error: the
+preceding op's output rows absorb ``1/s``, and per-output-channel weight
+quantization is invariant to scaling rows, so groups are searched independently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from sq_trt.errors import DataError
+from sq_trt.models.registry import SmoothGroup
+from sq_trt.quant import reference
+
+if TYPE_CHECKING:
+    from sq_trt.smooth import AlphaSearchConfig
+
+
+class _TokenSampler:
+    """Forward hook keeping evenly spaced tokens of one linear's input."""
+
+    def __init__(self, tokens_per_sample: int) -> None:
+        self.tokens_per_sample = tokens_per_sample
+        self.rows: list[torch.Tensor] = []
+
+    def __call__(self, module: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        x = inputs[0].detach()
+        x = x.reshape(-1, x.shape[-1])
+        count = min(self.tokens_per_sample, x.shape[0])
+        index = torch.linspace(0, x.shape[0] - 1, count, device=x.device).round().long()
+        self.rows.append(x[index].float().cpu())
+
+
+def collect_group_inputs(
+    model: Any,
+    chunks: torch.Tensor,
+    groups: Sequence[SmoothGroup],
+    *,
+    samples: int = 4,
+    tokens_per_sample: int = 128,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Sample the input activations of every group (of the unsmoothed model) for the search.
+
+    Args:
+        model: The model before smoothing.
+        chunks: Calibration token ids ``[n, seq_len]``; the first ``samples`` rows are used.
+        groups: The groups to collect for.
+        samples: Calibration samples to run.
+        tokens_per_sample: Evenly spaced tokens kept per sample.
+        progress: Show a progress bar.
+
+    Returns:
+        Group name -> float32 ``[tokens, in_features]`` (on CPU).
+    """
+    from tqdm.auto import tqdm
+
+    from sq_trt.models.registry import find_spec
+
+    if chunks.dim() != 2 or chunks.shape[0] == 0:
+        raise DataError(f"the alpha search needs calibration chunks [n>=1, seq], got {tuple(chunks.shape)}")
+    modules = dict(model.named_modules())
+    samplers = {group.name: _TokenSampler(tokens_per_sample) for group in groups}
+    handles = [modules[group.linears[0]].register_forward_hook(samplers[group.name]) for group in groups]
+    device = next(model.parameters()).device
+    decoder = find_spec(model).kind == "decoder"
+    try:
+        with torch.inference_mode():
+            for row in tqdm(
+                chunks[:samples], desc="alpha search: sampling", unit="sample", disable=not progress
+            ):
+                ids = row[None].to(device)
+                model(input_ids=ids, use_cache=False) if decoder else model(input_ids=ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: torch.cat(sampler.rows) for name, sampler in samplers.items()}
+
+
+def quantized_output_error(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    references: Sequence[torch.Tensor],
+    input_factor: torch.Tensor,
+    *,
+    act_mode: str,
+    act_amax: torch.Tensor,
+) -> float:
+    """Sum over the group's linears of the MSE of the W8A8 output after smoothing by ``input_factor``.
+
+    Args:
+        x: Sampled group input ``[tokens, in]`` (unsmoothed).
+        weights: The group's weights ``[out, in]`` (unsmoothed).
+        references: ``x @ w.T`` for each weight (the unquantized outputs).
+        input_factor: Factor per input channel ``[in]``.
+        act_mode: ``"per_token"`` or ``"per_tensor"``.
+        act_amax: Calibrated per input channel max ``|X|`` (unsmoothed), for ``per_tensor``.
+    """
+    smoothed = x / input_factor
+    if act_mode == "per_token":
+        x_fq = reference.fake_quant_per_token(smoothed)
+    else:
+        x_fq = reference.fake_quant_per_tensor(smoothed, (act_amax / input_factor).max())
+    error = 0.0
+    for weight, ref in zip(weights, references, strict=True):
+        w_fq = reference.fake_quant_weight(weight.float() * input_factor[None, :])
+        error += float((x_fq @ w_fq.t() - ref).pow(2).mean())
+    return error
+
+
+def search_alpha(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    act_amax: torch.Tensor,
+    group: SmoothGroup,
+    config: AlphaSearchConfig,
+    *,
+    min_scale: float = 1e-5,
+) -> tuple[float, dict[float, float]]:
+    """The grid alpha with the smallest W8A8 output error for one group.
+
+    Args:
+        x: Sampled input activations of the group ``[tokens, in]``.
+        weights: Current weights of the group's linears ``[out, in]``.
+        act_amax: Per input channel max ``|X|`` from calibration ``[in]``.
+        group: The group (for the GQA channel mapping).
+        config: Grid and activation mode.
+        min_scale: Lower clamp of the factors.
+
+    Returns:
+        ``(best_alpha, {alpha: error})``; ties go to the first grid value.
+    """
+    from sq_trt.smooth import expand_to_inputs, reduce_to_prev, smoothing_factor
+
+    x = x.float()
+    weights = [w.detach().float().cpu() for w in weights]
+    references = [x @ w.t() for w in weights]
+    weight_amax = torch.stack([w.abs().amax(dim=0) for w in weights]).amax(dim=0)
+    prev_act = reduce_to_prev(act_amax.float(), group)
+    prev_weight = reduce_to_prev(weight_amax, group)
+    errors: dict[float, float] = {}
+    with torch.inference_mode():
+        for alpha in config.grid:
+            factor = smoothing_factor(prev_act, prev_weight, float(alpha), min_scale=min_scale)
+            errors[float(alpha)] = quantized_output_error(
+                x,
+                weights,
+                references,
+                expand_to_inputs(factor, group),
+                act_mode=config.act_mode,
+                act_amax=act_amax.float(),
+            )
+    best = min(errors, key=errors.__getitem__)  # first of equal minima: dicts keep grid order
+    return best, errors

@@ -1,0 +1,267 @@
+"""Calibration: activation ranges of every quantizable linear (the ``act_scales`` artifact).
+
+One forward pass per calibration sample with forward hooks on every linear that
+will be quantized. Each hook folds the sample's activations into running maxima
+and drops them, so memory stays bounded by one sample's activations. Recorded
+per linear ``L`` (float32):
+
+* ``L.input_channel_amax`` ``[in_features]``: max ``|X_j|`` per input channel (the
+  SmoothQuant statistic);
+* ``L.input_amax`` (0-dim): max ``|X|`` over the whole input (per-tensor static mode);
+* ``L.output_amax`` (0-dim): max ``|Y|`` of the linear's output;
+* ``L.output_channel_amax`` ``[out_features]``: max ``|Y_k|`` per output channel, so a
+  later stage that divides output channels by a factor (linear->linear smoothing)
+  can recompute ``output_amax`` exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sq_trt.artifacts import artifact_dir, load_manifest
+from sq_trt.errors import ArtifactError, CalibrationError, DataError
+from sq_trt.models.registry import quantizable_linears
+
+if TYPE_CHECKING:
+    import torch
+
+    from sq_trt.models.loading import LoadedModel
+
+STAGE = "calibrate"
+SCALES_FILE = "act_scales.safetensors"
+_KEYS = ("input_channel_amax", "input_amax", "output_amax", "output_channel_amax")
+
+
+@dataclass
+class ActScales:
+    """Activation statistics of every quantized linear, keyed by full module name.
+
+    Attributes:
+        input_channel_amax: Name -> float32 ``[in_features]`` per-channel max ``|X|``.
+        input_amax: Name -> float32 0-dim per-tensor max ``|X|``.
+        output_amax: Name -> float32 0-dim per-tensor max ``|Y|``.
+        meta: The manifest ``extra`` (model fingerprint, data, sample count, ...).
+        output_channel_amax: Name -> float32 ``[out_features]`` per-channel max ``|Y|``
+            (may be empty for artifacts written by other tools).
+    """
+
+    input_channel_amax: dict[str, torch.Tensor]
+    input_amax: dict[str, torch.Tensor]
+    output_amax: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+    output_channel_amax: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def linears(self) -> list[str]:
+        """Names of the linears covered, in insertion order."""
+        return list(self.input_channel_amax)
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """Flat ``{L.key: tensor}`` mapping, as stored in ``act_scales.safetensors``."""
+        flat: dict[str, torch.Tensor] = {}
+        for key in _KEYS:
+            for name, tensor in getattr(self, key).items():
+                flat[f"{name}.{key}"] = tensor.detach().float().cpu().contiguous()
+        return flat
+
+    @classmethod
+    def from_tensors(cls, flat: Mapping[str, torch.Tensor], meta: dict[str, Any]) -> ActScales:
+        """Inverse of :meth:`to_tensors`."""
+        tables: dict[str, dict[str, torch.Tensor]] = {key: {} for key in _KEYS}
+        for flat_name, tensor in flat.items():
+            name, _, key = flat_name.rpartition(".")
+            if key not in tables:
+                raise ArtifactError(
+                    f"unexpected tensor {flat_name!r} in {SCALES_FILE}; expected <linear>.{_KEYS}"
+                )
+            tables[key][name] = tensor
+        return cls(
+            tables["input_channel_amax"],
+            tables["input_amax"],
+            tables["output_amax"],
+            meta,
+            tables["output_channel_amax"],
+        )
+
+
+class _RunningAmax:
+    """Forward hook folding one linear's input/output into running maxima."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.input_channel: torch.Tensor | None = None
+        self.output_channel: torch.Tensor | None = None
+
+    def __call__(self, module: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        import torch
+
+        x = inputs[0].detach()
+        y = output.detach()
+        with torch.no_grad():
+            x_amax = x.abs().reshape(-1, x.shape[-1]).amax(dim=0).float()
+            y_amax = y.abs().reshape(-1, y.shape[-1]).amax(dim=0).float()
+        # max() propagates NaN and inf, so checking the reduced vectors catches any bad element.
+        for what, stat in (("input", x_amax), ("output", y_amax)):
+            if not bool(torch.isfinite(stat).all()):
+                raise CalibrationError(
+                    f"non-finite (NaN/inf) {what} activations at linear {self.name!r} during calibration; "
+                    "the model overflows in its dtype or its weights are corrupt. Calibrate in float32 "
+                    "and check the model's FP32 perplexity first (sq-trt eval)"
+                )
+        self.input_channel = (
+            x_amax if self.input_channel is None else torch.maximum(self.input_channel, x_amax)
+        )
+        self.output_channel = (
+            y_amax if self.output_channel is None else torch.maximum(self.output_channel, y_amax)
+        )
+
+
+def _forward(model: Any, input_ids: torch.Tensor, kind: str) -> Any:
+    if kind == "decoder":
+        return model(input_ids=input_ids, use_cache=False)
+    return model(input_ids=input_ids)
+
+
+def calibrate(loaded: LoadedModel, chunks: torch.Tensor, *, progress: bool = True) -> ActScales:
+    """Record the activation ranges of every quantizable linear over calibration chunks.
+
+    Samples are run one at a time (batch 1) so peak memory is one sample's
+    activations; nothing but running maxima is kept.
+
+    Args:
+        loaded: The model to calibrate (any device; float32 recommended).
+        chunks: ``int64`` token ids ``[num_samples, seq_len]``.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        The statistics; ``meta`` holds ``model_fingerprint``, ``model_source``,
+        ``family``, ``num_samples``, ``seq_len`` and ``linears`` (the caller adds ``data``).
+
+    Raises:
+        DataError: ``chunks`` is empty or not 2-D.
+        CalibrationError: NaN/inf activations (naming the linear).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if chunks.dim() != 2 or chunks.shape[0] == 0 or chunks.shape[1] == 0:
+        raise DataError(
+            f"calibration needs token chunks of shape [samples>=1, seq_len>=1], got {tuple(chunks.shape)}; "
+            "give more calibration text or a shorter --seq-len"
+        )
+    model = loaded.model
+    names = quantizable_linears(model)
+    modules = dict(model.named_modules())
+    missing = [name for name in names if name not in modules]
+    assert not missing, f"registry names not in the model: {missing}"
+    device = next(model.parameters()).device
+    hooks = {name: _RunningAmax(name) for name in names}
+    handles = [modules[name].register_forward_hook(hooks[name]) for name in names]
+    try:
+        with torch.inference_mode():
+            for row in tqdm(chunks, desc="calibrate", unit="sample", disable=not progress):
+                _forward(model, row[None].to(device), loaded.spec.kind)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    scales = ActScales({}, {}, {}, {}, {})
+    for name, hook in hooks.items():
+        assert hook.input_channel is not None and hook.output_channel is not None, f"{name} never ran"
+        scales.input_channel_amax[name] = hook.input_channel.cpu()
+        scales.input_amax[name] = hook.input_channel.max().cpu()
+        scales.output_channel_amax[name] = hook.output_channel.cpu()
+        scales.output_amax[name] = hook.output_channel.max().cpu()
+    scales.meta = {
+        "model_fingerprint": loaded.fingerprint(),
+        "model_source": loaded.source,
+        "family": loaded.spec.family,
+        "num_samples": int(chunks.shape[0]),
+        "seq_len": int(chunks.shape[1]),
+        "linears": names,
+    }
+    return scales
+
+
+def write_scales_file(directory: str | os.PathLike[str], scales: ActScales) -> Path:
+    """Write ``act_scales.safetensors`` into ``directory`` (no manifest; see :func:`save_act_scales`)."""
+    from safetensors.torch import save_file
+
+    path = Path(directory) / SCALES_FILE
+    save_file(scales.to_tensors(), str(path))
+    return path
+
+
+def save_act_scales(path: str | os.PathLike[str], scales: ActScales, *, force: bool = False) -> Path:
+    """Write an ``act_scales`` artifact directory (stage ``calibrate``).
+
+    Args:
+        path: Output directory (written atomically).
+        scales: The statistics; ``scales.meta`` becomes the manifest ``extra``.
+        force: Replace an existing directory.
+
+    Returns:
+        The artifact directory.
+    """
+    meta = dict(scales.meta)
+    config = {key: meta[key] for key in ("num_samples", "seq_len") if key in meta}
+    inputs = {"model": meta.get("model_fingerprint", "")}
+    if "data" in meta:
+        inputs["data"] = meta["data"].get("text_hash", "")
+    with artifact_dir(path, stage=STAGE, config=config, inputs=inputs, extra=meta, force=force) as tmp:
+        write_scales_file(tmp, scales)
+    return Path(path)
+
+
+def read_scales_file(directory: str | os.PathLike[str], meta: dict[str, Any]) -> ActScales:
+    """Read ``act_scales.safetensors`` from an artifact directory whose manifest is already checked."""
+    from safetensors.torch import load_file
+
+    path = Path(directory) / SCALES_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{directory} has no {SCALES_FILE}; rerun `sq-trt calibrate`")
+    return ActScales.from_tensors(load_file(str(path)), meta)
+
+
+def check_model_matches(scales: ActScales, model: Any, where: str) -> None:
+    """Refuse statistics recorded on another model.
+
+    Raises:
+        ArtifactError: Fingerprints differ (both named) or linears are missing.
+    """
+    from sq_trt.models.loading import weights_fingerprint
+
+    expected = scales.meta.get("model_fingerprint")
+    actual = weights_fingerprint(model)
+    if expected != actual:
+        raise ArtifactError(
+            f"{where} was calibrated on model {expected} ({scales.meta.get('model_source')!r}), but the model "
+            f"given has weights {actual}; calibrate this model (sq-trt calibrate) or pass the matching --model"
+        )
+    missing = [name for name in quantizable_linears(model) if name not in scales.input_channel_amax]
+    if missing:
+        raise ArtifactError(f"{where} has no statistics for {len(missing)} linears (first: {missing[0]})")
+
+
+def load_act_scales(path: str | os.PathLike[str], *, model: Any = None) -> ActScales:
+    """Load an ``act_scales`` artifact, checking its manifest and file hashes.
+
+    Args:
+        path: The artifact directory written by :func:`save_act_scales`.
+        model: If given, refuse statistics recorded on a model with other weights.
+
+    Returns:
+        The statistics, ``meta`` = the manifest ``extra``.
+
+    Raises:
+        ArtifactError: Missing/corrupt artifact, another stage, or another model.
+    """
+    manifest = load_manifest(path, stage=STAGE, verify_files=True)
+    scales = read_scales_file(path, dict(manifest.extra))
+    if model is not None:
+        check_model_matches(scales, model, f"act_scales artifact {path}")
+    return scales

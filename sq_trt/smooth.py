@@ -1,0 +1,487 @@
+"""SmoothQuant: migrate activation outliers into the weights with folded per-channel factors.
+
+For each smoothing group (an op whose output is exactly the input of some
+linears, see :mod:`sq_trt.models.registry`) and input channel ``j``::
+
+    s_j = max|X_j| ** alpha / max|W_j| ** (1 - alpha)
+
+where ``max|W_j|`` is taken over column ``j`` of every linear of the group. The
+preceding op's output channel ``j`` is divided by ``s_j`` (norm weight and bias,
+or the preceding linear's output row and bias) and every following linear's
+column ``j`` multiplied by ``s_j``: the model computes the same function while
+its quantized inputs become flatter.
+
+Channels with no signal (``max|X_j| = 0`` or ``max|W_j| = 0``) keep ``s_j = 1``
+(nothing to migrate, and a tiny factor would blow up unseen activations); all
+factors are clamped to at least ``min_scale``.
+
+Under grouped-query attention one ``v_proj`` output channel feeds ``repeat``
+head blocks of ``o_proj``'s input, so the factor lives in ``v_proj``'s channel
+space and its statistics are the max over the repeated blocks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from sq_trt.artifacts import artifact_dir, load_manifest
+from sq_trt.calibrate import ActScales, check_model_matches, read_scales_file, write_scales_file
+from sq_trt.errors import ArtifactError, ConfigError
+from sq_trt.models.registry import SmoothGroup, find_spec, smoothing_groups
+
+if TYPE_CHECKING:
+    from sq_trt.models.loading import LoadedModel
+
+STAGE = "smooth"
+FACTORS_FILE = "smoothing.safetensors"
+AUTO = "auto"
+Alpha = float | Literal["auto"]
+
+
+def _check_alpha(value: Any, where: str) -> Alpha:
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(f"{where} must be a number in [0, 1] or 'auto', got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class AlphaSearchConfig:
+    """How the automatic alpha search scores candidates.
+
+    Attributes:
+        grid: Candidate alphas, each in [0, 1].
+        act_mode: Activation quantization the error is measured under
+            (``"per_token"`` or ``"per_tensor"``): search for the mode you deploy.
+        samples: Calibration samples whose activations are kept for the search.
+        tokens_per_sample: Evenly spaced tokens kept from each sample (bounds memory).
+    """
+
+    grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+    act_mode: Literal["per_token", "per_tensor"] = "per_token"
+    samples: int = 4
+    tokens_per_sample: int = 128
+
+    def __post_init__(self) -> None:
+        if not self.grid:
+            raise ConfigError("the alpha search grid is empty; give at least one alpha in [0, 1]")
+        for value in self.grid:
+            if value == AUTO:
+                raise ConfigError("the alpha search grid must hold numbers, not 'auto'")
+            _check_alpha(value, "every alpha of the search grid")
+        if self.act_mode not in ("per_token", "per_tensor"):
+            raise ConfigError(f"search act_mode must be 'per_token' or 'per_tensor', got {self.act_mode!r}")
+        if self.samples < 1 or self.tokens_per_sample < 1:
+            raise ConfigError(
+                f"alpha search needs samples >= 1 and tokens_per_sample >= 1, got {self.samples} and "
+                f"{self.tokens_per_sample}"
+            )
+
+
+@dataclass(frozen=True)
+class SmoothConfig:
+    """What to smooth and how.
+
+    Attributes:
+        alpha: Migration strength for every group: a number in [0, 1] (0 = weights
+            untouched, 1 = all range moved into the weights) or ``"auto"``.
+        overrides: ``(glob, alpha)`` pairs matched against group names
+            (``layers.3.mlp_in``, ``layers.*.up_down``); the last match wins.
+        include_optional: Also smooth the linear->linear pairs (v->o, up->down).
+        min_scale: Lower clamp of every factor.
+        search: Settings of the automatic search (used by groups whose alpha is ``"auto"``).
+    """
+
+    alpha: Alpha = 0.5
+    overrides: tuple[tuple[str, Alpha], ...] = ()
+    include_optional: bool = False
+    min_scale: float = 1e-5
+    search: AlphaSearchConfig = field(default_factory=AlphaSearchConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha", _check_alpha(self.alpha, "alpha"))
+        checked = []
+        for pattern, value in self.overrides:
+            if not isinstance(pattern, str) or not pattern:
+                raise ConfigError(f"an alpha override needs a non-empty group pattern, got {pattern!r}")
+            checked.append((pattern, _check_alpha(value, f"the alpha override for {pattern!r}")))
+        object.__setattr__(self, "overrides", tuple(checked))
+        if not (math.isfinite(self.min_scale) and self.min_scale > 0):
+            raise ConfigError(f"min_scale must be a positive finite number, got {self.min_scale!r}")
+
+    def alpha_for(self, group_name: str) -> Alpha:
+        """The alpha of one group: the last matching override, else the global alpha."""
+        alpha: Alpha = self.alpha
+        for pattern, value in self.overrides:
+            if fnmatchcase(group_name, pattern):
+                alpha = value
+        return alpha
+
+    @property
+    def needs_search(self) -> bool:
+        """Whether any group's alpha may be ``"auto"``."""
+        return self.alpha == AUTO or any(value == AUTO for _, value in self.overrides)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-friendly form (for manifests)."""
+        return asdict(self)
+
+
+def parse_override(text: str) -> tuple[str, Alpha]:
+    """Parse a CLI override ``'<group glob>=<alpha|auto>'`` (e.g. ``'layers.3.*=0.7'``)."""
+    pattern, sep, value = text.rpartition("=")
+    if not sep or not pattern:
+        raise ConfigError(
+            f"alpha override {text!r} is not '<group glob>=<alpha>', e.g. 'layers.*.up_down=0.8'"
+        )
+    value = value.strip()
+    if value == AUTO:
+        return pattern.strip(), AUTO
+    try:
+        return pattern.strip(), _check_alpha(float(value), f"the alpha override {text!r}")
+    except ValueError:
+        raise ConfigError(f"alpha override {text!r}: {value!r} is not a number in [0, 1] or 'auto'") from None
+
+
+@dataclass
+class SmoothResult:
+    """What :func:`smooth_model` did.
+
+    Attributes:
+        factors: Group name -> float32 factor ``s`` (in the preceding op's channel space).
+        alphas: Group name -> alpha used (searched ones resolved to their value).
+        searched: Group name -> ``{alpha: error}`` for groups whose alpha was searched.
+        groups: The groups smoothed, in order.
+    """
+
+    factors: dict[str, torch.Tensor]
+    alphas: dict[str, float]
+    searched: dict[str, dict[float, float]]
+    groups: list[SmoothGroup]
+
+
+def smoothing_factor(
+    act_amax: torch.Tensor, weight_amax: torch.Tensor, alpha: float, *, min_scale: float = 1e-5
+) -> torch.Tensor:
+    """``s_j = act_amax_j ** alpha / weight_amax_j ** (1 - alpha)`` with the zero-channel rules.
+
+    Computed in float64 and returned as float32. Channels where either statistic
+    is 0 get ``s_j = 1``; every factor is at least ``min_scale``.
+    """
+    act = act_amax.double()
+    weight = weight_amax.double()
+    factor = act.pow(alpha) / weight.pow(1.0 - alpha)
+    factor = torch.where((act > 0) & (weight > 0), factor, torch.ones_like(factor))
+    return factor.clamp(min=min_scale).float()
+
+
+def expand_to_inputs(values: torch.Tensor, group: SmoothGroup) -> torch.Tensor:
+    """Map a per-channel vector of the preceding op to the following linears' input channels (GQA)."""
+    if group.repeat == 1:
+        return values
+    blocks = values.reshape(-1, 1, group.head_dim)
+    return blocks.expand(blocks.shape[0], group.repeat, group.head_dim).reshape(-1)
+
+
+def reduce_to_prev(values: torch.Tensor, group: SmoothGroup) -> torch.Tensor:
+    """Max over the input channels that share one preceding channel (inverse of :func:`expand_to_inputs`)."""
+    if group.repeat == 1:
+        return values
+    return values.reshape(-1, group.repeat, group.head_dim).amax(dim=1).reshape(-1)
+
+
+def _weight(module: Any, layout: str) -> torch.Tensor:
+    return module.weight.t() if layout == "conv1d" else module.weight
+
+
+def group_act_amax(scales: ActScales, group: SmoothGroup) -> torch.Tensor:
+    """Per input channel max ``|X|`` of the group's shared input (input-channel space)."""
+    stats = [scales.input_channel_amax[name].float() for name in group.linears]
+    return torch.stack(stats).amax(dim=0)
+
+
+def group_weight_amax(modules: Mapping[str, Any], group: SmoothGroup, layout: str) -> torch.Tensor:
+    """Per input channel max ``|W|`` over every linear of the group (input-channel space)."""
+    columns = [
+        _weight(modules[name], layout).detach().abs().amax(dim=0).float().cpu() for name in group.linears
+    ]
+    return torch.stack(columns).amax(dim=0)
+
+
+def fold_factor(modules: Mapping[str, Any], group: SmoothGroup, factor: torch.Tensor, layout: str) -> None:
+    """Divide the preceding op's output channels by ``factor`` and scale the linears' columns by it."""
+    prev = modules[group.prev]
+    with torch.no_grad():
+        s = factor.to(device=prev.weight.device, dtype=prev.weight.dtype)
+        if group.prev_kind == "linear":
+            # Output channels are rows of [out, in]; Conv1D stores [in, out].
+            prev.weight.div_(s[None, :] if layout == "conv1d" else s[:, None])
+        else:
+            prev.weight.div_(s)
+        if getattr(prev, "bias", None) is not None:
+            prev.bias.div_(s)
+        s_in = expand_to_inputs(s, group)
+        for name in group.linears:
+            weight = modules[name].weight
+            weight.mul_(s_in[:, None] if layout == "conv1d" else s_in[None, :])
+
+
+def smoothed_act_scales(scales: ActScales, result: SmoothResult) -> ActScales:
+    """The statistics of the smoothed model, derived exactly from the original ones.
+
+    Input channel maxima of the smoothed linears are divided by their factor and
+    the per-tensor input maximum recomputed as ``max_j(amax_j / s_j)``; in
+    linear->linear groups the preceding linear's output maxima are divided too.
+    """
+    new = ActScales(
+        {k: v.clone() for k, v in scales.input_channel_amax.items()},
+        {k: v.clone() for k, v in scales.input_amax.items()},
+        {k: v.clone() for k, v in scales.output_amax.items()},
+        dict(scales.meta),
+        {k: v.clone() for k, v in scales.output_channel_amax.items()},
+    )
+    for group in result.groups:
+        factor = result.factors[group.name]
+        s_in = expand_to_inputs(factor, group)
+        for name in group.linears:
+            channel = new.input_channel_amax[name] / s_in
+            new.input_channel_amax[name] = channel
+            new.input_amax[name] = channel.max()
+        if group.prev_kind == "linear" and group.prev in new.output_amax:
+            if group.prev in new.output_channel_amax:
+                channel = new.output_channel_amax[group.prev] / factor
+                new.output_channel_amax[group.prev] = channel
+                new.output_amax[group.prev] = channel.max()
+            else:
+                # Artifact without per-channel output maxima: a safe upper bound.
+                new.output_amax[group.prev] = new.output_amax[group.prev] / factor.min()
+    return new
+
+
+def smooth_model(
+    model: Any,
+    scales: ActScales,
+    config: SmoothConfig,
+    *,
+    search_inputs: Mapping[str, torch.Tensor] | None = None,
+) -> SmoothResult:
+    """Apply SmoothQuant to ``model`` in place.
+
+    Args:
+        model: A model of a registered family, with the weights ``scales`` was recorded on.
+        scales: Its activation statistics (:func:`sq_trt.calibrate.calibrate`).
+        config: Alphas and which groups to smooth.
+        search_inputs: Group name -> sampled input activations ``[tokens, in_features]``
+            (:func:`sq_trt.autoalpha.collect_group_inputs`); required when any alpha is ``"auto"``.
+
+    Returns:
+        The factors and alphas per group.
+
+    Raises:
+        ConfigError: ``"auto"`` alpha without ``search_inputs`` for a group.
+        ArtifactError: ``scales`` lacks a linear of a group.
+    """
+    from sq_trt.autoalpha import search_alpha
+
+    layout = find_spec(model).weight_layout
+    modules = dict(model.named_modules())
+    groups = smoothing_groups(model, include_optional=config.include_optional)
+    result = SmoothResult({}, {}, {}, groups)
+    for group in groups:
+        missing = [name for name in group.linears if name not in scales.input_channel_amax]
+        if missing:
+            raise ArtifactError(
+                f"act_scales has no statistics for {missing[0]} (group {group.name}); recalibrate"
+            )
+        act_amax = group_act_amax(scales, group)
+        weight_amax = group_weight_amax(modules, group, layout)
+        alpha = config.alpha_for(group.name)
+        if alpha == AUTO:
+            if search_inputs is None or group.name not in search_inputs:
+                raise ConfigError(
+                    f"alpha 'auto' for group {group.name} needs calibration activations to search on; "
+                    "pass search_inputs (sq_trt.autoalpha.collect_group_inputs) or a numeric alpha"
+                )
+            weights = [_weight(modules[name], layout).detach() for name in group.linears]
+            alpha, errors = search_alpha(
+                search_inputs[group.name], weights, act_amax, group, config.search, min_scale=config.min_scale
+            )
+            result.searched[group.name] = errors
+        factor = smoothing_factor(
+            reduce_to_prev(act_amax, group),
+            reduce_to_prev(weight_amax, group),
+            float(alpha),
+            min_scale=config.min_scale,
+        )
+        fold_factor(modules, group, factor, layout)
+        result.factors[group.name] = factor
+        result.alphas[group.name] = float(alpha)
+    return result
+
+
+def _forward_logits(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        if find_spec(model).kind == "decoder":
+            out = model(input_ids=input_ids.to(device), use_cache=False).logits
+        else:
+            out = model(input_ids=input_ids.to(device)).last_hidden_state
+    return out.float().cpu()
+
+
+def reference_outputs(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
+    """The model's logits (decoders) or last hidden states (encoders) for an equivalence check."""
+    return _forward_logits(model, input_ids)
+
+
+def check_equivalence(
+    model: Any, input_ids: torch.Tensor, reference: torch.Tensor, *, rtol: float = 1e-3
+) -> float:
+    """Check that the smoothed model computes what the original did.
+
+    Args:
+        model: The smoothed model.
+        input_ids: The ids ``reference`` was computed on.
+        reference: :func:`reference_outputs` of the original model.
+        rtol: Allowed max abs difference relative to the reference's max abs value.
+            Folding only reassociates float32 products (~1e-7 each), so 1e-3 has a
+            wide margin yet catches any wrong fold (those are O(1)).
+
+    Returns:
+        The measured relative difference.
+
+    Raises:
+        AssertionError: The smoothed model computes another function (a bug, not a user error).
+    """
+    actual = _forward_logits(model, input_ids)
+    relative = float((actual - reference).abs().max() / reference.abs().max().clamp(min=1e-30))
+    assert relative <= rtol, (
+        f"smoothing changed the model's outputs: relative difference {relative:.3g} > {rtol}"
+    )
+    return relative
+
+
+def save_smoothed(
+    path: str | os.PathLike[str],
+    loaded: LoadedModel,
+    result: SmoothResult,
+    smoothed_scales: ActScales,
+    *,
+    force: bool = False,
+    config: SmoothConfig | None = None,
+    source_fingerprint: str | None = None,
+) -> Path:
+    """Write the smoothed artifact (stage ``smooth``).
+
+    Contents: Hugging Face ``save_pretrained`` files (model + tokenizer),
+    ``smoothing.safetensors`` (group -> factor) and ``act_scales.safetensors``
+    (the statistics of the smoothed model).
+
+    Args:
+        path: Output directory (written atomically).
+        loaded: The smoothed model (after :func:`smooth_model`).
+        result: The factors and alphas.
+        smoothed_scales: :func:`smoothed_act_scales` of the calibration statistics.
+        force: Replace an existing directory.
+        config: The config used (recorded in the manifest).
+        source_fingerprint: Fingerprint of the unsmoothed model; defaults to the one
+            the statistics were recorded on.
+
+    Returns:
+        The artifact directory.
+    """
+    from safetensors.torch import save_file
+
+    fingerprint = loaded.fingerprint()
+    meta = smoothed_scales.meta
+    source = source_fingerprint or meta.get("source_model_fingerprint") or meta.get("model_fingerprint", "")
+    include_optional = any(group.optional for group in result.groups) or (
+        config is not None and config.include_optional
+    )
+    extra = {
+        "model_fingerprint": fingerprint,
+        "source_model_fingerprint": source,
+        "model_source": meta.get("model_source", loaded.source),
+        "alphas": result.alphas,
+        "family": loaded.spec.family,
+        "include_optional": include_optional,
+        "data": meta.get("data"),
+        "num_samples": meta.get("num_samples"),
+        "seq_len": meta.get("seq_len"),
+        "linears": meta.get("linears"),
+    }
+    scales_meta = {**meta, "model_fingerprint": fingerprint, "source_model_fingerprint": source}
+    out_scales = ActScales(
+        smoothed_scales.input_channel_amax,
+        smoothed_scales.input_amax,
+        smoothed_scales.output_amax,
+        scales_meta,
+        smoothed_scales.output_channel_amax,
+    )
+    with artifact_dir(
+        path,
+        stage=STAGE,
+        config=config.to_json() if config is not None else {},
+        inputs={"model": source, "smoothed_model": fingerprint},
+        extra=extra,
+        force=force,
+    ) as tmp:
+        loaded.model.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
+        save_file({name: f.contiguous() for name, f in result.factors.items()}, str(tmp / FACTORS_FILE))
+        write_scales_file(tmp, out_scales)
+    return Path(path)
+
+
+def load_smoothed(path: str | os.PathLike[str], *, device: str = "cpu") -> tuple[LoadedModel, ActScales]:
+    """Load a smoothed artifact: the model (weights checked against the manifest) and its statistics.
+
+    Raises:
+        ArtifactError: Missing/corrupt artifact, wrong stage, or weights that do not
+            match the manifest's fingerprint.
+    """
+    from sq_trt.models.loading import load_model
+
+    manifest = load_manifest(path, stage=STAGE, verify_files=True)
+    loaded = load_model(str(Path(path).resolve()), local_files_only=True, device=device)
+    scales = read_scales_file(path, dict(manifest.extra))
+    check_model_matches(scales, loaded.model, f"smoothed artifact {path}")
+    return loaded, scales
+
+
+def factors_from_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The smoothing factors stored in a smoothed artifact."""
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(path) / FACTORS_FILE))
+
+
+def describe_alphas(alphas: Mapping[str, float]) -> str:
+    """One-line summary of the alphas used (``0.5 x 60`` or a histogram)."""
+    counts: dict[float, int] = {}
+    for value in alphas.values():
+        counts[value] = counts.get(value, 0) + 1
+    return ", ".join(f"{alpha:g} x {count}" for alpha, count in sorted(counts.items()))
+
+
+__all__: Sequence[str] = (
+    "AlphaSearchConfig",
+    "SmoothConfig",
+    "SmoothResult",
+    "check_equivalence",
+    "load_smoothed",
+    "parse_override",
+    "save_smoothed",
+    "smooth_model",
+    "smoothed_act_scales",
+    "smoothing_factor",
+)
