@@ -1,0 +1,62 @@
+"""Layer information from TensorRT's engine inspector, where this machine can provide it.
+
+The inspector needs a deserialized engine, and deserializing needs a GPU (both
+TensorRT and TensorRT-RTX open a CUDA stream). On a GPU host the build stage
+records the layer list and whether quantized GEMMs really run in INT8, which is
+how a user confirms that the per-token plugin's INT8 output was fused into an
+INT8 GEMM (DESIGN.md). Elsewhere the summary says why it is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+
+def summarize_layers(info: dict[str, Any]) -> dict[str, Any]:
+    """Summarize the inspector's JSON (``LayerInformationFormat.JSON``, detailed verbosity).
+
+    Returns:
+        ``layers`` (count), ``layer_types`` (type -> count) and ``int8_gemms``: the
+        names of matrix-multiply/convolution layers whose inputs include an Int8 format.
+    """
+    layers = info.get("Layers", [])
+    types: Counter[str] = Counter()
+    int8_gemms = []
+    for layer in layers:
+        if not isinstance(layer, dict):  # LAYER_NAMES_ONLY verbosity gives plain names
+            types["<unknown>"] += 1
+            continue
+        kind = str(layer.get("LayerType", "<unknown>"))
+        types[kind] += 1
+        inputs = json.dumps(layer.get("Inputs", []))
+        text = (kind + str(layer.get("Name", ""))).lower()
+        if any(word in text for word in ("gemm", "matrix", "matmul", "convolution")) and "Int8" in inputs:
+            int8_gemms.append(str(layer.get("Name", "")))
+    return {"available": True, "layers": len(layers), "layer_types": dict(types), "int8_gemms": int8_gemms}
+
+
+def engine_layer_info(trt: Any, engine_bytes: bytes, logger: Any) -> tuple[dict[str, Any], str | None]:
+    """Deserialize ``engine_bytes`` and read its layer information.
+
+    Args:
+        trt: The backend's TensorRT module.
+        engine_bytes: The serialized engine.
+        logger: A ``trt.ILogger``.
+
+    Returns:
+        ``(summary, raw_json)``; ``raw_json`` is None when unavailable, and the summary
+        then holds ``available: False`` and the reason.
+    """
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(engine_bytes)
+    if engine is None:
+        return {"available": False, "reason": "the engine could not be deserialized on this machine"}, None
+    inspector = engine.create_engine_inspector()
+    raw = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    try:
+        info = json.loads(raw)
+    except json.JSONDecodeError:
+        return {"available": False, "reason": "the engine inspector returned no JSON"}, None
+    return summarize_layers(info), raw

@@ -1,0 +1,68 @@
+"""Registering the sq-trt per-token plugin with TensorRT before an ONNX with ``sq_trt`` nodes is parsed.
+
+TensorRT's ONNX parser maps a node it does not know to a registered plugin by
+``op_type`` (plugin name), ``plugin_version`` and ``plugin_namespace``; the
+plugin (``sq_trt.plugins``, a Quickly Deployable Plugin with an AOT Triton
+kernel) must be registered with the same TensorRT module first.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+from sq_trt.build.backends import Backend
+from sq_trt.build.source import PluginNode
+from sq_trt.errors import BuildError
+
+# Quickly Deployable Plugins with an AOT implementation: TensorRT >= 10.9 (tensorrt.plugin.aot_impl).
+QDP_AOT_MIN_TENSORRT = "10.9"
+
+
+def _node_list(nodes: Sequence[PluginNode]) -> str:
+    shown = ", ".join(f"{n.name} ({n.op_type})" for n in nodes[:5])
+    return shown + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+
+
+def refuse_plugins_on_rtx(backend: Backend, nodes: Sequence[PluginNode]) -> None:
+    """Raise if ``nodes`` is not empty and the backend cannot load the plugin (TensorRT-RTX).
+
+    Raises:
+        BuildError: Names the nodes and the plugin-free encoding to use instead.
+    """
+    if nodes and not backend.supports_plugins:
+        raise BuildError(
+            f"the ONNX holds {len(nodes)} sq-trt plugin node(s) [{_node_list(nodes)}], but the `{backend.name}` "
+            "backend cannot load Python-defined plugins (its network API has no add_plugin_v3); re-export with "
+            "the portable per-token encoding (standard ONNX ops, no plugin) to build with TensorRT-RTX, or "
+            "build this ONNX with --backend tensorrt on a GPU host / in the container"
+        )
+
+
+def register_plugins(backend: Backend, nodes: Sequence[PluginNode]) -> None:
+    """Register the sq-trt plugin with ``backend.trt`` when the ONNX needs it (idempotent).
+
+    Raises:
+        BuildError: The plugin package is missing or its registration failed; the message
+            names the plugin and says what the engine needs.
+    """
+    if not nodes:
+        return
+    refuse_plugins_on_rtx(backend, nodes)
+    names = sorted({f"{n.namespace}::{n.op_type} v{n.version}" for n in nodes})
+    needs = (
+        f"the engine needs the sq-trt plugin {', '.join(names)}, registered with TensorRT proper >= "
+        f"{QDP_AOT_MIN_TENSORRT} (Quickly Deployable Plugins with AOT kernels; sq-trt targets >= 10.12) and "
+        "the `kernels` extra (pip install 'sq-trt[trt,kernels]', or use the container in docker/)"
+    )
+    try:
+        plugins = importlib.import_module("sq_trt.plugins")
+    except ImportError as exc:
+        raise BuildError(f"cannot import sq_trt.plugins ({exc}); {needs}") from exc
+    register = getattr(plugins, "register", None)
+    if register is None:
+        raise BuildError(f"sq_trt.plugins has no register() in this installation; {needs}")
+    try:
+        register(trt_module=backend.trt)
+    except Exception as exc:  # any failure inside TensorRT/Triton registration is the user's setup
+        raise BuildError(f"registering the plugin failed ({type(exc).__name__}: {exc}); {needs}") from exc

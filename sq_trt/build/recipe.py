@@ -1,0 +1,111 @@
+"""Build settings: one validated model, filled from a YAML recipe and then from CLI flags.
+
+A recipe (``builders/<model>.<target>.yaml``) holds any of the fields of
+:class:`BuildSettings`; a CLI flag that is given overrides the recipe's value.
+Unknown keys are refused, so a misspelled recipe field cannot be silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sq_trt.build.profiles import ProfileSpec, RequiredShape
+from sq_trt.errors import ConfigError
+
+
+class BuildSettings(BaseModel):
+    """Everything one engine build needs, validated.
+
+    Attributes:
+        onnx: The source ONNX file.
+        name: Engine directory name under ``engines_dir`` (e.g. ``smollm2-135m-int8``).
+        target: File stem of the ``.plan`` inside it (e.g. ``rtx``, ``h100``).
+        backend: ``tensorrt``, ``tensorrt_rtx`` or ``auto``.
+        engines_dir: Parent of the engine directories.
+        profiles: Optimization profiles (batch/sequence ranges or exact shapes).
+        required_shapes: Shapes later stages need; each must fit a profile.
+        opt_level: Builder optimization level (0-5; TensorRT's default is 3).
+        workspace_mb: Workspace memory-pool limit in MiB (None = TensorRT's default, the GPU's memory).
+        timing_cache: Timing cache file to load and update (TensorRT proper only).
+        compute_capabilities: GPU targets of a TensorRT-RTX engine, e.g. ``["8.6", "8.9"]``
+            (empty = TensorRT-RTX's default set).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    onnx: Path | None = None
+    name: str | None = None
+    target: str | None = None
+    backend: Literal["tensorrt", "tensorrt_rtx", "auto"] = "auto"
+    engines_dir: Path = Path("engines")
+    profiles: list[ProfileSpec] = Field(default_factory=lambda: [ProfileSpec()])
+    required_shapes: list[RequiredShape] = Field(default_factory=list)
+    opt_level: int = Field(default=3, ge=0, le=5)
+    workspace_mb: int | None = Field(default=None, ge=1)
+    timing_cache: Path | None = None
+    compute_capabilities: list[str] = Field(default_factory=list)
+
+    @field_validator("name", "target")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value or value.startswith(".")):
+            raise ValueError(f"must be a plain file name (no '/', not starting with '.'), got {value!r}")
+        return value
+
+
+def _format_validation(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']} (got {err.get('input')!r})"
+        for err in exc.errors()
+    )
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a YAML recipe into a plain mapping (validated later, merged with the flags).
+
+    Relative paths inside the recipe (``onnx``, ``timing_cache``, ``engines_dir``)
+    stay relative to the working directory, like the flags they stand for.
+
+    Raises:
+        ConfigError: Missing file, invalid YAML, or not a mapping.
+    """
+    recipe = Path(path)
+    if not recipe.is_file():
+        raise ConfigError(f"recipe {recipe} does not exist; see builders/README.md for the recipes shipped")
+    try:
+        data = yaml.safe_load(recipe.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {recipe} is not valid YAML ({exc}); fix its syntax") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"recipe {recipe} holds a {type(data).__name__}; expected a mapping of build settings"
+        )
+    return data
+
+
+def resolve_settings(
+    recipe: Mapping[str, Any], overrides: Mapping[str, Any], *, source: str
+) -> BuildSettings:
+    """Merge a recipe with CLI overrides (None = not given) and validate.
+
+    Args:
+        recipe: The recipe's mapping (may be empty).
+        overrides: Flag values; None means the flag was not given.
+        source: Where the recipe came from, for messages.
+
+    Raises:
+        ConfigError: A field is unknown or invalid (message names each one).
+    """
+    merged = dict(recipe)
+    merged.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return BuildSettings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid build settings from {source}: {_format_validation(exc)}") from exc

@@ -1,0 +1,110 @@
+"""What a source ONNX holds, read before any TensorRT work: validity, plugin nodes, provenance.
+
+Reading the graph first turns a corrupt file, a plugin node on a backend that
+cannot load it, and a missing export manifest into clear errors or facts for the
+engine manifest, instead of a parser crash half-way through a build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sq_trt.artifacts import MANIFEST_NAME, hash_file, load_manifest
+from sq_trt.errors import ArtifactError, BuildError
+from sq_trt.plugin_spec import ONNX_DOMAIN
+
+
+@dataclass(frozen=True)
+class PluginNode:
+    """One custom ``sq_trt`` node the TensorRT parser maps to a plugin."""
+
+    name: str
+    op_type: str
+    version: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class OnnxSource:
+    """Facts about the ONNX an engine is built from.
+
+    Attributes:
+        path: The ONNX file.
+        sha256: Its content hash (``sha256:<hex>``), recorded in the engine manifest.
+        plugin_nodes: Nodes of domain ``sq_trt`` (need the sq-trt plugin).
+        export_manifest: Fingerprint and stage of the artifact directory holding the ONNX, if any.
+        calibration_hash: The calibration hash that export recorded, if any.
+    """
+
+    path: Path
+    sha256: str
+    plugin_nodes: tuple[PluginNode, ...] = ()
+    export_manifest: dict[str, str] = field(default_factory=dict)
+    calibration_hash: str | None = None
+
+
+def _attribute(node: object, name: str, default: str) -> str:
+    import onnx
+
+    for attr in node.attribute:  # type: ignore[attr-defined]
+        if attr.name == name:
+            value = onnx.helper.get_attribute_value(attr)
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return default
+
+
+def _calibration_hash(manifest_extra: dict[str, object], inputs: dict[str, str]) -> str | None:
+    """The calibration hash an export artifact recorded: an explicit field, else an input named for it."""
+    for key in ("calibration_hash", "calibration_fingerprint", "act_scales_hash"):
+        value = manifest_extra.get(key)
+        if isinstance(value, str):
+            return value
+    for key, value in sorted(inputs.items()):
+        if "calib" in key or "act_scales" in key:
+            return value
+    return None
+
+
+def read_onnx_source(path: str | Path) -> OnnxSource:
+    """Validate an ONNX file's structure and collect what the build needs to know.
+
+    External weight files are not loaded (the TensorRT parser reads them itself).
+
+    Raises:
+        BuildError: The file is missing or is not a loadable ONNX model.
+        ArtifactError: It sits in an artifact directory whose manifest is corrupt.
+    """
+    import onnx
+
+    onnx_path = Path(path)
+    if not onnx_path.is_file():
+        raise BuildError(f"ONNX file {onnx_path} does not exist; run `sq-trt export` first or fix --onnx")
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, ValueError... for a corrupt file
+        raise BuildError(
+            f"{onnx_path} is not a valid ONNX model ({type(exc).__name__}: {exc}); re-export it with `sq-trt export`"
+        ) from exc
+    if not model.graph.node:
+        raise BuildError(f"{onnx_path} has an empty graph (no nodes); re-export it with `sq-trt export`")
+    plugins = tuple(
+        PluginNode(
+            name=node.name or f"<unnamed {node.op_type} #{index}>",
+            op_type=node.op_type,
+            version=_attribute(node, "plugin_version", "1"),
+            namespace=_attribute(node, "plugin_namespace", node.domain),
+        )
+        for index, node in enumerate(model.graph.node)
+        if node.domain == ONNX_DOMAIN
+    )
+    export_manifest: dict[str, str] = {}
+    calibration: str | None = None
+    if (onnx_path.parent / MANIFEST_NAME).is_file():
+        try:
+            manifest = load_manifest(onnx_path.parent)
+        except ArtifactError as exc:
+            raise ArtifactError(f"the ONNX's artifact directory is unreadable: {exc}") from exc
+        export_manifest = {"stage": manifest.stage, "fingerprint": manifest.fingerprint}
+        calibration = _calibration_hash(manifest.extra, manifest.inputs)
+    return OnnxSource(onnx_path, hash_file(onnx_path), plugins, export_manifest, calibration)
