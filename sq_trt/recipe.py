@@ -1,0 +1,509 @@
+"""Pipeline recipes: one validated, typed description of a whole ``sq-trt pipeline`` run.
+
+A recipe is a YAML file (``builders/<model>.yaml``, with ``kind: pipeline``)
+whose sections mirror the stages: ``model``, ``data``, ``calibrate``,
+``smooth``, ``export``, ``build``, ``compare``, ``gate``, ``report``. Any field
+can be overridden from the command line with ``--set section.field=value``
+(the value is parsed as YAML, so ``--set smooth.alpha=0.7`` is a float and
+``--set build.backend=none`` a string). Unknown fields are refused with the
+closest known name, so a misspelled setting never silently falls back to its
+default.
+
+Work directory layout (``work_dir``, default ``work/<name>``)::
+
+    calibrate/                 act_scales artifact
+    smooth/                    smoothed checkpoint + smoothing factors
+    export/<candidate>/        model.fp16.onnx + model.int8.onnx (one per INT8 candidate)
+    compare/                   comparison results (ONNX Runtime on CPU, TensorRT on GPU hosts)
+    report/                    report.html, report.md, report.json
+    .pipeline/<stage>.json     cache records (input hash -> artifact fingerprint)
+    pipeline_summary.json      the last run's stage table
+
+Engines go to ``engines_dir`` (default ``engines/<name>``), one directory per
+engine: ``<candidate>-fp16`` / ``<candidate>-int8``, each with its ``.plan``
+and engine manifest.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sq_trt.build.profiles import ProfileSpec
+from sq_trt.errors import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MODEL_HINT = "a hub id, a local model directory, a .gguf file, 'demo' or 'tiny:<family>'"
+
+
+def _plain_name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{what} must be a plain name of letters, digits, '-', '_' or '.', not starting with '.' "
+            f"(it names a directory), got {value!r}"
+        )
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
+    """Which model, and how to load it.
+
+    Attributes:
+        source: A hub id, a local directory, a ``.gguf`` file, ``demo`` or ``tiny:<family>``.
+        dtype: Dtype for calibration and smoothing (float32 recommended).
+        local_files_only: Never download.
+        trust_remote_code: Allow the model's own Python code (off by default).
+        device: Torch device for calibration and smoothing.
+        offload: Keep at most one decoder layer on ``device`` at a time (accelerate's
+            CPU/disk offload); for models larger than host or device memory.
+        offload_dir: Where offloaded weights go when they do not fit in host memory
+            (``None``: a directory inside the work dir).
+    """
+
+    source: str
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    local_files_only: bool = False
+    trust_remote_code: bool = False
+    device: str = "cpu"
+    offload: bool = False
+    offload_dir: Path | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(f"must name a model: {MODEL_HINT}")
+        return value
+
+
+class DataSection(_Section):
+    """Calibration and evaluation text (disjoint slices of one source).
+
+    Attributes:
+        source: ``embedded``, a .txt/.json/.jsonl/.parquet file, or ``hub:<dataset>[:<config>][@<split>]``.
+        text_column: Field holding the text in json/parquet/hub data.
+        calib_fraction: Fraction of the text used for calibration; evaluation uses the rest.
+    """
+
+    source: str = "embedded"
+    text_column: str = "text"
+    calib_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+
+
+class CalibrateSection(_Section):
+    """Calibration: how many samples of how many tokens."""
+
+    samples: int = Field(default=32, ge=1)
+    seq_len: int = Field(default=512, ge=2)
+
+
+def _alpha(value: Any, where: str) -> float | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, float | int) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{where} must be a number in [0, 1] or 'auto', got {value!r}")
+    return float(value)
+
+
+class AlphaSearchSection(_Section):
+    """The automatic alpha search (used where an alpha is ``auto``); see :class:`sq_trt.smooth.AlphaSearchConfig`.
+
+    Attributes:
+        grid: Candidate alphas.
+        act_mode: Activation quantization the search minimises the error under.
+        samples: Calibration samples whose activations are kept for the search.
+        tokens_per_sample: Evenly spaced tokens kept per sample (bounds memory).
+    """
+
+    grid: list[float] = Field(default_factory=lambda: [round(0.05 * i, 2) for i in range(21)])
+    act_mode: Literal["per_token", "per_tensor"] = "per_token"
+    samples: int = Field(default=4, ge=1)
+    tokens_per_sample: int = Field(default=128, ge=1)
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0.0 <= a <= 1.0 for a in value):
+            raise ValueError(f"must be a non-empty list of alphas in [0, 1], got {value}")
+        return value
+
+
+class SmoothSection(_Section):
+    """SmoothQuant migration strength (see :class:`sq_trt.smooth.SmoothConfig`).
+
+    Attributes:
+        alpha: A global alpha in [0, 1], or ``auto`` (per-group search on ``search.grid``).
+        overrides: Group glob -> alpha or ``auto`` (``layers.*.mlp_in: 0.7``); the last match wins.
+        include_optional: Also smooth the linear->linear pairs (v->o, up->down).
+        search: Settings of the automatic search.
+    """
+
+    alpha: float | str = 0.5
+    overrides: dict[str, float | str] = Field(default_factory=dict)
+    include_optional: bool = False
+    search: AlphaSearchSection = Field(default_factory=AlphaSearchSection)
+
+    @field_validator("alpha", mode="before")
+    @classmethod
+    def _alpha_range(cls, value: Any) -> float | str:
+        return _alpha(value, "alpha")
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _override_range(cls, value: Any) -> dict[str, float | str]:
+        if not isinstance(value, dict):
+            # pydantic turns only ValueError into a field-level message; a TypeError would escape as a bug.
+            raise ValueError(  # noqa: TRY004
+                f"must map group globs to alphas, e.g. {{'layers.*.mlp_in': 0.7}}, got {value!r}"
+            )
+        return {str(k): _alpha(v, f"the alpha of {k!r}") for k, v in value.items()}
+
+
+class Candidate(_Section):
+    """One INT8 candidate exported, built and compared against the FP16 baseline.
+
+    Attributes:
+        name: Directory-safe name (``sq-per-token``); gate conditions may name it.
+        smooth: Export the smoothed model (True) or the original one (naive W8A8).
+        act_mode: ``per_token`` (dynamic, at run time) or ``per_tensor`` (static, calibrated).
+        encoding: For per-token: ``portable`` (standard ONNX ops; ONNX Runtime and TensorRT-RTX)
+            or ``plugin`` (the sq-trt ``PerTokenQuant`` node; TensorRT proper).
+    """
+
+    name: str
+    smooth: bool = True
+    act_mode: Literal["per_token", "per_tensor"] = "per_token"
+    encoding: Literal["portable", "plugin"] = "portable"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _plain_name(value, "candidate name")
+
+    @model_validator(mode="after")
+    def _encoding_needs_per_token(self) -> Candidate:
+        if self.act_mode == "per_tensor" and self.encoding == "plugin":
+            raise ValueError(
+                "encoding 'plugin' is per-token only; a per_tensor candidate uses standard Q/DQ "
+                "(drop `encoding` or set act_mode: per_token)"
+            )
+        return self
+
+
+def _default_candidates() -> list[Candidate]:
+    return [
+        Candidate(name="naive-per-token", smooth=False, act_mode="per_token"),
+        Candidate(name="sq-per-tensor", smooth=True, act_mode="per_tensor"),
+        Candidate(name="sq-per-token", smooth=True, act_mode="per_token"),
+        Candidate(name="sq-per-token-plugin", smooth=True, act_mode="per_token", encoding="plugin"),
+    ]
+
+
+class ExportSection(_Section):
+    """ONNX export: the candidates and what stays in floating point.
+
+    Attributes:
+        candidates: INT8 candidates (each gets an export directory and engines).
+        exclude: Full module names of linears kept in floating point.
+        opset: ONNX opset (``None``: the exporter's default).
+    """
+
+    candidates: list[Candidate] = Field(default_factory=_default_candidates)
+    exclude: list[str] = Field(default_factory=list)
+    opset: int | None = Field(default=None, ge=17)
+
+    @field_validator("candidates")
+    @classmethod
+    def _unique(cls, value: list[Candidate]) -> list[Candidate]:
+        if not value:
+            raise ValueError("needs at least one candidate")
+        names = [c.name for c in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"candidate names must be unique, got duplicates {dupes}")
+        return value
+
+
+class BuildSection(_Section):
+    """Engine builds (one FP16 engine per export, one INT8 per candidate).
+
+    Attributes:
+        backend: ``auto`` (``tensorrt`` when it is importable and a GPU is visible, else
+            ``tensorrt_rtx``), ``tensorrt``, ``tensorrt_rtx``, or ``none`` (skip the stage).
+        profiles: Optimization profiles, written as in a build recipe
+            (``batch: [min, opt, max]``, ``seq: [min, opt, max]``; see :mod:`sq_trt.build.profiles`).
+        opt_level: Builder optimization level (0-5).
+        workspace_mb: Workspace limit in MiB (``None``: TensorRT's default).
+        timing_cache: Timing cache file (TensorRT proper).
+        compute_capabilities: TensorRT-RTX targets (empty: its default set).
+        fp16_engine: Also build the FP16 baseline engine.
+    """
+
+    backend: Literal["auto", "tensorrt", "tensorrt_rtx", "none"] = "auto"
+    profiles: list[ProfileSpec] = Field(default_factory=lambda: [ProfileSpec()], min_length=1)
+    opt_level: int = Field(default=3, ge=0, le=5)
+    workspace_mb: int | None = Field(default=None, ge=1)
+    timing_cache: Path | None = None
+    compute_capabilities: list[str] = Field(default_factory=list)
+    fp16_engine: bool = True
+
+
+class CompareSection(_Section):
+    """Accuracy comparison of every candidate against the FP16 baseline on held-out text.
+
+    Attributes:
+        runner: ``auto`` (TensorRT engines on a GPU host, else ONNX Runtime), ``onnxruntime``, ``tensorrt``.
+        samples: Evaluation samples (never from the calibration slice).
+        seq_len: Tokens per sample.
+        batch_size: Samples per inference call.
+        layer_ranking: Also rank the quantized layers by their error contribution (PyTorch, slower).
+    """
+
+    runner: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    samples: int = Field(default=8, ge=1)
+    seq_len: int = Field(default=512, ge=2)
+    batch_size: int = Field(default=1, ge=1)
+    layer_ranking: bool = True
+
+
+class ReportSection(_Section):
+    """The report: formats and title."""
+
+    formats: list[Literal["html", "md", "json"]] = Field(default_factory=lambda: ["html", "md", "json"])
+    title: str | None = None
+
+
+class Recipe(_Section):
+    """A whole pipeline run.
+
+    Attributes:
+        kind: Always ``pipeline`` (a build recipe of ``sq-trt build`` has no ``kind``).
+        name: Recipe name; names the work and engines directories.
+        description: Free text.
+        work_dir: Stage artifacts (default ``work/<name>``).
+        engines_dir: Engines (default ``engines/<name>``).
+        gate: Conditions ``[candidate:]metric OP value`` (see :mod:`sq_trt.compare.gate`).
+    """
+
+    kind: Literal["pipeline"]
+    name: str
+    description: str = ""
+    work_dir: Path | None = None
+    engines_dir: Path | None = None
+    model: ModelSection
+    data: DataSection = Field(default_factory=DataSection)
+    calibrate: CalibrateSection = Field(default_factory=CalibrateSection)
+    smooth: SmoothSection = Field(default_factory=SmoothSection)
+    export: ExportSection = Field(default_factory=ExportSection)
+    build: BuildSection = Field(default_factory=BuildSection)
+    compare: CompareSection = Field(default_factory=CompareSection)
+    gate: list[str] = Field(default_factory=lambda: ["sq-per-token:ppl_increase_pct<=5"])
+    report: ReportSection = Field(default_factory=ReportSection)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _plain_name(value, "recipe name")
+
+    @field_validator("gate")
+    @classmethod
+    def _gate_conditions(cls, value: list[str]) -> list[str]:
+        from sq_trt.compare.gate import GateCondition
+
+        for text in value:
+            try:
+                GateCondition.parse(text)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _gate_names_candidates(self) -> Recipe:
+        names = {c.name for c in self.export.candidates}
+        for text in self.gate:
+            prefix = text.split(":", 1)[0].strip() if ":" in text else None
+            if prefix is not None and prefix not in names:
+                raise ValueError(
+                    f"gate: condition {text!r} names candidate {prefix!r}, which is not in export.candidates "
+                    f"({sorted(names)})"
+                )
+        return self
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        """``work_dir`` or ``work/<name>``."""
+        return self.work_dir if self.work_dir is not None else Path("work") / self.name
+
+    @property
+    def resolved_engines_dir(self) -> Path:
+        """``engines_dir`` or ``engines/<name>``."""
+        return self.engines_dir if self.engines_dir is not None else Path("engines") / self.name
+
+
+# ----------------------------------------------------------------------------- loading and overrides
+
+
+def _model_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """Field names valid at ``loc`` (for "did you mean" on unknown fields)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if (
+            not (isinstance(current, type) and issubclass(current, BaseModel))
+            or part not in current.model_fields
+        ):
+            return []
+        annotation = current.model_fields[part].annotation
+        args = getattr(annotation, "__args__", ())
+        current = next(
+            (a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """One line per error: ``section.field: what is wrong (got X)``, with a hint for unknown fields."""
+    lines = []
+    for err in exc.errors():
+        loc = [p for p in err["loc"]]
+        where = ".".join(str(p) for p in loc) or "<recipe>"
+        if err["type"] == "extra_forbidden":
+            known = _model_fields(Recipe, [str(p) if not isinstance(p, int) else p for p in loc[:-1]])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            lines.append(f"{where}: unknown field{hint} (known fields here: {', '.join(known)})")
+        elif err["type"] == "missing":
+            hint = f" ({MODEL_HINT})" if where in ("model", "model.source") else ""
+            lines.append(f"{where}: required field is missing{hint}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            value = err.get("input")
+            got = "" if "got " in msg or isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"{where}: {msg}{got}")
+    return lines
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """Parse one ``--set section.field=value`` (value as YAML; list items by index).
+
+    Raises:
+        ConfigError: No ``=``, or an empty path.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(
+            f"--set {text!r} is not of the form section.field=value (e.g. --set smooth.alpha=0.7)"
+        )
+    path: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+    if any(p == "" for p in path):
+        raise ConfigError(f"--set {text!r}: empty name in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from exc
+    return path, value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A deep copy of ``data`` with every ``--set`` applied (validation comes after).
+
+    Raises:
+        ConfigError: An override descends into a value that is not a mapping or a list,
+            or indexes past a list's end.
+    """
+    import copy
+
+    result: dict[str, Any] = copy.deepcopy(dict(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = result
+        for depth, part in enumerate(path[:-1]):
+            if isinstance(node, list) and isinstance(part, int):
+                if part >= len(node):
+                    raise ConfigError(
+                        f"--set {text!r}: index {part} is past the end of a list of {len(node)}"
+                    )
+                node = node[part]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                where = ".".join(str(p) for p in path[: depth + 1])
+                raise ConfigError(f"--set {text!r}: {where} is a {type(node).__name__}, not a section")
+        last = path[-1]
+        if (isinstance(node, list) and isinstance(last, int) and last < len(node)) or isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"--set {text!r}: cannot set {last!r} inside a {type(node).__name__}")
+    return result
+
+
+def validate_recipe(data: Mapping[str, Any], *, source: str = "<recipe>") -> Recipe:
+    """Validate a recipe mapping.
+
+    Raises:
+        ConfigError: Listing every invalid field, one per line.
+    """
+    try:
+        return Recipe.model_validate(dict(data))
+    except ValidationError as exc:
+        lines = format_errors(exc)
+        raise ConfigError(f"invalid recipe {source}:\n  " + "\n  ".join(lines)) from None
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a recipe file.
+
+    Raises:
+        ConfigError: Missing file, invalid YAML, not a mapping, or a build recipe.
+    """
+    recipe = Path(path)
+    if not recipe.is_file():
+        raise ConfigError(
+            f"recipe {recipe} does not exist; pass a pipeline recipe such as builders/smollm2-135m.yaml"
+        )
+    try:
+        data = yaml.safe_load(recipe.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {recipe} is not valid YAML ({exc}); fix its syntax") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"recipe {recipe} holds a {type(data).__name__}; expected a mapping with `kind: pipeline`"
+        )
+    if data.get("kind") != "pipeline":
+        raise ConfigError(
+            f"recipe {recipe} has kind {data.get('kind')!r}, expected 'pipeline'. A file without `kind: pipeline` "
+            "is a build recipe: run it with `sq-trt build --recipe`"
+        )
+    return data
+
+
+def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
+    """Read a recipe file, apply ``--set`` overrides and validate.
+
+    Args:
+        path: The YAML recipe.
+        overrides: ``section.field=value`` strings, applied in order.
+
+    Returns:
+        The validated recipe.
+
+    Raises:
+        ConfigError: Missing or invalid file, a bad override, or invalid fields (each named).
+    """
+    overrides = list(overrides)
+    data = apply_overrides(read_recipe_file(path), overrides)
+    source = str(path) + (f" with --set {' '.join(overrides)}" if overrides else "")
+    return validate_recipe(data, source=source)
