@@ -1,0 +1,179 @@
+"""The accuracy gate: typed conditions on a candidate's summary metrics.
+
+A condition reads ``[candidate:]metric OP value`` with ``OP`` one of ``<=``,
+``<``, ``>=``, ``>``, for example ``ppl_increase_pct<=1`` or
+``sq-per-token:top1_agreement>=0.95``. Without a candidate prefix it applies to
+every candidate. The same strings come from the recipe (a list under ``gate``)
+and from ``--gate`` flags. A failing gate raises :class:`GateFailedError`
+(exit code 3) after the results are written.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sq_trt.errors import ConfigError, GateFailedError
+
+# Metrics a gate may name, with the direction that is "better" (for messages).
+GATE_METRICS: dict[str, str] = {
+    "ppl": "lower",
+    "ppl_increase_pct": "lower",
+    "top1_agreement": "higher",
+    "top5_agreement": "higher",
+    "kl_mean": "lower",
+    "kl_max": "lower",
+    "cosine": "higher",
+    "row_cosine_mean": "higher",
+    "row_cosine_min": "higher",
+    "abs_max": "lower",
+    "abs_mean": "lower",
+    "abs_median": "lower",
+    "abs_p99": "lower",
+    "rel_max": "lower",
+    "rel_mean": "lower",
+    "rel_median": "lower",
+    "rel_p99": "lower",
+}
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+_PATTERN = re.compile(r"^\s*(?:(?P<cand>[^:\s<>=]+)\s*:)?\s*(?P<metric>[a-z0-9_]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>\S+)\s*$")
+
+# What the CLI uses when the user gives no --gate (the issue's example gate).
+DEFAULT_GATE = ("ppl_increase_pct<=1", "top1_agreement>=0.95")
+
+
+@dataclass(frozen=True)
+class GateCondition:
+    """One condition: ``metric op threshold``, for one candidate or all (``candidate=None``)."""
+
+    metric: str
+    op: str
+    threshold: float
+    candidate: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> GateCondition:
+        """Parse ``[candidate:]metric OP value``.
+
+        Raises:
+            ConfigError: Unparseable text, unknown metric, or a non-finite threshold.
+        """
+        match = _PATTERN.match(text)
+        if match is None:
+            raise ConfigError(
+                f"gate condition {text!r} is not of the form '[candidate:]metric OP value' with OP one of "
+                f"<=, <, >=, > (e.g. 'ppl_increase_pct<=1' or 'top1_agreement>=0.95')"
+            )
+        metric = match["metric"]
+        if metric not in GATE_METRICS:
+            raise ConfigError(f"gate condition {text!r} names metric {metric!r}; known metrics: {sorted(GATE_METRICS)}")
+        try:
+            threshold = float(match["value"])
+        except ValueError:
+            threshold = math.nan
+        if not math.isfinite(threshold):
+            raise ConfigError(f"gate condition {text!r} has threshold {match['value']!r}; expected a finite number")
+        return cls(metric=metric, op=match["op"], threshold=threshold, candidate=match["cand"])
+
+    def __str__(self) -> str:
+        prefix = f"{self.candidate}:" if self.candidate else ""
+        return f"{prefix}{self.metric}{self.op}{self.threshold:g}"
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    """The outcome of one condition on one candidate."""
+
+    candidate: str
+    condition: str
+    value: float | None
+    passed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """The gate's outcome over every candidate."""
+
+    passed: bool
+    results: tuple[ConditionResult, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-friendly form (stored in ``comparison.json``)."""
+        return {"passed": self.passed, "results": [asdict(r) for r in self.results]}
+
+    def describe_failures(self) -> str:
+        """One line per failed condition."""
+        return "; ".join(f"{r.candidate}: {r.reason}" for r in self.results if not r.passed)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A set of conditions."""
+
+    conditions: tuple[GateCondition, ...]
+
+    @classmethod
+    def parse(cls, texts: Iterable[str]) -> Gate:
+        """Parse condition strings (see :meth:`GateCondition.parse`)."""
+        return cls(tuple(GateCondition.parse(t) for t in texts))
+
+    def evaluate(self, summaries: Mapping[str, Mapping[str, float]]) -> GateVerdict:
+        """Check every condition against each candidate's summary metrics.
+
+        Args:
+            summaries: Candidate name -> flat metric dict.
+
+        Returns:
+            The verdict. A condition naming a metric a candidate lacks (e.g.
+            ``ppl`` for an encoder) fails with a reason, never passes silently.
+
+        Raises:
+            ConfigError: A condition names a candidate that is not in ``summaries``.
+        """
+        results: list[ConditionResult] = []
+        for condition in self.conditions:
+            if condition.candidate is not None and condition.candidate not in summaries:
+                raise ConfigError(
+                    f"gate condition {condition} names candidate {condition.candidate!r}; "
+                    f"the candidates are {sorted(summaries)}"
+                )
+            targets = [condition.candidate] if condition.candidate else list(summaries)
+            for name in targets:
+                value = summaries[name].get(condition.metric)
+                if value is None or not math.isfinite(value):
+                    results.append(
+                        ConditionResult(
+                            name, str(condition), value, False, f"{condition}: metric missing or not finite ({value})"
+                        )
+                    )
+                    continue
+                passed = _OPERATORS[condition.op](value, condition.threshold)
+                verb = "holds" if passed else "fails"
+                reason = f"{condition.metric}={value:.6g} {verb} {condition.op} {condition.threshold:g}"
+                results.append(ConditionResult(name, str(condition), float(value), passed, reason))
+        return GateVerdict(passed=all(r.passed for r in results), results=tuple(results))
+
+
+def raise_if_failed(verdict: GateVerdict, where: str) -> None:
+    """Raise :class:`GateFailedError` (exit code 3) when the verdict failed.
+
+    Args:
+        verdict: The gate's outcome.
+        where: Where the results were written (for the message).
+    """
+    if not verdict.passed:
+        raise GateFailedError(
+            f"accuracy gate failed: {verdict.describe_failures()}. Results are in {where}; "
+            "see the report's per-layer ranking for the layers to exclude or re-smooth"
+        )

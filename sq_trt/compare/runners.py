@@ -1,0 +1,194 @@
+"""Polygraphy runners for every kind of model ``compare`` accepts, chosen from a spec string.
+
+Specs (``--baseline`` / ``--candidate NAME=SPEC``):
+
+* ``path/to/model.onnx``: ONNX Runtime on CPU through Polygraphy's ``OnnxrtRunner``.
+  The session comes from :func:`sq_trt.export.runtime.session_from_onnx`, which
+  rewrites the per-token plugin nodes into standard ops, so the INT8 encodings
+  run here with the same semantics the TensorRT plugin implements.
+* ``path/to/engine.plan``: TensorRT proper through Polygraphy's ``TrtRunner``
+  (GPU hosts only; imported lazily).
+* ``torch:<model>``: the float PyTorch model (``demo``, ``tiny:llama``, a
+  directory, a hub id) through :class:`TorchRunner`.
+* ``torch-w8a8:<smoothed dir>`` / ``torch-w8a8-per-tensor:<smoothed dir>``: the
+  W8A8 fake-quant reference of a smoothed artifact (per-token or per-tensor
+  activations).
+
+Polygraphy's own ``PytRunner`` moves inputs to CUDA unconditionally, so the
+PyTorch runner here is a small ``BaseRunner`` subclass that stays on the
+model's device.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from polygraphy.backend.base import BaseRunner
+from polygraphy.common import TensorMetadata
+
+from sq_trt.deps import require
+from sq_trt.errors import ConfigError
+
+STAGE = "compare"
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """A parsed ``NAME=SPEC``: what to run and under which name."""
+
+    name: str
+    kind: str  # "onnx" | "plan" | "torch" | "torch-w8a8" | "torch-w8a8-per-tensor"
+    target: str
+
+    def describe(self) -> dict[str, str]:
+        """JSON-friendly description for the results."""
+        return {"name": self.name, "kind": self.kind, "target": self.target}
+
+
+_TORCH_PREFIXES = ("torch-w8a8-per-tensor", "torch-w8a8", "torch")
+
+
+def parse_runner_spec(text: str, default_name: str | None = None) -> RunnerSpec:
+    """Parse ``[NAME=]SPEC`` (see the module docstring).
+
+    Raises:
+        ConfigError: An empty name, an unknown kind, or a missing file.
+    """
+    name, sep, spec = text.partition("=")
+    if not sep:
+        name, spec = default_name or "", text
+    name = name.strip()
+    if not name:
+        raise ConfigError(f"runner {text!r} has no name; write NAME=SPEC, e.g. int8=out/export/model.int8.onnx")
+    for prefix in _TORCH_PREFIXES:
+        if spec.startswith(prefix + ":"):
+            target = spec[len(prefix) + 1 :]
+            if not target:
+                raise ConfigError(f"runner {text!r}: nothing after '{prefix}:'; give a model or artifact directory")
+            return RunnerSpec(name, prefix, target)
+    path = Path(spec)
+    if path.suffix not in (".onnx", ".plan", ".engine"):
+        raise ConfigError(
+            f"runner {text!r}: expected a .onnx file, a .plan engine, 'torch:<model>', 'torch-w8a8:<smoothed dir>' "
+            "or 'torch-w8a8-per-tensor:<smoothed dir>'"
+        )
+    if not path.is_file():
+        raise ConfigError(f"runner {text!r}: file {path} does not exist; run `sq-trt export`/`sq-trt build` first")
+    return RunnerSpec(name, "onnx" if path.suffix == ".onnx" else "plan", str(path))
+
+
+class TorchRunner(BaseRunner):
+    """Runs a Hugging Face PyTorch model on its own device (CPU here).
+
+    Inputs are the ONNX export's: ``input_ids`` int64 ``[batch, seq]``; the output
+    is ``logits`` for causal LMs and ``last_hidden_state`` for encoders.
+    """
+
+    def __init__(self, model_factory: Any, name: str, output_name: str = "logits") -> None:
+        """Args:
+        model_factory: A zero-argument callable returning the ``torch.nn.Module`` (called on activation).
+        name: The runner's name in the results.
+        output_name: The output to return.
+        """
+        super().__init__(name=name, prefix="torch-runner")
+        self._factory = model_factory
+        self.output_name = output_name
+        self.model: Any = None
+
+    def activate_impl(self) -> None:
+        """Build (or take) the model."""
+        self.model = self._factory()
+        self.model.eval()
+
+    def get_input_metadata_impl(self) -> TensorMetadata:
+        """``input_ids`` int64 with dynamic batch and sequence."""
+        return TensorMetadata().add("input_ids", dtype=np.int64, shape=(-1, -1))
+
+    def infer_impl(self, feed_dict: dict[str, Any]) -> OrderedDict[str, np.ndarray]:
+        """One forward pass; outputs as float32 numpy."""
+        torch = require("torch", STAGE)
+        device = next(self.model.parameters()).device
+        ids = torch.from_numpy(np.asarray(feed_dict["input_ids"], dtype=np.int64)).to(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, use_cache=False) if self.output_name == "logits" else self.model(input_ids=ids)
+        self.inference_time = time.perf_counter() - start
+        tensor = out.logits if self.output_name == "logits" else out.last_hidden_state
+        return OrderedDict([(self.output_name, tensor.float().cpu().numpy())])
+
+    def deactivate_impl(self) -> None:
+        """Drop the model."""
+        self.model = None
+
+
+def onnx_session(path: str) -> Any:
+    """An ONNX Runtime CPU session of ``path``, with sq-trt's plugin nodes rewritten to standard ops."""
+    try:
+        from sq_trt.export.runtime import session_from_onnx  # type: ignore[import-not-found]
+    except ImportError:
+        session_from_onnx = None
+    if session_from_onnx is not None:
+        return session_from_onnx(path)
+    onnx = require("onnx", STAGE)
+    from sq_trt.plugin_spec import ONNX_DOMAIN
+
+    model = onnx.load(path, load_external_data=False)
+    if any(node.domain == ONNX_DOMAIN for node in model.graph.node):
+        raise ConfigError(
+            f"{path} holds sq-trt plugin nodes, and this install has no sq_trt.export.runtime to run them on CPU; "
+            "install the complete sq-trt"
+        )
+    ort = require("onnxruntime", STAGE)
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def make_runner(spec: RunnerSpec, *, device: str = "cpu") -> BaseRunner:
+    """Build the Polygraphy runner for a spec (models load lazily, on activation)."""
+    if spec.kind == "onnx":
+        from polygraphy.backend.onnxrt import OnnxrtRunner
+
+        return OnnxrtRunner(lambda: onnx_session(spec.target), name=spec.name)
+    if spec.kind == "plan":
+        return _trt_runner(spec)
+    if spec.kind == "torch":
+        return TorchRunner(lambda: _float_model(spec.target, device), name=spec.name, output_name=_output_for(spec.target))
+    per_token = spec.kind == "torch-w8a8"
+    return TorchRunner(lambda: _fake_quant_model(spec.target, per_token, device), name=spec.name)
+
+
+def _output_for(model_source: str) -> str:
+    if model_source.startswith("tiny:bert"):
+        return "last_hidden_state"
+    return "logits"
+
+
+def _float_model(source: str, device: str) -> Any:
+    from sq_trt.models.loading import load_model
+
+    return load_model(source, device=device).model
+
+
+def _fake_quant_model(smoothed_dir: str, per_token: bool, device: str) -> Any:
+    smooth = require("sq_trt.smooth", STAGE)
+    fakequant = require("sq_trt.quant.fakequant", STAGE)
+    loaded, scales = smooth.load_smoothed(smoothed_dir)
+    fakequant.apply_fake_quant(loaded.model, scales, act_mode="per_token" if per_token else "per_tensor")
+    return loaded.model.to(device)
+
+
+def _trt_runner(spec: RunnerSpec) -> BaseRunner:
+    """TensorRT proper: deserialize the plan (registering sq-trt's plugin first) and run it."""
+    require("tensorrt", STAGE)
+    from polygraphy.backend.common import BytesFromPath
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    try:  # registers the per-token plugin's creator so the engine deserializes
+        require("sq_trt.plugins", STAGE)
+    except Exception:  # noqa: BLE001 - an engine without the plugin still runs; TRT names a missing one
+        pass
+    return TrtRunner(EngineFromBytes(BytesFromPath(spec.target)), name=spec.name)
