@@ -44,7 +44,9 @@ def load_tokenizer(model_source: str) -> Any:
     return transformers.AutoTokenizer.from_pretrained(where)
 
 
-def evaluation_slice(data: str = "embedded", *, text_column: str = "text", calib_fraction: float = 0.5) -> TextSlice:
+def evaluation_slice(
+    data: str = "embedded", *, text_column: str = "text", calib_fraction: float = 0.5
+) -> TextSlice:
     """The held-out evaluation slice of a text source."""
     return load_slices(data, text_column=text_column, calib_fraction=calib_fraction)[1]
 
@@ -80,7 +82,8 @@ class EvalDataLoader:
         return cls(chunks.numpy(), batch_size=batch_size)
 
     def __len__(self) -> int:
-        return -(-self.chunks.shape[0] // self._batch())
+        batch = self._batch()
+        return (self.chunks.shape[0] + batch - 1) // batch
 
     def _batch(self) -> int:
         fixed = self._fixed_dim(0)
@@ -103,7 +106,11 @@ class EvalDataLoader:
                 f"{self.chunks.shape[1]} tokens; pass --seq-len {seq}"
             )
         batch = self._batch()
-        usable = self.chunks.shape[0] - self.chunks.shape[0] % batch if self._fixed_dim(0) else self.chunks.shape[0]
+        usable = (
+            self.chunks.shape[0] - self.chunks.shape[0] % batch
+            if self._fixed_dim(0)
+            else self.chunks.shape[0]
+        )
         for start in range(0, usable, batch):
             ids = self.chunks[start : start + batch]
             yield self._feed(ids)

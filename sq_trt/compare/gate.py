@@ -46,7 +46,9 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     ">": operator.gt,
 }
-_PATTERN = re.compile(r"^\s*(?:(?P<cand>[^:\s<>=]+)\s*:)?\s*(?P<metric>[a-z0-9_]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>\S+)\s*$")
+_PATTERN = re.compile(
+    r"^\s*(?:(?P<cand>[^:\s<>=]+)\s*:)?\s*(?P<metric>[a-z0-9_]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>\S+)\s*$"
+)
 
 # What the CLI uses when the user gives no --gate (the example gate).
 DEFAULT_GATE = ("ppl_increase_pct<=1", "top1_agreement>=0.95")
@@ -76,13 +78,17 @@ class GateCondition:
             )
         metric = match["metric"]
         if metric not in GATE_METRICS:
-            raise ConfigError(f"gate condition {text!r} names metric {metric!r}; known metrics: {sorted(GATE_METRICS)}")
+            raise ConfigError(
+                f"gate condition {text!r} names metric {metric!r}; known metrics: {sorted(GATE_METRICS)}"
+            )
         try:
             threshold = float(match["value"])
         except ValueError:
             threshold = math.nan
         if not math.isfinite(threshold):
-            raise ConfigError(f"gate condition {text!r} has threshold {match['value']!r}; expected a finite number")
+            raise ConfigError(
+                f"gate condition {text!r} has threshold {match['value']!r}; expected a finite number"
+            )
         return cls(metric=metric, op=match["op"], threshold=threshold, candidate=match["cand"])
 
     def __str__(self) -> str:
@@ -154,7 +160,11 @@ class Gate:
                 if value is None or not math.isfinite(value):
                     results.append(
                         ConditionResult(
-                            name, str(condition), value, False, f"{condition}: metric missing or not finite ({value})"
+                            name,
+                            str(condition),
+                            value,
+                            False,
+                            f"{condition}: metric missing or not finite ({value})",
                         )
                     )
                     continue

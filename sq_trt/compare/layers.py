@@ -80,6 +80,31 @@ def _linear_weight(module: Any, conv1d: bool) -> Any:
     return module.weight.t() if conv1d else module.weight
 
 
+def _fake_quant_forward(
+    name: str, weight: Any, weight_q: Any, bias: Any, amax: float | None, probe: dict[str, list[float]] | None
+) -> Any:
+    """A linear's forward with W8A8 fake quant; with ``probe``, also accumulates local squared errors."""
+    import torch
+
+    from sq_trt.quant.reference import fake_quant_per_tensor, fake_quant_per_token
+
+    linear = torch.nn.functional.linear
+
+    def forward(x: Any) -> Any:
+        x_q = fake_quant_per_token(x) if amax is None else fake_quant_per_tensor(x, amax)
+        y_q = linear(x_q, weight_q, bias)
+        if probe is not None:
+            y = linear(x, weight, bias)
+            stats = probe.setdefault(name, [0.0, 0.0, 0.0, 0.0])
+            stats[0] += float((y_q - y).float().pow(2).sum())
+            stats[1] += float((linear(x_q, weight, bias) - y).float().pow(2).sum())
+            stats[2] += float((linear(x, weight_q, bias) - y).float().pow(2).sum())
+            stats[3] += float(y.float().pow(2).sum())
+        return y_q
+
+    return forward
+
+
 @contextlib.contextmanager
 def _quantized(
     model: Any,
@@ -91,9 +116,7 @@ def _quantized(
     probe: dict[str, list[float]] | None = None,
 ) -> Iterator[None]:
     """Swap the forward of ``names`` for W8A8 fake-quant; optionally record local error norms in ``probe``."""
-    import torch
-
-    from sq_trt.quant.reference import fake_quant_per_tensor, fake_quant_per_token, fake_quant_weight
+    from sq_trt.quant.reference import fake_quant_weight
 
     modules = dict(model.named_modules())
     patched = []
@@ -108,21 +131,7 @@ def _quantized(
                     raise ConfigError(f"per-tensor localisation needs the calibrated input amax of {name}")
                 amax = float(input_amax[name])
 
-            def forward(x: Any, *, _w: Any = weight, _wq: Any = weight_q, _b: Any = module.bias, _n: str = name) -> Any:
-                x_q = fake_quant_per_token(x) if amax is None else fake_quant_per_tensor(x, amax)
-                y_q = torch.nn.functional.linear(x_q, _wq, _b)
-                if probe is not None:
-                    y = torch.nn.functional.linear(x, _w, _b)
-                    y_act = torch.nn.functional.linear(x_q, _w, _b)
-                    y_w = torch.nn.functional.linear(x, _wq, _b)
-                    stats = probe.setdefault(_n, [0.0, 0.0, 0.0, 0.0])
-                    stats[0] += float((y_q - y).float().pow(2).sum())
-                    stats[1] += float((y_act - y).float().pow(2).sum())
-                    stats[2] += float((y_w - y).float().pow(2).sum())
-                    stats[3] += float(y.float().pow(2).sum())
-                return y_q
-
-            module.forward = forward
+            module.forward = _fake_quant_forward(name, weight, weight_q, module.bias, amax, probe)
             patched.append(module)
         yield
     finally:
@@ -197,7 +206,9 @@ def rank_layers(
         raise ConfigError(f"layer ranking by next-token KL needs a causal LM; {spec.family} is an encoder")
     conv1d = spec.weight_layout == "conv1d"
     names = list(layers) if layers is not None else quantizable_linears(model)
-    group_of = {linear: g.name for g in smoothing_groups(model, include_optional=False) for linear in g.linears}
+    group_of = {
+        linear: g.name for g in smoothing_groups(model, include_optional=False) for linear in g.linears
+    }
     require("torch", STAGE)
 
     reference = _final_log_probs(model, chunks, batch_size)
@@ -213,12 +224,16 @@ def rank_layers(
         denom = max(signal, 1e-30)
         ratio, act_ratio, weight_ratio = (float(np.sqrt(v / denom)) for v in (err, act, weight))
         group = group_of.get(name)
-        results.append(LayerError(name, kl, ratio, act_ratio, weight_ratio, group, _suggest(name, group, act, weight)))
+        results.append(
+            LayerError(name, kl, ratio, act_ratio, weight_ratio, group, _suggest(name, group, act, weight))
+        )
     results.sort(key=lambda layer: layer.kl_leave_one_in, reverse=True)
     return LayerRanking(tuple(results), kl_all, act_mode, positions)
 
 
-def trt_debug_tensors(onnx_path: str, tensor_names: Sequence[str], feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def trt_debug_tensors(
+    onnx_path: str, tensor_names: Sequence[str], feed: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Values of intermediate tensors of a TensorRT engine, read as debug tensors.
 
     Builds the ONNX (strongly typed: precision from the graph's Q/DQ) with the
@@ -250,10 +265,14 @@ def trt_debug_tensors(onnx_path: str, tensor_names: Sequence[str], feed: Mapping
     for name, value in feed.items():
         profile.add(name, min=value.shape, opt=value.shape, max=value.shape)
     network = NetworkFromOnnxPath(onnx_path, strongly_typed=True)
-    engine = EngineFromNetwork(MarkDebug(network, list(tensor_names)), config=CreateConfig(profiles=[profile]))
+    engine = EngineFromNetwork(
+        MarkDebug(network, list(tensor_names)), config=CreateConfig(profiles=[profile])
+    )
     with TrtRunner(engine) as runner:
         outputs = runner.infer(dict(feed))
     missing = [name for name in tensor_names if name not in outputs]
     if missing:
-        raise ConfigError(f"TensorRT returned no debug values for {missing}; check the tensor names in {onnx_path}")
+        raise ConfigError(
+            f"TensorRT returned no debug values for {missing}; check the tensor names in {onnx_path}"
+        )
     return {name: np.array(value) for name, value in outputs.items()}

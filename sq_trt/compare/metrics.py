@@ -269,7 +269,9 @@ class LanguageModelAccumulator:
     nll_baseline: float = 0.0
     nll_candidate: float = 0.0
 
-    def update(self, baseline_logits: np.ndarray, candidate_logits: np.ndarray, input_ids: np.ndarray) -> None:
+    def update(
+        self, baseline_logits: np.ndarray, candidate_logits: np.ndarray, input_ids: np.ndarray
+    ) -> None:
         """Fold one batch: logits ``[batch, seq, vocab]`` and the input ids ``[batch, seq]``."""
         kl = kl_divergence(baseline_logits, candidate_logits)
         self.positions += kl.size
@@ -296,7 +298,5 @@ class LanguageModelAccumulator:
         if self.predictions:
             ppl_base = perplexity_from_nll(self.nll_baseline, self.predictions)
             ppl = perplexity_from_nll(self.nll_candidate, self.predictions)
-            result.update(
-                ppl_baseline=ppl_base, ppl=ppl, ppl_increase_pct=(ppl / ppl_base - 1.0) * 100.0
-            )
+            result.update(ppl_baseline=ppl_base, ppl=ppl, ppl_increase_pct=(ppl / ppl_base - 1.0) * 100.0)
         return result

@@ -67,7 +67,9 @@ def load_iterations(root: Path) -> Iterator[tuple[dict[str, Any], Any]]:
     for path in outputs:
         inputs_path = Path(str(path.with_suffix("")) + ".inputs.json")
         if not inputs_path.is_file():
-            raise ArtifactError(f"{path} has no matching inputs file {inputs_path.name}; the results are incomplete")
+            raise ArtifactError(
+                f"{path} has no matching inputs file {inputs_path.name}; the results are incomplete"
+            )
         try:
             run_results = RunResults.load(str(path))
             feed = load_json(str(inputs_path))
@@ -77,14 +79,18 @@ def load_iterations(root: Path) -> Iterator[tuple[dict[str, Any], Any]]:
                 "Rerun compare to write it again"
             ) from exc
         if not isinstance(run_results, RunResults) or not isinstance(feed, dict):
-            raise ArtifactError(f"{path}: expected a Polygraphy RunResults and a feed dict, got {type(run_results).__name__}")
+            raise ArtifactError(
+                f"{path}: expected a Polygraphy RunResults and a feed dict, got {type(run_results).__name__}"
+            )
         yield feed, run_results
 
 
 def write_comparison(root: Path, comparison: dict[str, Any]) -> Path:
     """Write ``comparison.json`` (atomic)."""
     comparison = {"schema": COMPARISON_SCHEMA, **comparison}
-    return atomic_write_text(root / COMPARISON_FILE, json.dumps(comparison, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    return atomic_write_text(
+        root / COMPARISON_FILE, json.dumps(comparison, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    )
 
 
 def load_comparison(root: str | Path, *, verify_files: bool = False) -> dict[str, Any]:

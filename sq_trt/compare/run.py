@@ -173,7 +173,11 @@ def run_comparison(
         timing=timing,
         iterations=iterations,
         tokens=tokens,
-        saved_iterations=iterations if save_iterations < 0 else min(iterations, save_iterations) if save_dir else 0,
+        saved_iterations=iterations
+        if save_iterations < 0
+        else min(iterations, save_iterations)
+        if save_dir
+        else 0,
     )
 
 
@@ -192,7 +196,9 @@ def _merge(run_results_cls: Any, live: Any, recorded: Any) -> Any:
     return merged
 
 
-def _fold(merged: Any, baseline: str, input_ids: np.ndarray, accumulators: dict[str, CandidateAccumulators]) -> None:
+def _fold(
+    merged: Any, baseline: str, input_ids: np.ndarray, accumulators: dict[str, CandidateAccumulators]
+) -> None:
     names = list(merged.keys())
     if baseline not in names:
         raise ConfigError(f"baseline {baseline!r} is not among the runners {names}")

@@ -21,6 +21,7 @@ model's device.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
 from sq_trt.deps import require
-from sq_trt.errors import ConfigError
+from sq_trt.errors import ConfigError, MissingDependencyError
 
 STAGE = "compare"
 
@@ -64,12 +65,16 @@ def parse_runner_spec(text: str, default_name: str | None = None) -> RunnerSpec:
         name, spec = default_name or "", text
     name = name.strip()
     if not name:
-        raise ConfigError(f"runner {text!r} has no name; write NAME=SPEC, e.g. int8=out/export/model.int8.onnx")
+        raise ConfigError(
+            f"runner {text!r} has no name; write NAME=SPEC, e.g. int8=out/export/model.int8.onnx"
+        )
     for prefix in _TORCH_PREFIXES:
         if spec.startswith(prefix + ":"):
             target = spec[len(prefix) + 1 :]
             if not target:
-                raise ConfigError(f"runner {text!r}: nothing after '{prefix}:'; give a model or artifact directory")
+                raise ConfigError(
+                    f"runner {text!r}: nothing after '{prefix}:'; give a model or artifact directory"
+                )
             return RunnerSpec(name, prefix, target)
     path = Path(spec)
     if path.suffix not in (".onnx", ".plan", ".engine"):
@@ -78,7 +83,9 @@ def parse_runner_spec(text: str, default_name: str | None = None) -> RunnerSpec:
             "or 'torch-w8a8-per-tensor:<smoothed dir>'"
         )
     if not path.is_file():
-        raise ConfigError(f"runner {text!r}: file {path} does not exist; run `sq-trt export`/`sq-trt build` first")
+        raise ConfigError(
+            f"runner {text!r}: file {path} does not exist; run `sq-trt export`/`sq-trt build` first"
+        )
     return RunnerSpec(name, "onnx" if path.suffix == ".onnx" else "plan", str(path))
 
 
@@ -116,7 +123,11 @@ class TorchRunner(BaseRunner):
         ids = torch.from_numpy(np.asarray(feed_dict["input_ids"], dtype=np.int64)).to(device)
         start = time.perf_counter()
         with torch.inference_mode():
-            out = self.model(input_ids=ids, use_cache=False) if self.output_name == "logits" else self.model(input_ids=ids)
+            out = (
+                self.model(input_ids=ids, use_cache=False)
+                if self.output_name == "logits"
+                else self.model(input_ids=ids)
+            )
         self.inference_time = time.perf_counter() - start
         tensor = out.logits if self.output_name == "logits" else out.last_hidden_state
         return OrderedDict([(self.output_name, tensor.float().cpu().numpy())])
@@ -156,7 +167,9 @@ def make_runner(spec: RunnerSpec, *, device: str = "cpu") -> BaseRunner:
     if spec.kind == "plan":
         return _trt_runner(spec)
     if spec.kind == "torch":
-        return TorchRunner(lambda: _float_model(spec.target, device), name=spec.name, output_name=_output_for(spec.target))
+        return TorchRunner(
+            lambda: _float_model(spec.target, device), name=spec.name, output_name=_output_for(spec.target)
+        )
     per_token = spec.kind == "torch-w8a8"
     return TorchRunner(lambda: _fake_quant_model(spec.target, per_token, device), name=spec.name)
 
@@ -187,8 +200,8 @@ def _trt_runner(spec: RunnerSpec) -> BaseRunner:
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
-    try:  # registers the per-token plugin's creator so the engine deserializes
+    # Registers the per-token plugin's creator so an engine using it deserializes; an engine
+    # without the plugin runs without it, and TensorRT names a plugin it cannot find.
+    with contextlib.suppress(MissingDependencyError):
         require("sq_trt.plugins", STAGE)
-    except Exception:  # noqa: BLE001 - an engine without the plugin still runs; TRT names a missing one
-        pass
     return TrtRunner(EngineFromBytes(BytesFromPath(spec.target)), name=spec.name)
