@@ -1,19 +1,72 @@
-"""`sq-trt calibrate`: Record per-channel activation ranges of every quantizable linear (act_scales artifact)."""
+"""`sq-trt calibrate`: record activation ranges of every quantizable linear (act_scales artifact)."""
 
 from __future__ import annotations
 
 import argparse
+import time
 
-from sq_trt.commands.common import add_model_args, not_built
+from sq_trt.commands.common import add_data_args, add_model_args
 
 HELP = "Record per-channel activation ranges of every quantizable linear (act_scales artifact)."
+DESCRIPTION = (
+    HELP
+    + """
+
+Runs the model over --samples chunks of --seq-len tokens from the calibration part of
+--data (the first --calib-fraction of the text; evaluation uses the rest) and records,
+for every linear that will be quantized, the per-input-channel max |X| (the SmoothQuant
+statistic), the per-tensor max |X| and the output range. Memory stays at one sample's
+activations. The output directory holds act_scales.safetensors and manifest.json.
+
+examples:
+  sq-trt calibrate --model demo --out work/act_scales
+  sq-trt calibrate --model tiny:llama --samples 4 --seq-len 128 --out /tmp/scales --force
+  sq-trt calibrate --model ./my-llama --data corpus.jsonl --text-column text --out work/act_scales
+"""
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register this subcommand's arguments."""
+    """Model, data and output arguments."""
     add_model_args(parser)
+    add_data_args(parser, seq_len=512, samples=32)
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", required=True, help="artifact directory to write (act_scales)")
+    out.add_argument("--force", action="store_true", help="replace --out if it exists")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Not built yet: raise a clear error instead of pretending."""
-    raise not_built("calibrate", 3)
+    """Load, tokenize the calibration slice, calibrate, save."""
+    from pathlib import Path
+
+    from sq_trt.calibrate import calibrate, save_act_scales
+    from sq_trt.data import load_slices, tokenize_chunks
+    from sq_trt.errors import ArtifactError
+    from sq_trt.models.loading import load_model
+
+    if Path(args.out).exists() and not args.force:
+        raise ArtifactError(f"output {args.out} already exists; pass --force to replace it")
+    started = time.perf_counter()
+    loaded = load_model(
+        args.model,
+        local_files_only=args.local_files_only,
+        trust_remote_code=args.trust_remote_code,
+        device=args.device,
+    )
+    calibration, _ = load_slices(args.data, text_column=args.text_column, calib_fraction=args.calib_fraction)
+    chunks = tokenize_chunks(loaded.tokenizer, calibration, seq_len=args.seq_len, max_chunks=args.samples)
+    if chunks.shape[0] < args.samples:
+        print(f"note: the calibration text holds only {chunks.shape[0]} samples of {args.seq_len} tokens")
+    print(f"[calibrate] model {args.model!r} loaded in {time.perf_counter() - started:.1f} s")
+    stage_start = time.perf_counter()
+    scales = calibrate(loaded, chunks, progress=not args.no_progress)
+    scales.meta["data"] = calibration.describe()
+    scales.meta["text_column"] = args.text_column
+    save_act_scales(args.out, scales, force=args.force)
+    print(
+        f"[calibrate] {len(scales.linears)} linears, {chunks.shape[0]} x {chunks.shape[1]} tokens in "
+        f"{time.perf_counter() - stage_start:.1f} s (total {time.perf_counter() - started:.1f} s)"
+    )
+    print(f"act_scales written to {args.out}")
+    return 0

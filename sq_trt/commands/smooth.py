@@ -1,19 +1,181 @@
-"""`sq-trt smooth`: Apply SmoothQuant: fold per-channel factors into norms and linears (smoothed checkpoint)."""
+"""`sq-trt smooth`: apply SmoothQuant and save the smoothed checkpoint with its statistics."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+from typing import Any
 
-from sq_trt.commands.common import add_model_args, not_built
+from sq_trt.commands.common import add_model_args
 
 HELP = "Apply SmoothQuant: fold per-channel factors into norms and linears (smoothed checkpoint)."
+DESCRIPTION = (
+    HELP
+    + """
+
+For every smoothing group (a norm or linear whose output feeds some linears) and input
+channel j:  s_j = max|X_j|^alpha / max|W_j|^(1-alpha); the preceding op's output is divided
+by s_j and the linears' column j multiplied by it, so the model computes the same function
+(checked on a calibration sample) while its activations become easier to quantize.
+Group names: layers.<i>.attn_in, layers.<i>.mlp_in (norm -> linears) and, with
+--smooth-linear-pairs, layers.<i>.v_o and layers.<i>.up_down (linear -> linear).
+
+--alpha auto searches each group's alpha on a grid, minimising that group's W8A8 output
+error on calibration activations (re-read from the --act-scales manifest's data source).
+
+The output directory holds the Hugging Face checkpoint (config.json, model.safetensors,
+tokenizer files), smoothing.safetensors (group -> factor), act_scales.safetensors (the
+statistics of the smoothed model) and manifest.json (alphas, fingerprints).
+
+examples:
+  sq-trt smooth --model demo --act-scales work/act_scales --out work/smoothed
+  sq-trt smooth --model demo --act-scales work/act_scales --alpha auto --smooth-linear-pairs \\
+      --search-act-mode per_tensor --out work/smoothed
+  sq-trt smooth --model demo --act-scales work/act_scales --alpha 0.5 \\
+      --alpha-override 'layers.*.up_down=0.8' --alpha-override 'layers.0.*=auto' --out work/smoothed
+"""
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register this subcommand's arguments."""
+    """Model, statistics, alpha and output arguments."""
     add_model_args(parser)
+    parser.add_argument(
+        "--act-scales", required=True, help="act_scales artifact of --model (sq-trt calibrate)"
+    )
+    alpha = parser.add_argument_group("alpha")
+    alpha.add_argument(
+        "--alpha", default="0.5", help="migration strength in [0, 1] for every group, or 'auto' (default 0.5)"
+    )
+    alpha.add_argument(
+        "--alpha-override",
+        action="append",
+        default=[],
+        metavar="GLOB=ALPHA",
+        help="per-group alpha, e.g. 'layers.3.*=0.7' or 'layers.*.up_down=auto' (repeatable; last match wins)",
+    )
+    alpha.add_argument(
+        "--smooth-linear-pairs",
+        action="store_true",
+        help="also smooth the linear->linear pairs (v_proj->o_proj, up_proj->down_proj); off by default",
+    )
+    alpha.add_argument(
+        "--search-act-mode",
+        choices=("per_token", "per_tensor"),
+        default="per_token",
+        help="activation quantization the auto search optimises for: the mode you deploy (default per_token)",
+    )
+    alpha.add_argument(
+        "--search-samples", type=int, default=4, help="calibration samples the auto search uses (default 4)"
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", required=True, help="artifact directory to write (smoothed checkpoint)")
+    out.add_argument("--force", action="store_true", help="replace --out if it exists")
+    out.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from sq_trt.errors import ConfigError
+    from sq_trt.smooth import AUTO, AlphaSearchConfig, SmoothConfig, parse_override
+
+    if args.alpha == AUTO:
+        alpha: Any = AUTO
+    else:
+        try:
+            alpha = float(args.alpha)
+        except ValueError:
+            raise ConfigError(f"--alpha must be a number in [0, 1] or 'auto', got {args.alpha!r}") from None
+    return SmoothConfig(
+        alpha=alpha,
+        overrides=tuple(parse_override(text) for text in args.alpha_override),
+        include_optional=args.smooth_linear_pairs,
+        search=AlphaSearchConfig(act_mode=args.search_act_mode, samples=args.search_samples),
+    )
+
+
+def calibration_chunks(meta: dict[str, Any], tokenizer: Any) -> Any:
+    """Re-create the calibration chunks an act_scales artifact was recorded on (checked by hash)."""
+    from sq_trt.data import TextSlice, load_text, tokenize_chunks
+    from sq_trt.errors import ArtifactError
+
+    data = meta.get("data") or {}
+    if not data or "chars" not in data:
+        raise ArtifactError("the act_scales manifest records no calibration data; rerun sq-trt calibrate")
+    text = load_text(data["source"], text_column=meta.get("text_column", "text"))
+    start, end = data["chars"]
+    calibration = TextSlice(data["source"], "calibration", start, end, text[start:end], data["source_hash"])
+    if calibration.text_hash != data.get("text_hash"):
+        raise ArtifactError(
+            f"the calibration text of {data['source']!r} has changed since calibration ({calibration.text_hash} "
+            f"!= {data.get('text_hash')}); rerun sq-trt calibrate"
+        )
+    return tokenize_chunks(tokenizer, calibration, seq_len=meta["seq_len"], max_chunks=meta["num_samples"])
 
 
 def run(args: argparse.Namespace) -> int:
-    """Not built yet: raise a clear error instead of pretending."""
-    raise not_built("smooth", 3)
+    """Load the model and its statistics, smooth, check equivalence, save."""
+    from sq_trt.autoalpha import collect_group_inputs
+    from sq_trt.calibrate import load_act_scales
+    from sq_trt.errors import ArtifactError
+    from sq_trt.models.loading import load_model
+    from sq_trt.models.registry import smoothing_groups
+    from sq_trt.smooth import (
+        check_equivalence,
+        describe_alphas,
+        reference_outputs,
+        save_smoothed,
+        smooth_model,
+        smoothed_act_scales,
+    )
+
+    config = _config(args)
+    if Path(args.out).exists() and not args.force:
+        raise ArtifactError(f"output {args.out} already exists; pass --force to replace it")
+    started = time.perf_counter()
+    loaded = load_model(
+        args.model,
+        local_files_only=args.local_files_only,
+        trust_remote_code=args.trust_remote_code,
+        device=args.device,
+    )
+    source_fingerprint = loaded.fingerprint()
+    scales = load_act_scales(args.act_scales, model=loaded.model)
+    print(f"[smooth] model and act_scales loaded in {time.perf_counter() - started:.1f} s")
+    chunks = calibration_chunks(scales.meta, loaded.tokenizer)
+    probe = chunks[:1, :128]
+    reference = reference_outputs(loaded.model, probe)
+    search_inputs = None
+    if config.needs_search:
+        search_start = time.perf_counter()
+        groups = smoothing_groups(loaded.model, include_optional=config.include_optional)
+        search_inputs = collect_group_inputs(
+            loaded.model,
+            chunks,
+            groups,
+            samples=config.search.samples,
+            tokens_per_sample=config.search.tokens_per_sample,
+            progress=not args.no_progress,
+        )
+        print(
+            f"[smooth] sampled activations for the alpha search in {time.perf_counter() - search_start:.1f} s"
+        )
+    stage_start = time.perf_counter()
+    result = smooth_model(loaded.model, scales, config, search_inputs=search_inputs)
+    difference = check_equivalence(loaded.model, probe, reference)
+    print(
+        f"[smooth] {len(result.groups)} groups smoothed in {time.perf_counter() - stage_start:.1f} s; "
+        f"outputs unchanged (max relative difference {difference:.2e}); alphas: {describe_alphas(result.alphas)}"
+    )
+    save_smoothed(
+        args.out,
+        loaded,
+        result,
+        smoothed_act_scales(scales, result),
+        force=args.force,
+        config=config,
+        source_fingerprint=source_fingerprint,
+    )
+    print(f"[smooth] total {time.perf_counter() - started:.1f} s")
+    print(f"smoothed checkpoint written to {args.out} (alphas per group in its manifest.json)")
+    return 0
