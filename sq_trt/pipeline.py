@@ -1,0 +1,322 @@
+"""Run a chain of stages with content-addressed reuse of their artifacts.
+
+Each :class:`Stage` writes one artifact directory (atomically, with its
+``manifest.json``). Before running a stage the runner computes its *cache key*:
+a hash of the recipe values the stage reads, the fingerprints of the artifacts
+it consumes and the source code of the modules that implement it. A stage is
+reused when the record of its last successful run (``<work>/.pipeline/<stage>.json``)
+holds the same key and its artifact still carries the fingerprint recorded
+then; otherwise it runs. The record is deleted before a stage runs and written
+only after its artifact is complete, so an interrupted stage (exception,
+Ctrl-C, power loss) never leaves an artifact a rerun would trust.
+
+A rerun after a change in one section therefore repeats only the stages that
+read it and those downstream whose inputs actually changed (a stage that
+reproduces a byte-identical artifact keeps its fingerprint, and its consumers
+are reused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sq_trt import __version__
+from sq_trt.artifacts import MANIFEST_NAME, atomic_write_text, hash_file, hash_json, load_manifest
+from sq_trt.errors import ArtifactError, ConfigError
+
+STAGE_KINDS: tuple[str, ...] = ("calibrate", "smooth", "export", "build", "compare", "report")
+RECORDS_DIR = ".pipeline"
+Status = Literal["reused", "ran", "skipped"]
+Hook = Callable[[str, str], None]
+
+
+class StageSkipped(Exception):
+    """Raised by a stage's ``run`` when it does not apply here (the reason is printed)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a pipeline.
+
+    Attributes:
+        name: Unique name (``export/sq-per-token``); also names its cache record.
+        kind: One of :data:`STAGE_KINDS` (what ``--from`` selects).
+        path: The artifact directory the stage writes.
+        run: Writes the artifact at ``path`` (atomically); may raise :class:`StageSkipped`.
+        config: The recipe values the stage reads (JSON-serialisable).
+        after: Names of the stages whose artifacts it consumes.
+        code: Modules (or packages) whose source is part of the cache key.
+    """
+
+    name: str
+    kind: str
+    path: Path
+    run: Callable[[], Any]
+    config: Mapping[str, Any] = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    code: tuple[str, ...] = ()
+
+
+@dataclass
+class StageReport:
+    """What happened to one stage in one run."""
+
+    name: str
+    kind: str
+    status: Status
+    wall_s: float
+    peak_rss_mib: float | None
+    path: str
+    detail: str = ""
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+
+_CODE_HASHES: dict[str, str] = {}
+
+
+def code_hash(module: str) -> str:
+    """Hash of a module's source (a package: every ``.py`` file under it), cached per process."""
+    if module not in _CODE_HASHES:
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise ConfigError(f"cannot locate module {module!r} to fingerprint it")
+        origin = Path(spec.origin)
+        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        _CODE_HASHES[module] = hash_json(
+            {f.relative_to(origin.parent).as_posix(): hash_file(f) for f in files}
+        )
+    return _CODE_HASHES[module]
+
+
+def artifact_fingerprint(path: Path) -> str:
+    """The fingerprint of an artifact directory's manifest (stage, config, inputs, file hashes).
+
+    Raises:
+        ArtifactError: No readable manifest, or a file it lists is missing.
+    """
+    manifest = load_manifest(path)
+    missing = [rel for rel in manifest.files if not (path / rel).is_file()]
+    if missing:
+        raise ArtifactError(f"{path}: {missing[0]} listed in {MANIFEST_NAME} is missing")
+    return manifest.fingerprint
+
+
+def _record_path(work_dir: Path, name: str) -> Path:
+    return work_dir / RECORDS_DIR / (name.replace("/", "__") + ".json")
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+class _PeakRss:
+    """Samples this process's resident set size in a thread; ``peak_mib`` after exit."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.peak_pages = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _pages() -> int:
+        try:
+            with open("/proc/self/statm") as handle:
+                return int(handle.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak_pages = max(self.peak_pages, self._pages())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> _PeakRss:
+        self.peak_pages = self._pages()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_pages = max(self.peak_pages, self._pages())
+
+    @property
+    def peak_mib(self) -> float | None:
+        if self.peak_pages == 0:
+            return None
+        return self.peak_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# ----------------------------------------------------------------------------- the runner
+
+
+def _log(message: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def check_stage_graph(stages: Sequence[Stage]) -> None:
+    """Refuse duplicate names, unknown kinds and consumers listed before their producers (bugs)."""
+    seen: set[str] = set()
+    for stage in stages:
+        assert stage.kind in STAGE_KINDS, f"stage {stage.name} has unknown kind {stage.kind}"
+        assert stage.name not in seen, f"duplicate stage {stage.name}"
+        missing = [dep for dep in stage.after if dep not in seen]
+        assert not missing, f"stage {stage.name} consumes {missing} before they run"
+        seen.add(stage.name)
+
+
+def run_stages(
+    stages: Sequence[Stage],
+    work_dir: Path,
+    *,
+    from_kind: str | None = None,
+    hook: Hook | None = None,
+    log: Callable[[str], None] = _log,
+) -> list[StageReport]:
+    """Run (or reuse) every stage in order.
+
+    Args:
+        stages: The stages, each after the ones it consumes.
+        work_dir: Holds the cache records (``.pipeline/``).
+        from_kind: Force every stage of this kind and the kinds after it to run.
+        hook: Test hook called as ``hook(event, stage_name)`` with event ``"start"``
+            (before the stage runs) and ``"written"`` (its artifact is complete,
+            its cache record not yet written).
+        log: Where progress lines go.
+
+    Returns:
+        One report per stage.
+
+    Raises:
+        ConfigError: ``from_kind`` is not a stage kind.
+    """
+    check_stage_graph(stages)
+    if from_kind is not None and from_kind not in STAGE_KINDS:
+        raise ConfigError(f"--from {from_kind!r} is not a stage; expected one of {', '.join(STAGE_KINDS)}")
+    forced_from = STAGE_KINDS.index(from_kind) if from_kind is not None else len(STAGE_KINDS)
+    fingerprints: dict[str, str] = {}
+    reports: list[StageReport] = []
+    for index, stage in enumerate(stages, start=1):
+        inputs = {dep: fingerprints[dep] for dep in stage.after}
+        key = hash_json(
+            {
+                "kind": stage.kind,
+                "config": stage.config,
+                "inputs": inputs,
+                "code": {module: code_hash(module) for module in stage.code},
+                "version": __version__,
+            }
+        )
+        record_path = _record_path(work_dir, stage.name)
+        prefix = f"[{index}/{len(stages)}] {stage.name}"
+        forced = STAGE_KINDS.index(stage.kind) >= forced_from
+        reused = None if forced else _reusable(record_path, key, stage.path)
+        if reused is not None:
+            fingerprints[stage.name] = reused
+            log(f"{prefix}: reused {stage.path}")
+            reports.append(StageReport(stage.name, stage.kind, "reused", 0.0, None, str(stage.path)))
+            continue
+
+        log(f"{prefix}: running -> {stage.path}")
+        with contextlib.suppress(FileNotFoundError):
+            record_path.unlink()
+        start = time.perf_counter()
+        with _PeakRss() as rss:
+            if hook is not None:
+                hook("start", stage.name)
+            try:
+                stage.run()
+            except StageSkipped as skipped:
+                reason = str(skipped)
+                fingerprints[stage.name] = hash_json({"skipped": reason})
+                wall = time.perf_counter() - start
+                log(f"{prefix}: skipped ({reason})")
+                reports.append(
+                    StageReport(stage.name, stage.kind, "skipped", wall, rss.peak_mib, "-", reason)
+                )
+                continue
+        wall = time.perf_counter() - start
+        fingerprint = artifact_fingerprint(stage.path)
+        if hook is not None:
+            hook("written", stage.name)
+        record = {"stage": stage.name, "key": key, "fingerprint": fingerprint, "path": str(stage.path)}
+        atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        fingerprints[stage.name] = fingerprint
+        peak = f", peak RSS {rss.peak_mib:.0f} MiB" if rss.peak_mib else ""
+        log(f"{prefix}: ran in {wall:.1f} s{peak}")
+        reports.append(StageReport(stage.name, stage.kind, "ran", wall, rss.peak_mib, str(stage.path)))
+    return reports
+
+
+def _reusable(record_path: Path, key: str, path: Path) -> str | None:
+    """The artifact's fingerprint when the record says it was made from ``key`` and it is intact."""
+    record = _read_record(record_path)
+    if record is None or record.get("key") != key:
+        return None
+    try:
+        fingerprint = artifact_fingerprint(path)
+    except ArtifactError:
+        return None
+    return fingerprint if fingerprint == record.get("fingerprint") else None
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def format_summary(reports: Sequence[StageReport]) -> str:
+    """A plain-text table: stage, status, wall time, peak RSS, artifact (or skip reason)."""
+    rows = [("stage", "status", "wall s", "peak RSS MiB", "artifact")]
+    for r in reports:
+        rss = f"{r.peak_rss_mib:.0f}" if r.peak_rss_mib is not None else "-"
+        where = r.path if r.status != "skipped" else f"- ({r.detail})"
+        rows.append((r.name, r.status, f"{r.wall_s:.1f}", rss, where))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        )
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 8)
+    total = sum(r.wall_s for r in reports)
+    lines.append(f"total stage time {total:.1f} s")
+    return "\n".join(lines)
+
+
+def write_summary(path: Path, reports: Sequence[StageReport], extra: Mapping[str, Any]) -> None:
+    """Write the run's stage table and results as JSON (atomically)."""
+    payload = {"stages": [asdict(r) for r in reports], **extra}
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def working_directory(path: Path) -> Iterator[None]:
+    """Temporarily change the working directory (relative recipe paths resolve against it)."""
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
