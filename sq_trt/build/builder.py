@@ -112,6 +112,8 @@ def _configure(
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     facts: dict[str, Any] = {
+        # Set by docker/Dockerfile: which NVIDIA release stack built it (Triton must match its TensorRT).
+        "container_release": os.environ.get("SQ_TRT_CONTAINER_RELEASE"),
         "opt_level": settings.opt_level,
         "workspace_mb": settings.workspace_mb,
         "strongly_typed": True,

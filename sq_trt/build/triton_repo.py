@@ -1,0 +1,147 @@
+"""A Triton Inference Server model repository for a built engine.
+
+Layout (Triton's TensorRT backend, platform ``tensorrt_plan``)::
+
+    <repo>/<name>/config.pbtxt
+    <repo>/<name>/1/model.plan
+
+The config is generated from the engine manifest (never from file names): I/O
+names, dtypes and dims exactly as the engine has them, dynamic dims as ``-1``,
+``max_batch_size: 0`` because the batch is an explicit dimension of every
+tensor, and an instance group listing the engine's optimization profiles
+(TensorRT names profile *i* ``"i"``). Triton's TensorRT backend loads engines of
+TensorRT proper built with the same TensorRT version as the server; a
+TensorRT-RTX engine is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sq_trt.build.engine_manifest import EngineRecord, IoTensor, load_engine_record
+from sq_trt.errors import ArtifactError
+
+# Triton release whose container carries TensorRT 10.13 (NVIDIA's 25.10 stack, CUDA 13.0), the same
+# release as docker/Dockerfile's base image; an engine must be served by the TensorRT that built it.
+DEFAULT_TRITON_RELEASE = "25.10"
+
+TRITON_DTYPES = {
+    "bool": "TYPE_BOOL",
+    "uint8": "TYPE_UINT8",
+    "int8": "TYPE_INT8",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16",
+    "bfloat16": "TYPE_BF16",
+    "float32": "TYPE_FP32",
+}
+
+
+@dataclass(frozen=True)
+class TritonModel:
+    """What :func:`write_model_repository` wrote and how to serve it."""
+
+    model_dir: Path
+    config_path: Path
+    plan_path: Path
+    serve_command: str
+
+
+def _tensor_block(tensor: IoTensor) -> str:
+    if tensor.dtype not in TRITON_DTYPES:
+        raise ArtifactError(
+            f"engine tensor {tensor.name!r} has dtype {tensor.dtype}, which Triton's config cannot express "
+            f"(supported: {', '.join(TRITON_DTYPES)})"
+        )
+    dims = ", ".join(str(d) for d in tensor.shape)
+    return f'  {{\n    name: "{tensor.name}"\n    data_type: {TRITON_DTYPES[tensor.dtype]}\n    dims: [ {dims} ]\n  }}'
+
+
+def render_config(name: str, record: EngineRecord, *, instances: int = 1) -> str:
+    """The ``config.pbtxt`` text for ``record`` served as model ``name``."""
+    profiles = ", ".join(f'"{index}"' for index in range(len(record.profiles)))
+    blocks = [
+        f'name: "{name}"',
+        'platform: "tensorrt_plan"',
+        "max_batch_size: 0",
+        "input [\n" + ",\n".join(_tensor_block(t) for t in record.inputs) + "\n]",
+        "output [\n" + ",\n".join(_tensor_block(t) for t in record.outputs) + "\n]",
+        f"instance_group [\n  {{\n    kind: KIND_GPU\n    count: {instances}\n    profile: [ {profiles} ]\n  }}\n]",
+        "version_policy: { latest: { num_versions: 1 } }",
+    ]
+    return "\n".join(blocks) + "\n"
+
+
+def serve_command(repo: Path, release: str) -> str:
+    """The ``docker run ... tritonserver`` command that serves ``repo``."""
+    repo_abs = repo.resolve()
+    return (
+        f"docker run --rm --gpus all -p 8000:8000 -p 8001:8001 -p 8002:8002 -v {repo_abs}:/models "
+        f"nvcr.io/nvidia/tritonserver:{release}-py3 tritonserver --model-repository=/models"
+    )
+
+
+def write_model_repository(
+    engine_dir: str | Path,
+    target: str,
+    repo: str | Path,
+    name: str,
+    *,
+    instances: int = 1,
+    release: str | None = None,
+    force: bool = False,
+) -> TritonModel:
+    """Write ``<repo>/<name>/{config.pbtxt,1/model.plan}`` for one built engine, atomically.
+
+    Args:
+        engine_dir: ``engines/<name>`` written by the build stage.
+        target: Which ``.plan`` in it.
+        repo: The model repository root (created if missing).
+        name: Triton model name.
+        instances: Instances per GPU.
+        release: Triton container release (``yy.mm``); default: the one the engine's container
+            recorded, else :data:`DEFAULT_TRITON_RELEASE`.
+        force: Replace an existing ``<repo>/<name>``.
+
+    Raises:
+        ArtifactError: No such engine, a TensorRT-RTX engine, an existing model without
+            ``force``, or a dtype Triton cannot express.
+    """
+    if not name or "/" in name or name.startswith("."):
+        raise ArtifactError(f"Triton model name must be a plain directory name, got {name!r}")
+    record = load_engine_record(engine_dir, target)
+    if record.backend != "tensorrt":
+        raise ArtifactError(
+            f"engine {Path(engine_dir) / record.plan} was built by {record.backend} {record.backend_version}; "
+            "Triton's tensorrt_plan backend loads TensorRT engines built by the same TensorRT version as the "
+            "server: rebuild with --backend tensorrt (docker/README.md) and export that target"
+        )
+    config = render_config(name, record, instances=instances)
+    repo_root = Path(repo)
+    final = repo_root / name
+    if final.exists() and not force:
+        raise ArtifactError(f"Triton model {final} already exists; pass --force to replace it")
+    repo_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=repo_root))
+    try:
+        (tmp / "config.pbtxt").write_text(config)
+        (tmp / "1").mkdir()
+        shutil.copy2(Path(engine_dir) / record.plan, tmp / "1" / "model.plan")
+        if final.exists():
+            old = final.with_name(f".{name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    chosen = release or record.builder.get("container_release") or DEFAULT_TRITON_RELEASE
+    return TritonModel(
+        final, final / "config.pbtxt", final / "1" / "model.plan", serve_command(repo_root, chosen)
+    )
