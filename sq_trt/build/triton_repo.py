@@ -113,6 +113,8 @@ def write_model_repository(
     """
     if not name or "/" in name or name.startswith("."):
         raise ArtifactError(f"Triton model name must be a plain directory name, got {name!r}")
+    if instances < 1:
+        raise ArtifactError(f"--instances must be >= 1, got {instances}")
     record = load_engine_record(engine_dir, target)
     if record.backend != "tensorrt":
         raise ArtifactError(
