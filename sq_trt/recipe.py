@@ -446,7 +446,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
         if (isinstance(node, list) and isinstance(last, int) and last < len(node)) or isinstance(node, dict):
             node[last] = value
         else:
-            raise ConfigError(f"--set {text!r}: cannot set {last!r} inside a {type(node).__name__}")
+            where = ".".join(str(p) for p in path[:-1]) or "the recipe"
+            raise ConfigError(f"--set {text!r}: {where} is a {type(node).__name__}, not a section or a list")
     return result
 
 
