@@ -87,6 +87,11 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"recipe {recipe} holds a {type(data).__name__}; expected a mapping of build settings"
         )
+    if data.get("kind") == "pipeline":
+        raise ConfigError(
+            f"{recipe} is a pipeline recipe (kind: pipeline); run it with `sq-trt pipeline --recipe {recipe}`, "
+            "or pass a build recipe such as builders/smollm2-135m.rtx.yaml"
+        )
     return data
 
 
