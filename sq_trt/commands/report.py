@@ -1,19 +1,66 @@
-"""`sq-trt report`: Write the HTML/Markdown/JSON accuracy report from compare results."""
+"""`sq-trt report`: write the HTML/Markdown/JSON accuracy report of a compare output."""
 
 from __future__ import annotations
 
 import argparse
 
-from sq_trt.commands.common import add_model_args, not_built
+HELP = "Write the HTML/Markdown/JSON accuracy report of a compare output."
+DESCRIPTION = (
+    HELP
+    + """
 
-HELP = "Write the HTML/Markdown/JSON accuracy report from compare results."
+Reads the directory `sq-trt compare` wrote and writes, into --out:
+  report.html  one self-contained page (plots embedded, no external files): the gate
+               verdict first, the metrics table per candidate, the per-layer error ranking
+               with suggestions, the plots and the provenance (model, data hashes, versions,
+               backend, GPU);
+  report.md    the same summary in Markdown, plots referenced from plots/;
+  report.json  the same content, machine-readable;
+  plots/*.png  the figures.
+
+Optional inputs add plots: --calibration and --smoothed (the SmoothQuant picture: the
+per-channel activation range of one linear before and after smoothing; --act-layer picks
+it, default the layer with the strongest outlier channels) and --sweep (the alpha sweep
+curve from a JSON file {"metric": "ppl", "baseline": 12.05, "points": [{"alpha": 0.5,
+"ppl": 12.3}, ...]}).
+
+examples:
+  sq-trt report --results work/compare --out work/report
+  sq-trt report --results work/compare --calibration work/act_scales --smoothed work/smoothed \\
+      --sweep work/alpha_sweep.json --out work/report
+"""
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register this subcommand's arguments."""
-    add_model_args(parser)
+    """Inputs, optional plot data and output."""
+    parser.add_argument("--results", required=True, metavar="DIR", help="the compare output directory")
+    plots = parser.add_argument_group("optional plot data")
+    plots.add_argument("--calibration", metavar="DIR", help="act_scales artifact of the original model")
+    plots.add_argument("--smoothed", metavar="DIR", help="smoothed artifact (its act_scales after smoothing)")
+    plots.add_argument("--act-layer", metavar="NAME", help="linear to show in the SmoothQuant picture")
+    plots.add_argument("--sweep", metavar="FILE", help="alpha sweep JSON (see above)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", required=True, help="report directory to write")
+    out.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Not built yet: raise a clear error instead of pretending."""
-    raise not_built("report", 6)
+    """Assemble and write the report; print where it is and the verdict."""
+    from pathlib import Path
+
+    from sq_trt.errors import ConfigError
+    from sq_trt.report import activation_picture, load_sweep, write_report
+
+    if bool(args.calibration) != bool(args.smoothed):
+        raise ConfigError(
+            "--calibration and --smoothed go together (before and after smoothing); give both or neither"
+        )
+    activation = (
+        activation_picture(args.calibration, args.smoothed, args.act_layer) if args.calibration else None
+    )
+    sweep = load_sweep(args.sweep) if args.sweep else None
+    report = write_report(args.results, args.out, activation=activation, sweep=sweep, force=args.force)
+    verdict = "PASSED" if report.verdict.get("passed") else "FAILED"
+    print(f"gate {verdict}; {len(report.plots)} plots; report: {Path(args.out) / 'report.html'}")
+    return 0

@@ -12,7 +12,7 @@ Specs (``--baseline`` / ``--candidate NAME=SPEC``):
   directory, a hub id) through :class:`TorchRunner`.
 * ``torch-w8a8:<smoothed dir>`` / ``torch-w8a8-per-tensor:<smoothed dir>``: the
   W8A8 fake-quant reference of a smoothed artifact (per-token or per-tensor
-  activations).
+  activations); ``torch-w8a8:<model>`` is naive (unsmoothed) per-token W8A8.
 
 Polygraphy's own ``PytRunner`` moves inputs to CUDA unconditionally, so the
 PyTorch runner here is a small ``BaseRunner`` subclass that stays on the
@@ -186,11 +186,24 @@ def _float_model(source: str, device: str) -> Any:
     return load_model(source, device=device).model
 
 
-def _fake_quant_model(smoothed_dir: str, per_token: bool, device: str) -> Any:
-    smooth = require("sq_trt.smooth", STAGE)
+def _fake_quant_model(target: str, per_token: bool, device: str) -> Any:
+    """A smoothed artifact's model with W8A8 fake quant; a plain model source gives naive (unsmoothed) W8A8."""
     fakequant = require("sq_trt.quant.fakequant", STAGE)
-    loaded, scales = smooth.load_smoothed(smoothed_dir)
-    fakequant.apply_fake_quant(loaded.model, scales, act_mode="per_token" if per_token else "per_tensor")
+    act_mode = "per_token" if per_token else "per_tensor"
+    if (Path(target) / "manifest.json").is_file():
+        from sq_trt.smooth import load_smoothed
+
+        loaded, scales = load_smoothed(target, device=device)
+    elif per_token:
+        from sq_trt.models.loading import load_model
+
+        loaded, scales = load_model(target, device=device), None
+    else:
+        raise ConfigError(
+            f"torch-w8a8-per-tensor:{target}: per-tensor activations need calibrated ranges; give a smoothed "
+            "artifact directory (it holds them)"
+        )
+    fakequant.apply_fake_quant(loaded.model, scales, act_mode=act_mode)
     return loaded.model.to(device)
 
 

@@ -1,0 +1,265 @@
+"""The ``compare`` stage: runners + held-out data -> compare artifact (metrics, gate, saved results).
+
+:func:`compare_models` is what ``sq-trt compare`` and the pipeline call. It
+writes the artifact first and only then raises :class:`GateFailedError` when
+the gate fails, so a failing run still leaves its evidence on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sq_trt.artifacts import artifact_dir, atomic_write_text, hash_file, library_versions, load_manifest
+from sq_trt.compare.gate import Gate, GateVerdict, raise_if_failed
+from sq_trt.compare.results import COMPARISON_FILE, STAGE, load_comparison, write_comparison
+from sq_trt.compare.runners import RunnerSpec, make_runner, parse_runner_spec
+from sq_trt.errors import ArtifactError, ConfigError
+
+LAYERS_FILE = "layers.json"
+
+
+@dataclass
+class CompareConfig:
+    """Everything one comparison needs (filled the same way from CLI flags and the recipe).
+
+    Attributes:
+        out: The compare artifact directory to write.
+        baseline: ``[NAME=]SPEC`` of the baseline (see :mod:`sq_trt.compare.runners`); may be
+            omitted with ``load_results`` (the saved baseline is used).
+        candidates: ``NAME=SPEC`` of each candidate run live.
+        model: Model whose tokenizer cuts the text (``demo``, ``tiny:<family>``, a directory).
+        data: Text source; its evaluation slice (never the calibration slice) is used.
+        text_column: Field holding the text in json/parquet data.
+        calib_fraction: Fraction of the source reserved for calibration.
+        seq_len: Tokens per sample (the engine's sequence length).
+        samples: Number of held-out samples (``seq_len`` tokens each).
+        batch_size: Samples per inference call.
+        save_iterations: Iterations whose full outputs are saved as Polygraphy JSON (-1: all).
+        gate: Gate conditions (empty: no gate, the verdict passes).
+        load_results: A compare artifact whose saved iterations are replayed instead of running text.
+        rank_layers: Model for the per-layer ranking: a smoothed artifact directory, or a
+            model source (``demo``); None skips it.
+        rank_act_mode: Activation mode of the ranking (``per_token`` / ``per_tensor``).
+        rank_samples: Samples used by the ranking (one forward per layer per sample batch).
+        rank_seq_len: Tokens per ranking sample.
+        device: Torch device of PyTorch runners and the ranking.
+        progress: Show progress bars.
+        force: Replace an existing ``out`` directory.
+    """
+
+    out: Path
+    baseline: str | None = None
+    candidates: list[str] = field(default_factory=list)
+    model: str = "demo"
+    data: str = "embedded"
+    text_column: str = "text"
+    calib_fraction: float = 0.5
+    seq_len: int = 512
+    samples: int = 32
+    batch_size: int = 1
+    save_iterations: int = 1
+    gate: list[str] = field(default_factory=list)
+    load_results: Path | None = None
+    rank_layers: str | None = None
+    rank_act_mode: str = "per_token"
+    rank_samples: int = 2
+    rank_seq_len: int = 256
+    device: str = "cpu"
+    progress: bool = True
+    force: bool = False
+
+
+def _describe_runner(spec: RunnerSpec) -> dict[str, Any]:
+    entry: dict[str, Any] = spec.describe()
+    if spec.kind in ("onnx", "plan"):
+        path = Path(spec.target)
+        entry["sha256"] = hash_file(path)
+        manifest_dir = path.parent
+        if (manifest_dir / "manifest.json").is_file():
+            try:
+                manifest = load_manifest(manifest_dir)
+            except ArtifactError:
+                manifest = None
+            if manifest is not None:
+                entry["artifact"] = {"stage": manifest.stage, "fingerprint": manifest.fingerprint}
+                for key in ("act_mode", "encoding", "backend", "candidates", "model_source"):
+                    if key in manifest.extra:
+                        entry["artifact"][key] = manifest.extra[key]
+    return entry
+
+
+def provenance(model: str) -> dict[str, Any]:
+    """Model, library versions, host and GPU of this run."""
+    from sq_trt.build.gpu import visible_gpus
+
+    gpus = visible_gpus()
+    return {
+        "model": model,
+        "versions": library_versions(),
+        "python": platform.python_version(),
+        "host": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "gpu": ", ".join(f"{g.name} (sm {g.compute_capability})" for g in gpus) or "none (CPU only)",
+    }
+
+
+def compare_models(config: CompareConfig) -> GateVerdict:
+    """Run the comparison, write the artifact, then enforce the gate.
+
+    Returns:
+        The (passing) verdict.
+
+    Raises:
+        GateFailedError: The gate failed (after the artifact was written).
+        ConfigError, DataError, ArtifactError: Invalid inputs.
+    """
+    gate = Gate.parse(config.gate)
+    if config.save_iterations < -1:
+        raise ConfigError(f"save_iterations must be -1 (all) or >= 0, got {config.save_iterations}")
+    specs = [parse_runner_spec(text) for text in config.candidates]
+    baseline_spec = parse_runner_spec(config.baseline, default_name="baseline") if config.baseline else None
+    names = [s.name for s in specs] + ([baseline_spec.name] if baseline_spec else [])
+    if len(set(names)) != len(names):
+        raise ConfigError(f"runner names must be unique, got {names}")
+
+    loaded_meta: dict[str, Any] | None = None
+    if config.load_results is not None:
+        loaded_meta = load_comparison(config.load_results)
+        baseline_name = baseline_spec.name if baseline_spec else loaded_meta["baseline"]["name"]
+        data = dict(loaded_meta["data"])
+    else:
+        if baseline_spec is None:
+            raise ConfigError("give --baseline (e.g. fp16=out/export/model.fp16.onnx), or --load-results")
+        if not specs:
+            raise ConfigError("give at least one --candidate NAME=SPEC to compare against the baseline")
+        baseline_name = baseline_spec.name
+        data = {}
+
+    live_specs = ([baseline_spec] if baseline_spec else []) + specs
+    runners = [make_runner(spec, device=config.device) for spec in live_specs]
+    loader = None
+    if config.load_results is None:
+        loader, data = _make_loader(config)
+
+    from sq_trt.compare.run import run_comparison
+
+    _quiet_polygraphy()
+    with artifact_dir(
+        config.out,
+        stage=STAGE,
+        config=_config_json(config),
+        inputs=_inputs(live_specs, loaded_meta),
+        force=config.force,
+    ) as tmp:
+        result = run_comparison(
+            runners,
+            baseline_name,
+            loader=loader,
+            loaded=config.load_results,
+            save_dir=tmp,
+            save_iterations=config.save_iterations,
+            progress=config.progress,
+        )
+        verdict = gate.evaluate(result.summaries())
+        described = {spec.name: _describe_runner(spec) for spec in live_specs}
+        if loaded_meta is not None:
+            for entry in [loaded_meta["baseline"], *loaded_meta["candidates"]]:
+                described.setdefault(entry["name"], {**entry, "replayed_from": str(config.load_results)})
+        data.update(
+            iterations=result.iterations, tokens=result.tokens, saved_iterations=result.saved_iterations
+        )
+        write_comparison(
+            tmp,
+            {
+                "baseline": described[baseline_name],
+                "candidates": [described[name] for name in result.candidates],
+                "model": {"source": config.model},
+                "data": data,
+                "gate": verdict.to_json(),
+                "gate_conditions": [str(c) for c in gate.conditions],
+                "metrics": result.metrics,
+                "histograms": result.histograms,
+                "timing": result.timing,
+                "provenance": provenance(config.model),
+            },
+        )
+        if config.rank_layers:
+            ranking = _rank_layers(config)
+            atomic_write_text(tmp / LAYERS_FILE, json.dumps(ranking, indent=2) + "\n")
+    raise_if_failed(verdict, str(config.out))
+    return verdict
+
+
+def _make_loader(config: CompareConfig) -> tuple[Any, dict[str, Any]]:
+    from sq_trt.compare.dataloader import EvalDataLoader, evaluation_slice, load_tokenizer
+
+    text = evaluation_slice(config.data, text_column=config.text_column, calib_fraction=config.calib_fraction)
+    loader = EvalDataLoader.from_text(
+        load_tokenizer(config.model),
+        text,
+        seq_len=config.seq_len,
+        max_chunks=config.samples,
+        batch_size=config.batch_size,
+    )
+    data = {
+        **text.describe(),
+        "seq_len": config.seq_len,
+        "samples": int(loader.chunks.shape[0]),
+        "batch_size": config.batch_size,
+        "tokenizer": config.model,
+    }
+    return loader, data
+
+
+def _rank_layers(config: CompareConfig) -> dict[str, Any]:
+    from sq_trt.compare.layers import rank_layers
+    from sq_trt.data import load_slices, tokenize_chunks
+    from sq_trt.models.loading import load_model
+
+    source = config.rank_layers
+    assert source is not None
+    input_amax = None
+    if Path(source).is_dir() and (Path(source) / "manifest.json").is_file():
+        from sq_trt.smooth import load_smoothed
+
+        loaded, scales = load_smoothed(source, device=config.device)
+        input_amax = {name: float(value) for name, value in scales.input_amax.items()}
+    else:
+        loaded = load_model(source, device=config.device)
+    text = load_slices(config.data, text_column=config.text_column, calib_fraction=config.calib_fraction)[1]
+    chunks = tokenize_chunks(
+        loaded.tokenizer, text, seq_len=config.rank_seq_len, max_chunks=config.rank_samples
+    )
+    ranking = rank_layers(
+        loaded.model,
+        chunks.to(config.device),
+        act_mode=config.rank_act_mode,
+        input_amax=input_amax,
+        progress=config.progress,
+    )
+    return {**ranking.to_json(), "model": source}
+
+
+def _config_json(config: CompareConfig) -> dict[str, Any]:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()}
+
+
+def _inputs(specs: list[RunnerSpec], loaded: dict[str, Any] | None) -> dict[str, str]:
+    inputs = {f"runner:{s.name}": f"{s.kind}:{s.target}" for s in specs}
+    if loaded is not None:
+        inputs["loaded_results"] = loaded.get("schema", "")
+    return inputs
+
+
+def _quiet_polygraphy() -> None:
+    # Polygraphy logs every iteration's I/O at INFO; keep the terminal to our progress bar.
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.WARNING
+
+
+__all__ = ["COMPARISON_FILE", "CompareConfig", "compare_models", "provenance"]

@@ -1,0 +1,124 @@
+"""The accuracy report (stage ``report``): one HTML page, a Markdown summary and a JSON file.
+
+:func:`write_report` reads a compare artifact and writes, atomically, a report
+directory with ``report.html`` (self-contained: plots embedded as base64 PNG),
+``report.md``, ``report.json`` (verdict first) and ``plots/*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sq_trt.artifacts import artifact_dir, atomic_write_bytes, atomic_write_text, hash_file
+from sq_trt.errors import ArtifactError, ConfigError
+from sq_trt.report.content import ActivationPicture, Report, assemble, pick_outlier_layer
+
+STAGE = "report"
+LAYERS_FILE = "layers.json"
+
+__all__ = ["ActivationPicture", "Report", "activation_picture", "load_sweep", "write_report"]
+
+
+def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an alpha-sweep JSON file.
+
+    Format: ``{"metric": "ppl", "baseline": 12.05, "points": [{"alpha": 0.5, "ppl": 12.3}, ...]}``
+    (``baseline`` optional), or a bare list of points (metric ``ppl``).
+
+    Raises:
+        ConfigError: Missing file, invalid JSON, or points without ``alpha`` and the metric.
+    """
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"sweep file {path} does not exist") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"sweep file {path} is not valid JSON ({exc})") from exc
+    sweep = {"metric": "ppl", "points": raw} if isinstance(raw, list) else raw
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("points"), list) or not sweep["points"]:
+        raise ConfigError(f"sweep file {path}: expected {{'metric', 'points': [{{'alpha', <metric>}}, ...]}}")
+    metric = sweep.get("metric", "ppl")
+    for point in sweep["points"]:
+        if not isinstance(point, dict) or not {"alpha", metric} <= set(point):
+            raise ConfigError(f"sweep file {path}: every point needs 'alpha' and {metric!r}, got {point!r}")
+    return {"metric": metric, "points": sweep["points"], "baseline": sweep.get("baseline")}
+
+
+def activation_picture(
+    calibration_dir: str | os.PathLike[str], smoothed_dir: str | os.PathLike[str], layer: str | None = None
+) -> ActivationPicture:
+    """Per-channel input amax of one linear from the calibration artifact and the smoothed artifact.
+
+    Args:
+        calibration_dir: The ``calibrate`` artifact (statistics of the original model).
+        smoothed_dir: The ``smooth`` artifact (statistics of the smoothed model).
+        layer: The linear to show; default: the one with the largest max/median channel ratio.
+    """
+    from sq_trt.artifacts import load_manifest
+    from sq_trt.calibrate import load_act_scales, read_scales_file
+
+    before = load_act_scales(calibration_dir).input_channel_amax
+    after = read_scales_file(
+        smoothed_dir, dict(load_manifest(smoothed_dir, stage="smooth").extra)
+    ).input_channel_amax
+    common = [name for name in before if name in after]
+    if not common:
+        raise ArtifactError(
+            f"{calibration_dir} and {smoothed_dir} share no linears; are they of the same model?"
+        )
+    name = layer or pick_outlier_layer({n: before[n].numpy() for n in common})
+    if name not in common:
+        raise ConfigError(f"layer {name!r} has no statistics in both artifacts; e.g. {common[0]!r}")
+    return ActivationPicture(name, before[name].float().numpy(), after[name].float().numpy())
+
+
+def write_report(
+    results_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    activation: ActivationPicture | None = None,
+    sweep: Mapping[str, Any] | None = None,
+    force: bool = True,
+) -> Report:
+    """Write the report of one compare artifact.
+
+    Args:
+        results_dir: The ``compare`` artifact directory (with ``comparison.json``,
+            and ``layers.json`` when layers were ranked).
+        out_dir: The report directory to write (atomically).
+        activation: The SmoothQuant picture's data (optional).
+        sweep: Alpha sweep (:func:`load_sweep`), optional.
+        force: Replace an existing report directory.
+
+    Returns:
+        The report content.
+    """
+    from sq_trt.compare.results import COMPARISON_FILE, load_comparison
+    from sq_trt.report.html import render_html
+    from sq_trt.report.markdown import render_markdown
+
+    comparison = load_comparison(results_dir, verify_files=False)
+    layers_path = Path(results_dir) / LAYERS_FILE
+    layers = None
+    if layers_path.is_file():
+        try:
+            layers = json.loads(layers_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(
+                f"{layers_path} is not valid JSON ({exc}); rerun compare --rank-layers"
+            ) from exc
+    report = assemble(comparison, layers=layers, activation=activation, sweep=sweep)
+    inputs = {"comparison": hash_file(Path(results_dir) / COMPARISON_FILE)}
+    with artifact_dir(
+        out_dir, stage=STAGE, inputs=inputs, extra={"passed": report.verdict.get("passed")}, force=force
+    ) as tmp:
+        for plot in report.plots:
+            atomic_write_bytes(tmp / "plots" / plot.filename, plot.png)
+        atomic_write_text(tmp / "report.json", json.dumps(report.to_json(), indent=2, default=str) + "\n")
+        atomic_write_text(tmp / "report.md", render_markdown(report))
+        atomic_write_text(tmp / "report.html", render_html(report))
+    return report

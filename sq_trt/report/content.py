@@ -1,0 +1,204 @@
+"""What a report says, independent of its format: verdict, metrics rows, layer rows, plots, provenance.
+
+:func:`assemble` turns a compare artifact's ``comparison.json`` (plus optional
+layer ranking, activation statistics and alpha sweep) into a :class:`Report`
+that :mod:`sq_trt.report.html` and :mod:`sq_trt.report.markdown` render.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sq_trt.report import plots
+
+# (key in the candidate summary, column title, format); the table shows these in order.
+METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("ppl", "perplexity", "{:.3f}"),
+    ("ppl_increase_pct", "ppl increase %", "{:+.2f}"),
+    ("top1_agreement", "top-1 agree", "{:.2%}"),
+    ("top5_agreement", "top-5 agree", "{:.2%}"),
+    ("kl_mean", "KL mean (nats)", "{:.4g}"),
+    ("cosine", "cosine", "{:.6f}"),
+    ("row_cosine_min", "row cosine min", "{:.4f}"),
+    ("abs_max", "abs err max", "{:.4g}"),
+    ("abs_p99", "abs err p99", "{:.4g}"),
+    ("abs_median", "abs err median", "{:.4g}"),
+    ("rel_median", "rel err median", "{:.4g}"),
+)
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One figure: file name, caption and PNG bytes."""
+
+    filename: str
+    caption: str
+    png: bytes
+
+
+@dataclass(frozen=True)
+class ActivationPicture:
+    """Per-channel input amax of one linear before and after smoothing."""
+
+    layer: str
+    before: np.ndarray
+    after: np.ndarray
+
+
+@dataclass
+class Report:
+    """Everything the renderers need."""
+
+    title: str
+    verdict: dict[str, Any]
+    gate_conditions: list[str]
+    baseline: dict[str, str]
+    candidates: list[dict[str, Any]]
+    columns: list[tuple[str, str, str]]
+    layers: dict[str, Any] | None
+    plots: list[Plot] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The machine-readable report (``report.json``): verdict first."""
+        return {
+            "verdict": self.verdict,
+            "gate": self.gate_conditions,
+            "baseline": self.baseline,
+            "candidates": self.candidates,
+            "layers": self.layers,
+            "sweep": self.sweep,
+            "plots": [{"file": f"plots/{p.filename}", "caption": p.caption} for p in self.plots],
+            "data": self.data,
+            "timing": self.timing,
+            "provenance": self.provenance,
+        }
+
+
+def format_value(key: str, value: Any) -> str:
+    """A metric formatted for a table cell (``n/a`` when absent or not finite)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    for column, _, fmt in METRIC_COLUMNS:
+        if column == key:
+            return fmt.format(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def assemble(
+    comparison: Mapping[str, Any],
+    *,
+    layers: Mapping[str, Any] | None = None,
+    activation: ActivationPicture | None = None,
+    sweep: Mapping[str, Any] | None = None,
+    top_layers: int = 15,
+) -> Report:
+    """Build the report content and its plots.
+
+    Args:
+        comparison: A loaded ``comparison.json`` (:func:`sq_trt.compare.results.load_comparison`).
+        layers: The layer ranking (``layers.json``), if any.
+        activation: The SmoothQuant picture's data, if calibration statistics were given.
+        sweep: ``{"metric": name, "points": [{"alpha": a, name: v}, ...], "baseline": v?}``.
+        top_layers: Layers shown in the ranking table and plot.
+    """
+    candidates = []
+    for entry in comparison["candidates"]:
+        name = entry["name"]
+        metrics = comparison["metrics"].get(name, {})
+        candidates.append(
+            {**entry, "summary": metrics.get("summary", {}), "outputs": metrics.get("outputs", {})}
+        )
+    present = {key for c in candidates for key in c["summary"]}
+    columns = [col for col in METRIC_COLUMNS if col[0] in present]
+
+    report = Report(
+        title=f"sq-trt accuracy report: {comparison.get('model', {}).get('source', 'model')}",
+        verdict=dict(comparison["gate"]),
+        gate_conditions=list(comparison.get("gate_conditions", [])),
+        baseline=dict(comparison["baseline"]),
+        candidates=candidates,
+        columns=columns,
+        layers=_top_layers(layers, top_layers),
+        provenance=dict(comparison.get("provenance", {})),
+        data=dict(comparison["data"]),
+        timing=dict(comparison.get("timing", {})),
+        sweep=dict(sweep) if sweep else None,
+    )
+    report.plots.extend(_plots(comparison, report.layers, activation, sweep))
+    return report
+
+
+def _top_layers(layers: Mapping[str, Any] | None, top: int) -> dict[str, Any] | None:
+    if not layers:
+        return None
+    return {**layers, "layers": list(layers["layers"])[:top], "total_layers": len(layers["layers"])}
+
+
+def _plots(
+    comparison: Mapping[str, Any],
+    layers: Mapping[str, Any] | None,
+    activation: ActivationPicture | None,
+    sweep: Mapping[str, Any] | None,
+) -> list[Plot]:
+    result: list[Plot] = []
+    if activation is not None:
+        result.append(
+            Plot(
+                "activation_smoothing.png",
+                f"Per-channel input range of {activation.layer} before and after SmoothQuant: the outlier channels "
+                "that force a coarse INT8 scale are flattened, their range moved into the weights.",
+                plots.activation_smoothing(activation.before, activation.after, activation.layer),
+            )
+        )
+    histograms = comparison.get("histograms", {})
+    outputs = sorted({out for per_cand in histograms.values() for out in per_cand})
+    for index, output in enumerate(outputs):
+        per_candidate = {name: h[output] for name, h in histograms.items() if output in h}
+        result.append(
+            Plot(
+                f"error_histogram_{index}.png",
+                f"Distribution of |candidate - baseline| over every element of `{output}`.",
+                plots.error_histograms(per_candidate, output),
+            )
+        )
+    if layers and layers.get("layers"):
+        rows = layers["layers"]
+        result.append(
+            Plot(
+                "layer_ranking.png",
+                "Each bar: the final next-token KL when only that linear is W8A8-quantized (leave-one-in).",
+                plots.layer_ranking([r["name"] for r in rows], [r["kl_leave_one_in"] for r in rows]),
+            )
+        )
+    if sweep and sweep.get("points"):
+        metric = sweep.get("metric", "ppl")
+        result.append(
+            Plot(
+                "alpha_sweep.png",
+                f"{metric} of the W8A8 model against SmoothQuant's alpha.",
+                plots.alpha_sweep(sweep["points"], metric, sweep.get("baseline")),
+            )
+        )
+    return result
+
+
+def pick_outlier_layer(before: Mapping[str, Any], candidates: Sequence[str] | None = None) -> str:
+    """The linear whose input has the largest max/median channel-range ratio (the most telling picture)."""
+    names = list(candidates) if candidates is not None else list(before)
+    if not names:
+        raise ValueError("no layers with activation statistics")
+
+    def ratio(name: str) -> float:
+        values = np.asarray(before[name], dtype=np.float64)
+        return float(values.max() / max(np.median(values), 1e-30))
+
+    return max(names, key=ratio)

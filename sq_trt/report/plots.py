@@ -1,0 +1,132 @@
+"""The report's plots as PNG bytes (matplotlib, Agg backend: no display needed).
+
+Every function returns the PNG of one figure; the HTML page embeds them as
+base64 data URIs, and the report directory also keeps them as files.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+_DPI = 110
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=_DPI)
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def activation_smoothing(before: np.ndarray, after: np.ndarray, layer: str) -> bytes:
+    """Per-channel max ``|X|`` of one linear's input before and after smoothing (the SmoothQuant picture).
+
+    Args:
+        before: ``[in_features]`` calibrated per-channel amax of the original model.
+        after: ``[in_features]`` the same statistic of the smoothed model.
+        layer: The linear's name (title).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    channels = np.arange(before.shape[0])
+    for ax, values, title, color in (
+        (axes[0], before, "before smoothing", "#c0392b"),
+        (axes[1], after, "after smoothing", "#2471a3"),
+    ):
+        ax.bar(channels, values, width=1.0, color=color)
+        ratio = float(values.max() / max(np.median(values), 1e-30))
+        ax.set_title(f"{title}: max {values.max():.3g}, max/median {ratio:.1f}x", fontsize=10)
+        ax.set_xlabel("input channel")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("max |X| over calibration tokens")
+    fig.suptitle(f"Activation range per channel: {layer}", fontsize=11)
+    return _png(fig)
+
+
+def error_histograms(histograms: Mapping[str, Mapping[str, Sequence[float]]], output: str) -> bytes:
+    """Distribution of ``|candidate - baseline|`` of one output, one curve per candidate (log x).
+
+    Args:
+        histograms: Candidate -> ``{"upper_edges", "counts"}`` (non-empty bins of the
+            log-spaced error histogram, :meth:`OutputErrorAccumulator.histogram`).
+        output: The output's name (title).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for name, hist in histograms.items():
+        edges = np.asarray(hist["upper_edges"], dtype=np.float64)
+        counts = np.asarray(hist["counts"], dtype=np.float64)
+        if counts.size == 0:
+            continue
+        finite = np.isfinite(edges)
+        # Regroup the fine bins (200 per decade) into 10 per decade so the curve reads as a shape.
+        coarse = np.floor(np.log10(np.maximum(edges[finite], 1e-12)) * 10) / 10
+        keys, index = np.unique(coarse, return_inverse=True)
+        sums = np.bincount(index, weights=counts[finite])
+        ax.step(10.0**keys, sums / counts.sum(), where="post", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"absolute error of `{output}`")
+    ax.set_ylabel("fraction of elements")
+    ax.set_title(f"Error distribution vs the baseline: {output}", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    return _png(fig)
+
+
+def layer_ranking(names: Sequence[str], values: Sequence[float], top: int = 15) -> bytes:
+    """Horizontal bars of the worst layers' leave-one-in KL."""
+    plt = _pyplot()
+    shown = list(zip(names, values, strict=True))[:top]
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(shown) + 1.2))
+    labels = [name for name, _ in shown][::-1]
+    ax.barh(labels, [value for _, value in shown][::-1], color="#a04000")
+    ax.set_xlabel("KL(float || one layer quantized) of the next-token distribution, nats")
+    ax.set_title(f"Worst {len(shown)} layers (leave-one-in)", fontsize=11)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def alpha_sweep(points: Sequence[Mapping[str, float]], metric: str, baseline: float | None = None) -> bytes:
+    """The metric against SmoothQuant's alpha (one curve), with the float baseline as a line.
+
+    Args:
+        points: ``{"alpha": a, metric: value}`` entries.
+        metric: The key plotted on y.
+        baseline: The unquantized value, drawn as a horizontal line when given.
+    """
+    plt = _pyplot()
+    ordered = sorted(points, key=lambda p: p["alpha"])
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(
+        [p["alpha"] for p in ordered], [p[metric] for p in ordered], marker="o", color="#1e8449", label="W8A8"
+    )
+    if baseline is not None:
+        ax.axhline(baseline, color="gray", linestyle="--", label="float baseline")
+    best = min(ordered, key=lambda p: p[metric])
+    ax.annotate(
+        f"best alpha {best['alpha']:g}",
+        (best["alpha"], best[metric]),
+        textcoords="offset points",
+        xytext=(5, 8),
+    )
+    ax.set_xlabel("alpha (migration strength)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"Alpha sweep: {metric}", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    return _png(fig)
