@@ -60,7 +60,9 @@ def onnx_node_attributes(op_type: str, *, epsilon: float | None = None, aot: boo
         attrs["epsilon"] = float(epsilon)
     elif op_type == plugin_spec.PER_TOKEN_QUANT:
         if epsilon is not None:
-            raise ConfigError(f"{op_type} takes no epsilon (got {epsilon!r}); did you mean RMSNormPerTokenQuant?")
+            raise ConfigError(
+                f"{op_type} takes no epsilon (got {epsilon!r}); did you mean RMSNormPerTokenQuant?"
+            )
     else:
         raise ConfigError(
             f"no sq_trt plugin is named {op_type!r}; expected {plugin_spec.PER_TOKEN_QUANT!r} or "

@@ -70,7 +70,9 @@ def normalize_arch(arch: int | str) -> int:
     text = str(arch).strip().lower().removeprefix("sm_").rstrip("a")
     match = re.fullmatch(r"(\d)\.?(\d)", text)
     if match is None:
-        raise ConfigError(f"GPU architecture {arch!r} is not a compute capability; expected e.g. 80, '8.6' or 'sm_89'")
+        raise ConfigError(
+            f"GPU architecture {arch!r} is not a compute capability; expected e.g. 80, '8.6' or 'sm_89'"
+        )
     value = int(match.group(1) + match.group(2))
     if value not in SUPPORTED_ARCHS:
         raise ConfigError(
@@ -87,7 +89,7 @@ def cache_root() -> Path:
     return cache_dir() / "ptx"
 
 
-_ENTRY_RE = re.compile(r"\.entry\s+(?P<name>[A-Za-z_$][\w$]*)\s*\((?P<params>[^)]*)\)", re.S)
+_ENTRY_RE = re.compile(r"\.entry\s+(?P<name>[A-Za-z_$][\w$]*)\s*\((?P<params>[^)]*)\)", re.DOTALL)
 
 
 def strip_hidden_params(ptx: str, kernel_name: str, num_user_params: int) -> tuple[str, int]:
@@ -130,7 +132,9 @@ def strip_hidden_params(ptx: str, kernel_name: str, num_user_params: int) -> tup
     return rewritten, len(hidden)
 
 
-def _cache_key(kernel: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any], options: dict) -> str:
+def _cache_key(
+    kernel: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any], options: dict
+) -> str:
     import triton
 
     return hash_json(

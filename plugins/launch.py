@@ -50,7 +50,6 @@ def per_token_quant(x: torch.Tensor, *, block: int | None = None) -> tuple[torch
     """
     require("triton", stage="kernels")
     import torch
-
     from sq_trt.plugins import kernels
 
     _check_input(x, "x")
@@ -83,13 +82,14 @@ def rmsnorm_per_token_quant(
     """
     require("triton", stage="kernels")
     import torch
-
     from sq_trt.plugins import kernels
 
     _check_input(x, "x")
     _check_input(weight, "weight")
     if weight.shape != (x.shape[-1],):
-        raise ConfigError(f"weight has shape {tuple(weight.shape)}; expected ({x.shape[-1]},), the hidden size of x")
+        raise ConfigError(
+            f"weight has shape {tuple(weight.shape)}; expected ({x.shape[-1]},), the hidden size of x"
+        )
     x2 = x.contiguous().reshape(-1, x.shape[-1])
     rows, cols = x2.shape
     xq = torch.empty((rows, cols), dtype=torch.int8, device=x.device)

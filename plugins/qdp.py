@@ -6,17 +6,19 @@ PTX in the engine, so the ``.plan`` runs in a C++ runtime with no Python and no
 plugin library. There is no JIT (``@trtp.impl``) implementation: an engine that
 needs Python at run time is not what this project ships.
 
-The decorated functions are defined inside :func:`define_plugins` because their
-annotations must be the real ``tensorrt.plugin`` classes (``tensorrt.plugin``
-validates signatures with ``inspect`` and ``issubclass``); for the same reason
-this module does not use ``from __future__ import annotations``.
+``tensorrt.plugin`` validates each definition's signature with ``inspect`` and
+``issubclass``, so the annotations it sees must be its own classes, which exist
+only once ``tensorrt`` is imported: :func:`define_plugins` attaches them to the
+functions at registration time.
 """
+
+from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, Tuple, Union
+from types import GenericAlias, ModuleType
+from typing import Any
 
 from sq_trt import plugin_spec
 from sq_trt.errors import ConfigError
@@ -128,6 +130,13 @@ def _compile(kernel_name: str, x: Any, extra_inputs: int, constexprs: dict[str, 
     return compile_ptx(kernel, signature, constants, target_arch(), num_warps=num_warps)
 
 
+def _annotated(fn: Callable[..., Any], annotations: dict[str, Any]) -> Callable[..., Any]:
+    # tensorrt.plugin validates a definition by `inspect.signature` + `issubclass` on its
+    # annotations, so they must be the real tensorrt.plugin classes, known only at run time.
+    fn.__annotations__ = dict(annotations)
+    return fn
+
+
 def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str, Callable[..., Any]]:
     """Register both plugins with ``tensorrt.plugin`` (not idempotent; see :func:`register`).
 
@@ -141,16 +150,19 @@ def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str
     Returns:
         The decorated functions by name (for tests and inspection).
     """
-    TensorDesc = trtp.TensorDesc
-    AotReturn = Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]
+    desc = trtp.TensorDesc
+    # Built with GenericAlias: these are run-time values, not annotations a type checker could read.
+    two_outputs = GenericAlias(tuple, (desc, desc))
+    aot_return = GenericAlias(tuple, (str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymIntExprs))
 
-    def quant_outputs(x: Any) -> Any:
+    def quant_outputs(x: Any) -> tuple[Any, Any]:
         x_q = x.like()
         x_q.dtype = trt.int8
         amax = trtp.from_shape_expr(tuple(list(x.shape_expr)[:-1]) + (1,), dtype=x.dtype)
         return x_q, amax
 
     def launch(meta: Any, x: Any) -> tuple[Any, Any]:
+        # One program per token row; the kernel's int32 scalars are (n_rows, n_cols).
         rows = _rows_expr(x.shape_expr)
         params = trtp.KernelLaunchParams()
         params.grid_x = rows
@@ -159,36 +171,47 @@ def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str
         extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(rows), trtp.SymInt32(x.shape_expr[-1])])
         return params, extra
 
-    @trtp.register(plugin_id(plugin_spec.PER_TOKEN_QUANT), lazy_register=lazy)
-    def per_token_quant_desc(x: TensorDesc) -> Tuple[TensorDesc, TensorDesc]:
+    def per_token_quant_desc(x: Any) -> Any:
         return quant_outputs(x)
 
-    @trtp.aot_impl(plugin_id(plugin_spec.PER_TOKEN_QUANT))
-    def per_token_quant_aot(
-        x: TensorDesc, outputs: Tuple[TensorDesc, TensorDesc], tactic: int
-    ) -> AotReturn:  # type: ignore[valid-type]
+    def per_token_quant_aot(x: Any, outputs: Any, tactic: int) -> Any:
         name, ptx, meta = _compile("per_token_quant_kernel", x, 0, {})
         params, extra = launch(meta, x)
         return name, ptx, params, extra
 
-    @trtp.register(plugin_id(plugin_spec.RMSNORM_PER_TOKEN_QUANT), lazy_register=lazy)
-    def rmsnorm_per_token_quant_desc(x: TensorDesc, weight: TensorDesc, epsilon: float) -> Tuple[TensorDesc, TensorDesc]:
+    def rmsnorm_per_token_quant_desc(x: Any, weight: Any, epsilon: float) -> Any:
         return quant_outputs(x)
 
-    @trtp.aot_impl(plugin_id(plugin_spec.RMSNORM_PER_TOKEN_QUANT))
-    def rmsnorm_per_token_quant_aot(
-        x: TensorDesc, weight: TensorDesc, epsilon: float, outputs: Tuple[TensorDesc, TensorDesc], tactic: int
-    ) -> AotReturn:  # type: ignore[valid-type]
+    def rmsnorm_per_token_quant_aot(x: Any, weight: Any, epsilon: float, outputs: Any, tactic: int) -> Any:
         name, ptx, meta = _compile("rmsnorm_per_token_quant_kernel", x, 1, {"EPS": float(epsilon)})
         params, extra = launch(meta, x)
         return name, ptx, params, extra
 
-    return {
-        "per_token_quant_desc": per_token_quant_desc,
-        "per_token_quant_aot": per_token_quant_aot,
-        "rmsnorm_per_token_quant_desc": rmsnorm_per_token_quant_desc,
-        "rmsnorm_per_token_quant_aot": rmsnorm_per_token_quant_aot,
-    }
+    plain = plugin_id(plugin_spec.PER_TOKEN_QUANT)
+    fused = plugin_id(plugin_spec.RMSNORM_PER_TOKEN_QUANT)
+    functions = {
+        "per_token_quant_desc": trtp.register(plain, lazy_register=lazy)(
+            _annotated(per_token_quant_desc, {"x": desc, "return": two_outputs})
+        ),
+        "per_token_quant_aot": trtp.aot_impl(plain)(
+            _annotated(
+                per_token_quant_aot, {"x": desc, "outputs": two_outputs, "tactic": int, "return": aot_return}
+            )
+        ),
+        "rmsnorm_per_token_quant_desc": trtp.register(fused, lazy_register=lazy)(
+            _annotated(
+                rmsnorm_per_token_quant_desc, {"x": desc, "weight": desc, "epsilon": float, "return": two_outputs}
+            )
+        ),
+        "rmsnorm_per_token_quant_aot": trtp.aot_impl(fused)(
+            _annotated(
+                rmsnorm_per_token_quant_aot,
+                {"x": desc, "weight": desc, "epsilon": float, "outputs": two_outputs, "tactic": int,
+                 "return": aot_return},
+            )
+        ),
+    }  # fmt: skip
+    return functions
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
