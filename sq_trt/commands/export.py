@@ -4,16 +4,126 @@ from __future__ import annotations
 
 import argparse
 
-from sq_trt.commands.common import add_model_args, not_built
+from sq_trt.commands.common import add_model_args
 
 HELP = "Export model.fp16.onnx and model.int8.onnx (explicit Q/DQ, per-tensor or per-token)."
+
+DESCRIPTION = """\
+Export the two ONNX files the engine builder consumes, into an artifact directory (--out):
+
+  model.fp16.onnx   the FP16 baseline (TensorRT 11 is strongly typed: the precision is in the ONNX)
+  model.int8.onnx   W8A8: int8 weight initializers with per-output-channel DequantizeLinear, and
+                    activations quantized either
+                      per-tensor  QuantizeLinear/DequantizeLinear with the calibrated constant scale
+                                  amax/127 (needs act_scales), or
+                      per-token   one scale per token, computed at run time:
+                                    plugin    sq_trt::PerTokenQuant node -> TensorRT plugin (sq_trt.plugins)
+                                    portable  the same maths in standard ONNX ops (ONNX Runtime,
+                                              TensorRT-RTX, or TensorRT without the plugin)
+
+Every linear in attention and MLP is quantized; embeddings and the LM head stay in floating point.
+The INT8 graph is linted for TensorRT's Q/DQ rules before it is written; manifest.json records the
+I/O, settings, quantized/excluded linears, sizes and the hashes of the model and scales.
+
+inputs: decoders take input_ids int64 [batch, seq] and return logits [batch, seq, vocab] (no KV cache);
+BERT takes input_ids and attention_mask and returns last_hidden_state. Batch and seq are dynamic.
+
+examples:
+  sq-trt export --smoothed out/smooth --out out/export
+  sq-trt export --smoothed out/smooth --act-mode per-tensor --out out/export-static
+  sq-trt export --model demo --act-scales out/calib --per-token-encoding portable --out out/export-nosmooth
+  sq-trt export --smoothed out/smooth --exclude '*.mlp.down_proj' --out out/export
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register this subcommand's arguments."""
+    source = parser.add_argument_group("what to export")
+    source.add_argument(
+        "--smoothed",
+        metavar="DIR",
+        help="smoothed checkpoint (sq-trt smooth); brings its own act_scales. Takes precedence over --model",
+    )
+    source.add_argument(
+        "--act-scales",
+        metavar="DIR",
+        help="act_scales artifact (sq-trt calibrate) of --model; required with --act-mode per-tensor",
+    )
     add_model_args(parser)
+    quant = parser.add_argument_group("quantization")
+    quant.add_argument(
+        "--act-mode",
+        choices=("per-token", "per-tensor"),
+        default="per-token",
+        help="activation quantization: per-token (dynamic, default) or per-tensor (static, calibrated)",
+    )
+    quant.add_argument(
+        "--per-token-encoding",
+        choices=("plugin", "portable"),
+        default="plugin",
+        help="plugin: sq_trt::PerTokenQuant node for TensorRT with the plugin (default); "
+        "portable: standard ONNX ops",
+    )
+    quant.add_argument(
+        "--int8-dtype",
+        choices=("float16", "float32"),
+        default="float16",
+        help="activation dtype of model.int8.onnx (float16 for deployment, default; float32 to compare "
+        "bit-for-bit with the PyTorch reference)",
+    )
+    quant.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        metavar="GLOB",
+        help="linears to keep in floating point, as fnmatch patterns of full module names "
+        "(e.g. 'model.layers.0.*' '*.down_proj')",
+    )
+    quant.add_argument("--opset", type=int, default=20, help="ONNX opset, 19..22 (default 20)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", required=True, metavar="DIR", help="artifact directory to write")
+    output.add_argument("--force", action="store_true", help="replace an existing --out directory")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Not built yet: raise a clear error instead of pretending."""
-    raise not_built("export", 4)
+    """Load the model and scales, export, print where the files went."""
+    from pathlib import Path
+
+    from sq_trt.artifacts import load_manifest
+    from sq_trt.export.stage import ExportConfig, export_model
+
+    config = ExportConfig(
+        act_mode=args.act_mode.replace("-", "_"),
+        encoding=args.per_token_encoding,
+        int8_dtype=args.int8_dtype,
+        exclude=tuple(args.exclude),
+        opset=args.opset,
+    )
+    inputs: dict[str, str] = {}
+    if args.smoothed:
+        from sq_trt.smooth import load_smoothed
+
+        loaded, scales = load_smoothed(args.smoothed, device="cpu")
+        inputs["smoothed"] = load_manifest(args.smoothed).fingerprint
+    else:
+        from sq_trt.models.loading import load_model
+
+        loaded = load_model(
+            args.model, local_files_only=args.local_files_only, trust_remote_code=args.trust_remote_code
+        )
+        scales = None
+        if args.act_scales:
+            from sq_trt.calibrate import load_act_scales
+
+            scales = load_act_scales(args.act_scales, model=loaded.model)
+            inputs["act_scales_artifact"] = load_manifest(args.act_scales).fingerprint
+    result = export_model(loaded, args.out, scales=scales, config=config, inputs=inputs, force=args.force)
+    sizes = result.sizes
+    print(f"wrote {Path(args.out)}:")
+    print(f"  {result.fp16_path.name}  {sizes['fp16'] / 2**20:8.1f} MiB")
+    print(
+        f"  {result.int8_path.name}  {sizes['int8'] / 2**20:8.1f} MiB  "
+        f"({sizes['int8'] / sizes['fp16']:.2f} x FP16, {sizes['int8'] / sizes['fp32_estimate']:.2f} x FP32)"
+    )
+    print(f"  {len(result.quantized)} linears quantized ({config.act_mode}), {len(result.excluded)} excluded")
+    return 0

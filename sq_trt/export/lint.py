@@ -1,0 +1,275 @@
+"""Q/DQ lint: TensorRT's explicit-quantization rules, checked on the ONNX before any build.
+
+TensorRT (strongly typed, explicit quantization) accepts a Q/DQ graph only if:
+
+* ``constant-scale``: every QuantizeLinear/DequantizeLinear scale is a build-time
+  constant (an initializer or a ``Constant`` node);
+* ``zero-point``: zero points are absent or all 0, and of type int8;
+* ``int8-only``: quantized tensors are INT8 (no uint8 / int4 / fp8 here);
+* ``weight-axis``: a DQ of a weight feeding a MatMul is per output channel:
+  ``axis`` is the weight's last axis (N of ``[K, N]``) and the scale has N entries;
+* ``dangling``: every Q feeds only DQs, every DQ's output is used, every DQ's
+  input comes from a Q, an int8 initializer or an int8-producing node;
+* ``plugin``: each ``sq_trt`` plugin node carries ``plugin_namespace`` and
+  ``plugin_version`` as :mod:`sq_trt.plugin_spec` defines them, its int8 output
+  feeds DequantizeLinear with the constant scale 1/127, and its domain is imported.
+
+:func:`lint_qdq` raises on the first broken rule with the node's name;
+:func:`find_qdq_problems` returns them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sq_trt import plugin_spec
+from sq_trt.errors import ExportError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+@dataclass(frozen=True)
+class LintProblem:
+    """One broken rule: which rule, which node, what is wrong."""
+
+    rule: str
+    node: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.rule}] node {self.node!r}: {self.message}"
+
+
+class _Constants:
+    """Constant tensors of a graph: initializers and ``Constant`` node outputs."""
+
+    def __init__(self, graph: Any) -> None:
+        self.tensors: dict[str, Any] = {init.name: init for init in graph.initializer}
+        self.constant_nodes: dict[str, Any] = {}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.output:
+                self.constant_nodes[node.output[0]] = node
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors or name in self.constant_nodes
+
+    def array(self, name: str) -> np.ndarray | None:
+        import onnx
+        from onnx import numpy_helper
+
+        if name in self.tensors:
+            return numpy_helper.to_array(self.tensors[name])
+        node = self.constant_nodes.get(name)
+        if node is not None:
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    return numpy_helper.to_array(onnx.helper.get_attribute_value(attribute))
+        return None
+
+    def elem_type(self, name: str) -> int | None:
+        if name in self.tensors:
+            return int(self.tensors[name].data_type)
+        node = self.constant_nodes.get(name)
+        if node is not None:
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    return int(attribute.t.data_type)
+        return None
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    import onnx
+
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return onnx.helper.get_attribute_value(attribute)
+    return default
+
+
+def _int8_producers(graph: Any) -> set[str]:
+    """Tensors produced as int8 by non-Q nodes (plugin x_q, Cast to int8)."""
+    import onnx
+
+    produced: set[str] = set()
+    for node in graph.node:
+        is_int8_cast = node.op_type == "Cast" and _attr(node, "to", None) == onnx.TensorProto.INT8
+        is_plugin = node.domain == plugin_spec.ONNX_DOMAIN and node.op_type == plugin_spec.PER_TOKEN_QUANT
+        if (is_int8_cast or is_plugin) and node.output:
+            produced.add(node.output[0])
+    return produced
+
+
+def find_qdq_problems(model: onnx.ModelProto) -> list[LintProblem]:
+    """Every Q/DQ rule broken in ``model`` (empty when it is clean)."""
+    import numpy as np
+    import onnx
+
+    graph = model.graph
+    constants = _Constants(graph)
+    consumers: dict[str, list[Any]] = {}
+    producers: dict[str, Any] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+        for name in node.output:
+            producers[name] = node
+    graph_outputs = {value.name for value in graph.output}
+    int8_made = _int8_producers(graph)
+    problems: list[LintProblem] = []
+
+    def add(rule: str, node: Any, message: str) -> None:
+        problems.append(LintProblem(rule, node.name or f"<{node.op_type} -> {list(node.output)}>", message))
+
+    for node in graph.node:
+        if node.op_type not in QDQ_OPS:
+            continue
+        scale = node.input[1] if len(node.input) > 1 else ""
+        if not scale or scale not in constants:
+            add(
+                "constant-scale",
+                node,
+                f"scale {scale!r} is not an initializer or Constant; TensorRT needs it at build time",
+            )
+        else:
+            values = constants.array(scale)
+            if values is not None and (
+                not np.all(np.isfinite(values)) or np.any(values.astype(np.float64) <= 0)
+            ):
+                add("constant-scale", node, f"scale {scale!r} has non-positive or non-finite values")
+        zero_point = node.input[2] if len(node.input) > 2 else ""
+        if zero_point:
+            if zero_point not in constants:
+                add("zero-point", node, f"zero point {zero_point!r} is not a constant")
+            else:
+                values = constants.array(zero_point)
+                if constants.elem_type(zero_point) != onnx.TensorProto.INT8:
+                    add(
+                        "int8-only",
+                        node,
+                        f"zero point {zero_point!r} is not int8, so the quantized type is not INT8",
+                    )
+                if values is not None and np.any(values != 0):
+                    add(
+                        "zero-point", node, f"zero point {zero_point!r} is not 0 (TensorRT is symmetric only)"
+                    )
+        elif node.op_type == "QuantizeLinear":
+            add(
+                "int8-only",
+                node,
+                "QuantizeLinear without a zero point outputs uint8; give an int8 zero point of 0",
+            )
+        if _attr(node, "output_dtype", 0) not in (0, onnx.TensorProto.INT8):
+            add("int8-only", node, f"output_dtype {_attr(node, 'output_dtype', 0)} is not INT8")
+
+        if node.op_type == "QuantizeLinear":
+            users = consumers.get(node.output[0], [])
+            if not users or any(user.op_type != "DequantizeLinear" for user in users):
+                add(
+                    "dangling",
+                    node,
+                    f"its output feeds {[u.op_type for u in users] or 'nothing'}, expected DequantizeLinear",
+                )
+            continue
+
+        x = node.input[0]
+        if node.output[0] not in graph_outputs and not consumers.get(node.output[0]):
+            add("dangling", node, "its output is not used")
+        if x in constants:
+            if constants.elem_type(x) != onnx.TensorProto.INT8:
+                add("int8-only", node, f"quantized input {x!r} is not an int8 tensor")
+            _check_weight_axis(node, x, constants, consumers, add)
+        elif x not in int8_made:
+            source = producers.get(x)
+            if source is None or source.op_type != "QuantizeLinear":
+                add(
+                    "dangling",
+                    node,
+                    f"its input {x!r} comes from {source.op_type if source else 'a graph input'}, not a Q",
+                )
+
+    for node in graph.node:
+        if node.domain == plugin_spec.ONNX_DOMAIN:
+            _check_plugin(node, constants, consumers, model, add)
+    return problems
+
+
+def _check_weight_axis(
+    node: Any, x: str, constants: _Constants, consumers: dict[str, list[Any]], add: Any
+) -> None:
+    weight = constants.array(x)
+    scale = constants.array(node.input[1]) if node.input[1] in constants else None
+    if weight is None or scale is None or scale.size <= 1:
+        return
+    axis = int(_attr(node, "axis", 1))
+    axis = axis + weight.ndim if axis < 0 else axis
+    feeds_matmul_b = any(
+        user.op_type in ("MatMul", "Gemm") and len(user.input) > 1 and user.input[1] == node.output[0]
+        for user in consumers.get(node.output[0], [])
+    )
+    expected = weight.ndim - 1 if feeds_matmul_b else axis
+    if axis != expected or scale.shape != (weight.shape[expected],):
+        add(
+            "weight-axis",
+            node,
+            f"per-channel weight scale has axis {axis} and shape {scale.shape} for weight {weight.shape}; "
+            f"expected axis {expected} (output channels) with {weight.shape[expected]} scales",
+        )
+
+
+def _check_plugin(
+    node: Any, constants: _Constants, consumers: dict[str, list[Any]], model: Any, add: Any
+) -> None:
+    import numpy as np
+
+    if node.op_type not in (plugin_spec.PER_TOKEN_QUANT, plugin_spec.RMSNORM_PER_TOKEN_QUANT):
+        add("plugin", node, f"unknown {plugin_spec.ONNX_DOMAIN} op {node.op_type!r}")
+        return
+    for name, expected in (
+        ("plugin_namespace", plugin_spec.PLUGIN_NAMESPACE),
+        ("plugin_version", plugin_spec.PLUGIN_VERSION),
+    ):
+        value = _attr(node, name, None)
+        value = value.decode() if isinstance(value, bytes) else value
+        if value != expected:
+            add(
+                "plugin",
+                node,
+                f"attribute {name}={value!r}, expected {expected!r} (TensorRT finds the plugin by it)",
+            )
+    if not any(entry.domain == plugin_spec.ONNX_DOMAIN for entry in model.opset_import):
+        add("plugin", node, f"the model does not import the {plugin_spec.ONNX_DOMAIN!r} opset domain")
+    users = consumers.get(node.output[0], []) if node.output else []
+    if not users or any(user.op_type != "DequantizeLinear" for user in users):
+        add(
+            "plugin",
+            node,
+            f"its int8 output feeds {[u.op_type for u in users] or 'nothing'}, expected DequantizeLinear",
+        )
+        return
+    for user in users:
+        scale = constants.array(user.input[1]) if len(user.input) > 1 and user.input[1] in constants else None
+        if (
+            scale is None
+            or scale.size != 1
+            or not np.isclose(float(scale.reshape(-1)[0]), plugin_spec.DQ_SCALE, rtol=1e-3)
+        ):
+            add("plugin", node, f"DequantizeLinear {user.name!r} after it must have the constant scale 1/127")
+
+
+def lint_qdq(model: onnx.ModelProto) -> None:
+    """Raise on the first broken Q/DQ rule.
+
+    Raises:
+        ExportError: Naming the rule, the node and what is wrong (and how many more problems there are).
+    """
+    problems = find_qdq_problems(model)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ExportError(
+            f"Q/DQ lint failed: {problems[0]}{more}; TensorRT would reject or mis-build this graph"
+        )

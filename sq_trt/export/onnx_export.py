@@ -1,0 +1,184 @@
+"""Torch -> ONNX: the floating-point graph every exported file starts from.
+
+``torch.onnx.export(..., dynamo=True)`` is the exporter that handles
+transformers' masking code (the TorchScript exporter fails on it). The graph is
+exported unoptimized, then optimized by onnxscript with one rule changed: a
+``Transpose`` of a parameter is not constant-folded. The default pass folds each
+linear's ``W -> Transpose`` into an anonymous constant, losing the
+``<module>.weight`` name the Q/DQ rewrite uses to find each linear's MatMul;
+TensorRT and ONNX Runtime fold those transposes themselves. The optimization is
+needed: TensorRT's parser wants reduction axes and similar shape inputs as
+build-time constants, which the unoptimized graph computes at run time.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sq_trt.errors import ExportError
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+    from sq_trt.models.registry import ArchSpec
+
+# Opset 20: what the dynamo exporter emits by default with torch 2.13, supported by
+# TensorRT's ONNX parser (10.x/11.x) and TensorRT-RTX; DequantizeLinear takes
+# float16 scales from opset 19 on, which the FP16 INT8 graph needs.
+DEFAULT_OPSET = 20
+# Prefix the exporter puts on parameter names: the attribute holding the model in the wrapper.
+WRAPPED_PREFIX = "model."
+DECODER_OUTPUT = "logits"
+ENCODER_OUTPUT = "last_hidden_state"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, element type and symbolic shape of one graph input or output."""
+
+    name: str
+    dtype: str
+    shape: tuple[str | int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form for manifests."""
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+def graph_io(model: onnx.ModelProto) -> dict[str, list[TensorInfo]]:
+    """The inputs and outputs of an ONNX graph (initializers excluded)."""
+    import onnx
+
+    def describe(value: Any) -> TensorInfo:
+        tensor_type = value.type.tensor_type
+        dims: list[str | int] = [d.dim_param if d.dim_param else d.dim_value for d in tensor_type.shape.dim]
+        return TensorInfo(
+            value.name, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name, tuple(dims)
+        )
+
+    initializers = {init.name for init in model.graph.initializer}
+    return {
+        "inputs": [describe(v) for v in model.graph.input if v.name not in initializers],
+        "outputs": [describe(v) for v in model.graph.output],
+    }
+
+
+class _Wrapper:
+    """Builds the torch module exported: plain tensors in, one tensor out."""
+
+    @staticmethod
+    def build(model: Any, kind: str) -> torch.nn.Module:
+        import torch
+
+        class DecoderLogits(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.model = inner
+
+            def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+                return self.model(input_ids=input_ids, use_cache=False).logits
+
+        class EncoderHidden(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.model = inner
+
+            def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+                return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+        return DecoderLogits(model) if kind == "decoder" else EncoderHidden(model)
+
+
+def export_float_onnx(
+    model: Any, spec: ArchSpec, *, dtype: str = "float16", opset: int = DEFAULT_OPSET
+) -> onnx.ModelProto:
+    """Export a Hugging Face model to an ONNX graph in ``dtype``, dynamic batch and sequence.
+
+    Decoders take ``input_ids`` int64 ``[batch, seq]`` and return ``logits``
+    ``[batch, seq, vocab]`` (no KV cache); encoders take ``input_ids`` and
+    ``attention_mask`` and return ``last_hidden_state``. The model itself is
+    not modified (a copy is cast to ``dtype``).
+
+    Args:
+        model: A model of a registered family.
+        spec: Its registry entry (decides decoder vs encoder I/O).
+        dtype: ``"float16"`` or ``"float32"``: the precision of weights and activations in the graph.
+        opset: ONNX opset of the default domain.
+
+    Returns:
+        The ONNX model, parameter initializers named ``model.<module>.<param>``.
+
+    Raises:
+        ExportError: The exporter failed (its message is included).
+    """
+    import torch
+
+    torch_dtype = {"float16": torch.float16, "float32": torch.float32}.get(dtype)
+    if torch_dtype is None:
+        raise ExportError(f"export dtype must be float16 or float32, got {dtype!r}")
+    source = model if next(model.parameters()).dtype == torch_dtype else copy.deepcopy(model).to(torch_dtype)
+    source.eval()
+    wrapper = _Wrapper.build(source, spec.kind).eval()
+    # Example sizes > 1 so torch.export does not specialise the dynamic axes to 1.
+    ids = torch.zeros(2, 8, dtype=torch.long)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    if spec.kind == "decoder":
+        args: tuple[torch.Tensor, ...] = (ids,)
+        dynamic: dict[str, Any] = {"input_ids": {0: batch, 1: seq}}
+        outputs = [DECODER_OUTPUT]
+    else:
+        args = (ids, torch.ones_like(ids))
+        dynamic = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+        outputs = [ENCODER_OUTPUT]
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(
+                wrapper,
+                args,
+                dynamo=True,
+                dynamic_shapes=dynamic,
+                input_names=list(dynamic),
+                output_names=outputs,
+                opset_version=opset,
+                optimize=False,
+                verbose=False,
+            )
+    except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
+        raise ExportError(
+            f"torch.onnx.export (dynamo) failed for {type(model).__name__}: {exc}. "
+            "Check that the model runs with use_cache=False on CPU"
+        ) from exc
+    assert program is not None
+    return optimize_keeping_weights(program.model_proto)
+
+
+def _keep_parameter_transposes(node: Any) -> bool | None:
+    if (
+        node.op_type == "Transpose"
+        and node.inputs
+        and node.inputs[0] is not None
+        and node.inputs[0].is_initializer()
+    ):
+        return False
+    return None  # the optimizer's default rules
+
+
+def optimize_keeping_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant-fold and clean an exported graph, keeping ``Transpose(weight)`` so weights keep their names.
+
+    Also drops per-node debug metadata (stack traces), which would otherwise
+    dominate the file size of small models.
+    """
+    import onnx_ir as ir
+    from onnxscript.optimizer import optimize_ir
+
+    graph = ir.from_proto(model)
+    optimize_ir(graph, should_fold=_keep_parameter_transposes)
+    proto = ir.to_proto(graph)
+    for node in proto.graph.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+    return proto

@@ -1,0 +1,179 @@
+"""Run the exported ONNX files on CPU with ONNX Runtime (the reference executor).
+
+ONNX Runtime cannot run the ``sq_trt::PerTokenQuant`` plugin node, and its
+Python custom-op API refuses float16. So :func:`session_from_onnx` rewrites
+each plugin node, in memory, into the portable standard-op subgraph built by
+:func:`sq_trt.export.qdq.portable_per_token_nodes`: one definition of the
+semantics, any dtype. The file on disk is never changed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sq_trt import plugin_spec
+from sq_trt.errors import DataError, ExportError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+    import onnxruntime
+    import torch
+
+# Protobuf cannot serialise a single message over 2 GiB; larger models go through a temp file.
+_PROTO_LIMIT = 2**31 - 1
+
+
+def expand_plugin_nodes(model: onnx.ModelProto) -> int:
+    """Replace every ``sq_trt::PerTokenQuant`` node with standard ops, in place.
+
+    Returns:
+        How many nodes were replaced.
+    """
+    from sq_trt.export.qdq import _Builder, portable_per_token_nodes
+
+    builder = _Builder(act_dtype=0)  # CastLike is used, so the activation dtype is not needed
+    builder._names.update(init.name for init in model.graph.initializer)
+    builder._names.update(
+        name for node in model.graph.node for name in (*node.input, *node.output, node.name)
+    )
+    nodes: list[Any] = []
+    replaced = 0
+    for node in model.graph.node:
+        if node.domain == plugin_spec.ONNX_DOMAIN and node.op_type == plugin_spec.PER_TOKEN_QUANT:
+            if len(node.input) != 1 or len(node.output) != 2:
+                raise ExportError(
+                    f"{plugin_spec.PER_TOKEN_QUANT} node {node.name!r} has {len(node.input)} inputs and "
+                    f"{len(node.output)} outputs, expected 1 and 2 (x -> x_q, amax)"
+                )
+            prefix = f"{node.name or node.output[0]}/cpu"
+            nodes.extend(
+                portable_per_token_nodes(
+                    node.input[0], node.output[0], node.output[1], prefix, builder, x_dtype=None
+                )
+            )
+            replaced += 1
+        elif node.domain == plugin_spec.ONNX_DOMAIN:
+            raise ExportError(
+                f"node {node.name!r} is {node.domain}::{node.op_type}, which the CPU executor cannot run; "
+                f"only {plugin_spec.PER_TOKEN_QUANT} has a CPU equivalent"
+            )
+        else:
+            nodes.append(node)
+    if replaced:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        model.graph.initializer.extend(builder.initializers)
+        kept = [entry for entry in model.opset_import if entry.domain != plugin_spec.ONNX_DOMAIN]
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+    return replaced
+
+
+def session_from_onnx(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    *,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    threads: int | None = None,
+) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session for an exported file, plugin nodes rewritten to standard ops.
+
+    Args:
+        model: Path of an ``.onnx`` file (external data next to it is loaded) or a loaded model.
+        providers: ONNX Runtime execution providers.
+        threads: Intra-op threads (None: ONNX Runtime's default).
+
+    Returns:
+        The session (Polygraphy's ``OnnxrtRunner`` accepts it as its ``sess``).
+
+    Raises:
+        ExportError: The file is missing or a node cannot run on CPU.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    if isinstance(model, onnx.ModelProto):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+    else:
+        path = Path(model)
+        if not path.is_file():
+            raise ExportError(f"ONNX file {path} does not exist; run `sq-trt export` first")
+        proto = onnx.load(str(path))
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    expand_plugin_nodes(proto)
+    if proto.ByteSize() < _PROTO_LIMIT:
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=list(providers))
+    with tempfile.TemporaryDirectory(prefix="sq-trt-ort-") as tmp:
+        tmp_path = os.path.join(tmp, "model.onnx")
+        onnx.save_model(proto, tmp_path, save_as_external_data=True, location="model.onnx.data")
+        return ort.InferenceSession(tmp_path, options, providers=list(providers))
+
+
+class OnnxModelRunner:
+    """Runs an exported model: ``input_ids`` in, logits (or hidden states) out, as numpy float32.
+
+    Example:
+        >>> runner = OnnxModelRunner("out/export/model.int8.onnx")
+        >>> logits = runner.run(input_ids)            # [batch, seq, vocab]
+        >>> ppl = runner.perplexity(chunks)           # decoders only
+    """
+
+    def __init__(
+        self, model: str | os.PathLike[str] | onnx.ModelProto, *, threads: int | None = None
+    ) -> None:
+        """Create the ONNX Runtime session (see :func:`session_from_onnx`)."""
+        self.session = session_from_onnx(model, threads=threads)
+        self.input_names = [value.name for value in self.session.get_inputs()]
+        self.output_name = self.session.get_outputs()[0].name
+
+    def run(self, input_ids: Any, attention_mask: Any = None) -> np.ndarray:
+        """One forward pass.
+
+        Args:
+            input_ids: int64 ``[batch, seq]`` (numpy array or torch tensor).
+            attention_mask: For encoders; all ones when omitted.
+
+        Returns:
+            The first output, as float32 numpy.
+        """
+        import numpy as np
+
+        ids = np.asarray(input_ids.numpy() if hasattr(input_ids, "numpy") else input_ids, dtype=np.int64)
+        feeds: dict[str, np.ndarray] = {"input_ids": ids}
+        if "attention_mask" in self.input_names:
+            mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
+            feeds["attention_mask"] = mask
+        (output,) = self.session.run([self.output_name], feeds)
+        return np.asarray(output, dtype=np.float32)
+
+    def perplexity(self, chunks: torch.Tensor | np.ndarray, *, batch_size: int = 4) -> float:
+        """Perplexity over token chunks, scored like :func:`sq_trt.evaluate.perplexity`.
+
+        Args:
+            chunks: int64 ``[num_chunks, seq_len]``.
+            batch_size: Chunks per session run.
+        """
+        import numpy as np
+
+        ids = np.asarray(chunks.numpy() if hasattr(chunks, "numpy") else chunks, dtype=np.int64)
+        if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] < 2:
+            raise DataError(f"perplexity needs chunks of shape [n>=1, seq>=2], got {tuple(ids.shape)}")
+        total_nll, total_tokens = 0.0, 0
+        for start in range(0, ids.shape[0], batch_size):
+            batch = ids[start : start + batch_size]
+            logits = self.run(batch).astype(np.float64)[:, :-1]
+            targets = batch[:, 1:]
+            shifted = logits - logits.max(axis=-1, keepdims=True)
+            log_norm = np.log(np.exp(shifted).sum(axis=-1))
+            picked = np.take_along_axis(shifted, targets[..., None], axis=-1)[..., 0]
+            total_nll += float((log_norm - picked).sum())
+            total_tokens += targets.size
+        return math.exp(total_nll / total_tokens)

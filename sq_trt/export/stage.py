@@ -1,0 +1,299 @@
+"""The export stage: a (smoothed) model and its act_scales -> the export artifact directory.
+
+Writes ``model.fp16.onnx`` (the FP16 baseline: TensorRT 11 is strongly typed, so
+the precision is in the ONNX) and ``model.int8.onnx`` (W8A8 with explicit Q/DQ),
+lints the INT8 graph for TensorRT's rules, and records in ``manifest.json`` the
+I/O, the quantization settings, the quantized and excluded linears, the opset,
+the file sizes and the hashes of the model and scales it came from. The
+directory is written atomically: a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sq_trt.artifacts import artifact_dir, hash_json
+from sq_trt.errors import ArtifactError, ConfigError, ExportError
+from sq_trt.export.lint import lint_qdq
+from sq_trt.export.onnx_export import DEFAULT_OPSET, WRAPPED_PREFIX, export_float_onnx, graph_io
+from sq_trt.export.qdq import ACT_MODES, ENCODINGS, quantize_graph, targets_from_model
+from sq_trt.models.registry import quantizable_linears
+
+if TYPE_CHECKING:
+    import onnx
+
+    from sq_trt.calibrate import ActScales
+    from sq_trt.models.loading import LoadedModel
+
+STAGE = "export"
+FP16_FILE = "model.fp16.onnx"
+INT8_FILE = "model.int8.onnx"
+# Protobuf refuses messages over 2 GiB; stay well below it before switching to external data.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+# Peak memory of an export, in bytes per parameter beyond the loaded fp32 model: an fp16
+# copy (2), the exported fp16 graph and its serialised form (2 + 2), the int8 graph (~1)
+# and the fp32 graph when the INT8 file is fp32 (4 + 4), rounded up.
+_BYTES_PER_PARAM = {"float16": 8, "float32": 16}
+_MEMORY_SLACK = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How to export.
+
+    Attributes:
+        act_mode: ``"per_token"`` (dynamic, one scale per token) or ``"per_tensor"``
+            (static, calibrated ``amax``).
+        encoding: Per-token encoding: ``"plugin"`` (``sq_trt::PerTokenQuant``, for
+            TensorRT with the plugin) or ``"portable"`` (standard ONNX ops; runs
+            anywhere, including TensorRT-RTX).
+        int8_dtype: Activation dtype of the INT8 graph (``"float16"`` for deployment,
+            ``"float32"`` to compare bit-for-bit with the PyTorch reference).
+        exclude: ``fnmatch`` patterns of linears to keep in floating point.
+        opset: ONNX opset of the default domain.
+    """
+
+    act_mode: str = "per_token"
+    encoding: str = "plugin"
+    int8_dtype: str = "float16"
+    exclude: tuple[str, ...] = ()
+    opset: int = DEFAULT_OPSET
+
+    def __post_init__(self) -> None:
+        if self.act_mode not in ACT_MODES:
+            raise ConfigError(f"act_mode must be one of {ACT_MODES}, got {self.act_mode!r}")
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(f"per-token encoding must be one of {ENCODINGS}, got {self.encoding!r}")
+        if self.int8_dtype not in _BYTES_PER_PARAM:
+            raise ConfigError(f"int8_dtype must be float16 or float32, got {self.int8_dtype!r}")
+        if not 19 <= self.opset <= 22:
+            raise ConfigError(
+                f"opset must be 19..22 (float16 DequantizeLinear scales need 19; TensorRT's parser "
+                f"supports up to 22), got {self.opset}"
+            )
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote."""
+
+    path: Path
+    quantized: list[str]
+    excluded: list[str]
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fp16_path(self) -> Path:
+        """The FP16 baseline ONNX."""
+        return self.path / FP16_FILE
+
+    @property
+    def int8_path(self) -> Path:
+        """The W8A8 ONNX."""
+        return self.path / INT8_FILE
+
+
+def available_memory_bytes() -> int:
+    """Memory the system can still give this process (``MemAvailable``), in bytes."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(num_params: int, int8_dtype: str, available: int | None = None) -> int:
+    """Refuse an export that would not fit in memory.
+
+    Returns:
+        The estimated peak, in bytes.
+
+    Raises:
+        ExportError: When the estimate exceeds the available memory.
+    """
+    needed = num_params * _BYTES_PER_PARAM[int8_dtype] + _MEMORY_SLACK
+    free = available_memory_bytes() if available is None else available
+    if needed > free:
+        raise ExportError(
+            f"exporting a model of {num_params / 1e6:.1f} M parameters needs about {needed / 2**30:.1f} GiB of "
+            f"memory, but only {free / 2**30:.1f} GiB is available; free memory, export on a larger host, "
+            "or use --int8-dtype float16 (the default)"
+        )
+    return needed
+
+
+def select_linears(model: Any, exclude: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split ``quantizable_linears(model)`` into (quantized, excluded) by ``fnmatch`` patterns.
+
+    Raises:
+        ConfigError: A pattern matches no quantizable linear (likely a typo).
+    """
+    names = quantizable_linears(model)
+    for pattern in exclude:
+        if not any(fnmatchcase(name, pattern) for name in names):
+            raise ConfigError(
+                f"--exclude pattern {pattern!r} matches no quantizable linear; names look like {names[0]!r} "
+                "(use * wildcards, e.g. '*.mlp.down_proj')"
+            )
+    excluded = [name for name in names if any(fnmatchcase(name, pattern) for pattern in exclude)]
+    return [name for name in names if name not in excluded], excluded
+
+
+def check_scales(scales: ActScales | None, loaded: LoadedModel, names: Sequence[str], act_mode: str) -> None:
+    """Refuse scales of another model, or per-tensor export without a scale for every quantized linear.
+
+    Raises:
+        ArtifactError: The scales were recorded on a model with other weights.
+        ExportError: A quantized linear has no calibrated ``input_amax``.
+    """
+    if scales is not None:
+        expected = scales.meta.get("model_fingerprint")
+        actual = loaded.fingerprint()
+        if expected is not None and expected != actual:
+            raise ArtifactError(
+                f"the act_scales were recorded on model {expected} but the model to export has weights "
+                f"{actual}; pass the act_scales of this model (or export from its smoothed artifact)"
+            )
+    if act_mode == "per_tensor":
+        have = scales.input_amax if scales is not None else {}
+        missing = [name for name in names if name not in have]
+        if missing:
+            raise ExportError(
+                f"per-tensor export needs a calibrated input_amax for every quantized linear; missing for "
+                f"{len(missing)} (first: {missing[0]}). Pass --act-scales of this model, --exclude those "
+                "linears, or use --act-mode per-token"
+            )
+
+
+def save_onnx(model: onnx.ModelProto, path: Path) -> None:
+    """Save an ONNX model, with external data (``<name>.data``) when it is too big for one protobuf."""
+    import onnx
+
+    if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=f"{path.name}.data",
+        )
+    else:
+        onnx.save_model(model, str(path))
+
+
+def _onnx_bytes(directory: Path, name: str) -> int:
+    """Bytes of an ONNX file plus its external data file, if any."""
+    return sum(p.stat().st_size for p in (directory / name, directory / f"{name}.data") if p.is_file())
+
+
+def _float_bytes(model: onnx.ModelProto) -> int:
+    import onnx
+
+    return sum(
+        len(init.raw_data)
+        for init in model.graph.initializer
+        if init.data_type in (onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT)
+    )
+
+
+def export_model(
+    loaded: LoadedModel,
+    out: str | os.PathLike[str],
+    *,
+    scales: ActScales | None = None,
+    config: ExportConfig | None = None,
+    inputs: dict[str, str] | None = None,
+    force: bool = False,
+) -> ExportResult:
+    """Write the export artifact: ``model.fp16.onnx`` and ``model.int8.onnx`` (linted).
+
+    Args:
+        loaded: The model to export (the smoothed one, or an unsmoothed one for comparison), float32.
+        out: The artifact directory to write.
+        scales: Its activation statistics (required for ``per_tensor``; the fingerprint is checked).
+        config: Export settings.
+        inputs: Extra input hashes for the manifest (e.g. the smoothed artifact's fingerprint).
+        force: Replace an existing artifact.
+
+    Returns:
+        Paths, quantized/excluded linears and file sizes.
+
+    Raises:
+        ExportError, ArtifactError, ConfigError: See :func:`check_scales`, :func:`check_memory`,
+            :func:`select_linears` and :func:`sq_trt.export.lint.lint_qdq`.
+    """
+    import onnx
+
+    config = config or ExportConfig()
+    model = loaded.model
+    num_params = sum(p.numel() for p in model.parameters())
+    check_memory(num_params, config.int8_dtype)
+    quantized, excluded = select_linears(model, config.exclude)
+    check_scales(scales, loaded, quantized, config.act_mode)
+    fingerprint = loaded.fingerprint()
+    scales_hash = (
+        hash_json({k: v.tolist() for k, v in scales.to_tensors().items()}) if scales is not None else None
+    )
+
+    fp16 = export_float_onnx(model, loaded.spec, dtype="float16", opset=config.opset)
+    if config.int8_dtype == "float16":
+        int8 = onnx.ModelProto()
+        int8.CopyFrom(fp16)
+    else:
+        int8 = export_float_onnx(model, loaded.spec, dtype="float32", opset=config.opset)
+    targets = targets_from_model(
+        model,
+        quantized,
+        weight_layout=loaded.spec.weight_layout,
+        input_amax=scales.input_amax if scales is not None else None,
+        prefix=WRAPPED_PREFIX,
+    )
+    report = quantize_graph(
+        int8, targets, act_mode=config.act_mode, encoding=config.encoding, act_dtype=config.int8_dtype
+    )
+    lint_qdq(int8)
+    io = {key: [t.to_json() for t in values] for key, values in graph_io(fp16).items()}
+    extra: dict[str, Any] = {
+        "model_source": loaded.source,
+        "family": loaded.spec.family,
+        "kind": loaded.spec.kind,
+        "model_fingerprint": fingerprint,
+        "act_scales_hash": scales_hash,
+        "io": io,
+        "act_mode": config.act_mode,
+        "per_token_encoding": config.encoding if config.act_mode == "per_token" else None,
+        "int8_dtype": config.int8_dtype,
+        "opset": config.opset,
+        "quantized_linears": report.quantized,
+        "excluded_linears": excluded,
+        "activation_quantizers": report.activation_quantizers,
+        "files": {"fp16": FP16_FILE, "int8": INT8_FILE},
+        "float_weights_bytes": {"fp16": _float_bytes(fp16)},
+    }
+    manifest_inputs = {
+        "model": fingerprint,
+        **({"act_scales": scales_hash} if scales_hash else {}),
+        **(inputs or {}),
+    }
+    sizes: dict[str, int] = {}
+    with artifact_dir(
+        out, stage=STAGE, config=asdict(config), inputs=manifest_inputs, extra=extra, force=force
+    ) as tmp:
+        save_onnx(fp16, tmp / FP16_FILE)
+        del fp16
+        save_onnx(int8, tmp / INT8_FILE)
+        sizes = {"fp16": _onnx_bytes(tmp, FP16_FILE), "int8": _onnx_bytes(tmp, INT8_FILE)}
+        # The FP32 export is not written; its size is the FP16 file with every float weight doubled.
+        sizes["fp32_estimate"] = sizes["fp16"] + extra["float_weights_bytes"]["fp16"]
+        extra["sizes"] = sizes
+        extra["size_ratio_int8_over_fp16"] = round(sizes["int8"] / sizes["fp16"], 4)
+        extra["size_ratio_int8_over_fp32"] = round(sizes["int8"] / sizes["fp32_estimate"], 4)
+    return ExportResult(Path(out), report.quantized, excluded, sizes)
