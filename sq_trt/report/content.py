@@ -67,6 +67,13 @@ class Report:
     timing: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, Any] | None = None
 
+    def provenance_items(self) -> dict[str, Any]:
+        """What the numbers came from: host, versions, model, runners (paths and hashes), data."""
+        runners = [self.baseline] + [
+            {k: v for k, v in c.items() if k not in ("summary", "outputs")} for c in self.candidates
+        ]
+        return {**self.provenance, "runners": runners, "data": self.data}
+
     def to_json(self) -> dict[str, Any]:
         """The machine-readable report (``report.json``): verdict first."""
         return {

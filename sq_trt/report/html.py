@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from sq_trt.report.content import Report, format_value
@@ -25,6 +26,9 @@ th, td { border: 1px solid #d5d8dc; padding: 5px 8px; text-align: right; white-s
 th { background: #eaecee; } td.l, th.l { text-align: left; }
 td.pass { color: #1e8449; font-weight: 600; } td.fail { color: #b03a2e; font-weight: 600; }
 td.wrap { white-space: normal; text-align: left; }
+th.pass { color: #1e8449; } th.fail { color: #b03a2e; }
+.runner { font-weight: 400; font-size: .85em; color: #566573; }
+table.metrics { width: auto; min-width: 50%; }
 .scroll { overflow-x: auto; }
 figure { background: #fff; border: 1px solid #d5d8dc; border-radius: 6px; margin: 14px 0; padding: 10px; }
 figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
@@ -49,25 +53,25 @@ def _verdict(report: Report) -> str:
 
 
 def _metrics_table(report: Report) -> str:
-    head = "".join(f"<th>{escape(title)}</th>" for _, title, _ in report.columns)
-    rows = []
+    # Metrics as rows, candidates as columns: a handful of candidates fit the page, eleven metrics would not.
     failed = {r["candidate"] for r in report.verdict.get("results", []) if not r["passed"]}
-    for cand in report.candidates:
-        status = "fail" if cand["name"] in failed else "pass"
-        cells = "".join(
-            f"<td>{escape(format_value(key, cand['summary'].get(key)))}</td>" for key, _, _ in report.columns
-        )
-        rows.append(
-            f'<tr><td class="l {status}">{escape(cand["name"])}</td>'
-            f'<td class="l">{escape(cand.get("kind", ""))}: <code>{escape(cand.get("target", ""))}</code></td>{cells}</tr>'
-        )
+    head = "".join(
+        f'<th class="{"fail" if c["name"] in failed else "pass"}">{escape(c["name"])}<br>'
+        f'<span class="runner">{escape(c.get("kind", ""))}: {escape(Path(c.get("target", "")).name)}</span></th>'
+        for c in report.candidates
+    )
+    rows = "".join(
+        f'<tr><td class="l">{escape(title)}</td>'
+        + "".join(f"<td>{escape(format_value(key, c['summary'].get(key)))}</td>" for c in report.candidates)
+        + "</tr>"
+        for key, title, _ in report.columns
+    )
     base = report.baseline
     return (
         f"<p>Baseline <b>{escape(base.get('name', ''))}</b> ({escape(base.get('kind', ''))}: "
         f"<code>{escape(base.get('target', ''))}</code>); baseline perplexity "
-        f"{escape(format_value('ppl', _baseline_ppl(report)))}.</p>"
-        f'<div class="scroll"><table><tr><th class="l">candidate</th><th class="l">runner</th>{head}</tr>'
-        f"{''.join(rows)}</table></div>"
+        f"{escape(format_value('ppl', _baseline_ppl(report)))}. Full runner paths are under Provenance.</p>"
+        f'<div class="scroll"><table class="metrics"><tr><th class="l">metric</th>{head}</tr>{rows}</table></div>'
     )
 
 
@@ -90,7 +94,8 @@ def _layers_table(report: Report) -> str:
         for i, r in enumerate(layers["layers"])
     )
     return (
-        f"<p>{escape(layers.get('method', ''))}; activations {escape(layers.get('act_mode', ''))}, "
+        f"<p>Model <code>{escape(str(layers.get('model', '')))}</code>. {escape(layers.get('method', ''))}; "
+        f"activations {escape(layers.get('act_mode', ''))}, "
         f"{int(layers.get('positions', 0))} positions. KL with every layer quantized: "
         f"{layers.get('kl_all_layers', float('nan')):.4g}; sum of single-layer KLs: "
         f"{layers.get('kl_sum_of_layers', float('nan')):.4g}. Top {len(layers['layers'])} of "
@@ -141,6 +146,6 @@ def render_html(report: Report) -> str:
 <h2>Plots</h2>
 {_figures(report) or "<p>No plots.</p>"}
 <h2>Provenance</h2>
-{_key_values({**report.provenance, "data": report.data})}
+{_key_values(report.provenance_items())}
 </main></body></html>
 """

@@ -55,7 +55,7 @@ def render_markdown(report: Report) -> str:
         "## Provenance",
         "",
         "```json",
-        json.dumps({**report.provenance, "data": report.data}, indent=2, default=str),
+        json.dumps(report.provenance_items(), indent=2, default=str),
         "```",
         "",
     ]
