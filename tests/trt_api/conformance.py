@@ -1,0 +1,276 @@
+"""Run mypy over the project's TensorRT code against one TensorRT version's real API.
+
+Two mypy runs per check: one with TensorRT unknown (everything ``Any``, the
+baseline) and one with the version's stubs on ``MYPYPATH`` and
+:mod:`tests.trt_api.mypy_plugin` typing the module the code passes around. An
+error only the second run reports is a use of TensorRT's API that this version
+does not have (a missing attribute, enum member, method or argument, or a wrong
+argument type); errors of the project's own typing are in both and are left to
+the project's own mypy job.
+
+Backend-specific code is checked only against its backend: the named conditions
+in :data:`BACKEND_CONDITIONS` (``backend.is_rtx``, ``supports_plugins``, ...)
+are fixed per run with mypy's ``always_true`` / ``always_false``, so the
+TensorRT run skips RTX-only branches and the other way round.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .harness import BindingsEnv
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN = Path(__file__).with_name("mypy_plugin.py")
+# (name in the project, whether it holds for TensorRT proper); the RTX run flips each.
+BACKEND_CONDITIONS: tuple[tuple[str, bool], ...] = (
+    ("is_rtx", False),
+    ("supports_timing_cache", True),
+    ("supports_plugins", True),
+    ("needs_gpu_to_build", True),
+)
+# Heavy libraries the TensorRT code never hands to TensorRT: skipped (Any) to keep mypy fast.
+SKIPPED_IMPORTS = (
+    "torch",
+    "transformers",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "onnx_graphsurgeon",
+    "polygraphy",
+    "triton",
+    "safetensors",
+    "datasets",
+    "gguf",
+    "accelerate",
+    "matplotlib",
+    "tritonclient",
+    "google",
+    "yaml",
+    "tqdm",
+    "pydantic",
+)
+_LINE = re.compile(
+    r"^(?P<path>[^:\n]+):(?P<line>\d+):(?:(?P<col>\d+):)? error: (?P<msg>.*?)(?:  \[(?P<code>[a-z-]+)\])?$"
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One mypy error, with its location mapped back to the repository."""
+
+    path: str
+    line: int
+    message: str
+    code: str
+
+    def key(self) -> tuple[str, int, str]:
+        """Identity across runs (columns and codes can differ when a type turns from Any to known)."""
+        return (self.path, self.line, self.message)
+
+    def describe(self, label: str) -> str:
+        """``"TensorRT 11.4.0.106: sq_trt/build/x.py:12: Module "tensorrt" has no attribute "Y""``."""
+        return f"{label}: {self.path}:{self.line}: {self.message} [{self.code}]"
+
+
+def tensorrt_files(repo: Path = REPO) -> list[Path]:
+    """The project's modules that use TensorRT: ``sq_trt/build``, ``plugins`` and any other that names it."""
+    found: set[Path] = set()
+    for folder in (repo / "sq_trt", repo / "plugins"):
+        for path in folder.rglob("*.py"):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            in_scope = path.is_relative_to(repo / "sq_trt" / "build") or path.is_relative_to(repo / "plugins")
+            if in_scope or re.search(r"\btensorrt\b|\btrt\.\w", text):
+                found.add(path)
+    return sorted(found)
+
+
+def mirror_sources(
+    dest: Path, repo: Path = REPO, edits: dict[str, list[tuple[str, str]]] | None = None
+) -> Path:
+    """Copy the package as it is imported (``plugins/`` becomes ``sq_trt/plugins``) into ``dest``.
+
+    Files whose bytes did not change are left alone, so mypy's incremental cache stays valid.
+
+    Args:
+        dest: Stable directory (mypy caches by path).
+        repo: Repository root.
+        edits: ``{repo-relative path: [(old, new), ...]}`` text replacements, for the self-test.
+
+    Returns:
+        The mirror's ``sq_trt`` directory.
+    """
+    edits = edits or {}
+    wanted: dict[Path, bytes] = {}
+    for folder, target in (
+        (repo / "sq_trt", dest / "sq_trt"),
+        (repo / "plugins", dest / "sq_trt" / "plugins"),
+    ):
+        for path in folder.rglob("*.py"):
+            data = path.read_bytes()
+            rel = str(path.relative_to(repo))
+            for old, new in edits.get(rel, []):
+                assert old.encode() in data, f"{old!r} not in {rel}"
+                data = data.replace(old.encode(), new.encode())
+            wanted[target / path.relative_to(folder)] = data
+    for existing in dest.rglob("*.py") if dest.exists() else ():
+        if existing not in wanted:
+            existing.unlink()
+    for path, data in wanted.items():
+        if not path.exists() or path.read_bytes() != data:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    return dest / "sq_trt"
+
+
+def _repo_path(path: str, mirror: Path) -> str:
+    try:
+        rel = (mirror / path).resolve().relative_to(mirror.resolve())
+    except ValueError:
+        return path
+    text = str(rel)
+    return "plugins/" + text[len("sq_trt/plugins/") :] if text.startswith("sq_trt/plugins/") else text
+
+
+def _write_config(path: Path, env: BindingsEnv | None, rtx: bool) -> None:
+    true = [name for name, value in BACKEND_CONDITIONS if value != rtx]
+    false = [name for name, value in BACKEND_CONDITIONS if value == rtx]
+    lines = [
+        "[mypy]",
+        "python_version = 3.11",
+        f"mypy_path = {env.pyi_root if env else ''}",
+        "ignore_missing_imports = True",
+        "follow_imports = silent",
+        "check_untyped_defs = True",
+        f"plugins = {PLUGIN}",
+        f"always_true = {', '.join(true)}",
+        f"always_false = {', '.join(false)}",
+        "",
+        "[mypy-tensorrt.*,tensorrt_bindings.*,tensorrt_rtx_bindings.*]",
+        "ignore_errors = True",
+        "",
+        f"[mypy-{',mypy-'.join(f'{m}.*' for m in SKIPPED_IMPORTS)}]".replace(",mypy-", ","),
+        "follow_imports = skip",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_mypy(
+    files: Sequence[Path], mirror: Path, env: BindingsEnv | None, work: Path, *, rtx: bool = False
+) -> list[Finding]:
+    """Run mypy over mirrored ``files``; ``env=None`` is the baseline with TensorRT unknown.
+
+    Args:
+        files: Mirror paths to check.
+        mirror: The mirror root (for mapping paths back).
+        env: The TensorRT API to check against, or None.
+        work: A stable directory for the config and mypy's cache.
+        rtx: Whether ``env`` is TensorRT-RTX (flips the backend conditions).
+
+    Returns:
+        The errors mypy reports, paths relative to the repository.
+    """
+    label = env.label.replace(" ", "-") if env else ("baseline-rtx" if rtx else "baseline")
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / f"{label}.ini"
+    _write_config(config, env, rtx)
+    module = env.module if env else ""
+    os_env = dict(os.environ)
+    os_env["SQ_TRT_MYPY_ALIASES"] = (
+        f"trt={module},trtp={module}.plugin" if env and not rtx else f"trt={module}"
+    )
+    os_env["SQ_TRT_MYPY_REQUIRE"] = (
+        "tensorrt=tensorrt,tensorrt.plugin=tensorrt.plugin" if env and not rtx else f"{module}={module}"
+    )
+    if env is None:
+        os_env["SQ_TRT_MYPY_ALIASES"] = os_env["SQ_TRT_MYPY_REQUIRE"] = ""
+    os_env.pop("MYPYPATH", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(config),
+        "--cache-dir",
+        str(work / f"cache-{label}"),
+    ]
+    cmd += ["--no-error-summary", "--show-column-numbers", "--no-pretty", "--show-error-codes"]
+    proc = subprocess.run(
+        cmd + [str(f) for f in files],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=mirror.parent,
+        env=os_env,
+        timeout=600,
+    )
+    if proc.returncode not in (0, 1) or "error: " not in proc.stdout and proc.returncode == 1:
+        raise RuntimeError(
+            f"mypy crashed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    findings = []
+    for line in proc.stdout.splitlines():
+        match = _LINE.match(line)
+        if match:
+            findings.append(
+                Finding(
+                    _repo_path(match["path"], mirror.parent),
+                    int(match["line"]),
+                    match["msg"],
+                    match["code"] or "misc",
+                )
+            )
+    return findings
+
+
+def conformance_errors(
+    env: BindingsEnv, work: Path, *, repo: Path = REPO, edits: dict[str, list[tuple[str, str]]] | None = None
+) -> tuple[list[Finding], list[str]]:
+    """TensorRT API errors of the project's TensorRT code against ``env``.
+
+    Args:
+        env: The TensorRT (or TensorRT-RTX) API to check against.
+        work: Stable working directory (mirror, configs, mypy caches).
+        repo: Repository root.
+        edits: Text replacements applied to the mirror (self-test).
+
+    Returns:
+        ``(findings, checked)``: errors only the typed run reports, and the repo-relative files checked.
+    """
+    mirror_root = work / ("mirror-edited" if edits else "mirror")
+    mirror = mirror_sources(mirror_root, repo, edits)
+    rtx = env.module != "tensorrt"
+    repo_files = tensorrt_files(repo)
+    # The plugin is TensorRT-proper only: TensorRT-RTX cannot load Python plugins (see DESIGN.md).
+    checked = [
+        str(p.relative_to(repo)) for p in repo_files if not (rtx and p.is_relative_to(repo / "plugins"))
+    ]
+    files = [
+        mirror_root / ("sq_trt/plugins/" + c[len("plugins/") :] if c.startswith("plugins/") else c)
+        for c in checked
+    ]
+    baseline = {f.key() for f in run_mypy(files, mirror, None, work, rtx=rtx)}
+    typed = run_mypy(files, mirror, env, work, rtx=rtx)
+    return [f for f in typed if f.key() not in baseline], checked
+
+
+def format_failure(label: str, findings: Iterable[Finding]) -> str:
+    """A readable assertion message: one line per missing or misused API element, naming the version."""
+    lines = [f.describe(label) for f in findings]
+    return (
+        f"The project's TensorRT code does not match the {label} Python API:\n  "
+        + "\n  ".join(lines)
+        + "\nFix the call, or guard it by backend/version (see docs/TRT_API_CHECK.md)."
+    )
+
+
+def clear_work(work: Path) -> None:
+    """Remove a working directory (tests that want a cold mypy cache)."""
+    shutil.rmtree(work, ignore_errors=True)

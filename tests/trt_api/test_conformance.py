@@ -1,0 +1,71 @@
+"""mypy over the project's TensorRT code against each TensorRT version's real API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conformance import REPO, Finding, conformance_errors, format_failure
+from .conftest import check
+from .harness import BindingsEnv
+
+Memo = dict[str, tuple[list[Finding], list[str]]]
+
+
+def test_tensorrt_code_conforms(trt_env: BindingsEnv, mypy_work: Path, conformance: Memo) -> None:
+    findings, _ = check(trt_env, mypy_work, conformance)
+    assert not findings, format_failure(trt_env.label, findings)
+
+
+def test_tensorrt_rtx_code_conforms(rtx_env: BindingsEnv, mypy_work: Path, conformance: Memo) -> None:
+    findings, _ = check(rtx_env, mypy_work, conformance)
+    assert not findings, format_failure(rtx_env.label, findings)
+
+
+def test_check_covers_the_builder_and_the_plugin(
+    trt_env: BindingsEnv, mypy_work: Path, conformance: Memo
+) -> None:
+    _, checked = check(trt_env, mypy_work, conformance)
+    expected = ["sq_trt/build/backends.py", "sq_trt/build/builder.py", "plugins/qdp.py"]
+    missing = [path for path in expected if (REPO / path).exists() and path not in checked]
+    assert not missing, f"not checked: {missing} (checked: {checked})"
+    assert any(path.startswith("sq_trt/build/") for path in checked)
+
+
+# Misspellings of each kind the check must catch: an enum member, a module attribute reached through the
+# backend's ModuleType, a method on a typed result, and a tensorrt.plugin name.
+_TYPOS = {
+    "sq_trt/build/builder.py": [
+        ("NetworkDefinitionCreationFlag.STRONGLY_TYPED", "NetworkDefinitionCreationFlag.STRONGLY_TYPD"),
+        ("trt.OnnxParser(network, logger)", "trt.OnnxParsr(network, logger)"),
+        ("builder.create_network(", "builder.create_netwrk("),
+    ],
+    "plugins/qdp.py": [("trtp.KernelLaunchParams()", "trtp.KernelLaunchParam()")],
+}
+
+
+def test_misspelled_api_fails_naming_attribute_and_version(
+    trt_env: BindingsEnv, mypy_work: Path, conformance: Memo
+) -> None:
+    edits: dict[str, list[tuple[str, str]]] = {}
+    for path, typos in _TYPOS.items():
+        text = (REPO / path).read_text() if (REPO / path).exists() else ""
+        present = [typo for typo in typos if typo[0] in text]
+        if present:
+            edits[path] = present
+    if "sq_trt/build/builder.py" not in edits:
+        pytest.skip("sq_trt/build/builder.py does not (yet) contain the calls this self-test misspells")
+    findings, _ = conformance_errors(trt_env, mypy_work / "selftest", edits=edits)
+    message = format_failure(trt_env.label, findings)
+    for path, typos in edits.items():
+        for _, wrong in typos:
+            name = wrong.split("(")[0].rsplit(".", 1)[-1]
+            hits = [f for f in findings if f.path == path and f'"{name}"' in f.message]
+            assert hits, f"misspelled {name!r} in {path} was not reported; got:\n{message}"
+            assert f"{trt_env.label}: {path}:{hits[0].line}:" in message and name in message
+    assert trt_env.label in message and trt_env.version in message
+    # Exactly the typos are new (the misspelled lines keep their numbers, so the unedited findings match).
+    unedited = {f.key() for f in check(trt_env, mypy_work, conformance)[0]}
+    new = [f for f in findings if f.key() not in unedited]
+    assert len(new) == sum(len(t) for t in edits.values()), message

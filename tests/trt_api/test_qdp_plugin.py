@@ -1,0 +1,125 @@
+"""The project's Quickly Deployable Plugin against the real ``tensorrt.plugin`` of each TensorRT version.
+
+``tensorrt.plugin`` is pure Python: its decorators validate the ``register`` / ``aot_impl`` signatures when
+they run, and the AOT function can be called with tensor descriptors (whose shape expressions are "fake"
+without TensorRT's expression builder, as TensorRT makes them outside shape calculation), so the plugin's
+Triton kernel really compiles to PTX here. What TensorRT does next (launch the PTX) needs a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conformance import REPO
+from .harness import BindingsEnv
+
+ARCH = 89
+
+_SCRIPT = """
+import json, os
+os.environ["SQ_TRT_CUDA_ARCH"] = "{arch}"
+import tensorrt as trt
+import tensorrt.plugin as trtp
+from tensorrt.plugin import _lib
+from sq_trt import plugin_spec
+from sq_trt.plugins import qdp
+
+functions = qdp.register(trt, lazy=True)
+report = {{"registered": sorted(k for k in _lib.QDP_REGISTRY if k.startswith(plugin_spec.PLUGIN_NAMESPACE + "::"))}}
+
+def fake_desc(rank, dtype):
+    return trtp.TensorDesc(trtp.ShapeExprs.from_tuple(tuple(trtp.ShapeExpr() for _ in range(rank))), dtype)
+
+cases = {{
+    "per_token_quant": (fake_desc(3, trt.float16),),
+    "rmsnorm_per_token_quant": (fake_desc(3, trt.float16), fake_desc(1, trt.float16), 1e-6),
+}}
+for name, args in cases.items():
+    outputs = functions[name + "_desc"](*args)
+    # The call TensorRT makes (tensorrt/plugin/_plugin_class.py): *inputs, *attributes, outputs, tactic.
+    kernel, ptx, params, extra = functions[name + "_aot"](*args, outputs, 0)
+    ptx_text = ptx.decode() if isinstance(ptx, bytes) else ptx
+    kernel_name = kernel.decode() if isinstance(kernel, bytes) else kernel
+    report[name] = {{
+        "output_dtypes": [str(o.dtype) for o in outputs],
+        "input_dtype": str(args[0].dtype),
+        "kernel_type": type(kernel).__name__,
+        "kernel": kernel_name,
+        "ptx_type": type(ptx).__name__,
+        "targets": [l.split()[1] for l in ptx_text.splitlines() if l.startswith(".target")],
+        "entries": [l.split(".entry", 1)[1].strip().rstrip("(").strip() for l in ptx_text.splitlines() if ".entry" in l],
+        "params_type": isinstance(params, trtp.KernelLaunchParams),
+        "launch_fields": {{f: type(getattr(params, f)).__name__ for f in ("grid_x", "block_x", "shared_mem")}},
+        "extra_type": isinstance(extra, trtp.SymIntExprs),
+        "extra_args": [type(a).__name__ for a in extra],
+        "extra_all_symint32": all(isinstance(a, trtp.SymInt32) for a in extra),
+    }}
+print(json.dumps(report))
+"""
+
+
+def _run(env: BindingsEnv, code: str) -> dict:
+    proc = env.run_python(code, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(autouse=True)
+def _needs_plugin() -> None:
+    if not (REPO / "plugins" / "qdp.py").exists():
+        pytest.skip("plugins/qdp.py (the QDP definitions) does not exist yet")
+    pytest.importorskip("triton", reason="the plugin's AOT kernel compile needs the `kernels` extra (triton)")
+
+
+def test_qdp_registers_and_aot_returns_ptx(trt_env: BindingsEnv) -> None:
+    report = _run(trt_env, _SCRIPT.format(arch=ARCH))
+    assert report["registered"] == ["sq_trt::PerTokenQuant", "sq_trt::RMSNormPerTokenQuant"]
+    for name in ("per_token_quant", "rmsnorm_per_token_quant"):
+        r = report[name]
+        # plugin_spec: x_q int8, amax in x's dtype.
+        assert r["output_dtypes"] == ["DataType.INT8", r["input_dtype"]], r
+        # The types tensorrt/plugin/_plugin_class.py checks before handing them to TensorRT.
+        assert r["kernel_type"] in ("str", "bytes") and r["ptx_type"] in ("str", "bytes"), r
+        assert r["params_type"] and r["extra_type"] and r["extra_all_symint32"], r
+        assert r["extra_args"], "the kernel's integer arguments (rows, columns) must be symbolic extra args"
+        # PTX for the requested architecture, whose entry is the kernel name returned to TensorRT.
+        assert r["targets"] == [f"sm_{ARCH}"], r
+        assert r["entries"] == [r["kernel"]], r
+
+
+_BAD_SIGNATURES = """
+import json
+import tensorrt.plugin as trtp
+from typing import Tuple
+out = {}
+try:
+    @trtp.register("sq_trt_selftest::Unannotated", lazy_register=True)
+    def unannotated(x):
+        return x
+    out["register"] = "accepted"
+except Exception as exc:
+    out["register"] = type(exc).__name__ + ": " + str(exc)
+
+@trtp.register("sq_trt_selftest::Good", lazy_register=True)
+def good(x: trtp.TensorDesc) -> Tuple[trtp.TensorDesc]:
+    return (x.like(),)
+
+try:
+    @trtp.aot_impl("sq_trt_selftest::Good")
+    def wrong_args(y: trtp.TensorDesc, outputs: Tuple[trtp.TensorDesc], tactic: int):
+        return None
+    out["aot_impl"] = "accepted"
+except Exception as exc:
+    out["aot_impl"] = type(exc).__name__ + ": " + str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_plugin_decorators_really_validate(trt_env: BindingsEnv) -> None:
+    # Negative control: the same decorators the project's plugin passes reject malformed definitions here,
+    # so passing them above means something.
+    report = _run(trt_env, _BAD_SIGNATURES)
+    assert report["register"] != "accepted", report
+    assert report["aot_impl"] != "accepted", report
