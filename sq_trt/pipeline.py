@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from sq_trt import __version__
 from sq_trt.artifacts import MANIFEST_NAME, atomic_write_text, hash_file, hash_json, load_manifest
@@ -150,7 +150,7 @@ class _PeakRss:
             self.peak_pages = max(self.peak_pages, self._pages())
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> _PeakRss:
+    def __enter__(self) -> Self:
         self.peak_pages = self._pages()
         self._thread.start()
         return self

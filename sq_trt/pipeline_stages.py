@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sq_trt.pipeline import Stage, StageReport
+from sq_trt.pipeline import Stage, StageReport, StageSkipped
 from sq_trt.recipe import Candidate, Recipe
 
 if TYPE_CHECKING:
@@ -134,6 +134,16 @@ class PipelineContext:
                 self.original().tokenizer, self.slices()[0], seq_len=c.seq_len, max_chunks=c.samples
             ),
         )
+
+    def build_plan(self) -> BuildPlan:
+        """The backend that builds engines in this run (resolved once)."""
+        return self._memo("build_plan", lambda: choose_backend(self.recipe))
+
+    def stage_fingerprint(self, stage: str) -> str:
+        """Fingerprint of a finished stage's artifact (recorded in downstream manifests)."""
+        from sq_trt.pipeline import artifact_fingerprint
+
+        return artifact_fingerprint(self.stage_dir(stage))
 
     def act_scales(self) -> ActScales:
         """The calibrate stage's statistics (checked against the original model)."""
@@ -269,9 +279,302 @@ def plan_stages(ctx: PipelineContext) -> list[Stage]:
     return stages
 
 
+def _baseline_candidate(recipe: Recipe) -> Candidate:
+    """The candidate whose export's ``model.fp16.onnx`` is the FP16 baseline: an unsmoothed one if any.
+
+    Smoothing is exact in floating point, so a smoothed FP16 export computes the same
+    function up to FP16 rounding; the unsmoothed one is still preferred as the reference.
+    """
+    return next((c for c in recipe.export.candidates if not c.smooth), recipe.export.candidates[0])
+
+
+def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
+    from sq_trt.export.stage import ExportConfig, export_model
+
+    e = ctx.recipe.export
+    config = ExportConfig(
+        act_mode=candidate.act_mode,
+        encoding=candidate.encoding,
+        exclude=tuple(e.exclude),
+        **({"opset": e.opset} if e.opset is not None else {}),
+    )
+    if candidate.smooth:
+        loaded, scales = ctx.smoothed()
+        inputs = {"smoothed": ctx.stage_fingerprint("smooth")}
+    else:
+        loaded, scales = ctx.original(), ctx.act_scales()
+        inputs = {"act_scales": ctx.stage_fingerprint("calibrate")}
+    export_model(loaded, path, scales=scales, config=config, inputs=inputs, force=True)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Which backend builds, or why nothing is built."""
+
+    backend: Any
+    reason: str
+
+    @property
+    def name(self) -> str | None:
+        """``tensorrt`` / ``tensorrt_rtx``, or None when the build stage is skipped."""
+        return self.backend.name if self.backend is not None else None
+
+
+def choose_backend(recipe: Recipe) -> BuildPlan:
+    """Resolve ``build.backend`` once per run (``auto``: TensorRT with a GPU, else TensorRT-RTX).
+
+    Raises:
+        MissingDependencyError: An explicitly requested backend is not installed.
+    """
+    from sq_trt.build.backends import select_backend
+    from sq_trt.errors import MissingDependencyError
+
+    wanted = recipe.build.backend
+    if wanted == "none":
+        return BuildPlan(None, "build.backend is none")
+    try:
+        backend, reason = select_backend(wanted)
+    except MissingDependencyError as exc:
+        if wanted != "auto":
+            raise
+        return BuildPlan(None, f"no TensorRT backend is installed ({exc})")
+    return BuildPlan(backend, reason)
+
+
+def _engine_target(plan: BuildPlan) -> str:
+    return "rtx" if plan.name == "tensorrt_rtx" else "trt"
+
+
+def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plugin: bool) -> None:
+    from sq_trt.build.builder import build_engine
+    from sq_trt.build.recipe import BuildSettings
+
+    if plan.backend is None:
+        raise StageSkipped(plan.reason)
+    if plugin and not plan.backend.supports_plugins:
+        raise StageSkipped(
+            f"{plan.name} cannot build graphs with the per-token plugin node; build it with TensorRT proper "
+            "on a GPU host (docker/gpu_host_kit.sh)"
+        )
+    b = ctx.recipe.build
+    c = ctx.recipe.compare
+    settings = BuildSettings(
+        onnx=onnx,
+        name=name,
+        target=_engine_target(plan),
+        backend=plan.name,
+        engines_dir=ctx.engines_dir,
+        profiles=b.profiles,
+        required_shapes=[{"batch": c.batch_size, "seq": c.seq_len}],
+        opt_level=b.opt_level,
+        workspace_mb=b.workspace_mb,
+        timing_cache=b.timing_cache,
+        compute_capabilities=b.compute_capabilities,
+    )
+    build_engine(settings, plan.backend, force=True, log=ctx.log)
+
+
+def _compare_runner(recipe: Recipe, plan: BuildPlan) -> str:
+    runner = recipe.compare.runner
+    if runner == "auto":
+        return "tensorrt" if plan.name == "tensorrt" else "onnxruntime"
+    return runner
+
+
+def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> None:
+    from sq_trt.compare.stage import CompareConfig, compare_models
+    from sq_trt.export.stage import FP16_FILE, INT8_FILE
+
+    r = ctx.recipe
+    baseline = _baseline_candidate(r)
+    if runner == "tensorrt":
+        baseline_spec = f"fp16={ctx.engines_dir / 'fp16' / (target + '.plan')}"
+        candidates = [
+            f"{c.name}={ctx.engines_dir / c.name / (target + '.plan')}" for c in r.export.candidates
+        ]
+    else:
+        baseline_spec = f"fp16={ctx.stage_dir('export', baseline.name, FP16_FILE)}"
+        candidates = [f"{c.name}={ctx.stage_dir('export', c.name, INT8_FILE)}" for c in r.export.candidates]
+    smoothed = next((c for c in r.export.candidates if c.smooth), None)
+    rank = r.compare.layer_ranking and ctx.original().spec.kind == "decoder"
+    compare_models(
+        CompareConfig(
+            out=path,
+            baseline=baseline_spec,
+            candidates=candidates,
+            model=r.model.source,
+            data=r.data.source,
+            text_column=r.data.text_column,
+            calib_fraction=r.data.calib_fraction,
+            seq_len=r.compare.seq_len,
+            samples=r.compare.samples,
+            batch_size=r.compare.batch_size,
+            # The gate is applied by the report stage, so changing it never reruns the comparison.
+            gate=[],
+            rank_layers=str(ctx.stage_dir("smooth"))
+            if rank and smoothed
+            else (r.model.source if rank else None),
+            rank_act_mode=smoothed.act_mode if smoothed else "per_token",
+            device=r.model.device,
+            progress=ctx.progress,
+            force=True,
+        )
+    )
+
+
+def evaluate_gate(recipe: Recipe, compare_dir: Path) -> Any:
+    """The recipe's gate evaluated on a compare artifact's metrics (a :class:`GateVerdict`)."""
+    from sq_trt.compare.gate import Gate
+    from sq_trt.compare.results import load_comparison
+
+    comparison = load_comparison(compare_dir)
+    summaries = {name: m["summary"] for name, m in comparison["metrics"].items()}
+    return Gate.parse(recipe.gate).evaluate(summaries)
+
+
+def _gated_view(compare_dir: Path, view_dir: Path, verdict: Any, conditions: list[str]) -> Path:
+    """A compare artifact identical to ``compare_dir`` but carrying the recipe's gate verdict.
+
+    ``write_report`` reads the verdict from ``comparison.json``; the pipeline decides the
+    gate after the comparison (so a gate change reruns only the report), hence this view.
+    """
+    import json
+    import shutil
+
+    from sq_trt.artifacts import artifact_dir, load_manifest
+    from sq_trt.compare.results import COMPARISON_FILE
+    from sq_trt.compare.stage import LAYERS_FILE
+
+    manifest = load_manifest(compare_dir, stage="compare")
+    comparison = json.loads((compare_dir / COMPARISON_FILE).read_text())
+    comparison["gate"] = verdict.to_json()
+    comparison["gate_conditions"] = conditions
+    with artifact_dir(
+        view_dir,
+        stage="compare",
+        config=manifest.config,
+        inputs={"compare": manifest.fingerprint},
+        force=True,
+    ) as tmp:
+        (tmp / COMPARISON_FILE).write_text(json.dumps(comparison, indent=2) + "\n")
+        if (compare_dir / LAYERS_FILE).is_file():
+            shutil.copy2(compare_dir / LAYERS_FILE, tmp / LAYERS_FILE)
+    return view_dir
+
+
+def _run_report(ctx: PipelineContext, compare_dir: Path, path: Path) -> None:
+    from sq_trt.report import activation_picture, load_sweep, write_report
+
+    r = ctx.recipe
+    verdict = evaluate_gate(r, compare_dir)
+    view = _gated_view(compare_dir, ctx.stage_dir(".pipeline", "gated-compare"), verdict, list(r.gate))
+    activation = None
+    if (ctx.stage_dir("smooth") / "manifest.json").is_file() and any(c.smooth for c in r.export.candidates):
+        activation = activation_picture(
+            ctx.stage_dir("calibrate"), ctx.stage_dir("smooth"), r.report.activation_layer
+        )
+    sweep = load_sweep(r.report.sweep) if r.report.sweep is not None else None
+    write_report(view, path, activation=activation, sweep=sweep, force=True)
+
+
 def _later_stages(ctx: PipelineContext) -> list[Stage]:
-    """Export, build, compare and report (filled in as those stage modules exist)."""
-    return []
+    """Export, build, compare and report."""
+    r = ctx.recipe
+    stages: list[Stage] = []
+    export_code = ("sq_trt.export",)
+    for candidate in r.export.candidates:
+        path = ctx.stage_dir("export", candidate.name)
+        stages.append(
+            Stage(
+                name=f"export/{candidate.name}",
+                kind="export",
+                path=path,
+                run=lambda c=candidate, p=path: _run_export(ctx, c, p),
+                config={
+                    "candidate": _candidate_config(candidate),
+                    "exclude": r.export.exclude,
+                    "opset": r.export.opset,
+                },
+                after=("smooth",) if candidate.smooth else ("calibrate",),
+                code=export_code,
+            )
+        )
+
+    plan = ctx.build_plan()
+    target = _engine_target(plan)
+    build_config = {
+        "build": r.build.model_dump(mode="json"),
+        "backend": plan.name,
+        "reason": plan.reason,
+        "required": [r.compare.batch_size, r.compare.seq_len],
+    }
+    builds: list[tuple[str, str, Path, bool]] = []
+    baseline = _baseline_candidate(r)
+    if r.build.fp16_engine:
+        builds.append(
+            (
+                "fp16",
+                f"export/{baseline.name}",
+                ctx.stage_dir("export", baseline.name, "model.fp16.onnx"),
+                False,
+            )
+        )
+    for candidate in r.export.candidates:
+        onnx = ctx.stage_dir("export", candidate.name, "model.int8.onnx")
+        plugin = candidate.act_mode == "per_token" and candidate.encoding == "plugin"
+        builds.append((candidate.name, f"export/{candidate.name}", onnx, plugin))
+    for name, source, onnx, plugin in builds:
+        stages.append(
+            Stage(
+                name=f"build/{name}",
+                kind="build",
+                path=ctx.engines_dir / name,
+                run=lambda n=name, o=onnx, pl=plugin: _run_build(ctx, plan, o, n, pl),
+                config={**build_config, "target": target, "plugin": plugin},
+                after=(source,),
+                code=("sq_trt.build",),
+            )
+        )
+
+    runner = _compare_runner(r, plan)
+    compare_dir = ctx.stage_dir("compare")
+    after = tuple(f"export/{c.name}" for c in r.export.candidates)
+    if runner == "tensorrt":
+        after += tuple(f"build/{name}" for name, *_ in builds)
+    if r.compare.layer_ranking and any(c.smooth for c in r.export.candidates):
+        after += ("smooth",)
+    stages.append(
+        Stage(
+            name="compare",
+            kind="compare",
+            path=compare_dir,
+            run=lambda: _run_compare(ctx, runner, target, compare_dir),
+            config={
+                "compare": r.compare.model_dump(mode="json"),
+                "runner": runner,
+                "data": r.data.model_dump(mode="json"),
+                "baseline": baseline.name,
+            },
+            after=tuple(dict.fromkeys(after)),
+            code=("sq_trt.compare",),
+        )
+    )
+    report_dir = ctx.stage_dir("report")
+    stages.append(
+        Stage(
+            name="report",
+            kind="report",
+            path=report_dir,
+            run=lambda: _run_report(ctx, compare_dir, report_dir),
+            config={"gate": r.gate, "report": r.report.model_dump(mode="json")},
+            after=(
+                "compare",
+                *(("calibrate", "smooth") if any(c.smooth for c in r.export.candidates) else ()),
+            ),
+            code=("sq_trt.report", "sq_trt.compare.gate"),
+        )
+    )
+    return stages
 
 
 @dataclass
@@ -282,3 +585,85 @@ class PipelineResult:
     report_path: Path | None
     gate_passed: bool | None
     gate_detail: str = ""
+
+    def raise_if_gate_failed(self) -> None:
+        """Raise :class:`~sq_trt.errors.GateFailedError` (exit code 3) when the gate failed."""
+        from sq_trt.errors import GateFailedError
+
+        if self.gate_passed is False:
+            raise GateFailedError(
+                f"accuracy gate failed: {self.gate_detail}. The report is {self.report_path}; its per-layer "
+                "ranking names the layers to exclude or re-smooth"
+            )
+
+
+def run_pipeline(
+    recipe: Recipe,
+    *,
+    from_kind: str | None = None,
+    progress: bool = True,
+    hook: Any = None,
+    log: Callable[[str], None] | None = None,
+) -> PipelineResult:
+    """Run (or reuse) every stage of ``recipe``, print the summary and return the verdict.
+
+    Args:
+        recipe: The validated recipe.
+        from_kind: Force this stage kind and every later one to rerun.
+        progress: Show the stages' progress bars.
+        hook: Test hook passed to :func:`sq_trt.pipeline.run_stages`.
+        log: Where stage lines and the summary go (default: stderr through tqdm, and stdout).
+
+    Returns:
+        The stage reports, the report path and the gate verdict.
+    """
+    import time
+
+    from sq_trt.pipeline import _log, format_summary, run_stages, write_summary
+
+    emit = log or _log
+    ctx = PipelineContext(recipe, progress=progress, log=emit)
+    started = time.perf_counter()
+    plan = ctx.build_plan()
+    emit(f"[pipeline] {recipe.name}: work dir {ctx.work_dir}, engines {ctx.engines_dir}")
+    emit(
+        f"[pipeline] engines: {plan.reason}" + ("" if plan.backend is not None else " -> build stage skipped")
+    )
+    emit(f"[pipeline] comparison runner: {_compare_runner(recipe, plan)}")
+    stages = plan_stages(ctx)
+    reports = run_stages(stages, ctx.work_dir, from_kind=from_kind, hook=hook, log=emit)
+    report_dir = ctx.stage_dir("report")
+    verdict = evaluate_gate(recipe, ctx.stage_dir("compare"))
+    result = PipelineResult(
+        reports=reports,
+        report_path=report_dir / "report.html",
+        gate_passed=verdict.passed,
+        gate_detail=verdict.describe_failures() if not verdict.passed else "",
+    )
+    total = time.perf_counter() - started
+    conditions = ", ".join(recipe.gate) or "no conditions"
+    lines = [
+        "",
+        format_summary(reports),
+        f"wall time {total:.1f} s",
+        f"report: {result.report_path}",
+        f"gate ({conditions}): " + ("PASS" if verdict.passed else f"FAIL ({result.gate_detail})"),
+    ]
+    for line in lines:
+        if log is None:
+            print(line, flush=True)
+        else:
+            log(line)
+    write_summary(
+        ctx.work_dir / "pipeline_summary.json",
+        reports,
+        {
+            "recipe": recipe.model_dump(mode="json"),
+            "wall_s": total,
+            "backend": plan.name,
+            "backend_reason": plan.reason,
+            "report": str(result.report_path),
+            "gate": verdict.to_json(),
+        },
+    )
+    return result

@@ -277,10 +277,16 @@ class CompareSection(_Section):
 
 
 class ReportSection(_Section):
-    """The report: formats and title."""
+    """The report (HTML page, Markdown summary, JSON; see :func:`sq_trt.report.write_report`).
 
-    formats: list[Literal["html", "md", "json"]] = Field(default_factory=lambda: ["html", "md", "json"])
-    title: str | None = None
+    Attributes:
+        activation_layer: Linear shown in the SmoothQuant picture (default: the one with
+            the strongest outlier channels).
+        sweep: Alpha-sweep JSON file to plot (optional).
+    """
+
+    activation_layer: str | None = None
+    sweep: Path | None = None
 
 
 class Recipe(_Section):
