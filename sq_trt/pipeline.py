@@ -113,6 +113,35 @@ def artifact_fingerprint(path: Path) -> str:
     return manifest.fingerprint
 
 
+def file_stats(path: Path) -> dict[str, list[int]]:
+    """``relative path -> [size, mtime_ns]`` of every file an artifact's manifest lists."""
+    manifest = load_manifest(path)
+    stats = {}
+    for rel in manifest.files:
+        info = (path / rel).stat()
+        stats[rel] = [info.st_size, info.st_mtime_ns]
+    return stats
+
+
+def verify_unchanged(path: Path, recorded: dict[str, list[int]]) -> bool:
+    """Whether an artifact's files still hold what its manifest says.
+
+    Files whose size and modification time match the record are trusted (as make
+    does); any other file is re-hashed against the manifest.
+    """
+    manifest = load_manifest(path)
+    for rel, expected in manifest.files.items():
+        file = path / rel
+        if not file.is_file():
+            return False
+        info = file.stat()
+        if recorded.get(rel) == [info.st_size, info.st_mtime_ns]:
+            continue
+        if hash_file(file) != expected:
+            return False
+    return True
+
+
 def _record_path(work_dir: Path, name: str) -> Path:
     return work_dir / RECORDS_DIR / (name.replace("/", "__") + ".json")
 
@@ -261,7 +290,13 @@ def run_stages(
         fingerprint = artifact_fingerprint(stage.path)
         if hook is not None:
             hook("written", stage.name)
-        record = {"stage": stage.name, "key": key, "fingerprint": fingerprint, "path": str(stage.path)}
+        record = {
+            "stage": stage.name,
+            "key": key,
+            "fingerprint": fingerprint,
+            "path": str(stage.path),
+            "files": file_stats(stage.path),
+        }
         atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
         fingerprints[stage.name] = fingerprint
         peak = f", peak RSS {rss.peak_mib:.0f} MiB" if rss.peak_mib else ""
@@ -277,9 +312,10 @@ def _reusable(record_path: Path, key: str, path: Path) -> str | None:
         return None
     try:
         fingerprint = artifact_fingerprint(path)
-    except ArtifactError:
+        intact = verify_unchanged(path, record.get("files") or {})
+    except (ArtifactError, OSError):
         return None
-    return fingerprint if fingerprint == record.get("fingerprint") else None
+    return fingerprint if intact and fingerprint == record.get("fingerprint") else None
 
 
 # ----------------------------------------------------------------------------- summary

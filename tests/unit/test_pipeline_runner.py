@@ -1,0 +1,177 @@
+"""The stage runner's caching contract, on small stages that write real artifact directories.
+
+These stages are plain functions writing a file through ``artifact_dir`` (the same
+atomic writer every sq-trt stage uses), so the runner is exercised exactly as in
+the pipeline, in milliseconds; the tiny-model end-to-end tests are in
+``test_pipeline_tiny.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sq_trt.artifacts import artifact_dir
+from sq_trt.errors import ConfigError
+from sq_trt.pipeline import Stage, StageSkipped, code_hash, format_summary, run_stages
+
+
+class Chain:
+    """Three stages a -> b -> c; each writes ``out.txt`` from its config and its input's content."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config = {"a": {"x": 1}, "b": {"y": 2}, "c": {"z": 3}}
+        self.calls: list[str] = []
+        self.fail_inside: str | None = None
+        self.skip: str | None = None
+
+    def _write(self, name: str, upstream: str | None) -> None:
+        self.calls.append(name)
+        if self.skip == name:
+            raise StageSkipped(f"{name} does not apply here")
+        previous = (self.root / upstream / "out.txt").read_text() if upstream else ""
+        with artifact_dir(self.root / name, stage=name, config=self.config[name]) as tmp:
+            (tmp / "out.txt").write_text(previous + json.dumps(self.config[name]))
+            if self.fail_inside == name:
+                raise RuntimeError(f"{name} crashed half-way")
+
+    def stages(self) -> list[Stage]:
+        kinds = {"a": "calibrate", "b": "smooth", "c": "export"}
+        ups = {"a": None, "b": "a", "c": "b"}
+        return [
+            Stage(
+                name=n,
+                kind=kinds[n],
+                path=self.root / n,
+                run=lambda n=n: self._write(n, ups[n]),
+                config=self.config[n],
+                after=(ups[n],) if ups[n] else (),
+            )
+            for n in ("a", "b", "c")
+        ]
+
+    def run(self, **kwargs: Any) -> dict[str, str]:
+        self.calls.clear()
+        reports = run_stages(self.stages(), self.root, log=lambda _: None, **kwargs)
+        return {r.name: r.status for r in reports}
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Chain:
+    return Chain(tmp_path)
+
+
+def test_first_run_runs_everything_and_rerun_reuses_everything(chain: Chain) -> None:
+    assert chain.run() == {"a": "ran", "b": "ran", "c": "ran"}
+    assert chain.run() == {"a": "reused", "b": "reused", "c": "reused"}
+    assert chain.calls == []
+    assert (chain.root / "c" / "out.txt").read_text() == '{"x": 1}{"y": 2}{"z": 3}'
+
+
+def test_changing_a_stage_config_reruns_it_and_its_consumers_only(chain: Chain) -> None:
+    chain.run()
+    chain.config["b"] = {"y": 5}
+    assert chain.run() == {"a": "reused", "b": "ran", "c": "ran"}
+    assert (chain.root / "c" / "out.txt").read_text() == '{"x": 1}{"y": 5}{"z": 3}'
+    chain.config["c"] = {"z": 4}
+    assert chain.run() == {"a": "reused", "b": "reused", "c": "ran"}
+
+
+def test_from_forces_that_kind_and_later(chain: Chain) -> None:
+    chain.run()
+    assert chain.run(from_kind="smooth") == {"a": "reused", "b": "ran", "c": "ran"}
+    with pytest.raises(ConfigError, match="--from 'nope' is not a stage"):
+        chain.run(from_kind="nope")
+
+
+def test_identical_rerun_keeps_fingerprint_so_consumers_are_reused(chain: Chain) -> None:
+    chain.run()
+    # A rerun of `a` that writes the same bytes (forced by deleting its record) must not
+    # invalidate `b` and `c`: their keys hold a's fingerprint, which did not change.
+    (chain.root / ".pipeline" / "a.json").unlink()
+    assert chain.run() == {"a": "ran", "b": "reused", "c": "reused"}
+
+
+def test_interrupt_after_artifact_before_record_is_not_trusted(chain: Chain) -> None:
+    chain.run()
+    chain.config["b"] = {"y": 9}
+
+    def interrupt(event: str, name: str) -> None:
+        if (event, name) == ("written", "b"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        chain.run(hook=interrupt)
+    # b's new artifact is complete on disk, but its record was never written: a rerun redoes b.
+    assert not (chain.root / ".pipeline" / "b.json").exists()
+    assert chain.run() == {"a": "reused", "b": "ran", "c": "ran"}
+
+
+def test_interrupt_at_stage_start_leaves_old_artifact_untrusted(chain: Chain) -> None:
+    chain.run()
+    chain.config["b"] = {"y": 7}
+
+    def interrupt(event: str, name: str) -> None:
+        if (event, name) == ("start", "b"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        chain.run(hook=interrupt)
+    chain.config["b"] = {"y": 2}  # back to the config the old artifact was made with
+    # The old record was deleted before the stage started, so even the original config reruns b.
+    assert chain.run()["b"] == "ran"
+
+
+def test_crash_inside_a_stage_leaves_no_partial_directory(chain: Chain) -> None:
+    chain.fail_inside = "b"
+    with pytest.raises(RuntimeError, match="crashed half-way"):
+        chain.run()
+    assert not (chain.root / "b").exists()
+    assert [p.name for p in chain.root.iterdir() if "partial" in p.name] == []
+    chain.fail_inside = None
+    assert chain.run() == {"a": "reused", "b": "ran", "c": "ran"}
+
+
+def test_corrupt_modified_or_missing_artifact_is_rebuilt(chain: Chain) -> None:
+    chain.run()
+    (chain.root / "b" / "manifest.json").write_text("{broken")
+    # b is rebuilt with identical bytes, so c (which reads b) stays valid.
+    assert chain.run() == {"a": "reused", "b": "ran", "c": "reused"}
+    (chain.root / "b" / "out.txt").write_text("tampered")
+    assert chain.run() == {"a": "reused", "b": "ran", "c": "reused"}
+    assert (chain.root / "b" / "out.txt").read_text() == '{"x": 1}{"y": 2}'
+    (chain.root / "c" / "out.txt").unlink()
+    assert chain.run()["c"] == "ran"
+
+
+def test_skipped_stage_is_reported_with_its_reason(chain: Chain) -> None:
+    chain.skip = "c"
+    reports = run_stages(chain.stages(), chain.root, log=lambda _: None)
+    assert [(r.name, r.status) for r in reports] == [("a", "ran"), ("b", "ran"), ("c", "skipped")]
+    assert reports[2].detail == "c does not apply here"
+    table = format_summary(reports)
+    assert "c does not apply here" in table and "reused" not in table
+
+
+def test_code_change_reruns_the_stage(chain: Chain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = tmp_path / "pkg_h7_code.py"
+    module.write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    stages = chain.stages()
+    with_code = [Stage(**{**s.__dict__, "code": ("pkg_h7_code",)}) if s.name == "b" else s for s in stages]
+    run_stages(with_code, chain.root, log=lambda _: None)
+    before = code_hash("pkg_h7_code")
+    module.write_text(textwrap.dedent("VALUE = 2\n"))
+    from sq_trt import pipeline
+
+    pipeline._CODE_HASHES.pop("pkg_h7_code")  # a new process would see the new source
+    sys.modules.pop("pkg_h7_code", None)
+    assert code_hash("pkg_h7_code") != before
+    statuses = {r.name: r.status for r in run_stages(with_code, chain.root, log=lambda _: None)}
+    assert statuses == {"a": "reused", "b": "ran", "c": "reused"}  # b rewrote identical bytes
