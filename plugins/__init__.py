@@ -17,11 +17,16 @@ from typing import Any
 from sq_trt import plugin_spec
 from sq_trt.errors import ConfigError
 
-__all__ = ["onnx_node_attributes", "register"]
+__all__ = ["LAYERNORM_PER_TOKEN_QUANT", "onnx_node_attributes", "register"]
+
+# The LayerNorm variant's node/plugin name. It belongs in sq_trt.plugin_spec with the other
+# two; until it is added there, this is its one definition.
+LAYERNORM_PER_TOKEN_QUANT: str = getattr(plugin_spec, "LAYERNORM_PER_TOKEN_QUANT", "LayerNormPerTokenQuant")
+_NORM_OPS = (plugin_spec.RMSNORM_PER_TOKEN_QUANT, LAYERNORM_PER_TOKEN_QUANT)
 
 
 def register(trt_module: ModuleType | None = None, *, lazy: bool = False) -> dict[str, Callable[..., Any]]:
-    """Register ``sq_trt::PerTokenQuant`` and ``sq_trt::RMSNormPerTokenQuant`` with TensorRT.
+    """Register ``sq_trt::PerTokenQuant`` and its RMSNorm / LayerNorm fused variants with TensorRT.
 
     Idempotent; call it before parsing an ONNX that contains ``sq_trt`` nodes.
     See :func:`sq_trt.plugins.qdp.register`.
@@ -41,8 +46,8 @@ def onnx_node_attributes(op_type: str, *, epsilon: float | None = None, aot: boo
     Give the node ``domain=plugin_spec.ONNX_DOMAIN`` as well.
 
     Args:
-        op_type: ``PerTokenQuant`` or ``RMSNormPerTokenQuant``.
-        epsilon: RMSNorm epsilon (required for the fused op, refused otherwise).
+        op_type: ``PerTokenQuant``, ``RMSNormPerTokenQuant`` or ``LayerNormPerTokenQuant``.
+        epsilon: Normalization epsilon (required for the fused ops, refused otherwise).
         aot: Request the AOT implementation (the only one these plugins have).
 
     Returns:
@@ -54,7 +59,7 @@ def onnx_node_attributes(op_type: str, *, epsilon: float | None = None, aot: boo
     }
     if aot:
         attrs["aot"] = 1  # ONNX has no bool attribute type; TensorRT reads an INT
-    if op_type == plugin_spec.RMSNORM_PER_TOKEN_QUANT:
+    if op_type in _NORM_OPS:
         if epsilon is None or not epsilon > 0:
             raise ConfigError(f"{op_type} needs a positive epsilon attribute, got {epsilon!r}")
         attrs["epsilon"] = float(epsilon)
@@ -65,7 +70,7 @@ def onnx_node_attributes(op_type: str, *, epsilon: float | None = None, aot: boo
             )
     else:
         raise ConfigError(
-            f"no sq_trt plugin is named {op_type!r}; expected {plugin_spec.PER_TOKEN_QUANT!r} or "
-            f"{plugin_spec.RMSNORM_PER_TOKEN_QUANT!r}"
+            f"no sq_trt plugin is named {op_type!r}; expected one of "
+            f"{[plugin_spec.PER_TOKEN_QUANT, *_NORM_OPS]}"
         )
     return attrs

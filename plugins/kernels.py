@@ -1,4 +1,4 @@
-"""Triton kernels for per-token INT8 quantization (plain and fused with RMSNorm).
+"""Triton kernels for per-token INT8 quantization (plain, and fused with RMSNorm or LayerNorm).
 
 One program handles one token row ``[K]`` of a contiguous ``[rows, K]`` view.
 Semantics are those of :mod:`sq_trt.quant.reference`: ``amax = max |x|`` in
@@ -167,6 +167,79 @@ def rmsnorm_per_token_quant_kernel(
                 x = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
                 w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
                 tl.store(xq_ptr + base + cols, _quantize(x * rstd * w, inv, USE_LIBDEVICE), mask=mask)
+        tl.store(amax_ptr + row, amax.to(amax_ptr.dtype.element_ty))
+
+
+@triton.jit
+def layernorm_per_token_quant_kernel(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    n_rows,
+    n_cols,
+    xq_ptr,
+    amax_ptr,
+    EPS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    SINGLE_PASS: tl.constexpr,
+    USE_LIBDEVICE: tl.constexpr,
+):
+    """LayerNorm each row of ``x`` (``* w + b``), then quantize it per token.
+
+    ``mean = sum(x) / K``, ``var = sum((x - mean)^2) / K`` (two passes, not
+    ``E[x^2] - mean^2``), ``y = (x - mean) * (1 / sqrt(var + EPS)) * w + b``, all in
+    float32; ``x_q``/``amax`` are those of ``y``.
+    """
+    row = tl.program_id(0)
+    if row < n_rows:
+        base = row.to(tl.int64) * n_cols
+        offs = tl.arange(0, BLOCK)
+        k = n_cols.to(tl.float32)
+        one = tl.full([], 1.0, tl.float32)
+        if SINGLE_PASS:
+            mask = offs < n_cols
+            x = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+            mean = tl.div_rn(tl.sum(x, axis=0), k)
+            d = tl.where(mask, x - mean, 0.0)
+            rstd = tl.div_rn(one, tl.sqrt_rn(tl.div_rn(tl.sum(d * d, axis=0), k) + EPS))
+            w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            y = d * rstd * w + b
+            amax = tl.max(tl.abs(y), axis=0)
+            inv = _inverse_scale(amax)
+            tl.store(xq_ptr + base + offs, _quantize(y, inv, USE_LIBDEVICE), mask=mask)
+        else:
+            acc = tl.zeros([BLOCK], dtype=tl.float32)
+            for start in range(0, n_cols, BLOCK):
+                cols = start + offs
+                acc += tl.load(x_ptr + base + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
+            mean = tl.div_rn(tl.sum(acc, axis=0), k)
+            acc_sq = tl.zeros([BLOCK], dtype=tl.float32)
+            for start in range(0, n_cols, BLOCK):
+                cols = start + offs
+                mask = cols < n_cols
+                x = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
+                d = tl.where(mask, x - mean, 0.0)
+                acc_sq += d * d
+            rstd = tl.div_rn(one, tl.sqrt_rn(tl.div_rn(tl.sum(acc_sq, axis=0), k) + EPS))
+            acc_max = tl.zeros([BLOCK], dtype=tl.float32)
+            for start in range(0, n_cols, BLOCK):
+                cols = start + offs
+                mask = cols < n_cols
+                x = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
+                w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+                b = tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+                acc_max = tl.maximum(acc_max, tl.abs((x - mean) * rstd * w + b))
+            amax = tl.max(acc_max, axis=0)
+            inv = _inverse_scale(amax)
+            for start in range(0, n_cols, BLOCK):
+                cols = start + offs
+                mask = cols < n_cols
+                x = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
+                w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+                b = tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+                y = (x - mean) * rstd * w + b
+                tl.store(xq_ptr + base + cols, _quantize(y, inv, USE_LIBDEVICE), mask=mask)
         tl.store(amax_ptr + row, amax.to(amax_ptr.dtype.element_ty))
 
 

@@ -102,3 +102,43 @@ def rmsnorm_per_token_quant(
             num_warps=warps,
         )  # fmt: skip
     return xq.reshape(x.shape), amax.reshape(*x.shape[:-1], 1)
+
+
+def layernorm_per_token_quant(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, epsilon: float, *, block: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused LayerNorm + per-token INT8 quantization of ``x [..., K]``.
+
+    Args:
+        x: float16 / bfloat16 / float32 tensor.
+        weight: LayerNorm weight ``[K]``.
+        bias: LayerNorm bias ``[K]``.
+        epsilon: LayerNorm epsilon.
+        block: Force the streaming layout with this chunk size.
+
+    Returns:
+        ``(y_q, amax)`` of ``y = (x - mean) / sqrt(var + epsilon) * weight + bias`` (float32).
+    """
+    require("triton", stage="kernels")
+    import torch
+    from sq_trt.plugins import kernels
+
+    _check_input(x, "x")
+    for name, param in (("weight", weight), ("bias", bias)):
+        _check_input(param, name)
+        if param.shape != (x.shape[-1],):
+            raise ConfigError(
+                f"{name} has shape {tuple(param.shape)}; expected ({x.shape[-1]},), the hidden size of x"
+            )
+    x2 = x.contiguous().reshape(-1, x.shape[-1])
+    rows, cols = x2.shape
+    xq = torch.empty((rows, cols), dtype=torch.int8, device=x.device)
+    amax = torch.empty((rows, 1), dtype=x.dtype, device=x.device)
+    blk, single, warps = kernels.launch_config(cols) if block is None else (block, False, 4)
+    if rows:
+        kernels.layernorm_per_token_quant_kernel[(rows,)](
+            x2, weight.contiguous(), bias.contiguous(), rows, cols, xq, amax,
+            EPS=float(epsilon), BLOCK=blk, SINGLE_PASS=single, USE_LIBDEVICE=not interpreting(),
+            num_warps=warps,
+        )  # fmt: skip
+    return xq.reshape(x.shape), amax.reshape(*x.shape[:-1], 1)

@@ -1,4 +1,4 @@
-"""TensorRT Quickly Deployable Plugin (QDP) definitions for ``sq_trt::PerTokenQuant``.
+"""TensorRT Quickly Deployable Plugin (QDP) definitions: ``sq_trt::PerTokenQuant`` and its fused variants.
 
 Each plugin has a ``@trtp.register`` shape/type function and a
 ``@trtp.aot_impl`` that compiles the Triton kernel to PTX; TensorRT embeds that
@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import GenericAlias, ModuleType
 from typing import Any
+
+from sq_trt.plugins import LAYERNORM_PER_TOKEN_QUANT
 
 from sq_trt import plugin_spec
 from sq_trt.errors import ConfigError
@@ -113,21 +115,24 @@ def _rows_expr(shape_expr: Any) -> Any:
     return rows
 
 
-def _compile(kernel_name: str, x: Any, extra_inputs: int, constexprs: dict[str, Any]) -> tuple[str, str, Any]:
+def _compile(kernel_name: str, inputs: dict[str, Any], constexprs: dict[str, Any]) -> tuple[str, str, Any]:
+    """Compile ``kernel_name`` for these input descriptors (pointer name -> TensorDesc; ``x_ptr`` first)."""
     from sq_trt.deps import require
 
     require("triton", stage="build (sq_trt plugin kernels)")
     from sq_trt.plugins import kernels
     from sq_trt.plugins.aot import compile_ptx
 
-    dtype = triton_dtype(x.dtype)
+    x = inputs["x_ptr"]
     block, single_pass, num_warps = kernels.launch_config(_static_dim(x.shape_expr[-1]))
-    kernel = getattr(kernels, kernel_name)
-    pointers_in = ["x_ptr", "w_ptr"][: 1 + extra_inputs]
-    signature = {name: f"*{dtype}" for name in pointers_in}
-    signature.update({"n_rows": "i32", "n_cols": "i32", "xq_ptr": "*i8", "amax_ptr": f"*{dtype}"})
+    signature = {name: f"*{triton_dtype(desc.dtype)}" for name, desc in inputs.items()}
+    signature.update(
+        {"n_rows": "i32", "n_cols": "i32", "xq_ptr": "*i8", "amax_ptr": f"*{triton_dtype(x.dtype)}"}
+    )
     constants = {**constexprs, "BLOCK": block, "SINGLE_PASS": single_pass, "USE_LIBDEVICE": True}
-    return compile_ptx(kernel, signature, constants, target_arch(), num_warps=num_warps)
+    return compile_ptx(
+        getattr(kernels, kernel_name), signature, constants, target_arch(), num_warps=num_warps
+    )
 
 
 def _annotated(fn: Callable[..., Any], annotations: dict[str, Any]) -> Callable[..., Any]:
@@ -138,7 +143,7 @@ def _annotated(fn: Callable[..., Any], annotations: dict[str, Any]) -> Callable[
 
 
 def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str, Callable[..., Any]]:
-    """Register both plugins with ``tensorrt.plugin`` (not idempotent; see :func:`register`).
+    """Register the three plugins with ``tensorrt.plugin`` (not idempotent; see :func:`register`).
 
     Args:
         trt: The ``tensorrt`` module.
@@ -175,7 +180,7 @@ def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str
         return quant_outputs(x)
 
     def per_token_quant_aot(x: Any, outputs: Any, tactic: int) -> Any:
-        name, ptx, meta = _compile("per_token_quant_kernel", x, 0, {})
+        name, ptx, meta = _compile("per_token_quant_kernel", {"x_ptr": x}, {})
         params, extra = launch(meta, x)
         return name, ptx, params, extra
 
@@ -183,12 +188,27 @@ def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str
         return quant_outputs(x)
 
     def rmsnorm_per_token_quant_aot(x: Any, weight: Any, epsilon: float, outputs: Any, tactic: int) -> Any:
-        name, ptx, meta = _compile("rmsnorm_per_token_quant_kernel", x, 1, {"EPS": float(epsilon)})
+        name, ptx, meta = _compile(
+            "rmsnorm_per_token_quant_kernel", {"x_ptr": x, "w_ptr": weight}, {"EPS": float(epsilon)}
+        )
+        params, extra = launch(meta, x)
+        return name, ptx, params, extra
+
+    def layernorm_per_token_quant_desc(x: Any, weight: Any, bias: Any, epsilon: float) -> Any:
+        return quant_outputs(x)
+
+    def layernorm_per_token_quant_aot(
+        x: Any, weight: Any, bias: Any, epsilon: float, outputs: Any, tactic: int
+    ) -> Any:
+        inputs = {"x_ptr": x, "w_ptr": weight, "b_ptr": bias}
+        name, ptx, meta = _compile("layernorm_per_token_quant_kernel", inputs, {"EPS": float(epsilon)})
         params, extra = launch(meta, x)
         return name, ptx, params, extra
 
     plain = plugin_id(plugin_spec.PER_TOKEN_QUANT)
     fused = plugin_id(plugin_spec.RMSNORM_PER_TOKEN_QUANT)
+    layer = plugin_id(LAYERNORM_PER_TOKEN_QUANT)
+    ln_inputs = {"x": desc, "weight": desc, "bias": desc, "epsilon": float}
     functions = {
         "per_token_quant_desc": trtp.register(plain, lazy_register=lazy)(
             _annotated(per_token_quant_desc, {"x": desc, "return": two_outputs})
@@ -208,6 +228,15 @@ def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str
                 rmsnorm_per_token_quant_aot,
                 {"x": desc, "weight": desc, "epsilon": float, "outputs": two_outputs, "tactic": int,
                  "return": aot_return},
+            )
+        ),
+        "layernorm_per_token_quant_desc": trtp.register(layer, lazy_register=lazy)(
+            _annotated(layernorm_per_token_quant_desc, {**ln_inputs, "return": two_outputs})
+        ),
+        "layernorm_per_token_quant_aot": trtp.aot_impl(layer)(
+            _annotated(
+                layernorm_per_token_quant_aot,
+                {**ln_inputs, "outputs": two_outputs, "tactic": int, "return": aot_return},
             )
         ),
     }  # fmt: skip
@@ -269,7 +298,11 @@ def register(trt_module: ModuleType | None = None, *, lazy: bool = False) -> dic
     functions = define_plugins(trt, trtp, lazy=lazy)
     _REGISTRATION = _Registration(
         lazy=lazy,
-        plugin_ids=[plugin_id(plugin_spec.PER_TOKEN_QUANT), plugin_id(plugin_spec.RMSNORM_PER_TOKEN_QUANT)],
+        plugin_ids=[
+            plugin_id(plugin_spec.PER_TOKEN_QUANT),
+            plugin_id(plugin_spec.RMSNORM_PER_TOKEN_QUANT),
+            plugin_id(LAYERNORM_PER_TOKEN_QUANT),
+        ],
         functions=functions,
     )
     return dict(functions)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sq_trt.plugins import LAYERNORM_PER_TOKEN_QUANT
 
 from sq_trt import plugin_spec
 from sq_trt.quant.reference import quantize_per_token
@@ -59,25 +60,40 @@ def test_cuda_kernel_is_bit_exact(dtype: torch.dtype) -> None:
         assert torch.equal(amax.float().cpu(), ref_amax), name
 
 
+def _norm_reference(norm: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    xf = x.float()
+    if norm == "rms":
+        return xf * (1.0 / torch.sqrt(xf.pow(2).mean(-1, keepdim=True) + eps)) * w.float()
+    d = xf - xf.mean(-1, keepdim=True)
+    return d * (1.0 / torch.sqrt((d * d).mean(-1, keepdim=True) + eps)) * w.float() + b.float()
+
+
+def _assert_close_quant(xq: torch.Tensor, amax: torch.Tensor, y: torch.Tensor, dtype: torch.dtype) -> None:
+    # Same tolerance argument as the interpreter test: only the summation order differs.
+    ref_q, ref_amax = quantize_per_token(y)
+    rel = (y.shape[-1] + 8) * 2.0**-24
+    diff = (xq.cpu().int() - ref_q.int()).abs()
+    v = y * (127 / ref_amax.clamp(min=1e-30))
+    near_tie = ((v - v.floor()) - 0.5).abs() <= 127 * 2 * rel + 1e-6
+    assert int(diff.max()) <= 1 and bool(((diff == 0) | near_tie).all())
+    assert torch.allclose(amax.float().cpu(), ref_amax.to(dtype).float(), rtol=rel + 2**-8, atol=0)
+
+
+@pytest.mark.parametrize("norm", ["rms", "ln"])
 @pytest.mark.parametrize("dtype", [F16, BF16], ids=["fp16", "bf16"])
-def test_cuda_rmsnorm_kernel_matches_torch(dtype: torch.dtype) -> None:
-    from sq_trt.plugins.launch import rmsnorm_per_token_quant
+def test_cuda_fused_norm_kernels_match_torch(dtype: torch.dtype, norm: str) -> None:
+    from sq_trt.plugins.launch import layernorm_per_token_quant, rmsnorm_per_token_quant
 
     gen = torch.Generator().manual_seed(3)
     for k in (1, 576, 2048, 9000):
-        x = (torch.randn(32, k, generator=gen) * 3).to(dtype)
+        x = (torch.randn(32, k, generator=gen) * 3 + 1).to(dtype)
         w = (torch.rand(k, generator=gen) + 0.5).to(dtype)
-        xf = x.float()
-        y = xf * (1.0 / torch.sqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)) * w.float()
-        ref_q, ref_amax = quantize_per_token(y)
-        xq, amax = rmsnorm_per_token_quant(x.cuda(), w.cuda(), 1e-5)
-        # Same tolerance argument as the interpreter test: summation order only.
-        rel = (k + 8) * 2.0**-24
-        diff = (xq.cpu().int() - ref_q.int()).abs()
-        v = y * (127 / ref_amax.clamp(min=1e-30))
-        near_tie = ((v - v.floor()) - 0.5).abs() <= v.abs() * 2 * rel + 1e-6
-        assert int(diff.max()) <= 1 and bool(((diff == 0) | near_tie).all()), k
-        assert torch.allclose(amax.float().cpu(), ref_amax.to(dtype).float(), rtol=rel + 2**-8, atol=0), k
+        b = (torch.randn(k, generator=gen) * 0.1).to(dtype)
+        if norm == "rms":
+            xq, amax = rmsnorm_per_token_quant(x.cuda(), w.cuda(), 1e-5)
+        else:
+            xq, amax = layernorm_per_token_quant(x.cuda(), w.cuda(), b.cuda(), 1e-5)
+        _assert_close_quant(xq, amax, _norm_reference(norm, x, w, b, 1e-5), dtype)
 
 
 # --- the plugin inside a TensorRT engine -------------------------------------------------
@@ -90,9 +106,12 @@ def _onnx_model(op: str, k: int, dtype: torch.dtype, eps: float | None = None) -
     elem = TensorProto.FLOAT16 if dtype == F16 else TensorProto.BFLOAT16
     inputs = [helper.make_tensor_value_info("x", elem, ["tokens", k])]
     names = ["x"]
-    if op == plugin_spec.RMSNORM_PER_TOKEN_QUANT:
+    if op != plugin_spec.PER_TOKEN_QUANT:
         inputs.append(helper.make_tensor_value_info("w", elem, [k]))
         names.append("w")
+    if op == LAYERNORM_PER_TOKEN_QUANT:
+        inputs.append(helper.make_tensor_value_info("b", elem, [k]))
+        names.append("b")
     node = helper.make_node(
         op, names, ["x_q", "amax"], name=f"{op}_0", domain=plugin_spec.ONNX_DOMAIN,
         **onnx_node_attributes(op, epsilon=eps),
@@ -108,7 +127,7 @@ def _onnx_model(op: str, k: int, dtype: torch.dtype, eps: float | None = None) -
     return model.SerializeToString()
 
 
-def _build_engine(trt, onnx_bytes: bytes, k: int, has_weight: bool) -> bytes:
+def _build_engine(trt, onnx_bytes: bytes, k: int, vectors: tuple[str, ...] = ()) -> bytes:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -122,8 +141,8 @@ def _build_engine(trt, onnx_bytes: bytes, k: int, has_weight: bool) -> bytes:
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
     profile.set_shape("x", (1, k), (64, k), (256, k))
-    if has_weight:
-        profile.set_shape("w", (k,), (k,), (k,))
+    for name in vectors:
+        profile.set_shape(name, (k,), (k,), (k,))
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     assert plan is not None, "TensorRT failed to build the engine"
@@ -164,7 +183,7 @@ def trt():
 @pytest.mark.parametrize("dtype", [F16, BF16], ids=["fp16", "bf16"])
 def test_engine_with_per_token_plugin_is_bit_exact(trt, dtype: torch.dtype, tmp_path: Path) -> None:
     k = 576
-    plan = _build_engine(trt, _onnx_model(plugin_spec.PER_TOKEN_QUANT, k, dtype), k, has_weight=False)
+    plan = _build_engine(trt, _onnx_model(plugin_spec.PER_TOKEN_QUANT, k, dtype), k)
     x = (torch.randn(100, k) * 3).to(dtype)
     x[7] = 0.0
     x[3, 5] = 6.0e4 if dtype == F16 else 1.0e30
@@ -179,7 +198,7 @@ def test_engine_runs_without_python_plugin_definitions(trt, tmp_path: Path) -> N
     # The point of AOT: a fresh process that never imports sq_trt deserializes and runs it.
     k = 64
     plan_path = tmp_path / "plugin.plan"
-    plan_path.write_bytes(_build_engine(trt, _onnx_model(plugin_spec.PER_TOKEN_QUANT, k, F16), k, False))
+    plan_path.write_bytes(_build_engine(trt, _onnx_model(plugin_spec.PER_TOKEN_QUANT, k, F16), k))
     code = f"""
 import tensorrt as trt, torch
 engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(open({str(plan_path)!r}, "rb").read())
@@ -199,17 +218,18 @@ print(q[0, :3].tolist(), a[0].item())
     assert proc.stdout.strip().splitlines()[-1] == "[127, 0, 0] 127.0"
 
 
+@pytest.mark.parametrize("op", [plugin_spec.RMSNORM_PER_TOKEN_QUANT, LAYERNORM_PER_TOKEN_QUANT])
 @pytest.mark.parametrize("dtype", [F16, BF16], ids=["fp16", "bf16"])
-def test_engine_with_fused_rmsnorm_plugin(trt, dtype: torch.dtype) -> None:
+def test_engine_with_fused_norm_plugin(trt, dtype: torch.dtype, op: str) -> None:
     k, eps = 576, 1e-5
-    onnx_bytes = _onnx_model(plugin_spec.RMSNORM_PER_TOKEN_QUANT, k, dtype, eps)
-    plan = _build_engine(trt, onnx_bytes, k, has_weight=True)
-    x = (torch.randn(50, k) * 2).to(dtype)
+    vectors = ("w",) if op == plugin_spec.RMSNORM_PER_TOKEN_QUANT else ("w", "b")
+    plan = _build_engine(trt, _onnx_model(op, k, dtype, eps), k, vectors)
+    x = (torch.randn(50, k) * 2 + 1).to(dtype)
     w = (torch.rand(k) + 0.5).to(dtype)
-    got = _run_engine(trt, plan, {"x": x.cuda(), "w": w.cuda()})
-    xf = x.float()
-    y = xf * (1.0 / torch.sqrt(xf.pow(2).mean(-1, keepdim=True) + eps)) * w.float()
-    ref_q, ref_amax = quantize_per_token(y)
-    # Summation order differs from torch's (see the CUDA kernel test): at most one step.
-    assert int((got["x_q"].cpu().int() - ref_q.int()).abs().max()) <= 1
-    assert torch.allclose(got["amax"].float().cpu(), ref_amax.to(dtype).float(), rtol=2**-7, atol=0)
+    b = (torch.randn(k) * 0.1).to(dtype)
+    feeds = {"x": x.cuda(), "w": w.cuda(), "b": b.cuda()}
+    got = _run_engine(trt, plan, {n: feeds[n] for n in ("x", *vectors)})
+    y = _norm_reference(
+        "rms" if len(vectors) == 1 else "ln", x, w, b, float(torch.tensor(eps, dtype=torch.float32))
+    )
+    _assert_close_quant(got["x_q"], got["amax"], y, dtype)

@@ -17,7 +17,11 @@ from sq_trt.errors import ConfigError
 
 PLAIN_SIG = {"x_ptr": "*fp16", "n_rows": "i32", "n_cols": "i32", "xq_ptr": "*i8", "amax_ptr": "*fp16"}
 FUSED_SIG = {
-    "x_ptr": "*bf16", "w_ptr": "*bf16", "n_rows": "i32", "n_cols": "i32", "xq_ptr": "*i8", "amax_ptr": "*bf16",
+    "x_ptr": "*bf16", "w_ptr": "*fp32", "n_rows": "i32", "n_cols": "i32", "xq_ptr": "*i8", "amax_ptr": "*bf16",
+}  # fmt: skip
+LN_SIG = {
+    "x_ptr": "*fp16", "w_ptr": "*fp16", "b_ptr": "*fp16", "n_rows": "i32", "n_cols": "i32", "xq_ptr": "*i8",
+    "amax_ptr": "*fp16",
 }  # fmt: skip
 GPU_CONSTS = {"SINGLE_PASS": True, "USE_LIBDEVICE": True}
 
@@ -48,8 +52,9 @@ def _ptxas(arch: int) -> Path:
     [
         (kernels.per_token_quant_kernel, PLAIN_SIG, {"BLOCK": 1024, **GPU_CONSTS}),
         (kernels.rmsnorm_per_token_quant_kernel, FUSED_SIG, {"EPS": 1e-5, "BLOCK": 2048, **GPU_CONSTS}),
+        (kernels.layernorm_per_token_quant_kernel, LN_SIG, {"EPS": 1e-5, "BLOCK": 1024, **GPU_CONSTS}),
     ],
-    ids=["plain", "rmsnorm"],
+    ids=["plain", "rmsnorm", "layernorm"],
 )
 def test_ptx_for_each_arch(kernel, signature, consts, arch: int, cache: Path, tmp_path: Path) -> None:
     name, ptx, meta = aot.compile_ptx(kernel, signature, consts, arch)

@@ -64,38 +64,34 @@ def _plain_cases() -> dict[str, tuple[torch.Tensor, int | None]]:
 
 
 @functools.cache
-def _fused_cases() -> dict[str, tuple[torch.Tensor, torch.Tensor, float, int | None]]:
-    """Case name -> (x, weight, epsilon, forced streaming block or None)."""
+def _fused_cases() -> dict[str, tuple[str, torch.Tensor, tuple[torch.Tensor, ...], float, int | None]]:
+    """Case name -> (norm "rms" or "ln", x, (weight[, bias]), epsilon, forced streaming block or None)."""
     gen = torch.Generator().manual_seed(99)
-    cases: dict[str, tuple[torch.Tensor, torch.Tensor, float, int | None]] = {}
+    cases: dict[str, tuple[str, torch.Tensor, tuple[torch.Tensor, ...], float, int | None]] = {}
+
+    def params(norm: str, k: int, dt: torch.dtype) -> tuple[torch.Tensor, ...]:
+        w = (torch.rand(k, generator=gen) + 0.5).to(dt)
+        return (w,) if norm == "rms" else (w, (torch.randn(k, generator=gen) * 0.1).to(dt))
+
     for dt in (F16, BF16):
         tag = str(dt).removeprefix("torch.")
-        for k in (1, 77, 1000, 9000):
-            x = torch.randn(6, k, generator=gen) * 3
-            w = torch.rand(k, generator=gen) + 0.5
-            cases[f"rms-k{k}-{tag}"] = (x.to(dt), w.to(dt), 1e-5, None)
-        x = torch.randn(4, 512, generator=gen)
-        x[:, 3] = 300.0
-        x[2] = 0.0
-        cases[f"rms-outlier-zero-row-{tag}"] = (
-            x.to(dt),
-            (torch.rand(512, generator=gen) + 0.5).to(dt),
-            1e-6,
-            None,
-        )
-        cases[f"rms-forced-streaming-{tag}"] = (
-            torch.randn(3, 1000, generator=gen).to(dt),
-            (torch.rand(1000, generator=gen) + 0.5).to(dt),
-            1e-5,
-            128,
-        )
+        for norm in ("rms", "ln"):
+            for k in (1, 77, 1000, 9000):
+                x = torch.randn(6, k, generator=gen) * 3 + (1.0 if norm == "ln" else 0.0)
+                cases[f"{norm}-k{k}-{tag}"] = (norm, x.to(dt), params(norm, k, dt), 1e-5, None)
+            x = torch.randn(4, 512, generator=gen)
+            x[:, 3] = 300.0
+            x[2] = 0.0
+            cases[f"{norm}-outlier-zero-row-{tag}"] = (norm, x.to(dt), params(norm, 512, dt), 1e-6, None)
+            x = torch.randn(3, 1000, generator=gen).to(dt)
+            cases[f"{norm}-forced-streaming-{tag}"] = (norm, x, params(norm, 1000, dt), 1e-5, 128)
     return cases
 
 
 def _worker(inputs_path: str, outputs_path: str) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
-    from sq_trt.plugins.launch import per_token_quant, rmsnorm_per_token_quant
+    from sq_trt.plugins.launch import layernorm_per_token_quant, per_token_quant, rmsnorm_per_token_quant
 
     outputs: dict[str, torch.Tensor] = {}
     with safe_open(inputs_path, framework="pt") as handle:
@@ -104,9 +100,12 @@ def _worker(inputs_path: str, outputs_path: str) -> None:
             x = handle.get_tensor(f"{name}.x")
             if spec["kind"] == "plain":
                 xq, amax = per_token_quant(x, block=spec["block"])
-            else:
+            elif spec["kind"] == "rms":
                 w = handle.get_tensor(f"{name}.w")
                 xq, amax = rmsnorm_per_token_quant(x, w, spec["eps"], block=spec["block"])
+            else:
+                w, b = handle.get_tensor(f"{name}.w"), handle.get_tensor(f"{name}.b")
+                xq, amax = layernorm_per_token_quant(x, w, b, spec["eps"], block=spec["block"])
             outputs[f"{name}.xq"], outputs[f"{name}.amax"] = xq.contiguous(), amax.contiguous()
     save_file(outputs, outputs_path)
 
@@ -121,9 +120,11 @@ def interpreted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Ten
     for name, (x, block) in _plain_cases().items():
         tensors[f"{name}.x"] = x.contiguous()
         specs[name] = {"kind": "plain", "block": block}
-    for name, (x, w, eps, block) in _fused_cases().items():
-        tensors[f"{name}.x"], tensors[f"{name}.w"] = x.contiguous(), w.contiguous()
-        specs[name] = {"kind": "fused", "eps": eps, "block": block}
+    for name, (norm, x, norm_params, eps, block) in _fused_cases().items():
+        tensors[f"{name}.x"] = x.contiguous()
+        for key, param in zip("wb", norm_params, strict=False):
+            tensors[f"{name}.{key}"] = param.contiguous()
+        specs[name] = {"kind": norm, "eps": eps, "block": block}
     folder = tmp_path_factory.mktemp("interp")
     inputs, outputs = folder / "in.safetensors", folder / "out.safetensors"
     save_file(tensors, str(inputs), metadata={"specs": json.dumps(specs)})
@@ -156,21 +157,26 @@ def test_tie_case_exercises_half_to_even() -> None:
     assert q[0, 128:130].tolist() == [0, -2]  # -0.5, -1.5
 
 
-def _rmsnorm_reference(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+def _norm_reference(norm: str, x: torch.Tensor, params: tuple[torch.Tensor, ...], eps: float) -> torch.Tensor:
     xf = x.float()
-    return xf * (1.0 / torch.sqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)) * w.float()
+    if norm == "rms":
+        return xf * (1.0 / torch.sqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)) * params[0].float()
+    d = xf - xf.mean(dim=-1, keepdim=True)
+    rstd = 1.0 / torch.sqrt((d * d).mean(dim=-1, keepdim=True) + eps)
+    return d * rstd * params[0].float() + params[1].float()
 
 
 @pytest.mark.parametrize("name", sorted(_fused_cases()))
-def test_rmsnorm_kernel_matches_torch(name: str, interpreted: dict[str, torch.Tensor]) -> None:
-    x, w, eps, _ = _fused_cases()[name]
-    y = _rmsnorm_reference(x, w, eps)
+def test_fused_norm_kernel_matches_torch(name: str, interpreted: dict[str, torch.Tensor]) -> None:
+    norm, x, params, eps, _ = _fused_cases()[name]
+    y = _norm_reference(norm, x, params, eps)
     ref_q, ref_amax = quantize_per_token(y)
     xq, amax = interpreted[f"{name}.xq"], interpreted[f"{name}.amax"]
     k = x.shape[-1]
-    # The kernel sums x^2 in another order than torch: a float32 sum of K positive terms
-    # is off by at most (K - 1) * 2^-24 relative; rstd, y, amax and y * 127 / amax each add
-    # a few more roundings. So y's quantization input may differ by `rel` relative.
+    # The kernel sums in another order than torch: a float32 sum of K terms is off by at most
+    # (K - 1) * 2^-24 of the sum of their magnitudes; mean, variance, rstd, y, amax and
+    # y * 127 / amax each add a few more roundings. So the value quantized may differ by
+    # `rel` relative to the scale of the row (at most 127 after scaling).
     rel = (k + 8) * 2.0**-24
     assert torch.allclose(
         amax.float(), ref_amax.to(x.dtype).float(), rtol=torch.finfo(x.dtype).eps + rel, atol=0
@@ -178,10 +184,10 @@ def test_rmsnorm_kernel_matches_torch(name: str, interpreted: dict[str, torch.Te
     # (one ulp of x's dtype: the interpreter converts float32 -> bfloat16 by truncation.)
     diff = (xq.int() - ref_q.int()).abs()
     assert int(diff.max()) <= 1
-    # A 1-step flip is allowed only where the reference value sits within `rel` of a .5 tie.
+    # A 1-step flip is allowed only where the reference value sits within that error of a .5 tie.
     v = y * (127 / ref_amax.clamp(min=1e-30))
     dist_to_tie = ((v - v.floor()) - 0.5).abs()
-    near_tie = dist_to_tie <= v.abs() * 2 * rel + 1e-6
+    near_tie = dist_to_tie <= 127 * 2 * rel + 1e-6
     assert bool(((diff == 0) | near_tie).all())
 
 

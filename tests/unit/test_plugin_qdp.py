@@ -50,6 +50,7 @@ def test_onnx_attributes_of_fused_op_carry_epsilon_as_float() -> None:
 @pytest.mark.parametrize(
     ("op", "eps", "match"),
     [("Nope", None, "no sq_trt plugin"), (plugin_spec.RMSNORM_PER_TOKEN_QUANT, None, "positive epsilon"),
+     ("LayerNormPerTokenQuant", -1.0, "positive epsilon"),
      (plugin_spec.RMSNORM_PER_TOKEN_QUANT, 0.0, "positive epsilon"), (plugin_spec.PER_TOKEN_QUANT, 1e-5, "takes no")],
 )  # fmt: skip
 def test_onnx_attributes_refuse_bad_requests(op: str, eps: float | None, match: str) -> None:
@@ -125,20 +126,28 @@ try:
 except ConfigError:
     mode_switch = "refused"
 out = {"functions": sorted(fns), "idempotent": again == fns, "mode_switch": mode_switch}
-for dtype, fused in ((trt.float16, False), (trt.bfloat16, True)):
+def vector(dtype):
+    return trtp.TensorDesc(trtp.ShapeExprs(1, _is_dummy=True), dtype)
+
+for case, dtype in (("plain", trt.float16), ("rms", trt.bfloat16), ("ln", trt.float16)):
     x = trtp.TensorDesc(trtp.ShapeExprs(3, _is_dummy=True), dtype)
-    if fused:
-        w = trtp.TensorDesc(trtp.ShapeExprs(1, _is_dummy=True), dtype)
+    if case == "rms":  # a float32 weight with bfloat16 activations
+        w = vector(trt.float32)
         outs = fns["rmsnorm_per_token_quant_desc"](x, w, 1e-5)
         name, ptx, params, extra = fns["rmsnorm_per_token_quant_aot"](x, w, 1e-5, outs, 0)
+    elif case == "ln":
+        w, b = vector(dtype), vector(dtype)
+        outs = fns["layernorm_per_token_quant_desc"](x, w, b, 1e-5)
+        name, ptx, params, extra = fns["layernorm_per_token_quant_aot"](x, w, b, 1e-5, outs, 0)
     else:
         outs = fns["per_token_quant_desc"](x)
         name, ptx, params, extra = fns["per_token_quant_aot"](x, outs, 0)
-    out[str(dtype)] = {
+    out[case] = {
         "out_dtypes": [str(o.dtype) for o in outs],
         "out_ranks": [len(o.shape_expr) for o in outs],
         "name": name,
         "entry": f".entry {name}(" in ptx,
+        "ptx_params": ptx.split(f".entry {name}(")[1].split(")")[0].count(".param"),
         "target": [l.strip() for l in ptx.splitlines() if l.startswith(".target")],
         "launch": type(params).__name__,
         "extra": [type(e).__name__ for e in extra],
@@ -160,11 +169,17 @@ def test_qdp_definitions_against_real_tensorrt_plugin(tmp_path, monkeypatch: pyt
     out = json.loads(lines[0].removeprefix("RESULT"))
     assert out["idempotent"] and out["mode_switch"] == "refused"
     assert out["functions"] == [
-        "per_token_quant_aot", "per_token_quant_desc", "rmsnorm_per_token_quant_aot", "rmsnorm_per_token_quant_desc",
+        "layernorm_per_token_quant_aot", "layernorm_per_token_quant_desc", "per_token_quant_aot",
+        "per_token_quant_desc", "rmsnorm_per_token_quant_aot", "rmsnorm_per_token_quant_desc",
     ]  # fmt: skip
-    for dtype, input_type in (("DataType.HALF", "DataType.HALF"), ("DataType.BF16", "DataType.BF16")):
-        got = out[dtype]
+    for case, input_type, kernel, params in (
+        ("plain", "DataType.HALF", "per_token_quant_kernel", 5),
+        ("rms", "DataType.BF16", "rmsnorm_per_token_quant_kernel", 6),
+        ("ln", "DataType.HALF", "layernorm_per_token_quant_kernel", 7),
+    ):
+        got = out[case]
         assert got["out_dtypes"] == ["DataType.INT8", input_type]  # x_q int8, amax in x's dtype
         assert got["out_ranks"] == [3, 3]  # [..., K] and [..., 1]
-        assert got["entry"] and got["target"] == [".target sm_89"]
+        assert got["name"] == kernel and got["entry"] and got["target"] == [".target sm_89"]
+        assert got["ptx_params"] == params  # inputs, (rows, K), outputs: what TensorRT passes
         assert got["launch"] == "KernelLaunchParams" and got["extra"] == ["SymInt32", "SymInt32"]
