@@ -322,12 +322,7 @@ def _fix_signature(line: str) -> str:
     return f"{indent}{head}({', '.join(fixed)}){tail}"
 
 
-def widen_single_tuples(text: str) -> str:
-    """``tuple[X]`` -> ``tuple[X, ...]``.
-
-    ``tensorrt.plugin`` is annotated by hand with ``Tuple[X]`` meaning "a tuple of X" (``from_tuple``,
-    ``from_shape_expr``, ``Shape.max`` ...), which a type checker reads as "exactly one X".
-    """
+def _widen(text: str, wrap: str) -> str:
     out, i = [], 0
     while (j := text.find("tuple[", i)) >= 0:
         k, depth, comma = j + len("tuple["), 1, False
@@ -336,11 +331,30 @@ def widen_single_tuples(text: str) -> str:
             depth -= text[k] in "])"
             comma |= depth == 1 and text[k] == ","
             k += 1
-        inner = text[j + len("tuple[") : k - 1]
+        inner = _widen(text[j + len("tuple[") : k - 1], wrap)
         out.append(text[i:j])
-        out.append(f"tuple[{widen_single_tuples(inner)}{'' if comma or inner == '()' else ', ...'}]")
+        out.append(f"tuple[{inner}]" if comma or inner == "()" else wrap.format(inner))
         i = k
     return "".join(out) + text[i:]
+
+
+def widen_single_tuples(text: str) -> str:
+    """Read ``tensorrt.plugin``'s ``Tuple[X]`` as NVIDIA means it: any number of X.
+
+    ``tensorrt.plugin`` is annotated by hand with ``Tuple[X]`` meaning "a tuple of X" (``from_tuple``,
+    ``from_shape_expr``, ``Shape.max``), which a type checker reads as "exactly one X". As a parameter
+    it is only iterated, and NVIDIA's own sample passes a list
+    (``samples/python/quickly_deployable_plugins/qdp_defs.py``: ``SymIntExprs.from_tuple([...])``), so
+    parameters become ``typing.Sequence[X]``; results become ``tuple[X, ...]``.
+    """
+    lines = []
+    for line in text.splitlines():
+        params, arrow, result = (
+            line.rpartition(") ->") if line.lstrip().startswith("def ") else ("", "", line)
+        )
+        lines.append(_widen(params, "typing.Sequence[{}]") + arrow + _widen(result, "tuple[{}, ...]"))
+    head, _, rest = "\n".join(lines).partition("\n")
+    return f"{head}\nimport typing\n{rest}\n"
 
 
 def sanitize_pyi(path: Path) -> None:

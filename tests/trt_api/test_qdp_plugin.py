@@ -18,7 +18,7 @@ from .harness import BindingsEnv
 ARCH = 89
 
 _SCRIPT = """
-import inspect, json, os
+import inspect, json, os, re
 os.environ["SQ_TRT_CUDA_ARCH"] = "{arch}"
 import tensorrt as trt
 import tensorrt.plugin as trtp
@@ -65,6 +65,9 @@ for name, args in cases.items():
         "extra_type": isinstance(extra, trtp.SymIntExprs),
         "extra_args": [type(a).__name__ for a in extra],
         "extra_all_symint32": all(isinstance(a, trtp.SymInt32) for a in extra),
+        "n_inputs": sum(isinstance(a, trtp.TensorDesc) for a in args),
+        "n_outputs": len(outputs),
+        "entry_params": re.findall(r"\\.param\\s+\\.(\\w+)", ptx_text.split(".entry", 1)[1].split(")", 1)[0]),
     }}
 print(json.dumps(report))
 """
@@ -100,6 +103,12 @@ def test_qdp_registers_and_aot_returns_ptx(trt_env: BindingsEnv) -> None:
         # PTX for the requested architecture, whose entry is the kernel name returned to TensorRT.
         assert r["targets"] == [f"sm_{ARCH}"], r
         assert r["entries"] == [r["kernel"]], r
+        # TensorRT launches an AOT kernel with the input pointers, then the extra arguments, then the output
+        # pointers (NVIDIA's qdp_defs.py sample: signature "*fp32, i32 x 13, *fp32"); the PTX entry must take
+        # exactly that, or the kernel reads the wrong argument slots.
+        ints = len(r["extra_args"])
+        expected = ["u64"] * r["n_inputs"] + ["u32"] * ints + ["u64"] * r["n_outputs"]
+        assert [t.replace("s32", "u32") for t in r["entry_params"]] == expected, r
 
 
 _BAD_SIGNATURES = """
