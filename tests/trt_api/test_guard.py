@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from .harness import BindingsEnv
 
@@ -41,3 +42,40 @@ def test_project_backend_sees_the_real_version(trt_env: BindingsEnv) -> None:
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"name": "tensorrt", "version": trt_env.version, "plugins": True, "cc_refused": True}
+
+
+_BUILD_THROUGH_STUBS = """
+import json, sys
+from pathlib import Path
+import onnx
+from onnx import TensorProto, helper
+from sq_trt.build import builder
+from sq_trt.build.backends import load_tensorrt
+from sq_trt.build.gpu import GpuInfo
+from sq_trt.build.recipe import BuildSettings
+
+out = Path(sys.argv[1])
+graph = helper.make_graph(
+    [helper.make_node("Identity", ["x"], ["y"])], "g",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 4])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 4])],
+)
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), out / "tiny.onnx")
+# Pretend a GPU is visible so the build goes past its GPU check and reaches TensorRT itself.
+builder.visible_gpus = lambda: [GpuInfo(0, "pretend", "9.0")]
+settings = BuildSettings(onnx=out / "tiny.onnx", name="guard", target="h100", engines_dir=out / "engines")
+try:
+    builder.build_engine(settings, load_tensorrt(), log=lambda *_: None)
+    result = "built"
+except Exception as exc:
+    result = f"{type(exc).__name__}: {exc}"
+print(json.dumps({"result": result, "plans": [str(p) for p in out.rglob("*.plan")]}))
+"""
+
+
+def test_project_build_through_the_stubs_fails(trt_env: BindingsEnv, tmp_path: Path) -> None:
+    proc = trt_env.run_python(_BUILD_THROUGH_STUBS.replace("sys.argv[1]", repr(str(tmp_path))))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["result"] != "built" and "nullptr" in report["result"], report
+    assert report["plans"] == [], "a failed build must leave no .plan behind"
