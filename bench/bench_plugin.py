@@ -28,6 +28,9 @@ CASES = {
     "rmsnorm/fp16/K=576 (single pass)": (
         "rmsnorm_per_token_quant_kernel", "fp16", {"EPS": 1e-5, "BLOCK": 1024, "SINGLE_PASS": True},
     ),
+    "layernorm/fp16/K=768 (single pass)": (
+        "layernorm_per_token_quant_kernel", "fp16", {"EPS": 1e-5, "BLOCK": 1024, "SINGLE_PASS": True},
+    ),
     "rmsnorm/bf16/dynamic K (streaming)": (
         "rmsnorm_per_token_quant_kernel", "bf16", {"EPS": 1e-5, "BLOCK": 2048, "SINGLE_PASS": False},
     ),
@@ -36,8 +39,10 @@ CASES = {
 
 def _signature(kernel: str, dtype: str) -> dict[str, str]:
     sig = {"x_ptr": f"*{dtype}"}
-    if kernel.startswith("rmsnorm"):
+    if kernel.startswith(("rmsnorm", "layernorm")):
         sig["w_ptr"] = f"*{dtype}"
+    if kernel.startswith("layernorm"):
+        sig["b_ptr"] = f"*{dtype}"
     sig.update({"n_rows": "i32", "n_cols": "i32", "xq_ptr": "*i8", "amax_ptr": f"*{dtype}"})
     return sig
 
