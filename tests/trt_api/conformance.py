@@ -121,7 +121,7 @@ def mirror_sources(
                 data = data.replace(old.encode(), new.encode())
             wanted[target / path.relative_to(folder)] = data
     for existing in dest.rglob("*.py") if dest.exists() else ():
-        if existing not in wanted:
+        if existing not in wanted and existing.name != "trt_api_probe.py":
             existing.unlink()
     for path, data in wanted.items():
         if not path.exists() or path.read_bytes() != data:
@@ -231,7 +231,12 @@ def run_mypy(
 
 
 def conformance_errors(
-    env: BindingsEnv, work: Path, *, repo: Path = REPO, edits: dict[str, list[tuple[str, str]]] | None = None
+    env: BindingsEnv,
+    work: Path,
+    *,
+    repo: Path = REPO,
+    edits: dict[str, list[tuple[str, str]]] | None = None,
+    probe: str | None = None,
 ) -> tuple[list[Finding], list[str]]:
     """TensorRT API errors of the project's TensorRT code against ``env``.
 
@@ -240,6 +245,7 @@ def conformance_errors(
         work: Stable working directory (mirror, configs, mypy caches).
         repo: Repository root.
         edits: Text replacements applied to the mirror (self-test).
+        probe: Instead of the project, check this source text as module ``trt_api_probe``.
 
     Returns:
         ``(findings, checked)``: errors only the typed run reports, and the repo-relative files checked.
@@ -247,15 +253,19 @@ def conformance_errors(
     mirror_root = work / ("mirror-edited" if edits else "mirror")
     mirror = mirror_sources(mirror_root, repo, edits)
     rtx = env.module != "tensorrt"
-    repo_files = tensorrt_files(repo)
-    # The plugin is TensorRT-proper only: TensorRT-RTX cannot load Python plugins (see DESIGN.md).
-    checked = [
-        str(p.relative_to(repo)) for p in repo_files if not (rtx and p.is_relative_to(repo / "plugins"))
-    ]
-    files = [
-        mirror_root / ("sq_trt/plugins/" + c[len("plugins/") :] if c.startswith("plugins/") else c)
-        for c in checked
-    ]
+    if probe is not None:
+        (mirror_root / "trt_api_probe.py").write_text(probe)
+        checked, files = ["trt_api_probe.py"], [mirror_root / "trt_api_probe.py"]
+    else:
+        repo_files = tensorrt_files(repo)
+        # The plugin is TensorRT-proper only: TensorRT-RTX cannot load Python plugins (see DESIGN.md).
+        checked = [
+            str(p.relative_to(repo)) for p in repo_files if not (rtx and p.is_relative_to(repo / "plugins"))
+        ]
+        files = [
+            mirror_root / ("sq_trt/plugins/" + c[len("plugins/") :] if c.startswith("plugins/") else c)
+            for c in checked
+        ]
     baseline = {f.key() for f in run_mypy(files, mirror, None, work, rtx=rtx)}
     typed = run_mypy(files, mirror, env, work, rtx=rtx)
     return [f for f in typed if f.key() not in baseline], checked

@@ -492,6 +492,12 @@ def prepare_tensorrt_rtx(root: Path | None = None) -> BindingsEnv:
     with _building(final) as tmp:
         if tmp is not None:
             generate_pyi(["tensorrt_rtx_bindings"], tmp / "pyi", dict(os.environ))
+            # Shared builder code annotated with `tensorrt` types (imported under TYPE_CHECKING) is checked
+            # against TensorRT-RTX's API in this run: `tensorrt` names the backend's module here.
+            (tmp / "pyi" / "tensorrt").mkdir()
+            (tmp / "pyi" / "tensorrt" / "__init__.pyi").write_text(
+                _SHIM_PYI.replace("tensorrt_bindings", "tensorrt_rtx_bindings")
+            )
             (tmp / "ready.json").write_text(json.dumps({"version": version}))
     return BindingsEnv(f"TensorRT-RTX {version}", version, "tensorrt_rtx_bindings", final / "pyi")
 
