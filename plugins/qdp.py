@@ -37,7 +37,6 @@ _TRITON_DTYPES = {"HALF": "fp16", "BF16": "bf16", "FLOAT": "fp32"}
 @dataclass
 class _Registration:
     lazy: bool
-    plugin_ids: list[str] = field(default_factory=list)
     functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
 
@@ -208,6 +207,7 @@ def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str
     plain = plugin_id(plugin_spec.PER_TOKEN_QUANT)
     fused = plugin_id(plugin_spec.RMSNORM_PER_TOKEN_QUANT)
     layer = plugin_id(LAYERNORM_PER_TOKEN_QUANT)
+    rms_inputs = {"x": desc, "weight": desc, "epsilon": float}
     ln_inputs = {"x": desc, "weight": desc, "bias": desc, "epsilon": float}
     functions = {
         "per_token_quant_desc": trtp.register(plain, lazy_register=lazy)(
@@ -219,15 +219,12 @@ def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str
             )
         ),
         "rmsnorm_per_token_quant_desc": trtp.register(fused, lazy_register=lazy)(
-            _annotated(
-                rmsnorm_per_token_quant_desc, {"x": desc, "weight": desc, "epsilon": float, "return": two_outputs}
-            )
+            _annotated(rmsnorm_per_token_quant_desc, {**rms_inputs, "return": two_outputs})
         ),
         "rmsnorm_per_token_quant_aot": trtp.aot_impl(fused)(
             _annotated(
                 rmsnorm_per_token_quant_aot,
-                {"x": desc, "weight": desc, "epsilon": float, "outputs": two_outputs, "tactic": int,
-                 "return": aot_return},
+                {**rms_inputs, "outputs": two_outputs, "tactic": int, "return": aot_return},
             )
         ),
         "layernorm_per_token_quant_desc": trtp.register(layer, lazy_register=lazy)(
@@ -296,13 +293,5 @@ def register(trt_module: ModuleType | None = None, *, lazy: bool = False) -> dic
         return dict(_REGISTRATION.functions)
     trtp = importlib.import_module(f"{trt.__name__}.plugin")
     functions = define_plugins(trt, trtp, lazy=lazy)
-    _REGISTRATION = _Registration(
-        lazy=lazy,
-        plugin_ids=[
-            plugin_id(plugin_spec.PER_TOKEN_QUANT),
-            plugin_id(plugin_spec.RMSNORM_PER_TOKEN_QUANT),
-            plugin_id(LAYERNORM_PER_TOKEN_QUANT),
-        ],
-        functions=functions,
-    )
+    _REGISTRATION = _Registration(lazy=lazy, functions=functions)
     return dict(functions)
