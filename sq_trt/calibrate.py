@@ -208,7 +208,7 @@ def save_act_scales(path: str | os.PathLike[str], scales: ActScales, *, force: b
         The artifact directory.
     """
     meta = dict(scales.meta)
-    config = {key: meta[key] for key in ("num_samples", "seq_len") if key in meta}
+    config: dict[str, Any] = {key: meta[key] for key in ("num_samples", "seq_len") if key in meta}
     inputs = {"model": meta.get("model_fingerprint", "")}
     if "data" in meta:
         inputs["data"] = meta["data"].get("text_hash", "")

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 STAGE = "smooth"
 FACTORS_FILE = "smoothing.safetensors"
-AUTO = "auto"
+AUTO: Literal["auto"] = "auto"
 Alpha = float | Literal["auto"]
 
 
@@ -144,7 +144,7 @@ def parse_override(text: str) -> tuple[str, Alpha]:
             f"alpha override {text!r} is not '<group glob>=<alpha>', e.g. 'layers.*.up_down=0.8'"
         )
     value = value.strip()
-    if value == AUTO:
+    if value == "auto":
         return pattern.strip(), AUTO
     try:
         return pattern.strip(), _check_alpha(float(value), f"the alpha override {text!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from sq_trt.commands.common import add_data_args, add_model_args
 
@@ -38,7 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, tokenize the calibration slice, calibrate, save."""
-    from pathlib import Path
 
     from sq_trt.calibrate import calibrate, save_act_scales
     from sq_trt.data import load_slices, tokenize_chunks

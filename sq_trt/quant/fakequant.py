@@ -42,6 +42,11 @@ class W8A8Linear(nn.Module):
         bias: the original bias (float) or absent.
     """
 
+    weight_int8: torch.Tensor
+    weight_scale: torch.Tensor
+    input_amax: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(
         self,
         name: str,
@@ -94,7 +99,7 @@ class W8A8Linear(nn.Module):
         return f"{self.name}, in={self.in_features}, out={self.out_features}, act_mode={self.act_mode}"
 
 
-def linear_weight(module: nn.Module, layout: str) -> torch.Tensor:
+def linear_weight(module: Any, layout: str) -> torch.Tensor:
     """A linear's weight in ``[out, in]`` layout (GPT-2's Conv1D stores ``[in, out]``)."""
     weight = module.weight
     return weight.t() if layout == "conv1d" else weight
