@@ -13,6 +13,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper
 from test_build_graphs import GRAPHS, K, N, make_fp16, make_per_tensor
 
@@ -289,3 +290,25 @@ def test_cli_recipe_fills_flags_and_flags_override(tmp_path, capsys):
     recipe.write_text("backend: tensorrt_rtx\nnmae: typo\n")
     assert main(["build", "--recipe", str(recipe)]) == 1
     assert "nmae" in capsys.readouterr().err
+
+
+def test_exporter_artifact_builds_and_its_calibration_hash_reaches_the_engine_manifest(tmp_path, rtx):
+    """The stage contract end to end on a tiny Llama: calibrate -> export (per-tensor) -> build."""
+    from sq_trt.calibrate import calibrate
+    from sq_trt.export.stage import ExportConfig, export_model
+    from sq_trt.models.loading import load_model
+
+    loaded = load_model("tiny:llama")
+    chunks = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+    scales = calibrate(loaded, chunks, progress=False)
+    exported = export_model(
+        loaded, tmp_path / "export", scales=scales, config=ExportConfig(act_mode="per_tensor")
+    )
+    export_manifest = load_manifest(tmp_path / "export")
+    for path in (exported.fp16_path, exported.int8_path):
+        record = build_engine(
+            _settings(tmp_path, path, target=path.stem.replace(".", "-")), rtx, log=lambda _: None
+        )
+        assert record.calibration_hash == export_manifest.extra["act_scales_hash"] is not None
+        assert record.export_manifest == {"stage": "export", "fingerprint": export_manifest.fingerprint}
+        assert {t.name: t.dtype for t in record.io} == {"input_ids": "int64", "logits": "float16"}

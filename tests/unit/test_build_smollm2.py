@@ -1,0 +1,84 @@
+"""SmolLM2-135M through sq-trt's exporter and TensorRT-RTX: FP16, per-tensor INT8, portable per-token INT8.
+
+One dynamo export (the FP16 graph, ~1 min on 2 cores); the two INT8 graphs are
+rewritten from it by the exporter's Q/DQ pass, so the test stays within its budget.
+The per-tensor scales are a constant (amax 8): build time and engine structure do not
+depend on their values, and accuracy is the compare stage's business.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+
+from sq_trt.artifacts import load_manifest
+from sq_trt.build.engine_manifest import REQUIRED_FIELDS
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX (the `rtx` extra) is not installed")
+
+VOCAB = 49152
+RECIPE = Path(__file__).resolve().parents[2] / "builders" / "smollm2-135m.rtx.yaml"
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    from sq_trt.export.onnx_export import WRAPPED_PREFIX, export_float_onnx
+    from sq_trt.export.qdq import quantize_graph, targets_from_model
+    from sq_trt.export.stage import save_onnx
+    from sq_trt.models.loading import load_model
+    from sq_trt.models.registry import quantizable_linears
+
+    work = tmp_path_factory.mktemp("smollm2")
+    loaded = load_model("demo")
+    fp16 = export_float_onnx(loaded.model, loaded.spec, dtype="float16")
+    names = quantizable_linears(loaded.model)
+    paths = {"fp16": work / "model.fp16.onnx"}
+    save_onnx(fp16, paths["fp16"])
+    for mode, amax in (("per_tensor", dict.fromkeys(names, 8.0)), ("per_token", None)):
+        int8 = onnx.ModelProto()
+        int8.CopyFrom(fp16)
+        targets = targets_from_model(
+            loaded.model,
+            names,
+            weight_layout=loaded.spec.weight_layout,
+            input_amax=amax,
+            prefix=WRAPPED_PREFIX,
+        )
+        quantize_graph(int8, targets, act_mode=mode, encoding="portable", act_dtype="float16")
+        paths[mode] = work / f"model.{mode}.onnx"
+        save_onnx(int8, paths[mode])
+    return paths
+
+
+def test_smollm2_engines_build_with_tensorrt_rtx(onnx_files, tmp_path):
+    from sq_trt.build.backends import load_tensorrt_rtx
+    from sq_trt.build.builder import build_engine
+    from sq_trt.build.recipe import load_recipe, resolve_settings
+
+    backend = load_tensorrt_rtx()
+    recipe = load_recipe(RECIPE)
+    sizes = {}
+    for variant, path in onnx_files.items():
+        settings = resolve_settings(
+            recipe,
+            {"onnx": path, "name": "smollm2", "target": variant, "engines_dir": tmp_path},
+            source="test",
+        )
+        record = build_engine(settings, backend, log=lambda _: None)
+        assert {(t.name, t.mode, t.dtype, tuple(t.shape)) for t in record.io} == {
+            ("input_ids", "input", "int64", (-1, -1)),
+            ("logits", "output", "float16", (-1, -1, VOCAB)),
+        }
+        sizes[variant] = record.plan_bytes
+    manifest = load_manifest(tmp_path / "smollm2", stage="build", verify_files=True)
+    assert sorted(manifest.extra["engines"]) == ["fp16", "per_tensor", "per_token"]
+    for raw in manifest.extra["engines"].values():
+        assert set(REQUIRED_FIELDS) <= set(raw)
+        assert raw["profiles"][0]["shapes"]["input_ids"] == {"min": [1, 1], "opt": [1, 128], "max": [4, 512]}
+    # 134.5 M parameters: ~270 MB of fp16 weights. INT8 linears (the embedding stays fp16) must shrink the
+    # engine: the INT8 weights stayed INT8 through TensorRT-RTX rather than being expanded back to fp16.
+    assert sizes["fp16"] > 200e6
+    assert sizes["per_tensor"] < 0.85 * sizes["fp16"] and sizes["per_token"] < 0.85 * sizes["fp16"]
