@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from sq_trt.compare.metrics import LanguageModelAccumulator, OutputErrorAccumulator
+from sq_trt.compare.metrics import LanguageModelAccumulator, OutputErrorAccumulator, fold_next_token_metrics
 from sq_trt.compare.results import load_iterations, save_iteration
 from sq_trt.errors import ArtifactError, ConfigError
 
@@ -203,6 +203,7 @@ def _fold(
     if baseline not in names:
         raise ConfigError(f"baseline {baseline!r} is not among the runners {names}")
     base_outputs = dict(merged[baseline][0].items())
+    next_token: list[tuple[LanguageModelAccumulator, np.ndarray]] = []
     for name in names:
         if name == baseline:
             continue
@@ -224,8 +225,7 @@ def _fold(
         if LOGITS in base_outputs and np.ndim(base_outputs[LOGITS]) == 3:
             if acc.lm is None:
                 acc.lm = LanguageModelAccumulator()
-            acc.lm.update(
-                np.asarray(base_outputs[LOGITS], dtype=np.float32),
-                np.asarray(cand_outputs[LOGITS], dtype=np.float32),
-                input_ids,
-            )
+            next_token.append((acc.lm, cand_outputs[LOGITS]))
+    if next_token:
+        # The baseline's log-probabilities are computed once for all candidates.
+        fold_next_token_metrics(base_outputs[LOGITS], next_token, input_ids)

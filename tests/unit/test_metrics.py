@@ -22,13 +22,13 @@ from sq_trt.compare.metrics import (
 )
 
 # Histogram quantiles return the upper edge of the bin holding the quantile: at most one
-# bin (200 per decade) above the exact value, a relative error of 10**(1/200) - 1 < 1.2 %.
-BIN_RTOL = 10 ** (1 / metrics.HIST_BINS_PER_DECADE) - 1
+# bin above the exact value, a relative error of 2**-7 (bins are float32's top 16 bits).
+BIN_RTOL = metrics.HIST_RELATIVE_WIDTH
 
 
 def assert_within_one_bin(streamed: float, exact: float) -> None:
-    # 1e-9 slack: the bin edges are powers of ten computed in float64.
-    assert exact * (1 - 1e-9) <= streamed <= exact * (1 + BIN_RTOL) * (1 + 1e-9), (streamed, exact)
+    # The edge is exclusive: strictly above the value, by at most one bin width.
+    assert exact < streamed <= exact * (1 + BIN_RTOL) or exact == streamed == 0.0, (streamed, exact)
 
 
 def test_error_stats_hand_computed() -> None:
@@ -135,10 +135,11 @@ def test_output_accumulator_matches_exact_stats_over_batches() -> None:
     # Quantiles: within one histogram bin above the exact value.
     for key in ("abs_median", "abs_p99", "rel_median", "rel_p99"):
         assert_within_one_bin(summary[key], exact[key])
-    assert summary["cosine"] == pytest.approx(cosine_similarity(base, cand), rel=1e-9)
+    # The accumulator's dot products are float32 per row (float64 here): ~1e-7 relative.
+    assert summary["cosine"] == pytest.approx(cosine_similarity(base, cand), rel=1e-6)
     rows = row_cosine(base, cand)
-    assert summary["row_cosine_mean"] == pytest.approx(rows.mean(), rel=1e-9)
-    assert summary["row_cosine_min"] == pytest.approx(rows.min(), rel=1e-9)
+    assert summary["row_cosine_mean"] == pytest.approx(rows.mean(), rel=1e-6)
+    assert summary["row_cosine_min"] == pytest.approx(rows.min(), rel=1e-6)
     assert summary["elements"] == base.size
     hist = acc.histogram()
     assert sum(hist["counts"]) == base.size
