@@ -181,6 +181,24 @@ def sq_perplexity(
     return row
 
 
+def markdown_table(report: dict[str, Any]) -> str:
+    """The rows of a results JSON as a markdown table (for docs/benchmarks/smoothquant.md)."""
+    lines = ["| row | activations | perplexity | vs FP32 | alphas |", "|---|---|---:|---:|---|"]
+    for name in sorted(report["rows"], key=lambda n: list(ROWS).index(n) if n in ROWS else len(ROWS)):
+        row = report["rows"][name]
+        alphas = row.get("alphas")
+        summary = ""
+        if alphas:
+            values = sorted(alphas.values())
+            summary = f"median {values[len(values) // 2]:g}, range {values[0]:g}-{values[-1]:g}"
+        change = row.get("vs_fp32_pct")
+        lines.append(
+            f"| {name} | {row['act_mode']} | {row['perplexity']:.3f} | "
+            f"{'' if change is None else f'{change:+.2f}%'} | {summary} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -199,7 +217,11 @@ def main() -> int:
     parser.add_argument(
         "--work", type=Path, default=None, help="scratch dir for CLI artifacts (default: a temp dir)"
     )
+    parser.add_argument("--table", action="store_true", help="print --out as a markdown table and exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.out.read_text())))
+        return 0
 
     torch.manual_seed(0)
     loaded = load_model(args.model)
