@@ -145,7 +145,7 @@ def _cache_key(
             "constexprs": {k: repr(v) for k, v in constexprs.items()},
             "options": options,
             "triton": triton.__version__,
-            "format": 1,
+            "format": 2,
         }
     ).removeprefix("sha256:")[:32]
 
@@ -206,11 +206,15 @@ def compile_ptx(
     full_signature = {n: signature.get(n, "constexpr") for n in kernel.arg_names}
     start = time.perf_counter()
     try:
-        compiled = triton.compile(
-            ASTSource(fn=kernel, signature=full_signature, constexprs=dict(constexprs)),
-            target=GPUTarget("cuda", cc, 32),
-            options=options,
-        )
+        with triton.knobs.compilation.scope():
+            # Line-number directives would embed this machine's source paths in every engine
+            # (engines would differ by install location) and double the PTX size.
+            triton.knobs.compilation.disable_line_info = True
+            compiled = triton.compile(
+                ASTSource(fn=kernel, signature=full_signature, constexprs=dict(constexprs)),
+                target=GPUTarget("cuda", cc, 32),
+                options=options,
+            )
     except Exception as exc:  # Triton raises many types; the message is what matters
         raise KernelCompileError(f"Triton could not compile `{kernel.__name__}` for sm_{cc}: {exc}") from exc
     seconds = time.perf_counter() - start

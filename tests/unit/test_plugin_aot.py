@@ -70,6 +70,8 @@ def test_ptx_for_each_arch(kernel, signature, consts, arch: int, cache: Path, tm
     # The GPU rounding primitive and the correctly rounded reciprocal, not the interpreter's trick.
     assert "cvt.rni.f32.f32" in ptx and "div.rn.f32" in ptx
     assert "0f4B400000" not in ptx  # 1.5 * 2**23, the interpreter-only magic constant
+    # No line-number directives: the engine must not carry this machine's source paths.
+    assert ".loc" not in ptx and ".file" not in ptx and "kernels.py" not in ptx
     assert meta.num_warps in (4, 8) and meta.arch == arch
     # The rewritten PTX still assembles for its target with NVIDIA's assembler.
     ptx_file = tmp_path / f"{name}.ptx"
