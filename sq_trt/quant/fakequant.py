@@ -120,6 +120,8 @@ def apply_fake_quant(
             the model as it is now (the smoothed statistics for a smoothed model).
         act_mode: ``"per_token"`` (dynamic) or ``"per_tensor"`` (static).
         exclude: Full module names (or ``fnmatch`` patterns) to leave in floating point.
+            Linears already replaced by an earlier call are kept as they are, so two
+            calls give mixed modes (``exclude`` in the first, the other mode in the second).
 
     Returns:
         Names of the linears replaced, in model order.
@@ -138,6 +140,8 @@ def apply_fake_quant(
         if any(fnmatchcase(name, pattern) for pattern in exclude):
             continue
         module = modules[name]
+        if isinstance(module, W8A8Linear):
+            continue  # quantized by an earlier call (e.g. a few layers per token, the rest per tensor)
         amax: Any = None
         if act_mode == "per_tensor":
             if scales is None or name not in scales.input_amax:

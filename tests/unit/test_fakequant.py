@@ -81,3 +81,22 @@ def test_per_tensor_needs_scales() -> None:
     loaded = load_model("tiny:llama")
     with pytest.raises(ConfigError, match="input_amax"):
         apply_fake_quant(loaded.model, None, act_mode="per_tensor")
+
+
+def test_two_calls_give_mixed_modes() -> None:
+    loaded = load_model("tiny:llama")
+    scales = calibrate_tiny(loaded)
+    first = apply_fake_quant(loaded.model, scales, act_mode="per_tensor", exclude=["*.down_proj"])
+    second = apply_fake_quant(loaded.model, scales, act_mode="per_token")
+    assert second == [name for name in quantizable_linears(loaded.model) if name.endswith("down_proj")]
+    modules = dict(loaded.model.named_modules())
+    assert {modules[name].act_mode for name in first} == {"per_tensor"}
+    assert {modules[name].act_mode for name in second} == {"per_token"}
+
+
+def calibrate_tiny(loaded):
+    from sq_trt.calibrate import calibrate
+
+    return calibrate(
+        loaded, torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0)), progress=False
+    )
