@@ -51,9 +51,8 @@ def _make_logger(trt: Any, log: Log, verbose: bool) -> Any:
             if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
                 self.errors.append(msg)
             elif severity == trt.ILogger.Severity.WARNING or verbose:
-                log(f"[{backend_tag}] {msg}")
+                log(f"[trt] {msg}")
 
-    backend_tag = "trt"
     return _Logger()
 
 
@@ -91,6 +90,23 @@ def _engine_io(trt: Any, engine: Any) -> list[IoTensor]:
             )
         )
     return io
+
+
+def _read_back(
+    trt: Any, plan: bytes, logger: Any, network_io: list[IoTensor]
+) -> tuple[list[IoTensor], str, dict[str, Any], str | None]:
+    """I/O and layer information from the deserialized engine where a GPU allows it, else the network's I/O."""
+    if not visible_gpus():
+        reason = "no GPU visible: engines can only be deserialized on a GPU"
+        return network_io, "network", {"available": False, "reason": reason}, None
+    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
+    if engine is None:  # e.g. a TensorRT-RTX engine on a GPU outside its compute-capability targets
+        reason = "the engine does not deserialize on this GPU: " + (
+            " | ".join(logger.errors[-3:]) or "no detail"
+        )
+        return network_io, "network", {"available": False, "reason": reason}, None
+    summary, raw = engine_layer_info(trt, engine)
+    return _engine_io(trt, engine), "engine", summary, raw
 
 
 def _configure(
@@ -268,17 +284,7 @@ def build_engine(
     log(f"[build] built in {build_seconds:.2f}s ({len(plan) / 2**20:.1f} MiB)")
     _save_timing_cache(config, builder_facts)
 
-    io, io_source, layer_info, layer_json = network_io, "network", {}, None
-    if visible_gpus():
-        layer_info, layer_json = engine_layer_info(trt, plan, logger)
-        if layer_info.get("available"):
-            engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
-            io, io_source = _engine_io(trt, engine), "engine"
-    else:
-        layer_info = {
-            "available": False,
-            "reason": "no GPU visible: engines can only be deserialized on a GPU",
-        }
+    io, io_source, layer_info, layer_json = _read_back(trt, plan, logger, network_io)
 
     record = EngineRecord(
         target=settings.target,

@@ -19,7 +19,8 @@ def summarize_layers(info: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``layers`` (count), ``layer_types`` (type -> count) and ``int8_gemms``: the
-        names of matrix-multiply/convolution layers whose inputs include an Int8 format.
+        names of matrix-multiply/convolution layers with an INT8 input format (any spelling:
+        the inspector writes formats as free text such as ``"Row major linear INT8 format"``).
     """
     layers = info.get("Layers", [])
     types: Counter[str] = Counter()
@@ -30,33 +31,28 @@ def summarize_layers(info: dict[str, Any]) -> dict[str, Any]:
             continue
         kind = str(layer.get("LayerType", "<unknown>"))
         types[kind] += 1
-        inputs = json.dumps(layer.get("Inputs", []))
+        inputs = json.dumps(layer.get("Inputs", [])).lower()
         text = (kind + str(layer.get("Name", ""))).lower()
-        if any(word in text for word in ("gemm", "matrix", "matmul", "convolution")) and "Int8" in inputs:
+        if any(word in text for word in ("gemm", "matrix", "matmul", "convolution")) and "int8" in inputs:
             int8_gemms.append(str(layer.get("Name", "")))
     return {"available": True, "layers": len(layers), "layer_types": dict(types), "int8_gemms": int8_gemms}
 
 
-def engine_layer_info(trt: Any, engine_bytes: bytes, logger: Any) -> tuple[dict[str, Any], str | None]:
-    """Deserialize ``engine_bytes`` and read its layer information.
+def engine_layer_info(trt: Any, engine: Any) -> tuple[dict[str, Any], str | None]:
+    """Read a deserialized engine's layer information.
 
     Args:
         trt: The backend's TensorRT module.
-        engine_bytes: The serialized engine.
-        logger: A ``trt.ILogger``.
+        engine: A ``trt.ICudaEngine`` (built with detailed profiling verbosity for full detail).
 
     Returns:
         ``(summary, raw_json)``; ``raw_json`` is None when unavailable, and the summary
         then holds ``available: False`` and the reason.
     """
-    runtime = trt.Runtime(logger)
-    engine = runtime.deserialize_cuda_engine(engine_bytes)
-    if engine is None:
-        return {"available": False, "reason": "the engine could not be deserialized on this machine"}, None
     inspector = engine.create_engine_inspector()
     raw = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
     try:
         info = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, TypeError):
         return {"available": False, "reason": "the engine inspector returned no JSON"}, None
     return summarize_layers(info), raw

@@ -312,3 +312,33 @@ def test_exporter_artifact_builds_and_its_calibration_hash_reaches_the_engine_ma
         assert record.calibration_hash == export_manifest.extra["act_scales_hash"] is not None
         assert record.export_manifest == {"stage": "export", "fingerprint": export_manifest.fingerprint}
         assert {t.name: t.dtype for t in record.io} == {"input_ids": "int64", "logits": "float16"}
+
+
+def test_layer_summary_finds_int8_gemms_in_inspector_json():
+    from sq_trt.build.inspect import summarize_layers
+
+    info = {
+        "Layers": [
+            {
+                "Name": "q_proj",
+                "LayerType": "CaskGemmMatrixMultiply",
+                "Inputs": [{"Format/Datatype": "Row major INT8"}],
+            },
+            {
+                "Name": "lm_head",
+                "LayerType": "CaskGemmMatrixMultiply",
+                "Inputs": [{"Format/Datatype": "Row major FP16"}],
+            },
+            {
+                "Name": "norm",
+                "LayerType": "PointWiseV2",
+                "Inputs": [{"Format/Datatype": "Row major Int8 format"}],
+            },
+            "reformat_0",
+        ]
+    }
+    summary = summarize_layers(info)
+    assert summary["int8_gemms"] == [
+        "q_proj"
+    ]  # an INT8 pointwise layer is not a GEMM; an FP16 GEMM is not INT8
+    assert summary["layers"] == 4 and summary["layer_types"]["CaskGemmMatrixMultiply"] == 2
