@@ -266,3 +266,44 @@ def test_encoder_inputs_get_neutral_values() -> None:
     feed = next(iter(loader))
     np.testing.assert_array_equal(feed["attention_mask"], np.ones((2, 4)))
     np.testing.assert_array_equal(feed["token_type_ids"], np.zeros((2, 4)))
+
+
+@pytest.mark.gpu
+def test_plan_runner_matches_onnx_runtime(lm_files: dict[str, object], tmp_path: Path) -> None:
+    """A TensorRT engine of the tiny LM agrees with ONNX Runtime through `compare` (GPU hosts only)."""
+    pytest.importorskip(
+        "tensorrt",
+        reason="TensorRT proper (GPU hosts / NVIDIA's container) is not installable on this CPU machine",
+    )
+    from sq_trt.build.gpu import visible_gpus
+
+    if not visible_gpus():
+        pytest.skip("running a TensorRT engine needs an NVIDIA GPU")
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
+
+    profile = Profile().add("input_ids", min=(1, 1), opt=(2, 10), max=(4, 64))
+    network = NetworkFromOnnxPath(str(lm_files["base"]), strongly_typed=True)
+    plan = tmp_path / "base.plan"
+    plan.write_bytes(EngineBytesFromNetwork(network, config=CreateConfig(profiles=[profile]))())
+    runners = [
+        make_runner(parse_runner_spec(f"ort={lm_files['base']}")),
+        make_runner(parse_runner_spec(f"trt={plan}")),
+    ]
+    result = run_comparison(runners, "ort", loader=_loader(), progress=False)
+    # fp32 network; TF32 GEMMs may round the 16-wide dot products to ~1e-3.
+    assert result.metrics["trt"]["summary"]["top1_agreement"] >= 0.95
+    assert result.metrics["trt"]["summary"]["cosine"] >= 0.9999
+
+
+def test_cli_load_results_reproduces_the_metrics(tmp_path: Path) -> None:
+    from sq_trt.cli import main
+
+    first, replay = tmp_path / "first", tmp_path / "replay"
+    argv = ["compare", "--baseline", "fp=torch:tiny:llama", "--candidate", "naive=torch-w8a8:tiny:llama"]
+    argv += ["--model", "tiny:llama", "--samples", "3", "--seq-len", "16", "--no-progress"]
+    assert main([*argv, "--save-iterations", "-1", "--out", str(first)]) == 0
+    assert main(["compare", "--load-results", str(first), "--out", str(replay), "--no-progress"]) == 0
+    a, b = load_comparison(first), load_comparison(replay)
+    assert a["metrics"] == b["metrics"]
+    assert b["baseline"]["name"] == "fp" and b["candidates"][0]["replayed_from"] == str(first)
+    assert b["data"]["text_hash"] == a["data"]["text_hash"]

@@ -1,0 +1,71 @@
+"""compare on the demo model's exported ONNX files (SmolLM2-135M, a few held-out chunks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sq_trt.cli import main
+
+pytestmark = pytest.mark.integration
+
+SAMPLES, SEQ_LEN = 2, 128
+
+
+@pytest.fixture(scope="module")
+def demo_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Naive (unsmoothed) per-token W8A8 export of the demo model in portable ONNX ops, plus its FP16 twin."""
+    out = tmp_path_factory.mktemp("demo") / "export"
+    assert main(["export", "--model", "demo", "--per-token-encoding", "portable", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def comparison(demo_export: Path) -> dict[str, object]:
+    out = demo_export.parent / "compare"
+    argv = ["compare", "--baseline", f"fp16={demo_export / 'model.fp16.onnx'}"]
+    argv += ["--candidate", f"int8={demo_export / 'model.int8.onnx'}", "--candidate", "fp32=torch:demo"]
+    argv += ["--candidate", "fakequant=torch-w8a8:demo", "--model", "demo"]
+    argv += ["--samples", str(SAMPLES), "--seq-len", str(SEQ_LEN), "--no-progress", "--out", str(out)]
+    assert main([*argv, "--gate", "fp32:top1_agreement>=0.95"]) == 0
+    return json.loads((out / "comparison.json").read_text())
+
+
+def test_fp16_onnx_baseline_matches_the_pytorch_model(comparison: dict[str, object]) -> None:
+    import torch
+
+    from sq_trt.compare.dataloader import evaluation_slice
+    from sq_trt.data import tokenize_chunks
+    from sq_trt.evaluate import perplexity
+    from sq_trt.models.loading import load_model
+
+    fp32 = comparison["metrics"]["fp32"]["summary"]  # type: ignore[index]
+    # FP16 rounding of a 135M model: the argmax flips only where the top two logits nearly tie.
+    assert fp32["top1_agreement"] >= 0.97
+    assert fp32["kl_mean"] < 1e-3
+    # The baseline perplexity equals sq_trt.evaluate.perplexity of the float model on the same
+    # held-out chunks (a separate implementation), up to FP16 rounding (well under 1 %).
+    loaded = load_model("demo")
+    chunks = tokenize_chunks(loaded.tokenizer, evaluation_slice(), seq_len=SEQ_LEN, max_chunks=SAMPLES)
+    with torch.inference_mode():
+        reference = perplexity(loaded.model, chunks, progress=False)
+    assert fp32["ppl_baseline"] == pytest.approx(reference, rel=0.01)
+    assert fp32["ppl"] == pytest.approx(reference, rel=1e-4)  # the PyTorch runner is that model
+
+
+def test_int8_onnx_is_close_to_the_fp16_baseline_and_to_its_pytorch_reference(
+    comparison: dict[str, object],
+) -> None:
+    int8 = comparison["metrics"]["int8"]["summary"]  # type: ignore[index]
+    fakequant = comparison["metrics"]["fakequant"]["summary"]  # type: ignore[index]
+    # DESIGN.md measured naive per-token W8A8 at +3 % perplexity on SmolLM2; allow noise of 256 tokens.
+    assert 0 < int8["kl_mean"] < 0.1
+    assert -2 < int8["ppl_increase_pct"] < 10
+    assert int8["top1_agreement"] >= 0.8
+    # The ONNX graph and the PyTorch fake-quant reference implement the same quantization:
+    # their perplexities differ only by FP16 activations in the ONNX (within 2 %).
+    assert int8["ppl"] == pytest.approx(fakequant["ppl"], rel=0.02)
+    assert comparison["data"]["tokens"] == SAMPLES * SEQ_LEN  # type: ignore[index]
+    assert comparison["data"]["role"] == "evaluation"  # type: ignore[index]
