@@ -169,7 +169,9 @@ def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str
         # One program per token row; the kernel's int32 scalars are (n_rows, n_cols).
         rows = _rows_expr(x.shape_expr)
         params = trtp.KernelLaunchParams()
-        params.grid_x = rows
+        # An empty batch would be a zero-sized grid, which CUDA refuses; the kernel's
+        # `row < n_rows` guard makes the one extra program a no-op.
+        params.grid_x = rows if isinstance(rows, int) else trtp.max(rows, 1)
         params.block_x = meta.num_warps * 32
         params.shared_mem = meta.shared_mem
         extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(rows), trtp.SymInt32(x.shape_expr[-1])])
