@@ -236,7 +236,10 @@ def compile_ptx(
         compile_seconds=round(seconds, 4),
     )
     if use_cache:
-        atomic_write_text(ptx_path, ptx)
-        # Written last: an entry counts only once its metadata exists.
-        atomic_write_text(meta_path, json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
+        try:
+            atomic_write_text(ptx_path, ptx)
+            # Written last: an entry counts only once its metadata exists.
+            atomic_write_text(meta_path, json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
+        except OSError:
+            pass  # a read-only cache (e.g. a container's home) only costs a recompile next time
     return meta.kernel_name, ptx, meta

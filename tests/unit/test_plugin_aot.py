@@ -167,3 +167,13 @@ def test_strip_hidden_params_refuses_missing_entry() -> None:
 )  # fmt: skip
 def test_launch_config(n_cols: int | None, expected: tuple[int, bool, int]) -> None:
     assert kernels.launch_config(n_cols) == expected
+
+
+def test_unwritable_cache_still_compiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("SQ_TRT_CACHE", str(blocker))
+    name, ptx, meta = aot.compile_ptx(
+        kernels.per_token_quant_kernel, PLAIN_SIG, {"BLOCK": 32, **GPU_CONSTS}, 89
+    )
+    assert name == "per_token_quant_kernel" and ".entry per_token_quant_kernel" in ptx and not meta.cache_hit
