@@ -123,6 +123,26 @@ class PipelineContext:
 
         return self._memo("slices", make)
 
+    def calibration_model(self) -> LoadedModel:
+        """The model calibration runs on: offloaded (one layer in memory) when ``model.offload`` is set."""
+        if not self.recipe.model.offload:
+            return self.original()
+        return self._memo("offloaded", lambda: self.load_offloaded("calibrate"))
+
+    def load_offloaded(self, purpose: str) -> LoadedModel:
+        """A fresh disk-offloaded instance of the model, with its own offload folder."""
+        from sq_trt.offload import load_offloaded
+
+        m = self.recipe.model
+        root = m.offload_dir if m.offload_dir is not None else self.stage_dir(".offload")
+        return load_offloaded(
+            m.source,
+            root / purpose,
+            dtype=m.dtype,
+            local_files_only=m.local_files_only,
+            trust_remote_code=m.trust_remote_code,
+        )
+
     def calibration_chunks(self) -> torch.Tensor:
         """Calibration token chunks ``[calibrate.samples, calibrate.seq_len]``."""
         from sq_trt.data import tokenize_chunks
@@ -131,7 +151,7 @@ class PipelineContext:
         return self._memo(
             "calib_chunks",
             lambda: tokenize_chunks(
-                self.original().tokenizer, self.slices()[0], seq_len=c.seq_len, max_chunks=c.samples
+                self.calibration_model().tokenizer, self.slices()[0], seq_len=c.seq_len, max_chunks=c.samples
             ),
         )
 
@@ -146,9 +166,12 @@ class PipelineContext:
         return artifact_fingerprint(self.stage_dir(stage))
 
     def act_scales(self) -> ActScales:
-        """The calibrate stage's statistics (checked against the original model)."""
+        """The calibrate stage's statistics (checked against the model they are applied to)."""
         from sq_trt.calibrate import load_act_scales
 
+        if self.recipe.model.offload:
+            # The offloaded model's weights are not in memory; its fingerprint is checked in the smooth stage.
+            return self._memo("act_scales", lambda: load_act_scales(self.stage_dir("calibrate")))
         return self._memo(
             "act_scales", lambda: load_act_scales(self.stage_dir("calibrate"), model=self.original().model)
         )
@@ -168,7 +191,7 @@ class PipelineContext:
 def _run_calibrate(ctx: PipelineContext, path: Path) -> None:
     from sq_trt.calibrate import calibrate, save_act_scales
 
-    loaded = ctx.original()
+    loaded = ctx.calibration_model()
     chunks = ctx.calibration_chunks()
     scales = calibrate(loaded, chunks, progress=ctx.progress)
     scales.meta["data"] = ctx.slices()[0].describe()
@@ -205,25 +228,38 @@ def _run_smooth(ctx: PipelineContext, path: Path) -> None:
     )
 
     config = smooth_config(ctx.recipe)
-    original = ctx.original()
     scales = ctx.act_scales()
-    loaded = copy.copy(original)
-    loaded.model = copy.deepcopy(original.model)
     chunks = ctx.calibration_chunks()
-    search_inputs = None
-    if config.needs_search:
-        groups = smoothing_groups(loaded.model, include_optional=config.include_optional)
-        search_inputs = collect_group_inputs(
-            loaded.model,
-            chunks,
-            groups,
-            samples=config.search.samples,
-            tokens_per_sample=config.search.tokens_per_sample,
-            progress=ctx.progress,
-        )
     probe = chunks[:1, : min(64, chunks.shape[1])]
-    reference = reference_outputs(loaded.model, probe)
-    result = smooth_model(loaded.model, scales, config, search_inputs=search_inputs)
+    if ctx.recipe.model.offload:
+        from sq_trt.errors import ArtifactError
+        from sq_trt.offload import smooth_offloaded
+
+        loaded = ctx.load_offloaded("smooth")
+        if loaded.fingerprint() != scales.meta.get("model_fingerprint"):
+            raise ArtifactError(
+                f"{ctx.stage_dir('calibrate')} was calibrated on other weights than {loaded.source!r}; "
+                "rerun with --from calibrate"
+            )
+        reference = reference_outputs(loaded.model, probe)
+        result = smooth_offloaded(loaded, scales, config)
+    else:
+        original = ctx.original()
+        loaded = copy.copy(original)
+        loaded.model = copy.deepcopy(original.model)
+        search_inputs = None
+        if config.needs_search:
+            groups = smoothing_groups(loaded.model, include_optional=config.include_optional)
+            search_inputs = collect_group_inputs(
+                loaded.model,
+                chunks,
+                groups,
+                samples=config.search.samples,
+                tokens_per_sample=config.search.tokens_per_sample,
+                progress=ctx.progress,
+            )
+        reference = reference_outputs(loaded.model, probe)
+        result = smooth_model(loaded.model, scales, config, search_inputs=search_inputs)
     check_equivalence(loaded.model, probe, reference)
     save_smoothed(
         path,

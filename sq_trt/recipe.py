@@ -334,6 +334,22 @@ class Recipe(_Section):
         return value
 
     @model_validator(mode="after")
+    def _offload_needs_checkpoint_and_numeric_alpha(self) -> Recipe:
+        if not self.model.offload:
+            return self
+        source = self.model.source
+        if source.startswith("tiny:") or source.endswith(".gguf"):
+            raise ValueError(
+                f"model.offload streams layers from a saved checkpoint; {source!r} has none "
+                "(set model.offload: false, or save the model with save_pretrained and give its directory)"
+            )
+        if self.smooth.alpha == "auto" or "auto" in self.smooth.overrides.values():
+            raise ValueError(
+                "model.offload supports numeric alphas only; set smooth.alpha to a number in [0, 1]"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _gate_names_candidates(self) -> Recipe:
         names = {c.name for c in self.export.candidates}
         for text in self.gate:
