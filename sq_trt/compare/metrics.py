@@ -339,9 +339,9 @@ def fold_next_token_metrics(
     rows_base = base.reshape(-1, vocab)
     ids = np.asarray(input_ids, dtype=np.int64)
     # labels[b, t] = ids[b, t + 1]; the last position of each sequence has none (-1).
-    labels = np.full(ids.shape, -1, dtype=np.int64)
-    labels[:, :-1] = ids[:, 1:]
-    labels = labels.ravel()
+    shifted = np.full(ids.shape, -1, dtype=np.int64)
+    shifted[:, :-1] = ids[:, 1:]
+    labels = shifted.ravel()
     rows_cands = []
     for acc, logits in candidates:
         _check_same_shape(base, logits)

@@ -19,6 +19,7 @@ outputs of a GPU run) and recomputes the metrics from them.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ def write_comparison(root: Path, comparison: dict[str, Any]) -> Path:
     )
 
 
-def load_comparison(root: str | Path, *, verify_files: bool = False) -> dict[str, Any]:
+def load_comparison(root: str | os.PathLike[str], *, verify_files: bool = False) -> dict[str, Any]:
     """Read and validate a compare artifact's ``comparison.json``.
 
     Args:

@@ -139,23 +139,9 @@ class TorchRunner(BaseRunner):
 
 def onnx_session(path: str) -> Any:
     """An ONNX Runtime CPU session of ``path``, with sq-trt's plugin nodes rewritten to standard ops."""
-    try:
-        from sq_trt.export.runtime import session_from_onnx  # type: ignore[import-not-found]
-    except ImportError:
-        session_from_onnx = None
-    if session_from_onnx is not None:
-        return session_from_onnx(path)
-    onnx = require("onnx", STAGE)
-    from sq_trt.plugin_spec import ONNX_DOMAIN
+    from sq_trt.export.runtime import session_from_onnx
 
-    model = onnx.load(path, load_external_data=False)
-    if any(node.domain == ONNX_DOMAIN for node in model.graph.node):
-        raise ConfigError(
-            f"{path} holds sq-trt plugin nodes, and this install has no sq_trt.export.runtime to run them on CPU; "
-            "install the complete sq-trt"
-        )
-    ort = require("onnxruntime", STAGE)
-    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return session_from_onnx(path)
 
 
 def make_runner(spec: RunnerSpec, *, device: str = "cpu") -> BaseRunner:
