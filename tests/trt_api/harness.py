@@ -130,7 +130,12 @@ def _run(cmd: Sequence[str], **kwargs: object) -> str:
 
 def _cache_key(*parts: str) -> str:
     source = Path(__file__).read_bytes()
-    stubgen = importlib.metadata.version("pybind11-stubgen")
+    try:
+        stubgen = importlib.metadata.version("pybind11-stubgen")
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise HarnessUnavailable(
+            "pybind11-stubgen is not installed (the `dev` extra): pip install pybind11-stubgen"
+        ) from exc
     blob = "|".join([str(_FORMAT), sys.version, stubgen, hashlib.sha256(source).hexdigest(), *parts])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
