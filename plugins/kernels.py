@@ -61,10 +61,10 @@ def _quantize(x, inv, USE_LIBDEVICE: tl.constexpr):
 
 @triton.jit
 def _inverse_scale(amax):
-    # The reference's exact float32 value: torch evaluates `127 / t` as `reciprocal(t) * 127`
-    # (two roundings), so this is a correctly rounded reciprocal times 127, not one division.
-    one = tl.full([], 1.0, tl.float32)
-    return tl.div_rn(one, tl.maximum(amax, AMAX_EPS)) * QMAX
+    # The reference's exact float32 value: one correctly rounded division 127 / amax (the
+    # same value ONNX `Div(127, amax)` gives), not reciprocal-then-multiply.
+    qmax = tl.full([], QMAX, tl.float32)
+    return tl.div_rn(qmax, tl.maximum(amax, AMAX_EPS))
 
 
 @triton.jit

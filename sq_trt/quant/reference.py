@@ -31,7 +31,11 @@ AMAX_EPS = 1e-30
 def _quantize_with_amax(x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
     import torch
 
-    inv = QMAX / torch.clamp(amax.float(), min=AMAX_EPS)
+    # One correctly rounded float32 division, as ONNX `Div(127, amax)` and the kernel's
+    # `div_rn(127, amax)` compute it. (`QMAX / tensor` would be evaluated by torch as
+    # `reciprocal(tensor) * 127`, two roundings, and flip int8 values near .5 ties.)
+    denom = torch.clamp(amax.float(), min=AMAX_EPS)
+    inv = torch.full_like(denom, float(QMAX)) / denom
     return torch.clamp(torch.round(x.float() * inv), -QMAX, QMAX).to(torch.int8)
 
 
