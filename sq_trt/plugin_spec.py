@@ -15,6 +15,10 @@ Node ``PerTokenQuant`` (domain ``sq_trt``):
 Node ``RMSNormPerTokenQuant`` (domain ``sq_trt``), the fused variant:
     inputs ``x [..., K]``, ``weight [K]``; attribute ``epsilon`` (float)
     outputs as above, of ``y = x / sqrt(mean(x^2) + epsilon) * weight``
+
+Node ``LayerNormPerTokenQuant`` (domain ``sq_trt``), the LayerNorm fused variant:
+    inputs ``x [..., K]``, ``weight [K]``, ``bias [K]``; attribute ``epsilon`` (float)
+    outputs as above, of ``y = (x - mean(x)) / sqrt(var(x) + epsilon) * weight + bias``
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ PLUGIN_NAMESPACE = "sq_trt"
 PLUGIN_VERSION = "1"
 PER_TOKEN_QUANT = "PerTokenQuant"
 RMSNORM_PER_TOKEN_QUANT = "RMSNormPerTokenQuant"
+LAYERNORM_PER_TOKEN_QUANT = "LayerNormPerTokenQuant"
 # Scale of the DequantizeLinear that follows the plugin's int8 output: x_q/127 stays
 # in [-1, 1], so the fp16 GEMM output cannot overflow before the Mul by amax.
 DQ_SCALE = 1.0 / 127.0
