@@ -19,8 +19,6 @@ from sq_trt.errors import ConfigError
 
 __all__ = ["LAYERNORM_PER_TOKEN_QUANT", "onnx_node_attributes", "register"]
 
-# The LayerNorm variant's node/plugin name. It belongs in sq_trt.plugin_spec with the other
-# two; until it is added there, this is its one definition.
 LAYERNORM_PER_TOKEN_QUANT: str = plugin_spec.LAYERNORM_PER_TOKEN_QUANT
 _NORM_OPS = (plugin_spec.RMSNORM_PER_TOKEN_QUANT, LAYERNORM_PER_TOKEN_QUANT)
 
