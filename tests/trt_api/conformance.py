@@ -271,6 +271,15 @@ def conformance_errors(
     return [f for f in typed if f.key() not in baseline], checked
 
 
+def memoized_conformance(
+    env: BindingsEnv, work: Path, memo: dict[str, tuple[list[Finding], list[str]]]
+) -> tuple[list[Finding], list[str]]:
+    """:func:`conformance_errors` for ``env``, computed once per ``memo`` (a session fixture)."""
+    if env.label not in memo:
+        memo[env.label] = conformance_errors(env, work)
+    return memo[env.label]
+
+
 def format_failure(label: str, findings: Iterable[Finding]) -> str:
     """A readable assertion message: one line per missing or misused API element, naming the version."""
     lines = [f.describe(label) for f in findings]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conformance import Finding, conformance_errors
+from .conformance import Finding
 from .harness import (
     TRT_VERSIONS,
     BindingsEnv,
@@ -58,12 +58,3 @@ def mypy_work() -> Path:
 def conformance(mypy_work: Path) -> dict[str, tuple[list[Finding], list[str]]]:
     """Memo of conformance results per API label (several tests read the same run)."""
     return {}
-
-
-def check(
-    env: BindingsEnv, work: Path, memo: dict[str, tuple[list[Finding], list[str]]]
-) -> tuple[list[Finding], list[str]]:
-    """Conformance findings for ``env``, computed once per session."""
-    if env.label not in memo:
-        memo[env.label] = conformance_errors(env, work)
-    return memo[env.label]

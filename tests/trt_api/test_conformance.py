@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from .conformance import REPO, Finding, conformance_errors, format_failure
-from .conftest import check
+from .conformance import memoized_conformance as check
 from .harness import BindingsEnv
 
 Memo = dict[str, tuple[list[Finding], list[str]]]

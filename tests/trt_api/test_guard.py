@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .conformance import BACKEND_CONDITIONS
 from .harness import BindingsEnv
 
 
@@ -27,7 +28,8 @@ def test_building_through_the_stubs_fails(trt_env: BindingsEnv) -> None:
 
 
 def test_project_backend_sees_the_real_version(trt_env: BindingsEnv) -> None:
-    # The builder's version gate runs against the real module of each version (pure Python, no C calls).
+    # The builder's version gate runs against the real module of each version (pure Python, no C calls),
+    # and the Backend properties the conformance check fixes per backend have the values it assumes.
     proc = trt_env.run_python(
         "import json\n"
         "from sq_trt.build.backends import load_tensorrt\n"
@@ -37,11 +39,23 @@ def test_project_backend_sees_the_real_version(trt_env: BindingsEnv) -> None:
         "    b.compute_capability_enum('8.9'); refused = False\n"
         "except BuildError:\n"
         "    refused = True\n"
-        "print(json.dumps({'name': b.name, 'version': b.version, 'plugins': b.supports_plugins, 'cc_refused': refused}))"
+        f"conditions = {{n: getattr(b, n) for n, _ in {BACKEND_CONDITIONS!r}}}\n"
+        "print(json.dumps({'name': b.name, 'version': b.version, 'cc_refused': refused, 'conditions': conditions}))"
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result == {"name": "tensorrt", "version": trt_env.version, "plugins": True, "cc_refused": True}
+    assert result["name"] == "tensorrt" and result["version"] == trt_env.version and result["cc_refused"]
+    assert result["conditions"] == dict(BACKEND_CONDITIONS), result
+
+
+def test_backend_conditions_flip_for_tensorrt_rtx(rtx_env: BindingsEnv) -> None:
+    from sq_trt.build.backends import load_tensorrt_rtx
+
+    backend = load_tensorrt_rtx()
+    assert backend.version == rtx_env.version
+    assert {name: getattr(backend, name) for name, _ in BACKEND_CONDITIONS} == {
+        name: not value for name, value in BACKEND_CONDITIONS
+    }
 
 
 _BUILD_THROUGH_STUBS = """
