@@ -20,8 +20,9 @@ report              gate, report (+ compare's artifact)        ``<work>/report``
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -322,6 +323,45 @@ def _baseline_candidate(recipe: Recipe) -> Candidate:
     function up to FP16 rounding; the unsmoothed one is still preferred as the reference.
     """
     return next((c for c in recipe.export.candidates if not c.smooth), recipe.export.candidates[0])
+
+
+@contextlib.contextmanager
+def reuse_float_exports() -> Iterator[None]:
+    """Within this block, export each model's float ONNX graph once and hand out copies.
+
+    ``export_model`` traces the model with ``torch.onnx.export`` for every call, but
+    candidates of the same model (per-tensor, per-token portable, per-token plugin)
+    differ only in the Q/DQ rewrite applied to that graph; tracing dominates the
+    stage's time. Until the export stage accepts a pre-exported graph, its tracer is
+    wrapped here for the duration of one pipeline run (keyed by model object, dtype
+    and opset; every caller gets its own copy, so no export sees another's edits).
+    """
+    import onnx
+
+    from sq_trt.export import stage as export_stage
+
+    original = getattr(export_stage, "export_float_onnx", None)
+    if original is None:
+        yield
+        return
+    cache: dict[tuple[int, str, int], onnx.ModelProto] = {}
+
+    def cached(
+        model: Any, spec: Any, *, dtype: str = "float16", opset: int = export_stage.DEFAULT_OPSET
+    ) -> Any:
+        key = (id(model), dtype, opset)
+        if key not in cache:
+            cache[key] = original(model, spec, dtype=dtype, opset=opset)
+        graph = onnx.ModelProto()
+        graph.CopyFrom(cache[key])
+        return graph
+
+    export_stage.export_float_onnx = cached
+    try:
+        yield
+    finally:
+        export_stage.export_float_onnx = original
+        cache.clear()
 
 
 def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
@@ -667,7 +707,9 @@ def run_pipeline(
     )
     emit(f"[pipeline] comparison runner: {_compare_runner(recipe, plan)}")
     stages = plan_stages(ctx)
-    reports = run_stages(stages, ctx.work_dir, from_kind=from_kind, hook=hook, log=emit)
+    # An offloaded model is too large to keep its float graph in memory between candidates.
+    with reuse_float_exports() if not recipe.model.offload else contextlib.nullcontext():
+        reports = run_stages(stages, ctx.work_dir, from_kind=from_kind, hook=hook, log=emit)
     report_dir = ctx.stage_dir("report")
     verdict = evaluate_gate(recipe, ctx.stage_dir("compare"))
     result = PipelineResult(

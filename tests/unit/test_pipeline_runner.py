@@ -175,3 +175,28 @@ def test_code_change_reruns_the_stage(chain: Chain, tmp_path: Path, monkeypatch:
     assert code_hash("pkg_h7_code") != before
     statuses = {r.name: r.status for r in run_stages(with_code, chain.root, log=lambda _: None)}
     assert statuses == {"a": "reused", "b": "ran", "c": "reused"}  # b rewrote identical bytes
+
+
+def test_float_exports_are_traced_once_per_model_and_copied(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx
+
+    from sq_trt.export import stage as export_stage
+    from sq_trt.pipeline_stages import reuse_float_exports
+
+    calls: list[tuple[int, str]] = []
+
+    def tracer(model: object, spec: object, *, dtype: str = "float16", opset: int = 20) -> onnx.ModelProto:
+        calls.append((id(model), dtype))
+        return onnx.helper.make_model(onnx.helper.make_graph([], f"g{len(calls)}", [], []))
+
+    monkeypatch.setattr(export_stage, "export_float_onnx", tracer)
+    first, second = object(), object()
+    with reuse_float_exports():
+        a = export_stage.export_float_onnx(first, None, dtype="float16")
+        b = export_stage.export_float_onnx(first, None, dtype="float16")
+        c = export_stage.export_float_onnx(second, None, dtype="float16")
+        b.graph.name = "edited by one export"
+    assert calls == [(id(first), "float16"), (id(second), "float16")]
+    assert a is not b and a.graph.name == "g1"  # copies: one export's edits never reach another
+    assert c.graph.name == "g2"
+    assert export_stage.export_float_onnx is tracer  # restored after the run
