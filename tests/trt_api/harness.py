@@ -18,8 +18,9 @@ For each TensorRT version this module (cached under ``$SQ_TRT_CACHE/trt-bindings
    NVIDIA's metapackage does, and what the pure-Python ``tensorrt.plugin`` needs);
 4. generates ``.pyi`` stubs with ``pybind11-stubgen`` for mypy.
 
-Manual use: ``python -m tests.trt_api.harness [--version V ...]`` prepares the
-environments and prints their paths.
+Manual use: ``python -m tests.trt_api.harness [--version V ...] [--check]`` prepares
+the environments, prints their paths, and with ``--check`` runs the mypy conformance
+check (:mod:`tests.trt_api.conformance`). See ``docs/TRT_API_CHECK.md``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ _FORMAT = 1  # bump when the cached layout changes
 
 class HarnessUnavailable(RuntimeError):
     """The harness cannot be prepared here (no network, no compiler, ...); tests skip with this reason."""
+
+
+class HarnessError(RuntimeError):
+    """A wheel or generated stub is not what the harness expects: a failure, never a skip."""
 
 
 def cache_root() -> Path:
@@ -196,6 +201,7 @@ def symbols_to_stub(ext: Path) -> tuple[list[str], list[str]]:
 
     Raises:
         HarnessUnavailable: A NEEDED library that is not NVIDIA's is missing from this system.
+        HarnessError: The extension imports nothing from NVIDIA's libraries (not a TensorRT binding).
     """
     nvidia, provided = [], defined_symbols(python_library())
     for soname in needed_libraries(ext):
@@ -208,9 +214,7 @@ def symbols_to_stub(ext: Path) -> tuple[list[str], list[str]]:
         provided |= defined_symbols(path)
     missing = sorted(undefined_symbols(ext) - provided)
     if not nvidia or not missing:
-        raise HarnessUnavailable(
-            f"{ext} links no NVIDIA library symbols (NEEDED nvidia={nvidia}); unexpected"
-        )
+        raise HarnessError(f"{ext} links no NVIDIA library symbols (NEEDED nvidia={nvidia}); unexpected")
     return nvidia, missing
 
 
@@ -366,7 +370,7 @@ def sanitize_pyi(path: Path) -> None:
     """Repair the few signatures pybind11-stubgen writes that are not valid Python.
 
     Raises:
-        HarnessUnavailable: The stub still does not parse (a new kind of breakage to handle here).
+        HarnessError: The stub still does not parse (a new kind of breakage to handle here).
     """
     lines = path.read_text().splitlines()
     for i, line in enumerate(lines):
@@ -379,7 +383,7 @@ def sanitize_pyi(path: Path) -> None:
     try:
         ast.parse(text)
     except SyntaxError as exc:
-        raise HarnessUnavailable(
+        raise HarnessError(
             f"generated stub {path} is not valid Python at line {exc.lineno}: {exc.msg}"
         ) from exc
     path.write_text(text)
@@ -445,7 +449,8 @@ def prepare_tensorrt(version: str, root: Path | None = None) -> BindingsEnv:
         The prepared environment.
 
     Raises:
-        HarnessUnavailable: Download, unpack, compile or stub generation failed (the reason is in the message).
+        HarnessUnavailable: Download, compile or stub generation cannot run here (the reason is in the message).
+        HarnessError: The wheel or the generated stubs are not what the harness expects.
     """
     root = root or cache_root()
     wheel = download_wheel(version, root / "wheels" / version)
@@ -459,7 +464,7 @@ def prepare_tensorrt(version: str, root: Path | None = None) -> BindingsEnv:
                 zf.extractall(site)
             ext = site / "tensorrt_bindings" / "tensorrt.so"
             if not ext.exists():
-                raise HarnessUnavailable(f"{wheel.name} has no tensorrt_bindings/tensorrt.so")
+                raise HarnessError(f"{wheel.name} has no tensorrt_bindings/tensorrt.so")
             sonames, symbols = symbols_to_stub(ext)
             compile_stubs(sonames, symbols, libs)
             (site / "tensorrt").mkdir()
