@@ -307,3 +307,16 @@ def test_cli_load_results_reproduces_the_metrics(tmp_path: Path) -> None:
     assert a["metrics"] == b["metrics"]
     assert b["baseline"]["name"] == "fp" and b["candidates"][0]["replayed_from"] == str(first)
     assert b["data"]["text_hash"] == a["data"]["text_hash"]
+
+
+def test_plan_without_tensorrt_names_the_fix(tmp_path: Path) -> None:
+    import importlib.util
+
+    from sq_trt.errors import MissingDependencyError
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT proper is installed here; the refusal path is for machines without it")
+    plan = tmp_path / "int8.plan"
+    plan.write_bytes(b"not an engine")
+    with pytest.raises(MissingDependencyError, match="stage `compare` needs the Python module `tensorrt`"):
+        make_runner(parse_runner_spec(f"int8={plan}"))
