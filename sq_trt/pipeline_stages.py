@@ -451,9 +451,21 @@ def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plu
 
 
 def _compare_runner(recipe: Recipe, plan: BuildPlan) -> str:
+    """``onnxruntime`` or ``tensorrt``: the engines are compared only when TensorRT proper built them.
+
+    Raises:
+        ConfigError: ``compare.runner: tensorrt`` without TensorRT engines in this run.
+    """
+    from sq_trt.errors import ConfigError
+
     runner = recipe.compare.runner
     if runner == "auto":
         return "tensorrt" if plan.name == "tensorrt" else "onnxruntime"
+    if runner == "tensorrt" and plan.name != "tensorrt":
+        raise ConfigError(
+            f"compare.runner is tensorrt but the engines of this run are built by {plan.name or 'nothing'} "
+            f"({plan.reason}); set build.backend: tensorrt on a GPU host, or compare.runner: onnxruntime"
+        )
     return runner
 
 
