@@ -143,13 +143,17 @@ def match_linear(graph: _Graph, target: QuantTarget) -> _LinearMatch:
     return _LinearMatch(node, weight_is_kn, removed)
 
 
-class _Builder:
+class GraphBuilder:
     """Collects new nodes and initializers with unique names."""
 
     def __init__(self, act_dtype: int) -> None:
         self.act_dtype = act_dtype
         self.initializers: list[Any] = []
         self._names: set[str] = set()
+
+    def reserve(self, names: Iterable[str]) -> None:
+        """Mark names already used by the graph."""
+        self._names.update(names)
 
     def unique(self, name: str) -> str:
         candidate, suffix = name, 1
@@ -174,7 +178,7 @@ class _Builder:
 
 
 def portable_per_token_nodes(
-    x: str, x_q: str, amax: str, prefix: str, builder: _Builder, *, x_dtype: int | None
+    x: str, x_q: str, amax: str, prefix: str, builder: GraphBuilder, *, x_dtype: int | None
 ) -> list[Any]:
     """Standard-op nodes computing ``(x_q, amax) = PerTokenQuant(x)`` (the reference semantics).
 
@@ -239,7 +243,7 @@ def plugin_per_token_node(x: str, x_q: str, amax: str, name: str) -> Any:
     )
 
 
-def _weight_nodes(target: QuantTarget, match: _LinearMatch, builder: _Builder) -> tuple[list[Any], str]:
+def _weight_nodes(target: QuantTarget, match: _LinearMatch, builder: GraphBuilder) -> tuple[list[Any], str]:
     import numpy as np
     from onnx.helper import make_node
 
@@ -307,11 +311,9 @@ def quantize_graph(
     if dtype is None:
         raise ExportError(f"act_dtype must be float16 or float32, got {act_dtype!r}")
     graph = _Graph(model.graph)
-    builder = _Builder(dtype)
-    builder._names.update(graph.initializers)
-    builder._names.update(
-        name for node in model.graph.node for name in (*node.input, *node.output, node.name)
-    )
+    builder = GraphBuilder(dtype)
+    builder.reserve(graph.initializers)
+    builder.reserve(name for node in model.graph.node for name in (*node.input, *node.output, node.name))
     before: dict[int, list[Any]] = {}  # id(node) -> nodes to insert before it
     after: dict[int, list[Any]] = {}
     replace: dict[int, list[Any]] = {}
@@ -378,7 +380,7 @@ def quantize_graph(
 
 
 def _activation_nodes(
-    x: str, target: QuantTarget, act_mode: ActMode, encoding: Encoding, builder: _Builder
+    x: str, target: QuantTarget, act_mode: ActMode, encoding: Encoding, builder: GraphBuilder
 ) -> tuple[list[Any], str, str | None]:
     import numpy as np
     from onnx.helper import make_node

@@ -35,13 +35,11 @@ def expand_plugin_nodes(model: onnx.ModelProto) -> int:
     Returns:
         How many nodes were replaced.
     """
-    from sq_trt.export.qdq import _Builder, portable_per_token_nodes
+    from sq_trt.export.qdq import GraphBuilder, portable_per_token_nodes
 
-    builder = _Builder(act_dtype=0)  # CastLike is used, so the activation dtype is not needed
-    builder._names.update(init.name for init in model.graph.initializer)
-    builder._names.update(
-        name for node in model.graph.node for name in (*node.input, *node.output, node.name)
-    )
+    builder = GraphBuilder(act_dtype=0)  # CastLike is used, so the activation dtype is not needed
+    builder.reserve(init.name for init in model.graph.initializer)
+    builder.reserve(name for node in model.graph.node for name in (*node.input, *node.output, node.name))
     nodes: list[Any] = []
     replaced = 0
     for node in model.graph.node:
