@@ -84,6 +84,7 @@ def bench_demo(args: argparse.Namespace) -> dict[str, object]:
                     "stage": r.name,
                     "status": r.status,
                     "wall_s": round(r.wall_s, 1),
+                    "cpu_s": round(r.cpu_s, 1),
                     "peak_rss_mib": round(r.peak_rss_mib) if r.peak_rss_mib else None,
                     "detail": r.detail,
                 }

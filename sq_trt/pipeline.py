@@ -78,6 +78,7 @@ class StageReport:
     peak_rss_mib: float | None
     path: str
     detail: str = ""
+    cpu_s: float = 0.0
 
 
 # ----------------------------------------------------------------------------- fingerprints
@@ -272,6 +273,7 @@ def run_stages(
         with contextlib.suppress(FileNotFoundError):
             record_path.unlink()
         start = time.perf_counter()
+        cpu_start = time.process_time()
         with _PeakRss() as rss:
             if hook is not None:
                 hook("start", stage.name)
@@ -287,6 +289,7 @@ def run_stages(
                 )
                 continue
         wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
         fingerprint = artifact_fingerprint(stage.path)
         if hook is not None:
             hook("written", stage.name)
@@ -301,7 +304,9 @@ def run_stages(
         fingerprints[stage.name] = fingerprint
         peak = f", peak RSS {rss.peak_mib:.0f} MiB" if rss.peak_mib else ""
         log(f"{prefix}: ran in {wall:.1f} s{peak}")
-        reports.append(StageReport(stage.name, stage.kind, "ran", wall, rss.peak_mib, str(stage.path)))
+        reports.append(
+            StageReport(stage.name, stage.kind, "ran", wall, rss.peak_mib, str(stage.path), cpu_s=cpu)
+        )
     return reports
 
 
