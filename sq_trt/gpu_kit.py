@@ -97,7 +97,7 @@ def analyze_layers(info: dict[str, Any], plugin_name: str = "PerTokenQuant") -> 
                     found.extend(reach(str(out.get("Name")), depth + 1))
         return found
 
-    plugins = []
+    plugins: list[dict[str, Any]] = []
     for layer in layers:
         if not _is_plugin(layer, plugin_name):
             continue
@@ -179,8 +179,8 @@ def summarize_junit(path: Path) -> dict[str, Any]:
             {"test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome, "detail": detail}
         )
     totals: dict[str, int] = {}
-    for case in cases:
-        totals[case["outcome"]] = totals.get(case["outcome"], 0) + 1
+    for entry in cases:
+        totals[entry["outcome"]] = totals.get(entry["outcome"], 0) + 1
     return {"totals": totals, "cases": cases}
 
 

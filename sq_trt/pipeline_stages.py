@@ -22,169 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sq_trt.pipeline import Stage, StageReport, StageSkipped
+from sq_trt.pipeline_context import BuildPlan, PipelineContext, model_identity
 from sq_trt.recipe import Candidate, Recipe
 
 if TYPE_CHECKING:
-    import torch
-
-    from sq_trt.calibrate import ActScales
-    from sq_trt.data import TextSlice
     from sq_trt.models.loading import LoadedModel
-
-
-def model_identity(source: str) -> dict[str, Any]:
-    """A cheap identity of a model source for cache keys (no weights are read).
-
-    Local files are identified by name, size and modification time; ``demo`` by its
-    cached directory; ``tiny:<family>`` by the code that builds it; a hub id by itself.
-    """
-    from sq_trt.pipeline import code_hash
-
-    if source.startswith("tiny:"):
-        return {"tiny": source, "code": code_hash("sq_trt.models.tiny")}
-    path = Path(source).expanduser()
-    if source == "demo":
-        from sq_trt.models.demo import demo_model_dir
-
-        path = demo_model_dir(fetch=False)
-    if not path.exists():
-        return {"hub": source}
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {
-        "path": str(path.resolve()),
-        "files": {
-            p.name if p == path else p.relative_to(path).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns]
-            for p in files
-        },
-    }
-
-
-@dataclass
-class PipelineContext:
-    """What the stages share within one run: the recipe, its directories, lazily loaded models and data."""
-
-    recipe: Recipe
-    progress: bool = True
-    log: Callable[[str], None] = print
-    _cache: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def work_dir(self) -> Path:
-        """The recipe's work directory."""
-        return self.recipe.resolved_work_dir
-
-    @property
-    def engines_dir(self) -> Path:
-        """The recipe's engines directory."""
-        return self.recipe.resolved_engines_dir
-
-    def stage_dir(self, *parts: str) -> Path:
-        """``<work>/<parts...>``."""
-        return self.work_dir.joinpath(*parts)
-
-    def _memo(self, key: str, make: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
-
-    def original(self) -> LoadedModel:
-        """The model as loaded from ``model.source`` (never modified; copy before changing it)."""
-        from sq_trt.models.loading import load_model
-
-        m = self.recipe.model
-        return self._memo(
-            "original",
-            lambda: load_model(
-                m.source,
-                dtype=m.dtype,
-                local_files_only=m.local_files_only,
-                trust_remote_code=m.trust_remote_code,
-                device=m.device,
-            ),
-        )
-
-    def slices(self) -> tuple[TextSlice, TextSlice]:
-        """Calibration and evaluation slices of ``data.source``."""
-        from sq_trt.data import check_slices_disjoint, load_slices
-
-        d = self.recipe.data
-
-        def make() -> tuple[TextSlice, TextSlice]:
-            calib, evaluation = load_slices(
-                d.source, text_column=d.text_column, calib_fraction=d.calib_fraction
-            )
-            check_slices_disjoint(calib, evaluation)
-            return calib, evaluation
-
-        return self._memo("slices", make)
-
-    def calibration_model(self) -> LoadedModel:
-        """The model calibration runs on: offloaded (one layer in memory) when ``model.offload`` is set."""
-        if not self.recipe.model.offload:
-            return self.original()
-        return self._memo("offloaded", lambda: self.load_offloaded("calibrate"))
-
-    def load_offloaded(self, purpose: str) -> LoadedModel:
-        """A fresh disk-offloaded instance of the model, with its own offload folder."""
-        from sq_trt.offload import load_offloaded
-
-        m = self.recipe.model
-        root = m.offload_dir if m.offload_dir is not None else self.stage_dir(".offload")
-        return load_offloaded(
-            m.source,
-            root / purpose,
-            dtype=m.dtype,
-            local_files_only=m.local_files_only,
-            trust_remote_code=m.trust_remote_code,
-        )
-
-    def calibration_chunks(self) -> torch.Tensor:
-        """Calibration token chunks ``[calibrate.samples, calibrate.seq_len]``."""
-        from sq_trt.data import tokenize_chunks
-
-        c = self.recipe.calibrate
-        return self._memo(
-            "calib_chunks",
-            lambda: tokenize_chunks(
-                self.calibration_model().tokenizer, self.slices()[0], seq_len=c.seq_len, max_chunks=c.samples
-            ),
-        )
-
-    def build_plan(self) -> BuildPlan:
-        """The backend that builds engines in this run (resolved once)."""
-        return self._memo("build_plan", lambda: choose_backend(self.recipe))
-
-    def stage_fingerprint(self, stage: str) -> str:
-        """Fingerprint of a finished stage's artifact (recorded in downstream manifests)."""
-        from sq_trt.pipeline import artifact_fingerprint
-
-        return artifact_fingerprint(self.stage_dir(stage))
-
-    def act_scales(self) -> ActScales:
-        """The calibrate stage's statistics (checked against the model they are applied to)."""
-        from sq_trt.calibrate import load_act_scales
-
-        if self.recipe.model.offload:
-            # The offloaded model's weights are not in memory; its fingerprint is checked in the smooth stage.
-            return self._memo("act_scales", lambda: load_act_scales(self.stage_dir("calibrate")))
-        return self._memo(
-            "act_scales", lambda: load_act_scales(self.stage_dir("calibrate"), model=self.original().model)
-        )
-
-    def smoothed(self) -> tuple[LoadedModel, ActScales]:
-        """The smooth stage's model and statistics."""
-        from sq_trt.smooth import load_smoothed
-
-        return self._memo(
-            "smoothed", lambda: load_smoothed(self.stage_dir("smooth"), device=self.recipe.model.device)
-        )
-
 
 # ----------------------------------------------------------------------------- calibrate and smooth
 
@@ -232,6 +81,7 @@ def _run_smooth(ctx: PipelineContext, path: Path) -> None:
     scales = ctx.act_scales()
     chunks = ctx.calibration_chunks()
     probe = chunks[:1, : min(64, chunks.shape[1])]
+    loaded: LoadedModel
     if ctx.recipe.model.offload:
         from sq_trt.errors import ArtifactError
         from sq_trt.offload import smooth_offloaded
@@ -276,6 +126,10 @@ def _run_smooth(ctx: PipelineContext, path: Path) -> None:
 # ----------------------------------------------------------------------------- plan
 
 
+# The stage adapters themselves are part of every stage's code: changing how a stage is called may change its artifact.
+_ADAPTERS = ("sq_trt.pipeline_stages", "sq_trt.pipeline_context")
+
+
 def _candidate_config(candidate: Candidate) -> dict[str, Any]:
     return candidate.model_dump(mode="json")
 
@@ -297,7 +151,7 @@ def plan_stages(ctx: PipelineContext) -> list[Stage]:
                 "data": r.data.model_dump(mode="json"),
                 "calibrate": r.calibrate.model_dump(mode="json"),
             },
-            code=("sq_trt.calibrate", "sq_trt.data", "sq_trt.models"),
+            code=(*_ADAPTERS, "sq_trt.calibrate", "sq_trt.data", "sq_trt.models", "sq_trt.offload"),
         )
     ]
     if any(c.smooth for c in r.export.candidates):
@@ -309,7 +163,7 @@ def plan_stages(ctx: PipelineContext) -> list[Stage]:
                 run=lambda: _run_smooth(ctx, smooth_dir),
                 config={"smooth": r.smooth.model_dump(mode="json")},
                 after=("calibrate",),
-                code=("sq_trt.smooth", "sq_trt.autoalpha"),
+                code=(*_ADAPTERS, "sq_trt.smooth", "sq_trt.autoalpha", "sq_trt.offload"),
             )
         )
     stages.extend(_later_stages(ctx))
@@ -368,11 +222,9 @@ def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
     from sq_trt.export.stage import ExportConfig, export_model
 
     e = ctx.recipe.export
+    options: dict[str, Any] = {"opset": e.opset} if e.opset is not None else {}
     config = ExportConfig(
-        act_mode=candidate.act_mode,
-        encoding=candidate.encoding,
-        exclude=tuple(e.exclude),
-        **({"opset": e.opset} if e.opset is not None else {}),
+        act_mode=candidate.act_mode, encoding=candidate.encoding, exclude=tuple(e.exclude), **options
     )
     if candidate.smooth:
         loaded, scales = ctx.smoothed()
@@ -383,46 +235,13 @@ def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
     export_model(loaded, path, scales=scales, config=config, inputs=inputs, force=True)
 
 
-@dataclass(frozen=True)
-class BuildPlan:
-    """Which backend builds, or why nothing is built."""
-
-    backend: Any
-    reason: str
-
-    @property
-    def name(self) -> str | None:
-        """``tensorrt`` / ``tensorrt_rtx``, or None when the build stage is skipped."""
-        return self.backend.name if self.backend is not None else None
-
-
-def choose_backend(recipe: Recipe) -> BuildPlan:
-    """Resolve ``build.backend`` once per run (``auto``: TensorRT with a GPU, else TensorRT-RTX).
-
-    Raises:
-        MissingDependencyError: An explicitly requested backend is not installed.
-    """
-    from sq_trt.build.backends import select_backend
-    from sq_trt.errors import MissingDependencyError
-
-    wanted = recipe.build.backend
-    if wanted == "none":
-        return BuildPlan(None, "build.backend is none")
-    try:
-        backend, reason = select_backend(wanted)
-    except MissingDependencyError as exc:
-        if wanted != "auto":
-            raise
-        return BuildPlan(None, f"no TensorRT backend is installed ({exc})")
-    return BuildPlan(backend, reason)
-
-
 def _engine_target(plan: BuildPlan) -> str:
     return "rtx" if plan.name == "tensorrt_rtx" else "trt"
 
 
 def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plugin: bool) -> None:
     from sq_trt.build.builder import build_engine
+    from sq_trt.build.profiles import RequiredShape
     from sq_trt.build.recipe import BuildSettings
 
     if plan.backend is None:
@@ -438,10 +257,10 @@ def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plu
         onnx=onnx,
         name=name,
         target=_engine_target(plan),
-        backend=plan.name,
+        backend=plan.backend.name,
         engines_dir=ctx.engines_dir,
         profiles=b.profiles,
-        required_shapes=[{"batch": c.batch_size, "seq": c.seq_len}],
+        required_shapes=[RequiredShape(batch=c.batch_size, seq=c.seq_len)],
         opt_level=b.opt_level,
         workspace_mb=b.workspace_mb,
         timing_cache=b.timing_cache,
@@ -569,7 +388,7 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
     """Export, build, compare and report."""
     r = ctx.recipe
     stages: list[Stage] = []
-    export_code = ("sq_trt.export",)
+    export_code = (*_ADAPTERS, "sq_trt.export")
     for candidate in r.export.candidates:
         path = ctx.stage_dir("export", candidate.name)
         stages.append(
@@ -577,7 +396,7 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
                 name=f"export/{candidate.name}",
                 kind="export",
                 path=path,
-                run=lambda c=candidate, p=path: _run_export(ctx, c, p),
+                run=functools.partial(_run_export, ctx, candidate, path),
                 config={
                     "candidate": _candidate_config(candidate),
                     "exclude": r.export.exclude,
@@ -617,10 +436,10 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
                 name=f"build/{name}",
                 kind="build",
                 path=ctx.engines_dir / name,
-                run=lambda n=name, o=onnx, pl=plugin: _run_build(ctx, plan, o, n, pl),
+                run=functools.partial(_run_build, ctx, plan, onnx, name, plugin),
                 config={**build_config, "target": target, "plugin": plugin},
                 after=(source,),
-                code=("sq_trt.build",),
+                code=(*_ADAPTERS, "sq_trt.build"),
             )
         )
 
@@ -644,7 +463,7 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
                 "baseline": baseline.name,
             },
             after=tuple(dict.fromkeys(after)),
-            code=("sq_trt.compare",),
+            code=(*_ADAPTERS, "sq_trt.compare"),
         )
     )
     report_dir = ctx.stage_dir("report")
@@ -659,7 +478,7 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
                 "compare",
                 *(("calibrate", "smooth") if any(c.smooth for c in r.export.candidates) else ()),
             ),
-            code=("sq_trt.report", "sq_trt.compare.gate"),
+            code=(*_ADAPTERS, "sq_trt.report", "sq_trt.compare.gate"),
         )
     )
     return stages

@@ -465,11 +465,14 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
                 where = ".".join(str(p) for p in path[: depth + 1])
                 raise ConfigError(f"--set {text!r}: {where} is a {type(node).__name__}, not a section")
         last = path[-1]
-        if (isinstance(node, list) and isinstance(last, int) and last < len(node)) or isinstance(node, dict):
+        if isinstance(node, dict):
             node[last] = value
-        else:
-            where = ".".join(str(p) for p in path[:-1]) or "the recipe"
-            raise ConfigError(f"--set {text!r}: {where} is a {type(node).__name__}, not a section or a list")
+            continue
+        if isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = value
+            continue
+        where = ".".join(str(p) for p in path[:-1]) or "the recipe"
+        raise ConfigError(f"--set {text!r}: {where} is a {type(node).__name__}, not a section or a list")
     return result
 
 
