@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from sq_trt.export.stage import ExportConfig, export_model
 
     config = ExportConfig(
-        act_mode=args.act_mode.replace("-", "_"),
+        act_mode="per_tensor" if args.act_mode == "per-tensor" else "per_token",
         encoding=args.per_token_encoding,
         int8_dtype=args.int8_dtype,
         exclude=tuple(args.exclude),

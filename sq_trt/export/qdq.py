@@ -111,7 +111,7 @@ def match_linear(graph: _Graph, target: QuantTarget) -> _LinearMatch:
     if target.initializer not in graph.initializers:
         raise ExportError(
             f"{target.name}: weight initializer {target.initializer!r} is not in the exported graph; "
-            "the exporter renamed or folded it (export with optimize=False), or the module is not a linear"
+            "the exporter renamed or folded it (see sq_trt.export.onnx_export), or the module is not a linear"
         )
     node, index = graph.sole_consumer(target.initializer, target.name)
     removed: list[Any] = []
@@ -169,7 +169,7 @@ class GraphBuilder:
         self.initializers.append(numpy_helper.from_array(array, unique))
         return unique
 
-    def act_const(self, name: str, value: float | Sequence[float]) -> str:
+    def act_const(self, name: str, value: float | Sequence[float] | np.ndarray) -> str:
         import numpy as np
         import onnx
 
@@ -195,7 +195,6 @@ def portable_per_token_nodes(
         x_dtype: ONNX element type of ``x``; None to use ``CastLike`` (dtype unknown).
     """
     import numpy as np
-    import onnx
     from onnx import TensorProto
     from onnx.helper import make_node
 
@@ -224,7 +223,6 @@ def portable_per_token_nodes(
         nodes.append(make_node("CastLike", [amax32, x], [amax], name=t("CastLikeAmax")))
     else:
         nodes.append(make_node("Cast", [amax32], [amax], name=t("CastAmax"), to=x_dtype))
-    del onnx
     return nodes
 
 
@@ -315,7 +313,6 @@ def quantize_graph(
     builder.reserve(graph.initializers)
     builder.reserve(name for node in model.graph.node for name in (*node.input, *node.output, node.name))
     before: dict[int, list[Any]] = {}  # id(node) -> nodes to insert before it
-    after: dict[int, list[Any]] = {}
     replace: dict[int, list[Any]] = {}
     drop: set[int] = set()
     shared: dict[tuple[str, float | None], tuple[str, str | None]] = {}
@@ -367,7 +364,6 @@ def quantize_graph(
             continue
         nodes.extend(before.get(id(node), []))
         nodes.extend(replace.get(id(node), [node]))
-        nodes.extend(after.get(id(node), []))
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     used = {name for node in nodes for name in node.input}

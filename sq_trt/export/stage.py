@@ -21,7 +21,7 @@ from sq_trt.artifacts import artifact_dir, hash_json
 from sq_trt.errors import ArtifactError, ConfigError, ExportError
 from sq_trt.export.lint import lint_qdq
 from sq_trt.export.onnx_export import DEFAULT_OPSET, WRAPPED_PREFIX, export_float_onnx, graph_io
-from sq_trt.export.qdq import ACT_MODES, ENCODINGS, quantize_graph, targets_from_model
+from sq_trt.export.qdq import ACT_MODES, ENCODINGS, ActMode, Encoding, quantize_graph, targets_from_model
 from sq_trt.models.registry import quantizable_linears
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ class ExportConfig:
         opset: ONNX opset of the default domain.
     """
 
-    act_mode: str = "per_token"
-    encoding: str = "plugin"
+    act_mode: ActMode = "per_token"
+    encoding: Encoding = "plugin"
     int8_dtype: str = "float16"
     exclude: tuple[str, ...] = ()
     opset: int = DEFAULT_OPSET
