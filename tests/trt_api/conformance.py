@@ -121,7 +121,7 @@ def mirror_sources(
                 data = data.replace(old.encode(), new.encode())
             wanted[target / path.relative_to(folder)] = data
     for existing in dest.rglob("*.py") if dest.exists() else ():
-        if existing not in wanted and existing.name != "trt_api_probe.py":
+        if existing not in wanted and not existing.name.startswith("trt_api_probe"):
             existing.unlink()
     for path, data in wanted.items():
         if not path.exists() or path.read_bytes() != data:
@@ -236,7 +236,7 @@ def conformance_errors(
     *,
     repo: Path = REPO,
     edits: dict[str, list[tuple[str, str]]] | None = None,
-    probe: str | None = None,
+    probe: dict[str, str] | None = None,
 ) -> tuple[list[Finding], list[str]]:
     """TensorRT API errors of the project's TensorRT code against ``env``.
 
@@ -245,7 +245,7 @@ def conformance_errors(
         work: Stable working directory (mirror, configs, mypy caches).
         repo: Repository root.
         edits: Text replacements applied to the mirror (self-test).
-        probe: Instead of the project, check this source text as module ``trt_api_probe``.
+        probe: Instead of the project, check these sources: ``{"trt_api_probe_x.py": text}``.
 
     Returns:
         ``(findings, checked)``: errors only the typed run reports, and the repo-relative files checked.
@@ -254,8 +254,13 @@ def conformance_errors(
     mirror = mirror_sources(mirror_root, repo, edits)
     rtx = env.module != "tensorrt"
     if probe is not None:
-        (mirror_root / "trt_api_probe.py").write_text(probe)
-        checked, files = ["trt_api_probe.py"], [mirror_root / "trt_api_probe.py"]
+        assert all(name.startswith("trt_api_probe") for name in probe), (
+            "probe modules are named trt_api_probe*"
+        )
+        for name, text in probe.items():
+            if not (mirror_root / name).exists() or (mirror_root / name).read_text() != text:
+                (mirror_root / name).write_text(text)
+        checked, files = sorted(probe), [mirror_root / name for name in sorted(probe)]
     else:
         repo_files = tensorrt_files(repo)
         # The plugin is TensorRT-proper only: TensorRT-RTX cannot load Python plugins (see DESIGN.md).
