@@ -16,6 +16,7 @@ TensorRT run skips RTX-only branches and the other way round.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -230,6 +231,14 @@ def run_mypy(
     return findings
 
 
+@functools.cache
+def _baseline(
+    files: tuple[Path, ...], mirror: Path, work: Path, rtx: bool
+) -> frozenset[tuple[str, int, str]]:
+    # The same for every TensorRT version of a run: computed once per process.
+    return frozenset(f.key() for f in run_mypy(files, mirror, None, work, rtx=rtx))
+
+
 def conformance_errors(
     env: BindingsEnv,
     work: Path,
@@ -271,7 +280,7 @@ def conformance_errors(
             mirror_root / ("sq_trt/plugins/" + c[len("plugins/") :] if c.startswith("plugins/") else c)
             for c in checked
         ]
-    baseline = {f.key() for f in run_mypy(files, mirror, None, work, rtx=rtx)}
+    baseline = _baseline(tuple(files), mirror, work, rtx)
     typed = run_mypy(files, mirror, env, work, rtx=rtx)
     return [f for f in typed if f.key() not in baseline], checked
 
