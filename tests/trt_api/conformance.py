@@ -16,6 +16,7 @@ TensorRT run skips RTX-only branches and the other way round.
 
 from __future__ import annotations
 
+import ast
 import functools
 import os
 import re
@@ -129,6 +130,73 @@ def mirror_sources(
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
     return dest / "sq_trt"
+
+
+MODULE_ALIASES = ("trt", "trtp")
+_TRT_MODULES = ("tensorrt", "tensorrt_rtx_bindings")
+
+
+def _is_module_annotation(node: ast.expr | None) -> bool:
+    return node is not None and "ModuleType" in ast.unparse(node)
+
+
+def _is_trt_source(node: ast.expr) -> bool:
+    """``backend.trt``, ``require("tensorrt...", ...)``, ``importlib.import_module("tensorrt...")``."""
+    if isinstance(node, ast.Attribute) and node.attr in MODULE_ALIASES:
+        return True
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+        name = ast.unparse(node.func).rsplit(".", 1)[-1]
+        return name in ("require", "import_module") and str(node.args[0].value).startswith(_TRT_MODULES)
+    return False
+
+
+def unresolved_module_names(path: Path) -> list[str]:
+    """TensorRT module values the mypy plugin would not resolve, so whose use would go unchecked.
+
+    The plugin resolves ``ModuleType`` values named ``trt`` / ``trtp``. A module value under another
+    name whose attributes the code reads (``rt.Builder``), or a ``trt`` parameter annotated ``Any``
+    (mypy never looks inside ``Any``), would silently escape the check.
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    holders: dict[str, int] = {}
+    problems = []
+    for node in ast.walk(tree):
+        # `trt: Any` (or no annotation) is never looked at by mypy, so nothing read from it is checked.
+        if (
+            isinstance(node, ast.arg)
+            and node.arg in MODULE_ALIASES
+            and not _is_module_annotation(node.annotation)
+        ):
+            where = path.relative_to(REPO) if path.is_relative_to(REPO) else path.name
+            shown = ast.unparse(node.annotation) if node.annotation is not None else "(unannotated)"
+            problems.append(
+                f"{where}:{node.lineno}: parameter `{node.arg}: {shown}` "
+                "hides the TensorRT module from the check; annotate it `types.ModuleType`"
+            )
+        if isinstance(node, ast.arg) and _is_module_annotation(node.annotation):
+            holders.setdefault(node.arg, node.lineno)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if _is_module_annotation(node.annotation) or (
+                node.value is not None and _is_trt_source(node.value)
+            ):
+                holders.setdefault(node.target.id, node.lineno)
+        elif isinstance(node, ast.Assign) and _is_trt_source(node.value):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    holders.setdefault(target.id, node.lineno)
+    read = {
+        (node.value.id if isinstance(node.value, ast.Name) else node.value.attr)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, (ast.Name, ast.Attribute))
+        and not node.attr.startswith("__")
+    }
+    problems += [
+        f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path.name}:{line}: `{name}` holds a TensorRT module; name it `trt` (or `trtp`) so it is checked"
+        for name, line in sorted(holders.items(), key=lambda item: item[1])
+        if name not in MODULE_ALIASES and name in read
+    ]
+    return problems
 
 
 def _repo_path(path: str, mirror: Path) -> str:

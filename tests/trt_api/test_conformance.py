@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .conformance import REPO, Finding, conformance_errors, format_failure
+from .conformance import (
+    REPO,
+    Finding,
+    conformance_errors,
+    format_failure,
+    tensorrt_files,
+    unresolved_module_names,
+)
 from .conformance import memoized_conformance as check
 from .harness import BindingsEnv
 
@@ -29,6 +36,32 @@ def test_check_covers_the_builder_and_the_plugin(
     missing = [path for path in expected if (REPO / path).exists() and path not in checked]
     assert not missing, f"not checked: {missing} (checked: {checked})"
     assert any(path.startswith("sq_trt/build/") for path in checked)
+
+
+def test_every_tensorrt_module_value_is_resolved() -> None:
+    # The mypy plugin types ModuleType values named trt/trtp; another name, or `trt: Any`, is never checked.
+    problems = [p for path in tensorrt_files() for p in unresolved_module_names(path)]
+    assert not problems, "\n".join(problems)
+
+
+def test_unresolved_module_name_is_detected(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from typing import Any\n"
+        "from types import ModuleType\n"
+        "def build(rt: ModuleType) -> None:\n"
+        "    rt.Builder(None)\n"
+        "def engine_io(trt: Any) -> None:\n"
+        "    trt.TensorIOMode.INPUT\n"
+        "def load(backend) -> None:\n"
+        "    trt = backend.trt\n"
+        "    mod = backend.trt\n"
+        "    trt.Runtime(None), mod.Runtime(None)\n"
+    )
+    problems = unresolved_module_names(probe)
+    assert sorted(p.split(": ", 1)[0] for p in problems) == ["probe.py:3", "probe.py:5", "probe.py:9"], (
+        problems
+    )
 
 
 # Misspellings of each kind the check must catch: an enum member, a module attribute reached through the
