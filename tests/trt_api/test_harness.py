@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from .harness import BindingsEnv, defined_symbols, needed_libraries, system_library, undefined_symbols
+from .elf import defined_symbols, needed_libraries, system_library, undefined_symbols
+from .harness import BindingsEnv
 
 
 def _extension(env: BindingsEnv) -> object:
