@@ -56,7 +56,8 @@ def activation_picture(
     Args:
         calibration_dir: The ``calibrate`` artifact (statistics of the original model).
         smoothed_dir: The ``smooth`` artifact (statistics of the smoothed model).
-        layer: The linear to show; default: the one with the largest max/median channel ratio.
+        layer: The linear to show; default: of the linears smoothing changed, the one with
+            the largest max/median channel ratio.
     """
     from sq_trt.artifacts import load_manifest
     from sq_trt.calibrate import load_act_scales, read_scales_file
@@ -70,7 +71,9 @@ def activation_picture(
         raise ArtifactError(
             f"{calibration_dir} and {smoothed_dir} share no linears; are they of the same model?"
         )
-    name = layer or pick_outlier_layer({n: before[n].numpy() for n in common})
+    name = layer or pick_outlier_layer(
+        {n: before[n].float().numpy() for n in common}, after={n: after[n].float().numpy() for n in common}
+    )
     if name not in common:
         raise ConfigError(f"layer {name!r} has no statistics in both artifacts; e.g. {common[0]!r}")
     return ActivationPicture(name, before[name].float().numpy(), after[name].float().numpy())

@@ -198,9 +198,18 @@ def _plots(
     return result
 
 
-def pick_outlier_layer(before: Mapping[str, Any], candidates: Sequence[str] | None = None) -> str:
-    """The linear whose input has the largest max/median channel-range ratio (the most telling picture)."""
+def pick_outlier_layer(
+    before: Mapping[str, Any], candidates: Sequence[str] | None = None, after: Mapping[str, Any] | None = None
+) -> str:
+    """The linear with the largest max/median input channel-range ratio (the most telling picture).
+
+    With ``after``, only linears whose statistics smoothing changed are considered
+    (a linear with no smoothing group would show the same picture twice).
+    """
     names = list(candidates) if candidates is not None else list(before)
+    if after is not None:
+        changed = [n for n in names if n in after and not np.allclose(before[n], after[n], rtol=1e-3)]
+        names = changed or names
     if not names:
         raise ValueError("no layers with activation statistics")
 

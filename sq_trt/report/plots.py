@@ -41,7 +41,8 @@ def activation_smoothing(before: np.ndarray, after: np.ndarray, layer: str) -> b
         layer: The linear's name (title).
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    # Separate y scales: after smoothing the range is often 100x smaller and would vanish on a shared axis.
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     channels = np.arange(before.shape[0])
     for ax, values, title, color in (
         (axes[0], before, "before smoothing", "#c0392b"),
@@ -53,6 +54,7 @@ def activation_smoothing(before: np.ndarray, after: np.ndarray, layer: str) -> b
         ax.set_xlabel("input channel")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("max |X| over calibration tokens")
+    axes[1].set_ylabel("max |X| (smoothed model)")
     fig.suptitle(f"Activation range per channel: {layer}", fontsize=11)
     return _png(fig)
 
@@ -70,14 +72,21 @@ def error_histograms(histograms: Mapping[str, Mapping[str, Sequence[float]]], ou
     for name, hist in histograms.items():
         edges = np.asarray(hist["upper_edges"], dtype=np.float64)
         counts = np.asarray(hist["counts"], dtype=np.float64)
-        if counts.size == 0:
+        total = counts.sum()
+        if total == 0:
             continue
-        finite = np.isfinite(edges)
-        # Regroup the fine bins (200 per decade) into 10 per decade so the curve reads as a shape.
-        coarse = np.floor(np.log10(np.maximum(edges[finite], 1e-12)) * 10) / 10
-        keys, index = np.unique(coarse, return_inverse=True)
-        sums = np.bincount(index, weights=counts[finite])
-        ax.step(10.0**keys, sums / counts.sum(), where="post", label=name)
+        # Exact zeros (bin 0, below 1e-40) have no place on a log axis: counted in the legend instead.
+        nonzero = edges > 1e-38
+        zeros = total - counts[nonzero].sum()
+        if not nonzero.any():
+            continue
+        # Regroup the fine bins (128 per octave) into 10 per decade on a gap-free grid, so the
+        # curve reads as a shape and falls to zero where there are no errors.
+        keys = np.floor(np.log10(np.minimum(edges[nonzero], 1e38)) * 10).astype(np.int64)
+        grid = np.arange(keys.min(), keys.max() + 2)
+        sums = np.bincount(keys - keys.min(), weights=counts[nonzero], minlength=grid.size)
+        label = f"{name} ({zeros / total:.1%} exactly 0)" if zeros else name
+        ax.step(10.0 ** (grid / 10), sums / total, where="post", label=label)
     ax.set_xscale("log")
     ax.set_xlabel(f"absolute error of `{output}`")
     ax.set_ylabel("fraction of elements")
