@@ -20,13 +20,14 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 from sq_trt.artifacts import atomic_write_text
 from sq_trt.cli import main
 
-RESULTS = Path(__file__).parent / "results" / "compare.json"
+RESULTS_DIR = Path(__file__).parent / "results"
 EXPORTS = {
     "naive-per-token": ["--model", "demo", "--act-scales", "{calib}", "--per-token-encoding", "portable"],
     "sq-per-token": ["--smoothed", "{smooth}", "--per-token-encoding", "portable"],
@@ -64,6 +65,7 @@ def main_bench() -> None:
     parser.add_argument("--samples", type=int, default=32, help="held-out samples of --seq-len tokens")
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--alpha", default="0.8")
+    parser.add_argument("--results-name", default="compare.json", help="file name under bench/results/")
     parser.add_argument("--calibration", type=Path, help="reuse this calibrate artifact")
     parser.add_argument("--smoothed", type=Path, help="reuse this smooth artifact")
     parser.add_argument("--export", action="append", default=[], metavar="NAME=DIR", help="reuse this export")
@@ -107,8 +109,7 @@ def main_bench() -> None:
 
     comparison = json.loads((out / "comparison.json").read_text())
     result = {
-        "command": "python bench/bench_compare.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        "command": "python bench/bench_compare.py " + " ".join(sys.argv[1:]),
         "compare_argv": argv,
         "exit_code": code,
         "tokens": comparison["data"]["tokens"],
@@ -128,7 +129,7 @@ def main_bench() -> None:
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
     }
-    atomic_write_text(RESULTS, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(RESULTS_DIR / args.results_name, json.dumps(result, indent=2) + "\n")
     print(
         json.dumps(
             {k: result[k] for k in ("compare_wall_s", "inference_s_per_runner", "metrics_s")}, indent=2
