@@ -76,6 +76,7 @@ def _run_child(command: list[str]) -> dict[str, Any]:
         raise RuntimeError(f"{' '.join(command)} failed ({code}):\n{output[-3000:]}")
     stage_lines = [line for line in output.splitlines() if line.startswith("[")]
     return {
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "command": " ".join(command),
         "wall_s": round(wall, 2),
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
@@ -268,9 +269,10 @@ def main() -> int:
         tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, args.out)
 
-    start = time.perf_counter()
-    scales = calibrate(loaded, calib)
-    print(f"calibrated in {time.perf_counter() - start:.1f} s")
+    if args.rows:
+        start = time.perf_counter()
+        scales = calibrate(loaded, calib)
+        print(f"calibrated in {time.perf_counter() - start:.1f} s")
     del loaded
     for name in args.rows:
         smoothing, mode = ROWS[name]
