@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     add_data_args(parser, seq_len=512, samples=32)
     out = parser.add_argument_group("output")
-    out.add_argument("--out", required=True, help="artifact directory to write (act_scales)")
+    out.add_argument(
+        "--out", default="work/act_scales", help="artifact directory to write (default work/act_scales)"
+    )
     out.add_argument("--force", action="store_true", help="replace --out if it exists")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -70,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--search-samples", type=int, default=4, help="calibration samples the auto search uses (default 4)"
     )
     out = parser.add_argument_group("output")
-    out.add_argument("--out", required=True, help="artifact directory to write (smoothed checkpoint)")
+    out.add_argument(
+        "--out", default="work/smoothed", help="artifact directory to write (default work/smoothed)"
+    )
     out.add_argument("--force", action="store_true", help="replace --out if it exists")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
 
