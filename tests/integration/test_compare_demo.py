@@ -56,16 +56,23 @@ def test_fp16_onnx_baseline_matches_the_pytorch_model(comparison: dict[str, obje
 
 
 def test_int8_onnx_is_close_to_the_fp16_baseline_and_to_its_pytorch_reference(
-    comparison: dict[str, object],
+    comparison: dict[str, object], demo_export: Path
 ) -> None:
+    from sq_trt.compare.run import run_comparison
+
     int8 = comparison["metrics"]["int8"]["summary"]  # type: ignore[index]
     fakequant = comparison["metrics"]["fakequant"]["summary"]  # type: ignore[index]
-    # DESIGN.md measured naive per-token W8A8 at +3 % perplexity on SmolLM2; allow noise of 256 tokens.
+    # DESIGN.md measured naive per-token W8A8 at +3 % perplexity on SmolLM2 (8k tokens); 256 tokens are noisier.
     assert 0 < int8["kl_mean"] < 0.1
     assert -2 < int8["ppl_increase_pct"] < 10
     assert int8["top1_agreement"] >= 0.8
-    # The ONNX graph and the PyTorch fake-quant reference implement the same quantization:
-    # their perplexities differ only by FP16 activations in the ONNX (within 2 %).
-    assert int8["ppl"] == pytest.approx(fakequant["ppl"], rel=0.02)
+    # The ONNX graph and the PyTorch fake-quant reference implement the same quantization, but the
+    # graph computes in FP16: measured 2.8 % apart in perplexity on these 256 tokens (23.76 vs 23.11),
+    # while an unrelated quantization (per-tensor) lands 100 % away. 5 % catches a real divergence.
+    assert int8["ppl"] == pytest.approx(fakequant["ppl"], rel=0.05)
+    # Replay the saved first batch with the reference as the baseline: the INT8 graph picks the
+    # reference's next token almost everywhere (measured 94.5 %).
+    replay = run_comparison([], "fakequant", loaded=demo_export.parent / "compare", progress=False)
+    assert replay.metrics["int8"]["summary"]["top1_agreement"] >= 0.9
     assert comparison["data"]["tokens"] == SAMPLES * SEQ_LEN  # type: ignore[index]
     assert comparison["data"]["role"] == "evaluation"  # type: ignore[index]
