@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 sq-trt fetch-demo
-sq-trt eval --model demo
+sq-trt pipeline --recipe builders/smollm2-135m.yaml "$@"
