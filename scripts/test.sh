@@ -3,9 +3,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# System tools some tests use (headless Chromium renders the report; shellcheck lints the
+# GPU-host kit). Installed when missing and we can (root); otherwise those tests skip.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v shellcheck >/dev/null || missing+=(shellcheck)
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+      || echo "warning: could not install ${missing[*]}; the tests that need them will skip" >&2
+  fi
+fi
 . .venv/bin/activate
 # Fetch the demo model once (cached in ~/.cache/sq-trt) for the integration tests.
 sq-trt fetch-demo
 # The TensorRT API check (tests/trt_api) must really run here, not skip.
 export SQ_TRT_REQUIRE_TRT_API=1
-python -m pytest -q "$@"
+# The report screenshot lands here (kept as a CI artifact).
+export SQ_TRT_ARTIFACTS="${SQ_TRT_ARTIFACTS:-$PWD/build/ci-artifacts}"
+python -m pytest -q --durations=25 "$@"
