@@ -384,9 +384,15 @@ def test_failure_while_writing_leaves_nothing(llama: Exported, tmp_path: Path, m
         if path.name == stage.INT8_FILE:
             raise ExportError("simulated failure after the INT8 file was written")
 
+    def reuse_export(*args: Any, **kwargs: Any) -> onnx.ModelProto:
+        copied = onnx.ModelProto()
+        copied.CopyFrom(llama.base)  # the float32 export this module already made: saves a slow re-export
+        return copied
+
     monkeypatch.setattr(stage, "save_onnx", save_then_fail)
+    monkeypatch.setattr(stage, "export_float_onnx", reuse_export)
     with pytest.raises(ExportError, match="simulated"):
-        export_model(llama.loaded, tmp_path / "out")
+        export_model(llama.loaded, tmp_path / "out", config=ExportConfig(int8_dtype="float32"))
     _assert_nothing_written(tmp_path)
 
 
