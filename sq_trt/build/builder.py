@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from sq_trt.artifacts import MANIFEST_NAME, artifact_dir, atomic_write_bytes, load_manifest
@@ -39,7 +40,7 @@ RTX_NO_TIMING_CACHE = (
 )
 
 
-def _make_logger(trt: Any, log: Log, verbose: bool) -> Any:
+def _make_logger(trt: ModuleType, log: Log, verbose: bool) -> Any:
     """A ``trt.ILogger`` that keeps errors for the exception message and echoes warnings."""
 
     class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
@@ -79,7 +80,7 @@ def _network_io(network: Any) -> tuple[dict[str, tuple[int, ...]], list[IoTensor
     return inputs, io
 
 
-def _engine_io(trt: Any, engine: Any) -> list[IoTensor]:
+def _engine_io(trt: ModuleType, engine: Any) -> list[IoTensor]:
     io = []
     for index in range(engine.num_io_tensors):
         name = engine.get_tensor_name(index)
@@ -93,7 +94,7 @@ def _engine_io(trt: Any, engine: Any) -> list[IoTensor]:
 
 
 def _read_back(
-    trt: Any, plan: bytes, logger: Any, network_io: list[IoTensor]
+    trt: ModuleType, plan: bytes, logger: Any, network_io: list[IoTensor]
 ) -> tuple[list[IoTensor], str, dict[str, Any], str | None]:
     """I/O and layer information from the deserialized engine where a GPU allows it, else the network's I/O."""
     if not visible_gpus():
