@@ -64,4 +64,13 @@ def test_demo_perplexity_through_onnx_runtime_matches_pytorch(
     ort_fp16 = OnnxModelRunner(out / "model.fp16.onnx").perplexity(chunks)
     ort_int8 = OnnxModelRunner(out / "model.int8.onnx").perplexity(chunks)
     assert ort_fp16 == pytest.approx(fp32, rel=0.01)
-    assert ort_int8 == pytest.approx(w8a8, rel=0.015)
+    # The INT8 file runs in float16, the reference in float32: float16 rounding moves some
+    # activations across a .5 boundary, each such token's int8 code moves one step, and over
+    # 30 layers the two models become two different draws of the same quantization noise.
+    # On 510 predictions that noise alone spreads perplexity by a few percent (measured here:
+    # 2.6 %; the FP16-graph-vs-reference gap in docs/benchmarks/compare.md is 2.8 %), while
+    # on 16,384 tokens the two agree to 0.1 point (+2.97 % vs +2.98 % naive per-token,
+    # docs/benchmarks/pipeline.md and smoothquant.md). So 5 % here; exactness of the encoding
+    # itself is tested bit for bit in float32 by tests/unit/test_export_semantics.py.
+    assert ort_int8 == pytest.approx(w8a8, rel=0.05)
+    assert ort_int8 > ort_fp16  # quantization must cost something: a no-op rewrite would not
