@@ -115,7 +115,9 @@ class Manifest:
     @property
     def fingerprint(self) -> str:
         """Hash identifying this artifact's content: stage, config, inputs and files."""
-        return hash_json({"stage": self.stage, "config": self.config, "inputs": self.inputs, "files": self.files})
+        return hash_json(
+            {"stage": self.stage, "config": self.config, "inputs": self.inputs, "files": self.files}
+        )
 
 
 def _hash_tree(root: Path) -> dict[str, str]:
@@ -124,6 +126,38 @@ def _hash_tree(root: Path) -> dict[str, str]:
         if path.is_file() and path.name != MANIFEST_NAME:
             files[path.relative_to(root).as_posix()] = hash_file(path)
     return files
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str], *, force: bool = True) -> Iterator[Path]:
+    """Create a directory atomically: write into a temp sibling, rename into place on success.
+
+    Args:
+        path: Final directory.
+        force: Replace an existing directory at ``path``; when False it is an :class:`ArtifactError`.
+
+    Yields:
+        The temporary directory to write into. On error it is removed and any
+        existing directory at ``path`` is left untouched.
+    """
+    final = Path(path)
+    if final.exists() and not force:
+        raise ArtifactError(f"output {final} already exists; pass --force to replace it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            # Move the old directory aside first so the swap never leaves a mix of both.
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -136,12 +170,12 @@ def artifact_dir(
     extra: Mapping[str, Any] | None = None,
     force: bool = True,
 ) -> Iterator[Path]:
-    """Create an artifact directory atomically.
+    """Create an artifact directory atomically, with its manifest.
 
     Yields a temporary directory next to ``path``; the caller writes its files
     there. On normal exit the files are hashed, ``manifest.json`` is written and
-    the directory is renamed to ``path``. On error the temporary directory is
-    removed and any existing artifact at ``path`` is left untouched.
+    the directory is renamed to ``path`` (see :func:`atomic_dir`). On error
+    nothing is kept and any existing artifact at ``path`` is left untouched.
 
     Args:
         path: Final artifact directory.
@@ -155,12 +189,7 @@ def artifact_dir(
     Yields:
         The temporary directory to write into.
     """
-    final = Path(path)
-    if final.exists() and not force:
-        raise ArtifactError(f"output {final} already exists; pass --force to replace it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    try:
+    with atomic_dir(path, force=force) as tmp:
         yield tmp
         manifest = Manifest(
             stage=stage,
@@ -172,17 +201,6 @@ def artifact_dir(
             created_unix=time.time(),
         )
         (tmp / MANIFEST_NAME).write_text(manifest.to_json())
-        if final.exists():
-            # Move the old artifact aside first so the swap never leaves a mix of both.
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_manifest(
@@ -214,7 +232,9 @@ def load_manifest(
     try:
         raw = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{manifest_path} is not valid JSON ({exc}); rerun the stage that writes it") from exc
+        raise ArtifactError(
+            f"{manifest_path} is not valid JSON ({exc}); rerun the stage that writes it"
+        ) from exc
     if not isinstance(raw, dict):
         raise ArtifactError(f"{manifest_path} holds a {type(raw).__name__}, expected a JSON object")
     schema = raw.get("schema_version")

@@ -16,12 +16,11 @@ TensorRT-RTX engine is refused.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sq_trt.artifacts import atomic_dir
 from sq_trt.build.engine_manifest import EngineRecord, IoTensor, load_engine_record
 from sq_trt.errors import ArtifactError
 
@@ -127,22 +126,10 @@ def write_model_repository(
     final = repo_root / name
     if final.exists() and not force:
         raise ArtifactError(f"Triton model {final} already exists; pass --force to replace it")
-    repo_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=repo_root))
-    try:
+    with atomic_dir(final, force=True) as tmp:
         (tmp / "config.pbtxt").write_text(config)
         (tmp / "1").mkdir()
         shutil.copy2(Path(engine_dir) / record.plan, tmp / "1" / "model.plan")
-        if final.exists():
-            old = final.with_name(f".{name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     chosen = release or record.builder.get("container_release") or DEFAULT_TRITON_RELEASE
     return TritonModel(
         final, final / "config.pbtxt", final / "1" / "model.plan", serve_command(repo_root, chosen)
