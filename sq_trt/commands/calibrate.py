@@ -43,19 +43,14 @@ def run(args: argparse.Namespace) -> int:
     """Load, tokenize the calibration slice, calibrate, save."""
 
     from sq_trt.calibrate import calibrate, save_act_scales
+    from sq_trt.commands.common import load_model_from_args
     from sq_trt.data import load_slices, tokenize_chunks
     from sq_trt.errors import ArtifactError
-    from sq_trt.models.loading import load_model
 
     if Path(args.out).exists() and not args.force:
         raise ArtifactError(f"output {args.out} already exists; pass --force to replace it")
     started = time.perf_counter()
-    loaded = load_model(
-        args.model,
-        local_files_only=args.local_files_only,
-        trust_remote_code=args.trust_remote_code,
-        device=args.device,
-    )
+    loaded = load_model_from_args(args)
     calibration, _ = load_slices(args.data, text_column=args.text_column, calib_fraction=args.calib_fraction)
     chunks = tokenize_chunks(loaded.tokenizer, calibration, seq_len=args.seq_len, max_chunks=args.samples)
     if chunks.shape[0] < args.samples:

@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and its statistics, smooth, check equivalence, save."""
     from sq_trt.autoalpha import collect_group_inputs
     from sq_trt.calibrate import load_act_scales
+    from sq_trt.commands.common import load_model_from_args
     from sq_trt.errors import ArtifactError
-    from sq_trt.models.loading import load_model
     from sq_trt.models.registry import smoothing_groups
     from sq_trt.smooth import (
         check_equivalence,
@@ -135,12 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not args.force:
         raise ArtifactError(f"output {args.out} already exists; pass --force to replace it")
     started = time.perf_counter()
-    loaded = load_model(
-        args.model,
-        local_files_only=args.local_files_only,
-        trust_remote_code=args.trust_remote_code,
-        device=args.device,
-    )
+    loaded = load_model_from_args(args)
     source_fingerprint = loaded.fingerprint()
     scales = load_act_scales(args.act_scales, model=loaded.model)
     print(f"[smooth] model and act_scales loaded in {time.perf_counter() - started:.1f} s")
