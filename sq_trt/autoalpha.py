@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sq_trt.errors import DataError
-from sq_trt.models.registry import SmoothGroup
+from sq_trt.models.registry import SmoothGroup, smoothing_groups
 from sq_trt.quant import reference
 
 if TYPE_CHECKING:
-    from sq_trt.smooth import AlphaSearchConfig
+    from sq_trt.smooth import AlphaSearchConfig, SmoothConfig
 
 
 class _TokenSampler:
@@ -40,6 +40,30 @@ class _TokenSampler:
         count = min(self.tokens_per_sample, x.shape[0])
         index = torch.linspace(0, x.shape[0] - 1, count, device=x.device).round().long()
         self.rows.append(x[index].float().cpu())
+
+
+def collect_search_inputs(
+    model: Any, chunks: torch.Tensor, config: SmoothConfig, *, progress: bool = True
+) -> dict[str, torch.Tensor] | None:
+    """The group inputs ``smooth_model`` needs when ``config`` searches any alpha, else None.
+
+    Args:
+        model: The model before smoothing.
+        chunks: Calibration token chunks ``[n, seq]``.
+        config: The smoothing config (its groups, and ``search`` sampling sizes).
+        progress: Show a progress bar.
+    """
+    if not config.needs_search:
+        return None
+    groups = smoothing_groups(model, include_optional=config.include_optional)
+    return collect_group_inputs(
+        model,
+        chunks,
+        groups,
+        samples=config.search.samples,
+        tokens_per_sample=config.search.tokens_per_sample,
+        progress=progress,
+    )
 
 
 def collect_group_inputs(

@@ -67,8 +67,7 @@ def smooth_config(recipe: Recipe) -> Any:
 
 
 def _run_smooth(ctx: PipelineContext, path: Path) -> None:
-    from sq_trt.autoalpha import collect_group_inputs
-    from sq_trt.models.registry import smoothing_groups
+    from sq_trt.autoalpha import collect_search_inputs
     from sq_trt.smooth import (
         check_equivalence,
         reference_outputs,
@@ -98,17 +97,7 @@ def _run_smooth(ctx: PipelineContext, path: Path) -> None:
         original = ctx.original()
         loaded = copy.copy(original)
         loaded.model = copy.deepcopy(original.model)
-        search_inputs = None
-        if config.needs_search:
-            groups = smoothing_groups(loaded.model, include_optional=config.include_optional)
-            search_inputs = collect_group_inputs(
-                loaded.model,
-                chunks,
-                groups,
-                samples=config.search.samples,
-                tokens_per_sample=config.search.tokens_per_sample,
-                progress=ctx.progress,
-            )
+        search_inputs = collect_search_inputs(loaded.model, chunks, config, progress=ctx.progress)
         reference = reference_outputs(loaded.model, probe)
         result = smooth_model(loaded.model, scales, config, search_inputs=search_inputs)
     check_equivalence(loaded.model, probe, reference)

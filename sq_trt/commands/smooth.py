@@ -117,11 +117,10 @@ def calibration_chunks(meta: dict[str, Any], tokenizer: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and its statistics, smooth, check equivalence, save."""
-    from sq_trt.autoalpha import collect_group_inputs
+    from sq_trt.autoalpha import collect_search_inputs
     from sq_trt.calibrate import load_act_scales
     from sq_trt.commands.common import load_model_from_args
     from sq_trt.errors import ArtifactError
-    from sq_trt.models.registry import smoothing_groups
     from sq_trt.smooth import (
         check_equivalence,
         describe_alphas,
@@ -142,18 +141,9 @@ def run(args: argparse.Namespace) -> int:
     chunks = calibration_chunks(scales.meta, loaded.tokenizer)
     probe = chunks[:1, :128]
     reference = reference_outputs(loaded.model, probe)
-    search_inputs = None
-    if config.needs_search:
-        search_start = time.perf_counter()
-        groups = smoothing_groups(loaded.model, include_optional=config.include_optional)
-        search_inputs = collect_group_inputs(
-            loaded.model,
-            chunks,
-            groups,
-            samples=config.search.samples,
-            tokens_per_sample=config.search.tokens_per_sample,
-            progress=not args.no_progress,
-        )
+    search_start = time.perf_counter()
+    search_inputs = collect_search_inputs(loaded.model, chunks, config, progress=not args.no_progress)
+    if search_inputs is not None:
         print(
             f"[smooth] sampled activations for the alpha search in {time.perf_counter() - search_start:.1f} s"
         )
