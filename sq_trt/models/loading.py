@@ -140,6 +140,6 @@ def _load_pretrained(
         tokenizer = transformers.AutoTokenizer.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load model {source!r}: {exc}") from exc
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers stubs the wrapped .to as taking a model
     model.eval()
     return LoadedModel(model, tokenizer, spec, source, where + (f"/{extra['gguf_file']}" if extra else ""))
