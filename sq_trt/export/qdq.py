@@ -7,7 +7,8 @@ Conv1D, or ``Gemm``) becomes:
 * weight: an int8 initializer in the MatMul's ``[K, N]`` layout and a
   ``DequantizeLinear`` with per-output-channel scales (``axis=1``, the N axis);
 * activation, ``per_tensor``: ``QuantizeLinear -> DequantizeLinear`` with the
-  calibrated constant scale ``amax / 127``;
+  calibrated constant scale ``amax / 127`` (QuantizeLinear saturates to ``[-128, 127]``,
+  which :func:`sq_trt.quant.reference.quantize_per_tensor` models);
 * activation, ``per_token``: ``x -> (x_q int8, amax)`` (the ``sq_trt``
   plugin node, or the same semantics in standard ops), ``DequantizeLinear(x_q,
   1/127)``, the MatMul, then ``Mul(amax)`` before any bias.
@@ -384,8 +385,12 @@ def _activation_nodes(
     prefix = f"{target.name}/input"
     x_dq = builder.unique(f"{prefix}_dq")
     if act_mode == "per_tensor":
+        from sq_trt.quant.reference import per_tensor_scale
+
+        # The reference's float32 scale (then rounded to the graph dtype by act_const), so the
+        # graph and sq_trt.quant.reference.fake_quant_per_tensor divide by the same value.
         amax = float(target.input_amax)  # type: ignore[arg-type]
-        scale = builder.act_const(f"{prefix}_scale", amax / QMAX if amax > 0 else 1.0)
+        scale = builder.act_const(f"{prefix}_scale", per_tensor_scale(amax).numpy())
         zero = builder.const(f"{prefix}_zero_point", np.array(0, dtype=np.int8))
         x_q = builder.unique(f"{prefix}_q")
         return (

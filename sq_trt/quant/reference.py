@@ -3,17 +3,24 @@
 Every other implementation (ONNX graphs, the Triton kernel, the TensorRT
 plugin) is tested against these functions. Semantics:
 
-* symmetric INT8, range ``[-127, 127]`` (never -128), zero point 0;
-* ``scale = amax / 127``; ``q = clamp(round_half_to_even(x / scale), -127, 127)``;
-* per-token: ``amax`` is the max ``|x|`` of each row (last axis); a row of
-  zeros gets ``amax = 0`` and quantizes to zeros (its division uses
-  ``max(amax, tiny)``, so no NaN);
-* weights: per output channel (``amax`` of each row of ``W[out, in]``);
-* per-tensor static activations: one calibrated ``amax`` per tensor.
+* symmetric INT8, zero point 0, round half to even;
+* weights: per output channel, ``amax`` of each row of ``W[out, in]``;
+  ``q = clamp(round(x * (127 / amax)), -127, 127)`` (``|q| <= 127`` by construction);
+* per-token activations (dynamic): ``amax`` is the max ``|x|`` of each row (last
+  axis), same formula; a row of zeros gets ``amax = 0`` and quantizes to zeros
+  (its division uses ``max(amax, tiny)``, so no NaN);
+* per-tensor static activations: one calibrated ``amax`` per tensor, stored as
+  the scale ``s = amax / 127`` (1 when ``amax`` is 0), and
+  ``q = saturate(round(x / s), -128, 127)``: exactly ONNX ``QuantizeLinear``
+  and TensorRT's ``IQuantizeLayer`` (both saturate INT8 to ``[-128, 127]`` and
+  divide by the scale), because those run the deployed graph. Values beyond the
+  calibrated range do occur at inference, and the negative ones reach -128.
 
-``x / scale`` is computed as ``x * (127 / amax)``, in float32, the same way
-the ONNX graphs and the kernel compute it, so all implementations round the
-same float32 value (bit-exact int8 across implementations).
+Weights and per-token activations compute ``x * (127 / amax)`` in float32, the
+same way the per-token ONNX subgraph and the plugin kernel do, so all
+implementations round the same float32 value (bit-exact int8 across
+implementations). Per-tensor activations compute ``x / s`` as ONNX defines it;
+when the graph stores ``s`` in float16, pass ``scale_dtype`` to round it the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ if TYPE_CHECKING:
     import torch
 
 QMAX = 127
+# ONNX QuantizeLinear and TensorRT saturate INT8 to [-128, 127]; only per-tensor static
+# activations can reach -128 (weights and per-token rows are scaled so that |q| <= 127).
+QMIN_PER_TENSOR = -128
 # Smallest amax treated as non-zero; an all-zero row divides by this and yields zeros.
 AMAX_EPS = 1e-30
 
@@ -53,11 +63,36 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _quantize_with_amax(x, amax), amax
 
 
-def quantize_per_tensor(x: torch.Tensor, amax: float | torch.Tensor) -> torch.Tensor:
-    """Quantize ``x`` with one static ``amax`` (values beyond it clamp to ±127)."""
+def per_tensor_scale(amax: float | torch.Tensor, scale_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The static scale ``amax / 127`` as a float32 0-dim tensor (1 when ``amax`` is 0).
+
+    Args:
+        amax: Calibrated ``max |x|``.
+        scale_dtype: The dtype the graph stores the scale in (e.g. ``torch.float16``);
+            the scale is rounded through it. None keeps float32.
+    """
     import torch
 
-    return _quantize_with_amax(x, torch.as_tensor(amax, dtype=torch.float32))
+    amax_t = torch.as_tensor(amax, dtype=torch.float32).reshape(())
+    scale = torch.where(amax_t > 0, amax_t / QMAX, torch.ones_like(amax_t))
+    if scale_dtype is not None and scale_dtype != torch.float32:
+        scale = scale.to(scale_dtype).float()
+    return scale
+
+
+def quantize_per_tensor(
+    x: torch.Tensor, amax: float | torch.Tensor, *, scale_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Quantize ``x`` with one static range, as ONNX ``QuantizeLinear`` does.
+
+    ``saturate(round_half_even(x / s), -128, 127)`` with ``s = per_tensor_scale(amax)``;
+    values beyond ``amax`` saturate, the negative ones to -128.
+    """
+    import torch
+
+    scale = per_tensor_scale(amax, scale_dtype)
+    scaled = x.float() / scale  # one correctly rounded float32 division, as QuantizeLinear defines it
+    return torch.clamp(torch.round(scaled), QMIN_PER_TENSOR, QMAX).to(torch.int8)
 
 
 def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,12 +123,16 @@ def fake_quant_per_token(x: torch.Tensor) -> torch.Tensor:
 
 
 def fake_quant_per_tensor(x: torch.Tensor, amax: float | torch.Tensor) -> torch.Tensor:
-    """Quantize-dequantize with a static per-tensor ``amax``; returns ``x``'s dtype."""
+    """Quantize-dequantize with a static per-tensor ``amax``; returns ``x``'s dtype.
+
+    A float16/bfloat16 ``x`` uses the scale rounded to its dtype, as the exported
+    graph of that dtype stores it.
+    """
     import torch
 
-    amax_t = torch.as_tensor(amax, dtype=torch.float32)
-    scale = torch.where(amax_t > 0, amax_t / QMAX, torch.ones_like(amax_t))
-    return dequantize(quantize_per_tensor(x, amax_t), scale).to(x.dtype)
+    scale_dtype = None if x.dtype == torch.float32 else x.dtype
+    scale = per_tensor_scale(amax, scale_dtype)
+    return dequantize(quantize_per_tensor(x, amax, scale_dtype=scale_dtype), scale).to(x.dtype)
 
 
 def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:

@@ -99,3 +99,38 @@ def test_weight_dequantize_per_channel_matches_reference() -> None:
         None, {}
     )
     np.testing.assert_array_equal(y.T, reference.dequantize(w_q, scale[:, None]).numpy())
+
+
+@pytest.mark.parametrize("np_dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("amax", [127.0, 3.7, 1e-3])
+def test_per_tensor_quantize_linear_is_bit_exact_with_reference(np_dtype: type, amax: float) -> None:
+    """ONNX Runtime's QuantizeLinear (the per-tensor encoding) against reference.quantize_per_tensor.
+
+    The scale constant is built the way the exporter builds it (the reference's float32 scale, rounded
+    to the graph dtype), and the inputs include values far beyond ``amax`` on both sides, so the
+    [-128, 127] saturation is exercised, and (at amax 127, scale 1) exact .5 ties.
+    """
+    from sq_trt.quant.reference import per_tensor_scale
+
+    elem = ONNX_TYPES[np_dtype]
+    builder = GraphBuilder(elem)
+    scale = builder.act_const("scale", per_tensor_scale(amax).numpy())
+    zero = builder.const("zero", np.array(0, dtype=np.int8))
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", scale, zero], ["x_q"])],
+        "per_tensor",
+        [helper.make_tensor_value_info("x", elem, ["rows", "k"])],
+        [helper.make_tensor_value_info("x_q", TensorProto.INT8, ["rows", "k"])],
+        initializer=builder.initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    x = _hard_inputs(np.float32) * np.float32(amax / 40.0)  # rows span ~1e-3x to ~12x amax (outlier row)
+    x[-1] = -x[-1] * 50  # a row far beyond +amax
+    if amax == 127.0:
+        x[5] = _hard_inputs(np.float32)[5]  # exact ties at scale 1
+    x = x.astype(np_dtype)
+    (x_q,) = session_from_onnx(model).run(None, {"x": x})
+    torch_dtype = torch.float16 if np_dtype == np.float16 else None
+    ref = reference.quantize_per_tensor(torch.from_numpy(x), amax, scale_dtype=torch_dtype)
+    np.testing.assert_array_equal(x_q, ref.numpy())
+    assert x_q.min() == -128 and x_q.max() == 127  # saturation on both sides was exercised

@@ -12,11 +12,17 @@ from sq_trt.quant.fakequant import W8A8Linear, apply_fake_quant
 
 
 def _int_reference(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, amax_x: torch.Tensor
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, amax_x: torch.Tensor, act_mode: str
 ) -> torch.Tensor:
-    """Integer GEMM with int64 accumulation, then the two scales: what an INT8 engine computes."""
-    inv = 127.0 / amax_x.clamp(min=1e-30)
-    x_q = torch.clamp(torch.round(x * inv), -127, 127).long()
+    """Integer GEMM with int64 accumulation, then the two scales: what an INT8 engine computes.
+
+    Per token: ``x * (127 / amax_row)`` (the plugin); per tensor: ``x / (amax / 127)`` saturated
+    to [-128, 127] (ONNX QuantizeLinear / TensorRT IQuantizeLayer).
+    """
+    if act_mode == "per_token":
+        x_q = torch.clamp(torch.round(x * (127.0 / amax_x.clamp(min=1e-30))), -127, 127).long()
+    else:
+        x_q = torch.clamp(torch.round(x / (amax_x / 127)), -128, 127).long()
     w_amax = weight.abs().amax(dim=1, keepdim=True)
     w_q = torch.clamp(torch.round(weight * (127.0 / w_amax)), -127, 127).long()
     accumulated = x_q @ w_q.t()  # exact integers
@@ -30,10 +36,10 @@ def test_w8a8_linear_equals_integer_gemm(act_mode: str) -> None:
     x[..., 5] *= 20  # an outlier channel
     weight = torch.randn(24, 48, generator=generator)
     bias = torch.randn(24, generator=generator)
-    static = torch.tensor(0.8 * float(x.abs().max()))  # below the true max: exercises clamping
+    static = torch.tensor(0.8 * float(x.abs().max()))  # below the true max: exercises saturation
     layer = W8A8Linear("l", weight, bias, act_mode=act_mode, input_amax=static)  # type: ignore[arg-type]
     amax_x = x.abs().amax(dim=-1, keepdim=True) if act_mode == "per_token" else static
-    expected = _int_reference(x, weight, bias, amax_x)
+    expected = _int_reference(x, weight, bias, amax_x, act_mode)
     actual = layer(x).double()
     # float32 accumulation of 48 products of magnitude <= |x|max*|w|max: relative error ~48 * 6e-8.
     assert torch.allclose(actual, expected, rtol=1e-5, atol=1e-4 * float(expected.abs().max()))
@@ -70,7 +76,7 @@ def test_gpt2_conv1d_weight_is_transposed() -> None:
     conv = loaded.model.transformer.h[0].mlp.c_fc  # Conv1D, weight [in, out]
     x = torch.randn(5, conv.weight.shape[0], generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
-        expected = _int_reference(x, conv.weight.t(), conv.bias, x.abs().amax(-1, keepdim=True))
+        expected = _int_reference(x, conv.weight.t(), conv.bias, x.abs().amax(-1, keepdim=True), "per_token")
     apply_fake_quant(loaded.model, None, act_mode="per_token")
     with torch.inference_mode():
         actual = loaded.model.transformer.h[0].mlp.c_fc(x).double()

@@ -7,17 +7,39 @@ import torch
 from sq_trt.quant import reference
 
 
-def test_per_tensor_rounds_half_to_even_and_clamps() -> None:
+def test_per_tensor_rounds_half_to_even_and_saturates_like_quantize_linear() -> None:
     # amax 127 makes the scale exactly 1, so x / scale is x itself and every .5 is an exact tie.
-    x = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.4, 300.0, -300.0, 0.49])
+    x = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.4, 300.0, -300.0, 0.49, -127.6, -128.5])
     q = reference.quantize_per_tensor(x, 127.0)
     assert q.dtype == torch.int8
-    assert q.tolist() == [0, 2, 2, 0, -2, -2, 126, 127, 127, -127, 0]
+    # Saturation is ONNX QuantizeLinear's / TensorRT's [-128, 127]: -127.6 -> -128, -128.5 -> -128 (tie to even).
+    assert q.tolist() == [0, 2, 2, 0, -2, -2, 126, 127, 127, -128, 0, -128, -128]
 
 
-def test_never_produces_minus_128() -> None:
-    q = reference.quantize_per_tensor(torch.tensor([-1e9, -128.0, -127.6]), 127.0)
-    assert q.tolist() == [-127, -127, -127]
+def test_per_tensor_divides_by_the_scale_like_python_floats() -> None:
+    # q = round(float32(x) / float32(amax / 127)): one correctly rounded division, checked with
+    # Python doubles on float32 values (the float32 quotient of two float32s is the double quotient
+    # rounded to float32, so rounding it and then to an integer must agree wherever it is not a tie).
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(4000, generator=generator) * 7
+    amax = 5.3
+    scale = reference.per_tensor_scale(amax)
+    assert float(scale) == float(torch.tensor(amax, dtype=torch.float32) / 127)
+    q = reference.quantize_per_tensor(x, amax)
+    for value, got in zip(x.tolist(), q.tolist(), strict=True):
+        quotient = float(torch.tensor(value / float(scale), dtype=torch.float64).float())
+        assert got == max(-128, min(127, round(quotient)))
+
+
+def test_per_tensor_scale_rounds_through_the_graph_dtype_and_zero_amax_gives_one() -> None:
+    half = reference.per_tensor_scale(1.0, torch.float16)
+    assert float(half) == float(torch.tensor(1.0 / 127, dtype=torch.float16))
+    assert float(half) != float(reference.per_tensor_scale(1.0))  # 1/127 is not a float16 value
+    assert float(reference.per_tensor_scale(0.0)) == 1.0
+    # A float16 activation quantizes with the float16-rounded scale, as the float16 graph does.
+    x = torch.linspace(-2, 2, 101, dtype=torch.float16)
+    expected = reference.quantize_per_tensor(x, 1.0, scale_dtype=torch.float16).float() * half
+    assert torch.equal(reference.fake_quant_per_tensor(x, 1.0), expected.to(torch.float16))
 
 
 def test_per_token_scale_is_row_amax_and_rows_are_independent() -> None:
@@ -52,8 +74,9 @@ def test_weight_per_channel_exact_and_zero_row() -> None:
     assert bool((error <= scale[:, None] / 2 + 1e-7).all())
 
 
-def test_per_tensor_fake_quant_clamps_outliers_to_amax() -> None:
+def test_per_tensor_fake_quant_saturates_outliers() -> None:
     x = torch.tensor([10.0, -10.0, 0.3])
     y = reference.fake_quant_per_tensor(x, 1.0)
-    assert y.tolist()[:2] == [1.0, -1.0]
-    assert abs(y[2].item() - round(0.3 * 127) / 127) < 1e-7
+    step = reference.per_tensor_scale(1.0)  # float32, products below are float32 like the reference's
+    expected = torch.tensor([127.0, -128.0, round(0.3 / float(step))]) * step
+    assert torch.equal(y, expected)
