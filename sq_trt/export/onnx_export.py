@@ -152,7 +152,9 @@ def export_float_onnx(
             "Check that the model runs with use_cache=False on CPU"
         ) from exc
     assert program is not None
-    return optimize_keeping_weights(program.model_proto)
+    # Optimise the exporter's in-memory IR and serialise once: going through
+    # `program.model_proto` first would hold a second full copy of the weights.
+    return optimize_keeping_weights(program.model)
 
 
 def _keep_parameter_transposes(node: Any) -> bool | None:
@@ -166,16 +168,20 @@ def _keep_parameter_transposes(node: Any) -> bool | None:
     return None  # the optimizer's default rules
 
 
-def optimize_keeping_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+def optimize_keeping_weights(model: onnx.ModelProto | Any) -> onnx.ModelProto:
     """Constant-fold and clean an exported graph, keeping ``Transpose(weight)`` so weights keep their names.
 
     Also drops per-node debug metadata (stack traces), which would otherwise
     dominate the file size of small models.
+
+    Args:
+        model: A ``ModelProto``, or an ``onnx_ir.Model`` (optimised in place, no proto copy).
     """
+    import onnx
     import onnx_ir as ir
     from onnxscript.optimizer import optimize_ir
 
-    graph = ir.from_proto(model)
+    graph = ir.from_proto(model) if isinstance(model, onnx.ModelProto) else model
     optimize_ir(graph, should_fold=_keep_parameter_transposes)
     proto = ir.to_proto(graph)
     for node in proto.graph.node:

@@ -368,9 +368,14 @@ def quantize_graph(
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     used = {name for node in nodes for name in node.input}
-    kept = [init for init in model.graph.initializer if init.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept + builder.initializers)
+    # Drop the replaced float weights in place: re-adding the kept initializers to a cleared
+    # list would copy every one of them (protobuf copies on insert), gigabytes at 1B parameters.
+    initializers = model.graph.initializer
+    for index in reversed(range(len(initializers))):
+        if initializers[index].name not in used:
+            del initializers[index]
+    initializers.extend(builder.initializers)
+    builder.initializers.clear()
     if act_mode == "per_token" and encoding == "plugin":
         _add_opset(model, plugin_spec.ONNX_DOMAIN, 1)
     return report
