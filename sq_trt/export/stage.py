@@ -244,11 +244,6 @@ def export_model(
     )
 
     fp16 = export_float_onnx(model, loaded.spec, dtype="float16", opset=config.opset)
-    if config.int8_dtype == "float16":
-        int8 = onnx.ModelProto()
-        int8.CopyFrom(fp16)
-    else:
-        int8 = export_float_onnx(model, loaded.spec, dtype="float32", opset=config.opset)
     targets = targets_from_model(
         model,
         quantized,
@@ -256,10 +251,6 @@ def export_model(
         input_amax=scales.input_amax if scales is not None else None,
         prefix=WRAPPED_PREFIX,
     )
-    report = quantize_graph(
-        int8, targets, act_mode=config.act_mode, encoding=config.encoding, act_dtype=config.int8_dtype
-    )
-    lint_qdq(int8)
     io = {key: [t.to_json() for t in values] for key, values in graph_io(fp16).items()}
     extra: dict[str, Any] = {
         "model_source": loaded.source,
@@ -272,9 +263,6 @@ def export_model(
         "per_token_encoding": config.encoding if config.act_mode == "per_token" else None,
         "int8_dtype": config.int8_dtype,
         "opset": config.opset,
-        "quantized_linears": report.quantized,
-        "excluded_linears": excluded,
-        "activation_quantizers": report.activation_quantizers,
         "files": {"fp16": FP16_FILE, "int8": INT8_FILE},
         "float_weights_bytes": {"fp16": _float_bytes(fp16)},
     }
@@ -287,9 +275,24 @@ def export_model(
     with artifact_dir(
         out, stage=STAGE, config=asdict(config), inputs=manifest_inputs, extra=extra, force=force
     ) as tmp:
+        # One float graph in memory at a time: the FP16 file is written first, then the same
+        # graph is rewritten in place into the INT8 one (a copy would double the peak memory,
+        # about 2 bytes per parameter). A failure below still leaves nothing behind.
         save_onnx(fp16, tmp / FP16_FILE)
-        del fp16
+        if config.int8_dtype == "float16":
+            int8 = fp16
+        else:
+            del fp16
+            int8 = export_float_onnx(model, loaded.spec, dtype="float32", opset=config.opset)
+        report = quantize_graph(
+            int8, targets, act_mode=config.act_mode, encoding=config.encoding, act_dtype=config.int8_dtype
+        )
+        lint_qdq(int8)
+        extra["quantized_linears"] = report.quantized
+        extra["excluded_linears"] = excluded
+        extra["activation_quantizers"] = report.activation_quantizers
         save_onnx(int8, tmp / INT8_FILE)
+        del int8
         sizes = {"fp16": _onnx_bytes(tmp, FP16_FILE), "int8": _onnx_bytes(tmp, INT8_FILE)}
         # The FP32 export is not written; its size is the FP16 file with every float weight doubled.
         sizes["fp32_estimate"] = sizes["fp16"] + extra["float_weights_bytes"]["fp16"]
