@@ -189,6 +189,19 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> None:
         onnx.save_model(model, str(path))
 
 
+def _internalize(model: onnx.ModelProto, directory: Path) -> None:
+    """Read back into ``model`` the tensors that point into another file of ``directory``.
+
+    Saving the FP16 graph with external data moves its weights out of the in-memory
+    proto; the INT8 graph made from it in place must not reference the FP16 data file
+    (each file has to load on its own). Only the float tensors the rewrite kept (the
+    embedding, the LM head, excluded linears) are read back: the replaced ones are gone.
+    """
+    from onnx.external_data_helper import load_external_data_for_model
+
+    load_external_data_for_model(model, str(directory))
+
+
 def _onnx_bytes(directory: Path, name: str) -> int:
     """Bytes of an ONNX file plus its external data file, if any."""
     return sum(p.stat().st_size for p in (directory / name, directory / f"{name}.data") if p.is_file())
@@ -287,6 +300,7 @@ def export_model(
         report = quantize_graph(
             int8, targets, act_mode=config.act_mode, encoding=config.encoding, act_dtype=config.int8_dtype
         )
+        _internalize(int8, tmp)
         lint_qdq(int8)
         extra["quantized_linears"] = report.quantized
         extra["excluded_linears"] = excluded

@@ -53,3 +53,38 @@ def test_unknown_sq_trt_node_is_refused_by_name() -> None:
     )
     with pytest.raises(ExportError, match="node 'odd' is sq_trt::Mystery"):
         expand_plugin_nodes(model)
+
+
+def test_export_over_the_threshold_gives_two_self_contained_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With external data, each file loads on its own: the INT8 graph (made in place from the FP16
+    one after that was saved) must not point into the FP16 file's data, and its float tensors
+    (embedding, LM head) must be its own."""
+    import shutil
+
+    from sq_trt.export.stage import ExportConfig, export_model
+    from sq_trt.models.loading import load_model
+
+    monkeypatch.setattr(stage, "EXTERNAL_DATA_THRESHOLD", 0)
+    loaded = load_model("tiny:llama")
+    out = tmp_path / "export"
+    export_model(loaded, out, config=ExportConfig(act_mode="per_token", encoding="portable"))
+    for name in ("model.fp16.onnx", "model.int8.onnx"):
+        proto = onnx.load(str(out / name), load_external_data=False)
+        locations = {
+            entry.value
+            for tensor in proto.graph.initializer
+            for entry in tensor.external_data
+            if entry.key == "location"
+        }
+        assert locations == {f"{name}.data"}, (name, locations)
+    # The INT8 file and its data alone, in another directory, run and give the same logits.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("model.int8.onnx", "model.int8.onnx.data"):
+        shutil.copy(out / name, alone / name)
+    ids = np.arange(12, dtype=np.int64).reshape(2, 6)
+    (expected,) = session_from_onnx(out / "model.int8.onnx").run(None, {"input_ids": ids})
+    (got,) = session_from_onnx(alone / "model.int8.onnx").run(None, {"input_ids": ids})
+    np.testing.assert_array_equal(got, expected)
