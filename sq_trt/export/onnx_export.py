@@ -188,3 +188,29 @@ def optimize_keeping_weights(model: onnx.ModelProto | Any) -> onnx.ModelProto:
         node.doc_string = ""
         del node.metadata_props[:]
     return proto
+
+
+def initializer_bytes(model: onnx.ModelProto, *, types: tuple[int, ...] | None = None) -> int:
+    """Bytes of the in-memory initializers, from their shapes and element types.
+
+    Used instead of ``ModelProto.ByteSize()``, which serialises the whole message to
+    measure it: a transient copy of every weight (several GB at 1B parameters).
+    Tensors already moved to external data count zero.
+
+    Args:
+        model: The graph.
+        types: Only initializers of these ONNX element types (None: all).
+    """
+    import math
+
+    import onnx
+
+    total = 0
+    for init in model.graph.initializer:
+        if types is not None and init.data_type not in types:
+            continue
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+        total += math.prod(init.dims) * itemsize
+    return total

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 # Protobuf cannot serialise a single message over 2 GiB; larger models go through a temp file.
 _PROTO_LIMIT = 2**31 - 1
+# Room for the graph's nodes and attributes on top of the initializers' bytes.
+_GRAPH_MARGIN = 256 * 2**20
 
 
 def expand_plugin_nodes(model: onnx.ModelProto) -> int:
@@ -107,7 +109,9 @@ def session_from_onnx(
     if threads is not None:
         options.intra_op_num_threads = threads
     expand_plugin_nodes(proto)
-    if proto.ByteSize() < _PROTO_LIMIT:
+    from sq_trt.export.onnx_export import initializer_bytes
+
+    if initializer_bytes(proto) < _PROTO_LIMIT - _GRAPH_MARGIN:
         return ort.InferenceSession(proto.SerializeToString(), options, providers=list(providers))
     with tempfile.TemporaryDirectory(prefix="sq-trt-ort-") as tmp:
         tmp_path = os.path.join(tmp, "model.onnx")

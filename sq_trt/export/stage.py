@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 from sq_trt.artifacts import artifact_dir, hash_json
 from sq_trt.errors import ArtifactError, ConfigError, ExportError
 from sq_trt.export.lint import lint_qdq
-from sq_trt.export.onnx_export import DEFAULT_OPSET, WRAPPED_PREFIX, export_float_onnx, graph_io
+from sq_trt.export.onnx_export import (
+    DEFAULT_OPSET,
+    WRAPPED_PREFIX,
+    export_float_onnx,
+    graph_io,
+    initializer_bytes,
+)
 from sq_trt.export.qdq import ACT_MODES, ENCODINGS, ActMode, Encoding, quantize_graph, targets_from_model
 from sq_trt.models.registry import quantizable_linears
 
@@ -35,10 +41,12 @@ FP16_FILE = "model.fp16.onnx"
 INT8_FILE = "model.int8.onnx"
 # Protobuf refuses messages over 2 GiB; stay well below it before switching to external data.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
-# Peak memory of an export, in bytes per parameter beyond the loaded fp32 model: an fp16
-# copy (2), the exported fp16 graph and its serialised form (2 + 2), the int8 graph (~1)
-# and the fp32 graph when the INT8 file is fp32 (4 + 4), rounded up.
-_BYTES_PER_PARAM = {"float16": 8, "float32": 16}
+# Peak memory of an export, in bytes per parameter beyond the loaded fp32 model. Measured on a
+# 1.24 B-parameter Llama (bench/bench_large_export.py, docs/benchmarks/large_export.md): 12.8 GB
+# of anonymous memory at the peak, 10.3 B/param (the fp16 torch copy and its graph, the FP16 file's
+# external-data write, the INT8 rewrite and its serialisation). float32 INT8 graphs hold a float32
+# graph instead of a float16 one: not measured at that size, estimated 4 B/param higher plus margin.
+_BYTES_PER_PARAM = {"float16": 11, "float32": 16}
 _MEMORY_SLACK = 512 * 2**20
 
 
@@ -177,7 +185,8 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> None:
     """Save an ONNX model, with external data (``<name>.data``) when it is too big for one protobuf."""
     import onnx
 
-    if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+    # Sized from the initializers' shapes: ByteSize() would serialise the whole graph once more.
+    if initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
         onnx.save_model(
             model,
             str(path),
@@ -210,11 +219,7 @@ def _onnx_bytes(directory: Path, name: str) -> int:
 def _float_bytes(model: onnx.ModelProto) -> int:
     import onnx
 
-    return sum(
-        len(init.raw_data)
-        for init in model.graph.initializer
-        if init.data_type in (onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT)
-    )
+    return initializer_bytes(model, types=(onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT))
 
 
 def export_model(
