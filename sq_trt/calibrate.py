@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sq_trt.artifacts import artifact_dir, load_manifest
 from sq_trt.errors import ArtifactError, CalibrationError, DataError
 from sq_trt.models.registry import quantizable_linears
+from sq_trt.quant.attention import BMM_FAMILIES, BmmObserver, eager_attention_with
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 STAGE = "calibrate"
 SCALES_FILE = "act_scales.safetensors"
-_KEYS = ("input_channel_amax", "input_amax", "output_amax", "output_channel_amax")
+_KEYS = ("input_channel_amax", "input_amax", "output_amax", "output_channel_amax", "bmm_amax")
 
 
 @dataclass
@@ -47,6 +49,9 @@ class ActScales:
         meta: The manifest ``extra`` (model fingerprint, data, sample count, ...).
         output_channel_amax: Name -> float32 ``[out_features]`` per-channel max ``|Y|``
             (may be empty for artifacts written by other tools).
+        bmm_amax: ``"<attention module>.<q|k|p>"`` -> float32 0-dim max ``|x|`` of the
+            attention BMM inputs (see :mod:`sq_trt.quant.attention`; empty for families
+            it does not hook and for older artifacts).
     """
 
     input_channel_amax: dict[str, torch.Tensor]
@@ -54,6 +59,7 @@ class ActScales:
     output_amax: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
     output_channel_amax: dict[str, torch.Tensor] = field(default_factory=dict)
+    bmm_amax: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def linears(self) -> list[str]:
@@ -85,6 +91,7 @@ class ActScales:
             tables["output_amax"],
             meta,
             tables["output_channel_amax"],
+            tables["bmm_amax"],
         )
 
 
@@ -161,8 +168,11 @@ def calibrate(loaded: LoadedModel, chunks: torch.Tensor, *, progress: bool = Tru
     device = next(model.parameters()).device
     hooks = {name: _RunningAmax(name) for name in names}
     handles = [modules[name].register_forward_hook(hooks[name]) for name in names]
+    # The attention BMM input ranges (the O3 option) come from eager attention with an observer;
+    # families whose attention is not hooked simply have none.
+    bmm = BmmObserver(model) if loaded.spec.family in BMM_FAMILIES else None
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), eager_attention_with(model, bmm) if bmm is not None else nullcontext():
             for row in tqdm(chunks, desc="calibrate", unit="sample", disable=not progress):
                 _forward(model, row[None].to(device), loaded.spec.kind)
     finally:
@@ -176,6 +186,8 @@ def calibrate(loaded: LoadedModel, chunks: torch.Tensor, *, progress: bool = Tru
         scales.input_amax[name] = hook.input_channel.max().cpu()
         scales.output_channel_amax[name] = hook.output_channel.cpu()
         scales.output_amax[name] = hook.output_channel.max().cpu()
+    if bmm is not None:
+        scales.bmm_amax = dict(bmm.amax)
     scales.meta = {
         "model_fingerprint": loaded.fingerprint(),
         "model_source": loaded.source,

@@ -213,7 +213,11 @@ def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
     e = ctx.recipe.export
     options: dict[str, Any] = {"opset": e.opset} if e.opset is not None else {}
     config = ExportConfig(
-        act_mode=candidate.act_mode, encoding=candidate.encoding, exclude=tuple(e.exclude), **options
+        act_mode=candidate.act_mode,
+        encoding=candidate.encoding,
+        exclude=tuple(e.exclude),
+        quantize_bmm=candidate.quantize_bmm,
+        **options,
     )
     if candidate.smooth:
         loaded, scales = ctx.smoothed()

@@ -178,12 +178,15 @@ class Candidate(_Section):
         act_mode: ``per_token`` (dynamic, at run time) or ``per_tensor`` (static, calibrated).
         encoding: For per-token: ``portable`` (standard ONNX ops; ONNX Runtime and TensorRT-RTX)
             or ``plugin`` (the sq-trt ``PerTokenQuant`` node; TensorRT proper).
+        quantize_bmm: Also quantize the attention BMM inputs (Q K^T, P V) with static
+            per-tensor scales, the paper's O3 option (Llama family).
     """
 
     name: str
     smooth: bool = True
     act_mode: Literal["per_token", "per_tensor"] = "per_token"
     encoding: Literal["portable", "plugin"] = "portable"
+    quantize_bmm: bool = False
 
     @field_validator("name")
     @classmethod

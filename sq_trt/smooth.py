@@ -248,6 +248,8 @@ def smoothed_act_scales(scales: ActScales, result: SmoothResult) -> ActScales:
         {k: v.clone() for k, v in scales.output_amax.items()},
         dict(scales.meta),
         {k: v.clone() for k, v in scales.output_channel_amax.items()},
+        # q/k/p of attention are unchanged by smoothing (v is v_proj's output_amax, updated below).
+        {k: v.clone() for k, v in scales.bmm_amax.items()},
     )
     for group in result.groups:
         factor = result.factors[group.name]
@@ -426,6 +428,7 @@ def save_smoothed(
         smoothed_scales.output_amax,
         scales_meta,
         smoothed_scales.output_channel_amax,
+        smoothed_scales.bmm_amax,
     )
     with artifact_dir(
         path,

@@ -79,6 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="linears to keep in floating point, as fnmatch patterns of full module names "
         "(e.g. 'model.layers.0.*' '*.down_proj')",
     )
+    quant.add_argument(
+        "--quantize-bmm",
+        action="store_true",
+        help="also quantize the attention BMM inputs (q, k after RoPE for Q K^T; softmax output and v for "
+        "P V) with static per-tensor scales from calibration: the SmoothQuant paper's O3 setting. Llama "
+        "family only; needs act_scales from `sq-trt calibrate` of this version. Costs accuracy (see "
+        "docs/benchmarks/export.md); lets TensorRT run the attention matmuls in INT8",
+    )
     quant.add_argument("--opset", type=int, default=20, help="ONNX opset, 19..22 (default 20)")
     output = parser.add_argument_group("output")
     output.add_argument("--out", required=True, metavar="DIR", help="artifact directory to write")
@@ -98,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         int8_dtype=args.int8_dtype,
         exclude=tuple(args.exclude),
         opset=args.opset,
+        quantize_bmm=args.quantize_bmm,
     )
     inputs: dict[str, str] = {}
     if args.smoothed:
@@ -126,4 +135,6 @@ def run(args: argparse.Namespace) -> int:
         f"({sizes['int8'] / sizes['fp16']:.2f} x FP16, {sizes['int8'] / sizes['fp32_estimate']:.2f} x FP32)"
     )
     print(f"  {len(result.quantized)} linears quantized ({config.act_mode}), {len(result.excluded)} excluded")
+    if config.quantize_bmm:
+        print("  attention BMM inputs (q, k, p, v) quantized per tensor, static (O3)")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from sq_trt.artifacts import artifact_dir, hash_json
 from sq_trt.errors import ArtifactError, ConfigError, ExportError
+from sq_trt.export import onnx_export
+from sq_trt.export.bmm import quantize_bmm_inputs
 from sq_trt.export.lint import lint_qdq
 from sq_trt.export.onnx_export import (
     DEFAULT_OPSET,
@@ -29,6 +32,7 @@ from sq_trt.export.onnx_export import (
 )
 from sq_trt.export.qdq import ACT_MODES, ENCODINGS, ActMode, Encoding, quantize_graph, targets_from_model
 from sq_trt.models.registry import quantizable_linears
+from sq_trt.quant.attention import attention_modules, bmm_ranges, check_family, eager_attention
 
 if TYPE_CHECKING:
     import onnx
@@ -65,6 +69,9 @@ class ExportConfig:
             ``"float32"`` to compare bit-for-bit with the PyTorch reference).
         exclude: ``fnmatch`` patterns of linears to keep in floating point.
         opset: ONNX opset of the default domain.
+        quantize_bmm: Also quantize the inputs of the attention BMMs (``Q K^T`` and
+            ``P V``) with static per-tensor scales, the SmoothQuant paper's O3 option
+            (Llama family; needs act_scales from this version's calibrate).
     """
 
     act_mode: ActMode = "per_token"
@@ -72,6 +79,7 @@ class ExportConfig:
     int8_dtype: str = "float16"
     exclude: tuple[str, ...] = ()
     opset: int = DEFAULT_OPSET
+    quantize_bmm: bool = False
 
     def __post_init__(self) -> None:
         if self.act_mode not in ACT_MODES:
@@ -249,8 +257,6 @@ def export_model(
         ExportError, ArtifactError, ConfigError: See :func:`check_scales`, :func:`check_memory`,
             :func:`select_linears` and :func:`sq_trt.export.lint.lint_qdq`.
     """
-    import onnx
-
     config = config or ExportConfig()
     model = loaded.model
     num_params = sum(p.numel() for p in model.parameters())
@@ -262,6 +268,14 @@ def export_model(
         hash_json({k: v.tolist() for k, v in scales.to_tensors().items()}) if scales is not None else None
     )
 
+    bmm_layers: list[str] = []
+    bmm: dict[str, float] = {}
+    if config.quantize_bmm:
+        check_family(loaded.spec.family)
+        if scales is None:
+            raise ExportError("--quantize-bmm needs act_scales with the attention ranges (sq-trt calibrate)")
+        bmm = bmm_ranges(model, scales.bmm_amax, scales.output_amax)
+        bmm_layers = list(attention_modules(model).values())
     fp16 = export_float_onnx(model, loaded.spec, dtype="float16", opset=config.opset)
     targets = targets_from_model(
         model,
@@ -298,14 +312,24 @@ def export_model(
         # graph is rewritten in place into the INT8 one (a copy would double the peak memory,
         # about 2 bytes per parameter). A failure below still leaves nothing behind.
         save_onnx(fp16, tmp / FP16_FILE)
-        if config.int8_dtype == "float16":
+        if config.int8_dtype == "float16" and not config.quantize_bmm:
             int8 = fp16
         else:
             del fp16
-            int8 = export_float_onnx(model, loaded.spec, dtype="float32", opset=config.opset)
+            # O3 rewrites the eager attention graph, whose MatMuls read exactly q, k, p and v.
+            # Called on the module, not this module's name, which the pipeline wraps with a
+            # cache keyed without the attention implementation.
+            with eager_attention(model) if config.quantize_bmm else nullcontext():
+                int8 = onnx_export.export_float_onnx(
+                    model, loaded.spec, dtype=config.int8_dtype, opset=config.opset
+                )
         report = quantize_graph(
             int8, targets, act_mode=config.act_mode, encoding=config.encoding, act_dtype=config.int8_dtype
         )
+        if config.quantize_bmm:
+            extra["quantized_bmm_inputs"] = quantize_bmm_inputs(
+                int8, bmm_layers, bmm, act_dtype=config.int8_dtype
+            )
         _internalize(int8, tmp)
         lint_qdq(int8)
         extra["quantized_linears"] = report.quantized
