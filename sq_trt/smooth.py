@@ -381,6 +381,7 @@ def save_smoothed(
     force: bool = False,
     config: SmoothConfig | None = None,
     source_fingerprint: str | None = None,
+    max_shard_size: int | str = "1GB",
 ) -> Path:
     """Write the smoothed artifact (stage ``smooth``).
 
@@ -397,6 +398,8 @@ def save_smoothed(
         config: The config used (recorded in the manifest).
         source_fingerprint: Fingerprint of the unsmoothed model; defaults to the one
             the statistics were recorded on.
+        max_shard_size: Largest safetensors shard. ``save_pretrained`` assembles one shard
+            in memory at a time, and its default (50GB) makes a 1B model one 4.9 GB shard.
 
     Returns:
         The artifact directory.
@@ -438,7 +441,7 @@ def save_smoothed(
         extra=extra,
         force=force,
     ) as tmp:
-        loaded.model.save_pretrained(tmp)
+        loaded.model.save_pretrained(tmp, max_shard_size=max_shard_size)
         loaded.tokenizer.save_pretrained(tmp)
         save_file({name: f.contiguous() for name, f in result.factors.items()}, str(tmp / FACTORS_FILE))
         write_scales_file(tmp, out_scales)
