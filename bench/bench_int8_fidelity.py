@@ -36,7 +36,10 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _EXPORTS = {
-    ("per_token", "float16"): ("per_token_plugin", ["--act-mode", "per-token", "--per-token-encoding", "plugin"]),
+    ("per_token", "float16"): (
+        "per_token_plugin",
+        ["--act-mode", "per-token", "--per-token-encoding", "plugin"],
+    ),
     ("per_token", "float32"): (
         "per_token_fp32",
         ["--act-mode", "per-token", "--per-token-encoding", "portable", "--int8-dtype", "float32"],
@@ -94,11 +97,15 @@ def _code_flips(ref32: Any, ref16: Any, chunk: Any, mode: str) -> dict[str, floa
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison and write its JSON."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work", default="/tmp/sq-trt-bench-export")
     parser.add_argument("--eval-tokens", type=int, default=4096)
     parser.add_argument("--seq-len", type=int, default=512)
-    parser.add_argument("--modes", nargs="+", default=["per_token", "per_tensor"], choices=["per_token", "per_tensor"])
+    parser.add_argument(
+        "--modes", nargs="+", default=["per_token", "per_tensor"], choices=["per_token", "per_tensor"]
+    )
     parser.add_argument("--out", default=str(RESULTS / "int8_fidelity.json"))
     args = parser.parse_args(argv)
 
@@ -117,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     loaded, scales = load_smoothed(work / "smooth")
     _, evaluation = load_slices()
     chunks = tokenize_chunks(
-        loaded.tokenizer, evaluation, seq_len=args.seq_len, max_chunks=max(1, args.eval_tokens // args.seq_len)
+        loaded.tokenizer,
+        evaluation,
+        seq_len=args.seq_len,
+        max_chunks=max(1, args.eval_tokens // args.seq_len),
     )
     float_model = loaded.model.eval()
     results: dict[str, Any] = {}
@@ -174,10 +184,18 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "smoothed": json.loads((work / "smooth" / "manifest.json").read_text()).get("config"),
-        "evaluation": {"tokens": int(chunks.numel()), "chunks": int(chunks.shape[0]), "seq_len": args.seq_len},
+        "evaluation": {
+            "tokens": int(chunks.numel()),
+            "chunks": int(chunks.shape[0]),
+            "seq_len": args.seq_len,
+        },
         "results": results,
         "wall_s": round(time.perf_counter() - start, 1),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch_threads": torch.get_num_threads()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+        },
     }
     atomic_write_text(args.out, json.dumps(result, indent=2, sort_keys=True) + "\n")
     print(json.dumps(result["results"], indent=2, sort_keys=True))

@@ -56,7 +56,9 @@ def _run_sampling_memory(command: list[str]) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the export and the checks; write the JSON."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ckpt", default="/tmp/llama-1b-random")
     parser.add_argument("--work", default="/tmp/sq-trt-large-export")
     parser.add_argument("--out", default=str(RESULTS / "large_export.json"))
@@ -117,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
             "finite": bool(np.isfinite(logits).all()),
             "max_abs_diff": float(np.abs(logits - reference).max()),
             "reference_abs_max": float(np.abs(reference).max()),
-            "kl_mean": float(kl_divergence(reference.reshape(-1, reference.shape[-1]), logits.reshape(-1, logits.shape[-1])).mean()),
+            "kl_mean": float(
+                kl_divergence(
+                    reference.reshape(-1, reference.shape[-1]), logits.reshape(-1, logits.shape[-1])
+                ).mean()
+            ),
             "top1_agreement": float(topk_agreement(reference, logits, 1).mean()),
         }
     result = {
