@@ -8,8 +8,8 @@ its inputs are not the calibrated tensors.) Each layer is anchored on its Softma
 the MatMul fed by it (through Casts) is ``P V``; the MatMul that feeds it through
 the scale, mask and casts is ``Q K^T``. Softmax order in the graph is layer order.
 
-Every input gets ``QuantizeLinear -> DequantizeLinear`` with the constant scale of
-:func:`sq_trt.quant.reference.per_tensor_scale`, so ONNX Runtime computes exactly the
+Every input gets the per-tensor ``QuantizeLinear -> DequantizeLinear`` pair of the
+linears (:func:`sq_trt.export.qdq.per_tensor_qdq_nodes`), so ONNX Runtime computes exactly the
 reference's :func:`sq_trt.quant.attention.bmm_fake_quant`, and TensorRT sees the Q/DQ
 pattern it fuses into an INT8 BMM.
 """
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sq_trt.errors import ExportError
-from sq_trt.export.qdq import GraphBuilder
+from sq_trt.export.qdq import GraphBuilder, per_tensor_qdq_nodes
 
 if TYPE_CHECKING:
     import onnx
@@ -81,11 +81,7 @@ def quantize_bmm_inputs(
         ExportError: The number of Softmax nodes is not the number of layers, or a
             layer's pattern is not found (naming the node).
     """
-    import numpy as np
     import onnx as onnx_lib
-    from onnx.helper import make_node
-
-    from sq_trt.quant.reference import per_tensor_scale
 
     dtype = {"float16": onnx_lib.TensorProto.FLOAT16, "float32": onnx_lib.TensorProto.FLOAT}[act_dtype]
     graph = model.graph
@@ -106,7 +102,6 @@ def quantize_bmm_inputs(
     builder.reserve(name for node in graph.node for name in (*node.input, *node.output, node.name))
     before: dict[int, list[Any]] = {}
     done: list[str] = []
-    zero = builder.const("bmm/zero_point", np.array(0, dtype=np.int8))
     for layer, softmax in zip(layers, softmaxes, strict=True):
         qk, pv = _qk_matmul(softmax, producers, initializers), _pv_matmul(softmax, consumers)
         for node, slots in ((qk, ("q", "k")), (pv, ("p", "v"))):
@@ -114,22 +109,8 @@ def quantize_bmm_inputs(
                 key = f"{layer}.{which}"
                 if key not in ranges:
                     raise ExportError(f"no calibrated range for {key}")
-                scale = builder.act_const(f"{key}/scale", per_tensor_scale(ranges[key]).numpy())
-                x = node.input[index]
-                x_q, x_dq = builder.unique(f"{key}/q"), builder.unique(f"{key}/dq")
-                before.setdefault(id(node), []).extend(
-                    [
-                        make_node(
-                            "QuantizeLinear", [x, scale, zero], [x_q], name=builder.unique(f"{key}/Quantize")
-                        ),
-                        make_node(
-                            "DequantizeLinear",
-                            [x_q, scale, zero],
-                            [x_dq],
-                            name=builder.unique(f"{key}/Dequantize"),
-                        ),
-                    ]
-                )
+                qdq, x_dq = per_tensor_qdq_nodes(node.input[index], ranges[key], f"{key}/input", builder)
+                before.setdefault(id(node), []).extend(qdq)
                 node.input[index] = x_dq
                 done.append(key)
     nodes: list[Any] = []

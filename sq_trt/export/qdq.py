@@ -381,38 +381,42 @@ def quantize_graph(
     return report
 
 
-def _activation_nodes(
-    x: str, target: QuantTarget, act_mode: ActMode, encoding: Encoding, builder: GraphBuilder
-) -> tuple[list[Any], str, str | None]:
+def per_tensor_qdq_nodes(x: str, amax: float, prefix: str, builder: GraphBuilder) -> tuple[list[Any], str]:
+    """``QuantizeLinear -> DequantizeLinear`` of ``x`` with the static range ``amax``.
+
+    The scale is the reference's float32 ``amax / 127`` (rounded to the graph dtype by
+    ``act_const``), so the graph and :func:`sq_trt.quant.reference.fake_quant_per_tensor`
+    divide by the same value; the zero point is int8 0.
+
+    Returns:
+        The two nodes and the name of the dequantized tensor.
+    """
     import numpy as np
     from onnx.helper import make_node
 
-    prefix = f"{target.name}/input"
-    x_dq = builder.unique(f"{prefix}_dq")
-    if act_mode == "per_tensor":
-        from sq_trt.quant.reference import per_tensor_scale
+    from sq_trt.quant.reference import per_tensor_scale
 
-        # The reference's float32 scale (then rounded to the graph dtype by act_const), so the
-        # graph and sq_trt.quant.reference.fake_quant_per_tensor divide by the same value.
-        amax = float(target.input_amax)  # type: ignore[arg-type]
-        scale = builder.act_const(f"{prefix}_scale", per_tensor_scale(amax).numpy())
-        zero = builder.const(f"{prefix}_zero_point", np.array(0, dtype=np.int8))
-        x_q = builder.unique(f"{prefix}_q")
-        return (
-            [
-                make_node(
-                    "QuantizeLinear", [x, scale, zero], [x_q], name=builder.unique(f"{prefix}/QuantizeLinear")
-                ),
-                make_node(
-                    "DequantizeLinear",
-                    [x_q, scale, zero],
-                    [x_dq],
-                    name=builder.unique(f"{prefix}/DequantizeLinear"),
-                ),
-            ],
-            x_dq,
-            None,
-        )
+    scale = builder.act_const(f"{prefix}_scale", per_tensor_scale(amax).numpy())
+    zero = builder.const(f"{prefix}_zero_point", np.array(0, dtype=np.int8))
+    x_q, x_dq = builder.unique(f"{prefix}_q"), builder.unique(f"{prefix}_dq")
+    return [
+        make_node("QuantizeLinear", [x, scale, zero], [x_q], name=builder.unique(f"{prefix}/QuantizeLinear")),
+        make_node(
+            "DequantizeLinear", [x_q, scale, zero], [x_dq], name=builder.unique(f"{prefix}/DequantizeLinear")
+        ),
+    ], x_dq
+
+
+def _activation_nodes(
+    x: str, target: QuantTarget, act_mode: ActMode, encoding: Encoding, builder: GraphBuilder
+) -> tuple[list[Any], str, str | None]:
+    from onnx.helper import make_node
+
+    prefix = f"{target.name}/input"
+    if act_mode == "per_tensor":
+        nodes, x_dq = per_tensor_qdq_nodes(x, float(target.input_amax), prefix, builder)  # type: ignore[arg-type]
+        return nodes, x_dq, None
+    x_dq = builder.unique(f"{prefix}_dq")
     x_q, amax_name = builder.unique(f"{prefix}_q"), builder.unique(f"{prefix}_amax")
     if encoding == "plugin":
         quant = [

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from sq_trt.errors import ConfigError, ExportError
+from sq_trt.errors import CalibrationError, ConfigError, ExportError
 
 if TYPE_CHECKING:
     import torch
@@ -99,19 +99,17 @@ def eager_attention_with(
     ) -> Any:
         return _eager(module, query, key, value, attention_mask, scaling, dropout, hook)
 
-    previous = model.config._attn_implementation
     had_override = "eager" in ALL_ATTENTION_FUNCTIONS._local_mapping
     saved = ALL_ATTENTION_FUNCTIONS._local_mapping.get("eager")
-    model.set_attn_implementation("eager")
-    ALL_ATTENTION_FUNCTIONS["eager"] = attention
-    try:
-        yield
-    finally:
-        if had_override:
-            ALL_ATTENTION_FUNCTIONS["eager"] = saved
-        else:
-            del ALL_ATTENTION_FUNCTIONS["eager"]
-        model.set_attn_implementation(previous)
+    with eager_attention(model):
+        ALL_ATTENTION_FUNCTIONS["eager"] = attention
+        try:
+            yield
+        finally:
+            if had_override:
+                ALL_ATTENTION_FUNCTIONS["eager"] = saved
+            else:
+                del ALL_ATTENTION_FUNCTIONS["eager"]
 
 
 class BmmObserver:
@@ -128,8 +126,6 @@ class BmmObserver:
             key = f"{self.names[id(module)]}.{which}"
             value = tensor.detach().abs().amax().float().cpu()
             if not bool(torch.isfinite(value)):
-                from sq_trt.errors import CalibrationError
-
                 raise CalibrationError(f"non-finite attention {which!r} values in {key} during calibration")
             self.amax[key] = value if key not in self.amax else torch.maximum(self.amax[key], value)
         return tensor
