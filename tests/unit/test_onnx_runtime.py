@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sq_trt import plugin_spec
 from sq_trt.errors import ExportError
 from sq_trt.export import stage
-from sq_trt.export.runtime import expand_plugin_nodes, session_from_onnx
+from sq_trt.export.runtime import expand_plugin_nodes, session_from_onnx, session_options
 
 
 def _matmul_model() -> tuple[onnx.ModelProto, np.ndarray]:
@@ -88,3 +88,76 @@ def test_export_over_the_threshold_gives_two_self_contained_files(
     (expected,) = session_from_onnx(out / "model.int8.onnx").run(None, {"input_ids": ids})
     (got,) = session_from_onnx(alone / "model.int8.onnx").run(None, {"input_ids": ids})
     np.testing.assert_array_equal(got, expected)
+
+
+INTEGER_KERNELS = {"MatMulIntegerToFloat", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul"}
+
+
+def _per_tensor_qdq_matmul(
+    m: int = 4, k: int = 256, n: int = 16
+) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+    """``Q/DQ(x) @ DQ(W)``: static per-tensor activation, per-channel int8 weight (an exported linear).
+
+    Returns the model, the exact result and its feed ``x``: with x = q_x * s_x
+    chosen on the grid, the graph's value is ``(q_x @ q_w) * s_x * s_w`` with an
+    int32 dot product. The activations sit at +-127 and the weights at +-127 so
+    adjacent products add up past 2^15, where a u8s8 16-bit pair sum saturates.
+    """
+    rng = np.random.default_rng(3)
+    q_x = rng.choice(np.array([-127, 127], dtype=np.int32), size=(m, k))
+    q_w = (np.sign(q_x[0])[:, None] * 127 * rng.choice([1, 1, 1, -1], size=(k, n))).astype(np.int8)
+    s_x, s_w = np.float32(0.5), np.full(n, 0.25, dtype=np.float32)
+    x = (q_x * s_x).astype(np.float32)
+    exact = (q_x @ q_w.astype(np.int32)).astype(np.float64) * float(s_x) * s_w.astype(np.float64)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s_x", "zp"], ["x_q"]),
+        helper.make_node("DequantizeLinear", ["x_q", "s_x", "zp"], ["x_dq"]),
+        helper.make_node("DequantizeLinear", ["w_q", "s_w"], ["w_dq"], axis=1),
+        helper.make_node("MatMul", ["x_dq", "w_dq"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "qdq_mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+        initializer=[
+            numpy_helper.from_array(np.array(s_x), "s_x"),
+            numpy_helper.from_array(np.array(0, dtype=np.int8), "zp"),
+            numpy_helper.from_array(q_w, "w_q"),
+            numpy_helper.from_array(s_w, "s_w"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), exact, x
+
+
+def _optimized_ops(model: onnx.ModelProto, options: object, path: Path) -> set[str]:
+    import onnxruntime as ort
+
+    options.optimized_model_filepath = str(path)  # type: ignore[attr-defined]
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_runner_keeps_qdq_out_of_onnx_runtime_integer_kernels(tmp_path: Path) -> None:
+    """ONNX Runtime's own defaults fuse the pattern into an integer kernel; the runner's options do not."""
+    import onnxruntime as ort
+
+    model, _, _ = _per_tensor_qdq_matmul()
+    default_ops = _optimized_ops(model, ort.SessionOptions(), tmp_path / "default.onnx")
+    assert default_ops & INTEGER_KERNELS, (
+        f"the control no longer fuses ({default_ops}); this test proves nothing"
+    )
+    runner_ops = _optimized_ops(model, session_options(), tmp_path / "runner.onnx")
+    assert not runner_ops & INTEGER_KERNELS, runner_ops
+    assert "MatMul" in runner_ops
+
+
+def test_per_tensor_qdq_matmul_equals_int32_arithmetic() -> None:
+    """Sums past 2^15 (which a saturating u8s8 kernel clips on AVX2 CPUs without VNNI) come out exact.
+
+    Every |value| is at most 256 * 127 * 127 * 0.125 ~ 5.2e5, products of grid
+    points; float32 represents the partial sums exactly, so the comparison is exact.
+    """
+    model, exact, x = _per_tensor_qdq_matmul()
+    (y,) = session_from_onnx(model).run(None, {"x": x})
+    np.testing.assert_array_equal(y.astype(np.float64), exact)
