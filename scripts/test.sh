@@ -21,4 +21,11 @@ sq-trt fetch-demo
 export SQ_TRT_REQUIRE_TRT_API=1
 # The report screenshot lands here (kept as a CI artifact).
 export SQ_TRT_ARTIFACTS="${SQ_TRT_ARTIFACTS:-$PWD/build/ci-artifacts}"
+# Disk: the venv (~3.1 GB), the demo cache (~0.8 GB) and the largest demo test (~1 GB at once)
+# need ~5 GB. Say so up front: a full disk otherwise shows up as scattered OSErrors mid-run.
+free_mb=$(df -Pm "${TMPDIR:-/tmp}" | awk 'NR==2 {print $4}')
+echo "sq-trt tests: ${free_mb} MB free in ${TMPDIR:-/tmp} before the run"
+if [ "${free_mb}" -lt 1500 ]; then
+  echo "warning: under 1.5 GB free; the demo-model tests write up to ~1 GB at a time and may fail with ENOSPC" >&2
+fi
 python -m pytest -q --durations=25 "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,9 @@ SAMPLES, SEQ_LEN = 2, 128
 
 
 @pytest.fixture(scope="module")
-def demo_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_export(module_tmp: Callable[[str], Path]) -> Path:
     """Naive (unsmoothed) per-token W8A8 export of the demo model in portable ONNX ops, plus its FP16 twin."""
-    out = tmp_path_factory.mktemp("demo") / "export"
+    out = module_tmp("demo") / "export"
     assert main(["export", "--model", "demo", "--per-token-encoding", "portable", "--out", str(out)]) == 0
     return out
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,11 @@ CHUNKS = 2
 
 
 @pytest.fixture(scope="module")
-def demo_export(demo_loaded: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+def demo_export(demo_loaded: Any, module_tmp: Callable[[str], Path]) -> tuple[Path, Any]:
     from sq_trt.data import load_slices, tokenize_chunks
     from sq_trt.export.stage import ExportConfig, export_model
 
-    out = tmp_path_factory.mktemp("demo") / "export"
+    out = module_tmp("demo") / "export"
     export_model(demo_loaded, out, config=ExportConfig(act_mode="per_token", encoding="plugin"))
     _, evaluation = load_slices()
     chunks = tokenize_chunks(demo_loaded.tokenizer, evaluation, seq_len=SEQ_LEN, max_chunks=CHUNKS)

@@ -24,14 +24,14 @@ RECIPE = Path(__file__).resolve().parents[2] / "builders" / "smollm2-135m.rtx.ya
 
 
 @pytest.fixture(scope="module")
-def onnx_files(tmp_path_factory):
+def onnx_files(module_tmp):
     from sq_trt.export.onnx_export import WRAPPED_PREFIX, export_float_onnx
     from sq_trt.export.qdq import quantize_graph, targets_from_model
     from sq_trt.export.stage import save_onnx
     from sq_trt.models.loading import load_model
     from sq_trt.models.registry import quantizable_linears
 
-    work = tmp_path_factory.mktemp("smollm2")
+    work = module_tmp("smollm2")
     loaded = load_model("demo")
     fp16 = export_float_onnx(loaded.model, loaded.spec, dtype="float16")
     names = quantizable_linears(loaded.model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,9 @@ def _write_onnx(path: Path, embedding: np.ndarray, head: np.ndarray) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lm_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def lm_files(module_tmp: Callable[[str], Path]) -> dict[str, object]:
     rng = np.random.default_rng(0)
-    root = tmp_path_factory.mktemp("onnx")
+    root = module_tmp("onnx")
     embedding = rng.normal(size=(VOCAB, DIM)).astype(np.float32)
     head = rng.normal(size=(DIM, VOCAB)).astype(np.float32)
     noisy = (head + rng.normal(scale=0.05, size=head.shape)).astype(np.float32)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -228,12 +229,12 @@ def test_unsupported_op_around_linear_names_it(llama: Exported) -> None:
 
 
 @pytest.fixture(scope="module")
-def llama_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def llama_artifact(module_tmp: Callable[[str], Path]) -> Path:
     """`sq-trt export` of tiny llama, per-tensor (FP16 deployment files), through the CLI."""
     from sq_trt.calibrate import save_act_scales
     from sq_trt.cli import main
 
-    root = tmp_path_factory.mktemp("stage")
+    root = module_tmp("stage")
     loaded = load_model("tiny:llama")
     ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(4))
     save_act_scales(root / "calib", calibrate(loaded, ids, progress=False))

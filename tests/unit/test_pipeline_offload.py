@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,8 @@ from sq_trt.smooth import SmoothConfig, load_smoothed, save_smoothed, smooth_mod
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt")
+def checkpoint(module_tmp: Callable[[str], Path]) -> Path:
+    path = module_tmp("ckpt")
     tiny_model("llama").save_pretrained(path)
     byte_tokenizer().save_pretrained(path)
     return path

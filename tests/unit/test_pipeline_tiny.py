@@ -10,6 +10,7 @@ build stage is skipped and says why.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,8 @@ class TinyRun:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
-    run = TinyRun(tmp_path_factory.mktemp("pipeline"))
+def tiny(module_tmp: Callable[[str], Path]) -> TinyRun:
+    run = TinyRun(module_tmp("pipeline"))
     run.first = run.run()
     return run
 

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,9 @@ TINY = ["--model", "tiny:llama", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def artifacts(module_tmp: Callable[[str], Path]) -> dict[str, Path]:
     """A calibrate + smooth + compare (with layer ranking) run on the tiny Llama, and a sweep file."""
-    root = tmp_path_factory.mktemp("report")
+    root = module_tmp("report")
     paths = {name: root / name for name in ("scales", "smoothed", "compare")}
     assert main(["calibrate", *TINY, "--samples", "2", "--seq-len", "32", "--out", str(paths["scales"])]) == 0
     assert (
