@@ -30,7 +30,7 @@ _PROTO_LIMIT = 2**31 - 1
 # Room for the graph's nodes and attributes on top of the initializers' bytes.
 _GRAPH_MARGIN = 256 * 2**20
 # ONNX Runtime's session option (kOrtSessionOptionsDisableQuantQDQ) that turns off the QDQ
-# node-unit fusions into integer kernels; see session_from_onnx.
+# node-unit fusions into integer kernels; see session_options.
 QDQ_FUSION_KEY = "session.disable_quant_qdq"
 
 
