@@ -139,3 +139,58 @@ def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:
     """Quantize-dequantize ``W[out, in]`` per output channel; returns ``weight``'s dtype."""
     w_q, scale = quantize_weight_per_channel(weight)
     return dequantize(w_q, scale[:, None]).to(weight.dtype)
+
+
+def w8a8_gemm(
+    x_q: torch.Tensor,
+    amax: torch.Tensor,
+    w_q: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The fused W8A8 GEMM's semantics (``sq_trt::W8A8Gemm``), exactly.
+
+    ``acc = x_q @ w_q.T`` in exact integer arithmetic (int64 here; the kernel's int32
+    cannot overflow: ``K * 127 * 127 < 2**31`` for ``K < 133,144``), then the epilogue in
+    float32, in this order: ``(float32(acc) * (float32(amax) / 127)) * w_scale + bias``,
+    rounded once to ``out_dtype``.
+
+    Args:
+        x_q: int8 ``[..., K]``.
+        amax: ``[..., 1]`` per-token ``max |x|`` (any float dtype; read as float32).
+        w_q: int8 ``[N, K]``.
+        w_scale: float32 ``[N]``.
+        bias: float32 ``[N]`` or None.
+        out_dtype: Output dtype (default: ``amax``'s dtype).
+
+    Returns:
+        ``[..., N]`` in ``out_dtype``.
+    """
+    import torch
+
+    acc = torch.matmul(x_q.to(torch.int64), w_q.to(torch.int64).T)
+    token_scale = amax.float() / QMAX
+    y = (acc.float() * token_scale) * w_scale.float()
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(out_dtype or amax.dtype)
+
+
+def quant_w8a8_gemm(
+    x: torch.Tensor,
+    w_q: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    smooth: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The quantizing fused GEMM's semantics (``sq_trt::QuantW8A8Gemm``): returns ``x``'s dtype.
+
+    ``xs = float32(x) * smooth`` (when given), ``(x_q, amax) = quantize_per_token(xs)``,
+    then :func:`w8a8_gemm`.
+    """
+    xs = x.float() if smooth is None else x.float() * smooth.float()
+    x_q, amax = quantize_per_token(xs)
+    return w8a8_gemm(x_q, amax, w_q, w_scale, bias, out_dtype=x.dtype)
