@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from types import GenericAlias, ModuleType
 from typing import Any
 
-from sq_trt.plugins import LAYERNORM_PER_TOKEN_QUANT
-
 from sq_trt import plugin_spec
 from sq_trt.errors import ConfigError
 
@@ -208,7 +206,7 @@ def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str
 
     plain = plugin_id(plugin_spec.PER_TOKEN_QUANT)
     fused = plugin_id(plugin_spec.RMSNORM_PER_TOKEN_QUANT)
-    layer = plugin_id(LAYERNORM_PER_TOKEN_QUANT)
+    layer = plugin_id(plugin_spec.LAYERNORM_PER_TOKEN_QUANT)
     rms_inputs = {"x": desc, "weight": desc, "epsilon": float}
     ln_inputs = {"x": desc, "weight": desc, "bias": desc, "epsilon": float}
     functions = {

@@ -28,4 +28,9 @@ echo "sq-trt tests: ${free_mb} MB free in ${TMPDIR:-/tmp} before the run"
 if [ "${free_mb}" -lt 1500 ]; then
   echo "warning: under 1.5 GB free; the demo-model tests write up to ~1 GB at a time and may fail with ENOSPC" >&2
 fi
+# Static checks first: cheaper than the suite, and a failure here names the line.
+ruff check sq_trt plugins tests bench scripts
+mypy sq_trt plugins
+python scripts/check_imports.py
+# pytest exits 5 when it collects no test; `set -e` turns that into a failed run.
 python -m pytest -q --durations=25 "$@"

@@ -22,6 +22,7 @@ import torch
 from sq_trt.errors import DataError
 from sq_trt.models.registry import SmoothGroup, smoothing_groups
 from sq_trt.quant import reference
+from sq_trt.quant.smoothing import expand_to_inputs, reduce_to_prev, smoothing_factor
 
 if TYPE_CHECKING:
     from sq_trt.smooth import AlphaSearchConfig, SmoothConfig
@@ -165,8 +166,6 @@ def search_alpha(
     Returns:
         ``(best_alpha, {alpha: error})``; ties go to the first grid value.
     """
-    from sq_trt.smooth import expand_to_inputs, reduce_to_prev, smoothing_factor
-
     x = x.float()
     weights = [w.detach().float().cpu() for w in weights]
     references = [x @ w.t() for w in weights]

@@ -36,6 +36,7 @@ from sq_trt.artifacts import artifact_dir, load_manifest
 from sq_trt.calibrate import ActScales, check_model_matches, read_scales_file, write_scales_file
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.models.registry import SmoothGroup, find_spec, smoothing_groups
+from sq_trt.quant.smoothing import expand_to_inputs, reduce_to_prev, smoothing_factor
 
 if TYPE_CHECKING:
     from sq_trt.models.loading import LoadedModel
@@ -167,36 +168,6 @@ class SmoothResult:
     alphas: dict[str, float]
     searched: dict[str, dict[float, float]]
     groups: list[SmoothGroup]
-
-
-def smoothing_factor(
-    act_amax: torch.Tensor, weight_amax: torch.Tensor, alpha: float, *, min_scale: float = 1e-5
-) -> torch.Tensor:
-    """``s_j = act_amax_j ** alpha / weight_amax_j ** (1 - alpha)`` with the zero-channel rules.
-
-    Computed in float64 and returned as float32. Channels where either statistic
-    is 0 get ``s_j = 1``; every factor is at least ``min_scale``.
-    """
-    act = act_amax.double()
-    weight = weight_amax.double()
-    factor = act.pow(alpha) / weight.pow(1.0 - alpha)
-    factor = torch.where((act > 0) & (weight > 0), factor, torch.ones_like(factor))
-    return factor.clamp(min=min_scale).float()
-
-
-def expand_to_inputs(values: torch.Tensor, group: SmoothGroup) -> torch.Tensor:
-    """Map a per-channel vector of the preceding op to the following linears' input channels (GQA)."""
-    if group.repeat == 1:
-        return values
-    blocks = values.reshape(-1, 1, group.head_dim)
-    return blocks.expand(blocks.shape[0], group.repeat, group.head_dim).reshape(-1)
-
-
-def reduce_to_prev(values: torch.Tensor, group: SmoothGroup) -> torch.Tensor:
-    """Max over the input channels that share one preceding channel (inverse of :func:`expand_to_inputs`)."""
-    if group.repeat == 1:
-        return values
-    return values.reshape(-1, group.repeat, group.head_dim).amax(dim=1).reshape(-1)
 
 
 def _weight(module: Any, layout: str) -> torch.Tensor:
