@@ -51,10 +51,6 @@ class BuildError(SqTrtError):
     """An engine build failed (parser or builder error)."""
 
 
-class StageNotBuiltError(SqTrtError):
-    """A CLI stage exists in the plan but is not implemented yet."""
-
-
 class GateFailedError(SqTrtError):
     """The accuracy gate rejected the candidate. Its own exit code, not 1."""
 

@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -351,13 +351,3 @@ def write_summary(path: Path, reports: Sequence[StageReport], extra: Mapping[str
     payload = {"stages": [asdict(r) for r in reports], **extra}
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
-
-@contextlib.contextmanager
-def working_directory(path: Path) -> Iterator[None]:
-    """Temporarily change the working directory (relative recipe paths resolve against it)."""
-    old = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)

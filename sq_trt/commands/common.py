@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sq_trt.errors import StageNotBuiltError
-
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """``--model`` and its loading switches."""
@@ -60,10 +58,3 @@ def add_data_args(parser: argparse.ArgumentParser, *, seq_len: int = 512, sample
         help="fraction of the text used for calibration; evaluation uses the rest (default 0.5)",
     )
 
-
-def not_built(stage: str, issue: int) -> StageNotBuiltError:
-    """The error a not-yet-built stage raises: says so plainly, never pretends."""
-    return StageNotBuiltError(
-        f"stage `{stage}` is not built yet in this version of sq-trt (tracked in issue #{issue}); "
-        "nothing was done"
-    )

@@ -50,10 +50,6 @@ _PATTERN = re.compile(
     r"^\s*(?:(?P<cand>[^:\s<>=]+)\s*:)?\s*(?P<metric>[a-z0-9_]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>\S+)\s*$"
 )
 
-# What the CLI uses when the user gives no --gate (the issue's example gate).
-DEFAULT_GATE = ("ppl_increase_pct<=1", "top1_agreement>=0.95")
-
-
 @dataclass(frozen=True)
 class GateCondition:
     """One condition: ``metric op threshold``, for one candidate or all (``candidate=None``)."""
