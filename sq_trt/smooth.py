@@ -35,6 +35,7 @@ import torch
 from sq_trt.artifacts import artifact_dir, load_manifest
 from sq_trt.calibrate import ActScales, check_model_matches, read_scales_file, write_scales_file
 from sq_trt.errors import ArtifactError, ConfigError
+from sq_trt.models import adapter
 from sq_trt.models.registry import SmoothGroup, find_spec, smoothing_groups
 from sq_trt.quant.smoothing import expand_to_inputs, reduce_to_prev, smoothing_factor
 
@@ -302,12 +303,8 @@ def smooth_model(
 
 
 def _forward_logits(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
-    device = next(model.parameters()).device
     with torch.inference_mode():
-        if find_spec(model).kind == "decoder":
-            out = model(input_ids=input_ids.to(device), use_cache=False).logits
-        else:
-            out = model(input_ids=input_ids.to(device)).last_hidden_state
+        out = adapter.forward(model, input_ids)
     return out.float().cpu()
 
 

@@ -96,21 +96,23 @@ class TorchRunner(BaseRunner):
     is ``logits`` for causal LMs and ``last_hidden_state`` for encoders.
     """
 
-    def __init__(self, model_factory: Any, name: str, output_name: str = "logits") -> None:
+    def __init__(self, model_factory: Any, name: str) -> None:
         """Args:
         model_factory: A zero-argument callable returning the ``torch.nn.Module`` (called on activation).
         name: The runner's name in the results.
-        output_name: The output to return.
         """
         super().__init__(name=name, prefix="torch-runner")
         self._factory = model_factory
-        self.output_name = output_name
+        self.output_name = "logits"
         self.model: Any = None
 
     def activate_impl(self) -> None:
-        """Build (or take) the model."""
+        """Build (or take) the model; its config (not its source string) says which output it has."""
+        from sq_trt.models import adapter
+
         self.model = self._factory()
         self.model.eval()
+        self.output_name = adapter.output_name(self.model)
 
     def get_input_metadata_impl(self) -> TensorMetadata:
         """``input_ids`` int64 with dynamic batch and sequence."""
@@ -119,17 +121,13 @@ class TorchRunner(BaseRunner):
     def infer_impl(self, feed_dict: dict[str, Any]) -> OrderedDict[str, np.ndarray]:
         """One forward pass; outputs as float32 numpy."""
         torch = require("torch", STAGE)
-        device = next(self.model.parameters()).device
-        ids = torch.from_numpy(np.asarray(feed_dict["input_ids"], dtype=np.int64)).to(device)
+        from sq_trt.models import adapter
+
+        ids = torch.from_numpy(np.asarray(feed_dict["input_ids"], dtype=np.int64))
         start = time.perf_counter()
         with torch.inference_mode():
-            out = (
-                self.model(input_ids=ids, use_cache=False)
-                if self.output_name == "logits"
-                else self.model(input_ids=ids)
-            )
+            tensor = adapter.forward(self.model, ids)
         self.inference_time = time.perf_counter() - start
-        tensor = out.logits if self.output_name == "logits" else out.last_hidden_state
         return OrderedDict([(self.output_name, tensor.float().cpu().numpy())])
 
     def deactivate_impl(self) -> None:
@@ -153,17 +151,9 @@ def make_runner(spec: RunnerSpec, *, device: str = "cpu") -> BaseRunner:
     if spec.kind == "plan":
         return _trt_runner(spec)
     if spec.kind == "torch":
-        return TorchRunner(
-            lambda: _float_model(spec.target, device), name=spec.name, output_name=_output_for(spec.target)
-        )
+        return TorchRunner(lambda: _float_model(spec.target, device), name=spec.name)
     per_token = spec.kind == "torch-w8a8"
     return TorchRunner(lambda: _fake_quant_model(spec.target, per_token, device), name=spec.name)
-
-
-def _output_for(model_source: str) -> str:
-    if model_source.startswith("tiny:bert"):
-        return "last_hidden_state"
-    return "logits"
 
 
 def _float_model(source: str, device: str) -> Any:

@@ -321,3 +321,22 @@ def test_plan_without_tensorrt_names_the_fix(tmp_path: Path) -> None:
     plan.write_bytes(b"not an engine")
     with pytest.raises(MissingDependencyError, match="stage `compare` needs the Python module `tensorrt`"):
         make_runner(parse_runner_spec(f"int8={plan}"))
+
+
+def test_a_bert_directory_is_run_as_an_encoder(tmp_path: Path) -> None:
+    """The model's config, not its source string, decides the output: a saved BERT directory gives
+    last_hidden_state (a source-string rule treated anything but `tiny:bert` as a decoder)."""
+    import torch
+
+    from sq_trt.models.tiny import tiny_model
+
+    model = tiny_model("bert")
+    model.save_pretrained(tmp_path / "my-bert")
+    runner = make_runner(parse_runner_spec(f"fp=torch:{tmp_path / 'my-bert'}"))
+    ids = np.arange(12, dtype=np.int64).reshape(2, 6) % model.config.vocab_size
+    with runner:
+        out = runner.infer({"input_ids": ids})
+    assert list(out) == ["last_hidden_state"]
+    with torch.inference_mode():
+        expected = model(input_ids=torch.from_numpy(ids)).last_hidden_state.numpy()
+    np.testing.assert_allclose(out["last_hidden_state"], expected, rtol=1e-5, atol=1e-5)
