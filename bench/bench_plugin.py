@@ -56,6 +56,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["SQ_TRT_CACHE"] = str(Path(scratch) / "sq")
         import triton
+
         from sq_trt.plugins import aot, kernels
 
         rows = []

@@ -38,10 +38,9 @@ def test_interrupted_write_leaves_old_artifact_untouched(tmp_path):
     out = tmp_path / "scales"
     _write(out)
     before = (out / MANIFEST_NAME).read_text()
-    with pytest.raises(RuntimeError):
-        with artifact_dir(out, stage="calibrate") as tmp:
-            (tmp / "a.bin").write_bytes(b"half")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), artifact_dir(out, stage="calibrate") as tmp:
+        (tmp / "a.bin").write_bytes(b"half")
+        raise RuntimeError("interrupted")
     assert (out / MANIFEST_NAME).read_text() == before
     assert (out / "a.bin").read_bytes() == b"hello"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scales"]
@@ -49,10 +48,9 @@ def test_interrupted_write_leaves_old_artifact_untouched(tmp_path):
 
 def test_interrupted_first_write_leaves_nothing(tmp_path):
     out = tmp_path / "new"
-    with pytest.raises(KeyboardInterrupt):
-        with artifact_dir(out, stage="smooth") as tmp:
-            (tmp / "x").write_text("x")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), artifact_dir(out, stage="smooth") as tmp:
+        (tmp / "x").write_text("x")
+        raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
 
 

@@ -56,7 +56,7 @@ def test_llama_family_groups():
     model = tiny_model("llama")
     names = [g.name for g in smoothing_groups(model)]
     assert names == ["layers.0.attn_in", "layers.0.mlp_in", "layers.1.attn_in", "layers.1.mlp_in"]
-    v_o = [g for g in smoothing_groups(model, include_optional=True) if g.name.endswith("v_o")][0]
+    v_o = next(g for g in smoothing_groups(model, include_optional=True) if g.name.endswith("v_o"))
     assert (v_o.repeat, v_o.head_dim) == (2, 16)  # 4 heads over 2 kv heads, 64 / 4
 
 
