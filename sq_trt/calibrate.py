@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sq_trt.artifacts import artifact_dir, load_manifest
 from sq_trt.errors import ArtifactError, CalibrationError, DataError
+from sq_trt.models import adapter
 from sq_trt.models.registry import quantizable_linears
 from sq_trt.quant.attention import BMM_FAMILIES, BmmObserver, eager_attention_with
 
@@ -95,6 +96,14 @@ class ActScales:
         )
 
 
+def _channel_amax(t: torch.Tensor) -> torch.Tensor:
+    """max |t| per channel (last axis) as float32; NaN propagates (checked by the caller).
+
+    (``torch.aminmax(t, dim=0)`` would avoid the ``|t|`` copy but measured 13x slower on CPU.)
+    """
+    return t.abs().reshape(-1, t.shape[-1]).amax(dim=0).float()
+
+
 class _RunningAmax:
     """Forward hook folding one linear's input/output into running maxima."""
 
@@ -106,11 +115,9 @@ class _RunningAmax:
     def __call__(self, module: Any, inputs: tuple[Any, ...], output: Any) -> None:
         import torch
 
-        x = inputs[0].detach()
-        y = output.detach()
         with torch.no_grad():
-            x_amax = x.abs().reshape(-1, x.shape[-1]).amax(dim=0).float()
-            y_amax = y.abs().reshape(-1, y.shape[-1]).amax(dim=0).float()
+            x_amax = _channel_amax(inputs[0].detach())
+            y_amax = _channel_amax(output.detach())
         # max() propagates NaN and inf, so checking the reduced vectors catches any bad element.
         for what, stat in (("input", x_amax), ("output", y_amax)):
             if not bool(torch.isfinite(stat).all()):
@@ -125,12 +132,6 @@ class _RunningAmax:
         self.output_channel = (
             y_amax if self.output_channel is None else torch.maximum(self.output_channel, y_amax)
         )
-
-
-def _forward(model: Any, input_ids: torch.Tensor, kind: str) -> Any:
-    if kind == "decoder":
-        return model(input_ids=input_ids, use_cache=False)
-    return model(input_ids=input_ids)
 
 
 def calibrate(loaded: LoadedModel, chunks: torch.Tensor, *, progress: bool = True) -> ActScales:
@@ -174,7 +175,7 @@ def calibrate(loaded: LoadedModel, chunks: torch.Tensor, *, progress: bool = Tru
     try:
         with torch.inference_mode(), eager_attention_with(model, bmm) if bmm is not None else nullcontext():
             for row in tqdm(chunks, desc="calibrate", unit="sample", disable=not progress):
-                _forward(model, row[None].to(device), loaded.spec.kind)
+                adapter.forward_body(model, row[None].to(device))
     finally:
         for handle in handles:
             handle.remove()

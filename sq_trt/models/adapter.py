@@ -43,3 +43,19 @@ def forward(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     if output_name(model) == DECODER_OUTPUT:
         return model(**kwargs, use_cache=False).logits
     return model(**kwargs).last_hidden_state
+
+
+def forward_body(model: Any, input_ids: torch.Tensor) -> None:
+    """Run the transformer layers only: no LM head, no KV cache, nothing returned.
+
+    Calibration needs the quantized linears' inputs, all inside the layers; a causal
+    LM's head (SmolLM2: 28 M of its 135 M parameters, a ``[tokens, 49152]`` output)
+    is pure cost there. ``base_model`` is the body for every registry family
+    (``LlamaForCausalLM.model``, ``GPT2LMHeadModel.transformer``, an encoder itself).
+    """
+    device = next(model.parameters()).device
+    body = getattr(model, "base_model", model)
+    if output_name(model) == DECODER_OUTPUT:
+        body(input_ids=input_ids.to(device), use_cache=False)
+    else:
+        body(input_ids=input_ids.to(device))
