@@ -295,20 +295,78 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
     return kit
 
 
-def trtexec_shapes(engine_dir: Path, target: str, batch: int, seq: int) -> str:
-    """``--shapes`` for trtexec: every engine input at ``batch x seq`` (from the engine manifest).
-
-    Raises:
-        ArtifactError: No manifest entry for ``target``.
-    """
+def _engine_record(engine_dir: Path, target: str) -> dict[str, Any]:
     manifest = json.loads((engine_dir / "manifest.json").read_text())
     record = (manifest.get("extra", {}).get("engines") or {}).get(target)
     if record is None:
         raise ArtifactError(f"{engine_dir}/manifest.json has no engine {target!r}")
-    names = [
-        io["name"] for io in record.get("io", []) if io.get("mode", io.get("io_mode", "")).lower() == "input"
-    ]
-    return ",".join(f"{name}:{batch}x{seq}" for name in names or ["input_ids"])
+    return dict(record)
+
+
+def _profiles(record: dict[str, Any], where: str) -> list[dict[str, dict[str, list[int]]]]:
+    profiles = [p.get("shapes", {}) for p in record.get("profiles", []) if isinstance(p, dict)]
+    if not profiles or not all(profiles):
+        raise ArtifactError(
+            f"{where} records no optimization profiles, so the shapes the engine accepts are unknown; "
+            "rebuild it with `sq-trt build --force`"
+        )
+    return profiles
+
+
+def profile_shapes(engine_dir: Path, target: str) -> list[tuple[int, int]]:
+    """The ``(batch, seq)`` points to time an engine at: each profile's ``opt`` and ``max``.
+
+    Read from the engine manifest, so every point lies inside a profile the engine
+    was built with (a shape outside every profile makes trtexec fail).
+
+    Raises:
+        ArtifactError: No manifest entry for ``target``, or it records no profiles.
+    """
+    points: list[tuple[int, int]] = []
+    for shapes in _profiles(_engine_record(engine_dir, target), f"{engine_dir}/{target}"):
+        first = next(iter(shapes.values()))
+        for point in ("opt", "max"):
+            dims = list(first[point])
+            entry = (int(dims[0]), int(dims[1]) if len(dims) > 1 else 1)
+            if entry not in points:
+                points.append(entry)
+    return points
+
+
+def trtexec_args(engine_dir: Path, target: str, batch: int, seq: int) -> str:
+    """``--shapes=... --profile=N`` for trtexec: every engine input at ``batch x seq``.
+
+    Axis 0 of each input is the batch, axis 1 the sequence, further axes take the
+    profile's ``opt`` value; the first profile that accepts the shapes is chosen.
+
+    Raises:
+        ArtifactError: No manifest entry for ``target``, no profiles, or ``batch x seq``
+            outside every profile (the message lists their ranges).
+    """
+    where = f"{engine_dir}/{target}"
+    profiles = _profiles(_engine_record(engine_dir, target), where)
+    for index, shapes in enumerate(profiles):
+        chosen = {}
+        for name, bounds in shapes.items():
+            dims = [batch, seq, *bounds["opt"][2:]][: len(bounds["opt"])]
+            if not all(lo <= d <= hi for d, lo, hi in zip(dims, bounds["min"], bounds["max"], strict=True)):
+                break
+            chosen[name] = "x".join(str(d) for d in dims)
+        else:
+            listed = ",".join(f"{name}:{dims}" for name, dims in chosen.items())
+            return f"--shapes={listed} --profile={index}"
+    ranges = "; ".join(
+        f"profile {i}: " + ", ".join(f"{n} {b['min']}..{b['max']}" for n, b in shapes.items())
+        for i, shapes in enumerate(profiles)
+    )
+    raise ArtifactError(
+        f"{where} accepts no input at batch {batch} x seq {seq} ({ranges}); choose SHAPES inside a profile"
+    )
+
+
+def trtexec_shapes(engine_dir: Path, target: str, batch: int, seq: int) -> str:
+    """The ``--shapes`` value of :func:`trtexec_args` (``input_ids:4x512``)."""
+    return trtexec_args(engine_dir, target, batch, seq).split()[0].removeprefix("--shapes=")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -322,15 +380,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--timings", help="directory of trtexec logs named <engine>__<target>__b<B>_s<S>.log")
     report.add_argument("--pipeline-report", help="the pipeline's report.md, prepended to the GPU sections")
     report.add_argument("--host", default="", help="GPU and driver description")
-    shapes = sub.add_parser("shapes", help="print trtexec's --shapes for an engine at batch x seq")
+    shapes = sub.add_parser("shapes", help="print trtexec's --shapes/--profile for an engine at batch x seq")
     shapes.add_argument("plan", help="the .plan file (its directory holds manifest.json)")
     shapes.add_argument("batch", type=int)
     shapes.add_argument("seq", type=int)
+    points = sub.add_parser("profile-shapes", help="print the BxS points to time (each profile's opt, max)")
+    points.add_argument("plan", help="the .plan file (its directory holds manifest.json)")
     args = parser.parse_args(argv)
-    if args.command == "shapes":
+    if args.command in ("shapes", "profile-shapes"):
         plan = Path(args.plan)
         try:
-            print(trtexec_shapes(plan.parent, plan.stem, args.batch, args.seq))
+            if args.command == "shapes":
+                print(trtexec_args(plan.parent, plan.stem, args.batch, args.seq))
+            else:
+                print(" ".join(f"{b}x{s}" for b, s in profile_shapes(plan.parent, plan.stem)))
         except (SqTrtError, OSError, json.JSONDecodeError) as exc:
             print(f"gpu_kit: error: {exc}", file=sys.stderr)
             return 1
