@@ -27,6 +27,7 @@ from sq_trt.build.gpu import visible_gpus
 from sq_trt.build.inspect import engine_layer_info
 from sq_trt.build.plugin_loader import refuse_plugins_on_rtx, register_plugins
 from sq_trt.build.profiles import ResolvedProfile, resolve_profiles
+from sq_trt.build.releases import container_release
 from sq_trt.build.recipe import BuildSettings
 from sq_trt.build.source import OnnxSource, read_onnx_source
 from sq_trt.errors import ArtifactError, BuildError, ConfigError
@@ -129,8 +130,8 @@ def _configure(
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     facts: dict[str, Any] = {
-        # Set by docker/Dockerfile: which NVIDIA release stack built it (Triton must match its TensorRT).
-        "container_release": os.environ.get("SQ_TRT_CONTAINER_RELEASE"),
+        # Which NVIDIA release stack built it (export-triton serves it with the same TensorRT).
+        "container_release": container_release(),
         "opt_level": settings.opt_level,
         "workspace_mb": settings.workspace_mb,
         "strongly_typed": True,

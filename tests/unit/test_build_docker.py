@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sq_trt.build.triton_repo import DEFAULT_TRITON_RELEASE
+from sq_trt.build.releases import BUILD_CONTAINER_RELEASE, TRITON_TENSORRT
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -47,8 +47,8 @@ def test_base_image_is_nvidia_tensorrt_with_a_release_that_has_tensorrt_10_12_or
     # an older base could predate TensorRT 10.12, which sq-trt refuses at build time.
     assert (year, month) >= (25, 10)
     assert _args("FROM") == ["nvcr.io/nvidia/tensorrt:${TRT_RELEASE}-py3"]
-    # export-triton's default serving release is the same month, so its TensorRT can load the engines.
-    assert release == DEFAULT_TRITON_RELEASE
+    # export-triton knows which TensorRT the base release ships, so it can pair the server with it.
+    assert release == BUILD_CONTAINER_RELEASE and release in TRITON_TENSORRT
 
 
 def test_installs_the_trt_and_kernels_extras_keeping_the_containers_tensorrt():
