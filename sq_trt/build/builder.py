@@ -27,8 +27,8 @@ from sq_trt.build.gpu import visible_gpus
 from sq_trt.build.inspect import engine_layer_info
 from sq_trt.build.plugin_loader import refuse_plugins_on_rtx, register_plugins
 from sq_trt.build.profiles import ResolvedProfile, resolve_profiles
-from sq_trt.build.releases import container_release
 from sq_trt.build.recipe import BuildSettings
+from sq_trt.build.releases import container_release
 from sq_trt.build.source import OnnxSource, read_onnx_source
 from sq_trt.errors import ArtifactError, BuildError, ConfigError
 

@@ -160,7 +160,9 @@ def _engine_dir(tmp_path: Path, profiles: list[dict[str, object]]) -> Path:
     return engine_dir
 
 
-def test_timing_shapes_come_from_the_engines_profiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_timing_shapes_come_from_the_engines_profiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # The default recipe's profile: batch [1, 1, 4], seq [1, 128, 512]. The kit's old fixed list
     # timed 8x512, outside it, so trtexec failed on every engine.
     engine_dir = _engine_dir(tmp_path, [_profile(4, 512)])

@@ -150,7 +150,15 @@ def test_server_release_with_another_tensorrt_is_refused_naming_both(tmp_path, c
     with pytest.raises(ArtifactError, match=r"25\.08-py3 carries TensorRT 10\.13\.2.*TensorRT 10\.13\.3\.9"):
         write_model_repository(engine_dir, "h100", tmp_path / "repo", "m", release="25.08")
     assert not (tmp_path / "repo" / "m").exists()
-    argv = ["export-triton", "--engine-dir", str(engine_dir), "--target", "h100", "--repo", str(tmp_path / "r")]
+    argv = [
+        "export-triton",
+        "--engine-dir",
+        str(engine_dir),
+        "--target",
+        "h100",
+        "--repo",
+        str(tmp_path / "r"),
+    ]
     assert main([*argv, "--name", "m", "--triton-release", "25.08"]) == 1
     err = capsys.readouterr().err
     assert "10.13.2" in err and "10.13.3.9" in err and "--triton-release 25.10" in err
@@ -173,6 +181,9 @@ def test_recorded_release_that_contradicts_the_engines_tensorrt_is_refused():
 
 def test_container_release_is_read_from_nvidia_or_sq_trt_variables():
     assert container_release({"NVIDIA_TENSORRT_VERSION": "25.10", "TENSORRT_VERSION": "10.13.3.9"}) == "25.10"
-    assert container_release({"SQ_TRT_CONTAINER_RELEASE": "25.09", "NVIDIA_TENSORRT_VERSION": "25.10"}) == "25.09"
+    assert (
+        container_release({"SQ_TRT_CONTAINER_RELEASE": "25.09", "NVIDIA_TENSORRT_VERSION": "25.10"})
+        == "25.09"
+    )
     assert container_release({"TENSORRT_VERSION": "10.13.3.9"}) is None
     assert all(v.count(".") == 2 for v in TRITON_TENSORRT.values())
