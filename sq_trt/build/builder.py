@@ -261,7 +261,7 @@ def build_engine(
 
     logger = _make_logger(trt, log, verbose)
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network = builder.create_network(backend.network_flags())
     parser = trt.OnnxParser(network, logger)
     log(f"[build] parsing {settings.onnx} with {backend.name} {backend.version}")
     if not parser.parse_from_file(str(settings.onnx)):

@@ -58,6 +58,32 @@ def test_backend_conditions_flip_for_tensorrt_rtx(rtx_env: BindingsEnv) -> None:
     }
 
 
+def test_network_flags_follow_the_real_versions_api(trt_env: BindingsEnv) -> None:
+    # 10.x needs STRONGLY_TYPED; 11 is always strongly typed and deprecates the flag (12 may drop it),
+    # so the builder passes it only where the real module needs it.
+    proc = trt_env.run_python(
+        "import json\n"
+        "import tensorrt as trt\n"
+        "from sq_trt.build.backends import load_tensorrt\n"
+        "flag = getattr(trt.NetworkDefinitionCreationFlag, 'STRONGLY_TYPED', None)\n"
+        "print(json.dumps({'flags': load_tensorrt().network_flags(),\n"
+        "                  'member': None if flag is None else int(flag)}))"
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if trt_env.major >= 11:
+        assert result["flags"] == 0, result
+    else:
+        assert result["member"] is not None and result["flags"] == 1 << result["member"], result
+
+
+def test_network_flags_keep_strongly_typed_for_tensorrt_rtx(rtx_env: BindingsEnv) -> None:
+    from sq_trt.build.backends import load_tensorrt_rtx
+
+    backend = load_tensorrt_rtx()
+    assert backend.network_flags() == 1 << int(backend.trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
 _BUILD_THROUGH_STUBS = """
 import json, sys
 from pathlib import Path
