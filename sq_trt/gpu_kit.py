@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from sq_trt.artifacts import atomic_write_text
+from sq_trt.build.releases import container_release
 from sq_trt.errors import ArtifactError, SqTrtError
+from sq_trt.gpu_kit_kernels import classify_engine, encoding_of, parse_layer_log, verdict
 
 _GEMM_WORDS = ("gemm", "matrixmultiply", "matmul", "convolution", "fullyconnected")
 _PASS_THROUGH = ("reformat", "shuffle", "noop", "copy")
@@ -184,8 +186,21 @@ def summarize_junit(path: Path) -> dict[str, Any]:
     return {"totals": totals, "cases": cases}
 
 
-def collect_engines(engines_dir: Path) -> dict[str, Any]:
-    """Per engine directory: backend, plugins, inspector summary, and the INT8/plugin analysis."""
+def _layer_info(directory: Path, target: str, layer_dir: Path | None) -> dict[str, Any] | None:
+    """The engine's layer list: the build stage's inspector JSON, else what the kit's trtexec run wrote."""
+    candidates = [directory / f"{target}.layers.json"]
+    if layer_dir is not None:
+        stem = f"{directory.name}__{target}"
+        candidates += [layer_dir / f"{stem}.layers.json", layer_dir / f"{stem}.layers.log"]
+    for path in candidates:
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            return parse_layer_log(text) if path.suffix == ".log" else dict(json.loads(text))
+    return None
+
+
+def collect_engines(engines_dir: Path, layer_dir: Path | None = None) -> dict[str, Any]:
+    """Per engine: backend, plugins, inspector summary, INT8 GEMM kernels and the plugin analysis."""
     engines: dict[str, Any] = {}
     for manifest_path in sorted(engines_dir.glob("*/manifest.json")):
         directory = manifest_path.parent
@@ -194,12 +209,14 @@ def collect_engines(engines_dir: Path) -> dict[str, Any]:
             entry = {
                 "plan": str(directory / record.get("plan", f"{target}.plan")),
                 "backend": f"{record.get('backend')} {record.get('backend_version')}",
+                "container_release": (record.get("builder") or {}).get("container_release"),
                 "plugins": record.get("plugins", []),
                 "layer_info": record.get("layer_info", {}),
             }
-            layers_json = directory / f"{target}.layers.json"
-            if layers_json.is_file():
-                entry["analysis"] = analyze_layers(json.loads(layers_json.read_text()))
+            info = _layer_info(directory, target, layer_dir)
+            if info is not None:
+                entry["analysis"] = analyze_layers(info)
+                entry["kernels"] = classify_engine(info, entry["plugins"])
             engines[f"{directory.name}/{target}"] = entry
     return engines
 
@@ -210,10 +227,42 @@ def _table(rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+def _engine_section(engines: dict[str, Any]) -> list[str]:
+    lines = ["", "### Engines: INT8 GEMMs (from the kernels they run) and plugin fusion", ""]
+    rows: list[list[Any]] = [
+        ["engine", "backend", "encoding", "layers", "INT8 GEMM (kernel names)", "plugin output -> INT8 GEMM"]
+    ]
+    for name, engine in engines.items():
+        analysis, kernels = engine.get("analysis"), engine.get("kernels")
+        if analysis is None or kernels is None:
+            reason = engine.get("layer_info", {}).get("reason", "no layer information")
+            rows.append([name, engine["backend"], encoding_of(engine.get("plugins", [])), "-", "-", reason])
+            continue
+        fused = analysis["plugin_feeds_int8_gemm"]
+        fusion = "no plugin" if fused is None else ("yes" if fused else "NO (tensor formats; see JSON)")
+        rows.append(
+            [name, engine["backend"], kernels["encoding"], analysis["layers"], verdict(kernels), fusion]
+        )
+    lines += _table(rows)
+    lines += [
+        "",
+        (
+            "INT8 or not is read from each GEMM layer's kernel (TacticName: `i8`/`s8`/`imma` vs `f16`/`h16`), "
+            "never from tensor types at layer boundaries, which Myelin regions report as Half around INT8 GEMMs."
+        ),
+    ]
+    return lines
+
+
 def render_markdown(kit: dict[str, Any], pipeline_report: str | None) -> str:
     """The GPU-host sections, appended to the pipeline's Markdown report (if given)."""
     lines = [pipeline_report.rstrip() + "\n" if pipeline_report else "", "## GPU host", ""]
     lines.append(f"Host: {kit.get('host', 'unknown')}")
+    lines.append(
+        f"Container release: {kit.get('container_release') or 'unknown (not in an NVIDIA container)'}"
+    )
+    if kit.get("smoke"):
+        lines += ["", "### Smoke checks (docker/smoke.sh)", "", *[f"- {line}" for line in kit["smoke"]]]
     tests = kit.get("tests")
     lines += ["", "### GPU tests", ""]
     if tests:
@@ -222,29 +271,7 @@ def render_markdown(kit: dict[str, Any], pipeline_report: str | None) -> str:
         lines += [f"- FAILED {c['test']}: {c['detail']}" for c in failed]
     else:
         lines.append("not run")
-    lines += ["", "### Engines: INT8 layers and plugin fusion", ""]
-    rows: list[list[Any]] = [
-        ["engine", "backend", "layers", "GEMMs", "INT8 GEMMs", "plugin output -> INT8 GEMM"]
-    ]
-    for name, engine in kit.get("engines", {}).items():
-        analysis = engine.get("analysis")
-        if analysis is None:
-            reason = engine.get("layer_info", {}).get("reason", "no layer information")
-            rows.append([name, engine["backend"], "-", "-", "-", reason])
-            continue
-        fused = analysis["plugin_feeds_int8_gemm"]
-        verdict = "no plugin" if fused is None else ("yes" if fused else "NO (see JSON)")
-        rows.append(
-            [
-                name,
-                engine["backend"],
-                analysis["layers"],
-                analysis["gemms"],
-                len(analysis["int8_gemms"]),
-                verdict,
-            ]
-        )
-    lines += _table(rows)
+    lines += _engine_section(kit.get("engines", {}))
     timings = kit.get("timings", [])
     lines += ["", "### Latency and throughput (trtexec)", ""]
     if timings:
@@ -271,10 +298,17 @@ def render_markdown(kit: dict[str, Any], pipeline_report: str | None) -> str:
 
 def build_report(args: argparse.Namespace) -> dict[str, Any]:
     """Gather the kit's outputs (see ``report`` in :func:`main`)."""
-    kit: dict[str, Any] = {"host": args.host}
+    kit: dict[str, Any] = {
+        "host": args.host,
+        "container_release": args.container_release or container_release(),
+    }
+    if args.smoke and Path(args.smoke).is_file():
+        kit["smoke"] = [
+            line for line in Path(args.smoke).read_text().splitlines() if line.startswith(("PASS", "FAIL"))
+        ]
     if args.junit and Path(args.junit).is_file():
         kit["tests"] = summarize_junit(Path(args.junit))
-    kit["engines"] = collect_engines(Path(args.engines))
+    kit["engines"] = collect_engines(Path(args.engines), Path(args.layer_info) if args.layer_info else None)
     timings = []
     for log in sorted(Path(args.timings).glob("*.log")) if args.timings else []:
         # File names are written by the kit: <engine>__<target>__b<batch>_s<seq>.log
@@ -380,6 +414,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--timings", help="directory of trtexec logs named <engine>__<target>__b<B>_s<S>.log")
     report.add_argument("--pipeline-report", help="the pipeline's report.md, prepended to the GPU sections")
     report.add_argument("--host", default="", help="GPU and driver description")
+    report.add_argument(
+        "--container-release", help="NVIDIA container release (default: from the environment)"
+    )
+    report.add_argument("--smoke", help="docker/smoke.sh's output (its PASS/FAIL lines go in the report)")
+    report.add_argument(
+        "--layer-info", help="directory of trtexec layer info: <engine>__<target>.layers.json or .layers.log"
+    )
     shapes = sub.add_parser("shapes", help="print trtexec's --shapes/--profile for an engine at batch x seq")
     shapes.add_argument("plan", help="the .plan file (its directory holds manifest.json)")
     shapes.add_argument("batch", type=int)
