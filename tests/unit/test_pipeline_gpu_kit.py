@@ -241,3 +241,15 @@ def test_report_folds_engines_and_timings(tmp_path: Path) -> None:
     row = "| sq-per-token-plugin/trt | tensorrt 11.4 | plugin | 4 | unknown: no kernel names (build with "
     assert row + "profiling verbosity DETAILED) | yes |" in markdown
     assert "| sq-per-token-plugin/trt | 4 x 512 | 0.81 | 1.1 | 0.78 | 1234.56 |" in markdown
+
+
+def test_kit_runs_the_smoke_checks_first_and_reports_kernels_release_and_smoke() -> None:
+    text = SCRIPT.read_text()
+    smoke = text.index("bash docker/smoke.sh")
+    assert smoke < text.index("python -m pytest") < text.index("sq-trt pipeline")
+    assert 'export SQ_TRT_CONTAINER_RELEASE="$RELEASE"' in text  # builds record it in their manifests
+    assert 'SHAPES="${SHAPES:-}"' in text and "python -m sq_trt.gpu_kit profile-shapes" in text
+    assert "--dumpLayerInfo" in text and "--profilingVerbosity=detailed" in text
+    report = text[text.index("python -m sq_trt.gpu_kit report") :]
+    for flag in ("--layer-info", "--smoke", "--container-release"):
+        assert flag in report
