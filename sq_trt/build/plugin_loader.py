@@ -68,6 +68,28 @@ def register_plugins(backend: Backend, nodes: Sequence[PluginNode]) -> None:
         register(trt_module=backend.trt)
     except Exception as exc:  # any failure inside TensorRT/Triton registration is the user's setup
         raise BuildError(f"registering the plugin failed ({type(exc).__name__}: {exc}); {needs}") from exc
+    pin_plugin_arch()
+
+
+def pin_plugin_arch() -> int:
+    """Resolve the GPU architecture the plugin kernels compile for, before parsing, and pin it.
+
+    TensorRT calls the plugins' AOT compile from inside the build, where an error surfaces
+    as a generic plugin failure; resolving it here (the CUDA driver's GPU, else
+    ``$SQ_TRT_CUDA_ARCH``) fails early with a message naming the flag.
+
+    Raises:
+        BuildError: No GPU visible and no ``SQ_TRT_CUDA_ARCH``, or an unsupported GPU.
+    """
+    from sq_trt.errors import ConfigError
+
+    qdp = importlib.import_module("sq_trt.plugins.qdp")
+    try:
+        arch = int(qdp.target_arch())
+    except ConfigError as exc:
+        raise BuildError(f"the sq-trt plugin kernels cannot be compiled: {exc}") from exc
+    qdp.set_target_arch(arch)
+    return arch
 
 
 def register_plugins_for_onnx(trt: ModuleType, onnx_path: str | Path) -> tuple[PluginNode, ...]:

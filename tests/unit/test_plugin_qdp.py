@@ -210,3 +210,21 @@ def test_qdp_definitions_against_real_tensorrt_plugin(tmp_path, monkeypatch: pyt
         assert got["name"] == kernel and got["entry"] and got["target"] == [".target sm_89"]
         assert got["ptx_params"] == params  # inputs, (rows, K), outputs: what TensorRT passes
         assert got["launch"] == "KernelLaunchParams" and got["extra"] == ["SymInt32", "SymInt32"]
+
+
+def test_builder_pins_the_plugin_arch_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # register_plugins (called before the parser) resolves the architecture from the driver query and
+    # pins it, so the compile inside TensorRT's build cannot fail with a buried error.
+    from sq_trt.build.plugin_loader import pin_plugin_arch
+    from sq_trt.errors import BuildError
+
+    monkeypatch.delenv(qdp.ARCH_ENV, raising=False)
+    _driver_reports(monkeypatch, "8.9")
+    try:
+        assert pin_plugin_arch() == 89
+        _driver_reports(monkeypatch)  # the pin holds even if the driver query changes later
+        assert qdp.target_arch() == 89
+    finally:
+        qdp.set_target_arch(None)
+    with pytest.raises(BuildError, match=qdp.ARCH_ENV):
+        pin_plugin_arch()
