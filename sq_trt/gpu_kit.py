@@ -8,9 +8,12 @@ files (engine-inspector JSON, ``trtexec`` logs, JUnit XML), so they are tested o
 any machine.
 
 The inspector JSON (``LayerInformationFormat.JSON`` at ``ProfilingVerbosity.DETAILED``)
-lists layers with ``Name``, ``LayerType``, ``Inputs`` and ``Outputs``; each tensor
-entry has a ``Name`` and a ``Format/Datatype`` string such as ``"Row major linear
-Int8 format"``.
+lists layers with ``Name``, ``LayerType``, ``Inputs``, ``Outputs`` and ``TacticName``; each
+tensor entry has a ``Name`` and a ``Format/Datatype`` string such as ``"Row major linear
+Int8 format"``. Whether an engine's GEMMs run INT8 is decided from the kernel names
+(:mod:`sq_trt.gpu_kit_kernels`, the report's ``kernels``): boundary formats mislead inside
+Myelin regions. :func:`analyze_layers` follows the formats only to see where the plugin's
+INT8 output goes (``plugin_feeds_int8_gemm``).
 """
 
 from __future__ import annotations
