@@ -22,15 +22,14 @@ from collections.abc import Mapping
 
 from sq_trt.errors import ArtifactError
 
-# tritonserver `<release>-py3` -> the TensorRT version it ships (major.minor.patch), for the releases
-# whose TensorRT sq-trt supports (>= 10.12). Source: NVIDIA's Deep Learning Frameworks Support Matrix
-# (https://docs.nvidia.com/deeplearning/frameworks/support-matrix/index.html) and the per-release
-# notes (https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-<yy>-<mm>.html,
-# "The container also includes ... TensorRT"); 25.10 = CUDA 13.0.2 + TensorRT 10.13.3 as in DESIGN.md.
-# Add a release here only from those pages; an unlisted release is refused unless it is the build's own.
+# tritonserver `<release>-py3` -> the TensorRT version it ships (major.minor.patch), for releases whose
+# TensorRT sq-trt supports (>= 10.12). Source: NVIDIA's Deep Learning Frameworks Support Matrix
+# (https://docs.nvidia.com/deeplearning/frameworks/support-matrix/index.html) and the per-release notes
+# (https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-<yy>-<mm>.html);
+# 25.10 = CUDA 13.0.2 + TensorRT 10.13.3 (DESIGN.md, from NVIDIA's container notes; the Triton 25.10
+# notes give CUDA 13.0.2.006). Only releases read from those pages belong here: a wrong entry would
+# refuse a good pairing or accept a bad one. An unlisted release is refused unless it is the build's own.
 TRITON_TENSORRT: Mapping[str, str] = {
-    "25.08": "10.13.2",
-    "25.09": "10.13.3",
     "25.10": "10.13.3",
 }
 # The release docker/Dockerfile builds on (its TRT_RELEASE); tests keep the two equal.

@@ -135,9 +135,9 @@ def test_cli_prints_the_serving_command(tmp_path, capsys):
         "--repo",
         str(tmp_path / "r"),
     ]
-    assert main([*argv, "--name", "m", "--triton-release", "25.09"]) == 0
+    assert main([*argv, "--name", "m", "--triton-release", "25.10"]) == 0
     out = capsys.readouterr().out
-    assert "tritonserver:25.09-py3 tritonserver --model-repository=/models" in out
+    assert "tritonserver:25.10-py3 tritonserver --model-repository=/models" in out
     assert main([*argv, "--name", "m"]) == 1
     assert "already exists" in capsys.readouterr().err
 
@@ -145,10 +145,10 @@ def test_cli_prints_the_serving_command(tmp_path, capsys):
 def test_server_release_with_another_tensorrt_is_refused_naming_both(tmp_path, capsys):
     from sq_trt.cli import main
 
-    # 25.08 ships TensorRT 10.13.2; an engine of 10.13.3.9 would not load there.
-    engine_dir = _engine_dir(tmp_path, _record())
-    with pytest.raises(ArtifactError, match=r"25\.08-py3 carries TensorRT 10\.13\.2.*TensorRT 10\.13\.3\.9"):
-        write_model_repository(engine_dir, "h100", tmp_path / "repo", "m", release="25.08")
+    # 25.10 ships TensorRT 10.13.3; an engine of 10.12.0.36 would not load there.
+    engine_dir = _engine_dir(tmp_path, _record(tensorrt="10.12.0.36"))
+    with pytest.raises(ArtifactError, match=r"25\.10-py3 carries TensorRT 10\.13\.3.*TensorRT 10\.12\.0\.36"):
+        write_model_repository(engine_dir, "h100", tmp_path / "repo", "m", release="25.10")
     assert not (tmp_path / "repo" / "m").exists()
     argv = [
         "export-triton",
@@ -159,9 +159,11 @@ def test_server_release_with_another_tensorrt_is_refused_naming_both(tmp_path, c
         "--repo",
         str(tmp_path / "r"),
     ]
-    assert main([*argv, "--name", "m", "--triton-release", "25.08"]) == 1
+    assert main([*argv, "--name", "m", "--triton-release", "25.10"]) == 1
     err = capsys.readouterr().err
-    assert "10.13.2" in err and "10.13.3.9" in err and "--triton-release 25.10" in err
+    assert "10.13.3" in err and "10.12.0.36" in err and "rebuild the engine in that release" in err
+    # The same engine recorded as built in another release is served by that release.
+    assert serving_release("10.12.0.36", built_in="25.06", requested=None) == "25.06"
 
 
 def test_engine_built_outside_a_known_release_is_refused(tmp_path):
