@@ -25,8 +25,8 @@ from sq_trt.errors import ConfigError
 
 # tensorrt.plugin gained @aot_impl (ahead-of-time QDPs) in TensorRT 10.9.0.
 MIN_TENSORRT_VERSION = (10, 9)
-# Target GPU for the AOT compile when TensorRT's build machine has no visible GPU
-# (or to override it): a compute capability such as "89" or "sm_90".
+# Target GPU for the AOT compile when the CUDA driver reports no GPU: a compute
+# capability such as "89" or "sm_90".
 ARCH_ENV = "SQ_TRT_CUDA_ARCH"
 
 _TRITON_DTYPES = {"HALF": "fp16", "BF16": "bf16", "FLOAT": "fp32"}
@@ -58,29 +58,30 @@ def set_target_arch(arch: int | str | None) -> None:
 def target_arch() -> int:
     """The GPU architecture the AOT compile targets.
 
-    In order: :func:`set_target_arch`, ``$SQ_TRT_CUDA_ARCH``, the current CUDA
-    device (TensorRT builds for the GPU it runs on).
+    In order: :func:`set_target_arch`, the first GPU the CUDA driver reports
+    (:func:`sq_trt.build.gpu.visible_gpus`, the query the builder uses: TensorRT
+    builds for the GPU it runs on, and NVIDIA's container has the driver but
+    ships sq-trt's CPU build of torch), then ``$SQ_TRT_CUDA_ARCH`` for builds
+    with no visible GPU.
 
     Raises:
-        ConfigError: None of these gives an architecture.
+        ConfigError: None of these gives an architecture, or the GPU's is not one
+            the kernels support.
     """
+    from sq_trt.build.gpu import visible_gpus
     from sq_trt.plugins.aot import normalize_arch
 
     if _ARCH_OVERRIDE is not None:
         return _ARCH_OVERRIDE
+    gpus = visible_gpus()
+    if gpus:
+        return normalize_arch(gpus[0].compute_capability)
     if os.environ.get(ARCH_ENV):
         return normalize_arch(os.environ[ARCH_ENV])
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability()
-            return normalize_arch(f"{major}{minor}")
-    except ImportError:
-        pass
     raise ConfigError(
-        f"cannot tell which GPU to compile the sq_trt plugin kernels for: no CUDA device is visible; "
-        f"set {ARCH_ENV} (e.g. {ARCH_ENV}=89) or call sq_trt.plugins.qdp.set_target_arch()"
+        f"cannot tell which GPU to compile the sq_trt plugin kernels for: the CUDA driver reports no GPU "
+        f"(run the container with --gpus all) and {ARCH_ENV} is not set; set it (e.g. {ARCH_ENV}=90) "
+        "or call sq_trt.plugins.qdp.set_target_arch()"
     )
 
 

@@ -8,9 +8,12 @@ files (engine-inspector JSON, ``trtexec`` logs, JUnit XML), so they are tested o
 any machine.
 
 The inspector JSON (``LayerInformationFormat.JSON`` at ``ProfilingVerbosity.DETAILED``)
-lists layers with ``Name``, ``LayerType``, ``Inputs`` and ``Outputs``; each tensor
-entry has a ``Name`` and a ``Format/Datatype`` string such as ``"Row major linear
-Int8 format"``.
+lists layers with ``Name``, ``LayerType``, ``Inputs``, ``Outputs`` and ``TacticName``; each
+tensor entry has a ``Name`` and a ``Format/Datatype`` string such as ``"Row major linear
+Int8 format"``. Whether an engine's GEMMs run INT8 is decided from the kernel names
+(:mod:`sq_trt.gpu_kit_kernels`, the report's ``kernels``): boundary formats mislead inside
+Myelin regions. :func:`analyze_layers` follows the formats only to see where the plugin's
+INT8 output goes (``plugin_feeds_int8_gemm``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from sq_trt.artifacts import atomic_write_text
+from sq_trt.build.releases import container_release
 from sq_trt.errors import ArtifactError, SqTrtError
+from sq_trt.gpu_kit_kernels import classify_engine, encoding_of, parse_layer_log, verdict
 
 _GEMM_WORDS = ("gemm", "matrixmultiply", "matmul", "convolution", "fullyconnected")
 _PASS_THROUGH = ("reformat", "shuffle", "noop", "copy")
@@ -184,8 +189,21 @@ def summarize_junit(path: Path) -> dict[str, Any]:
     return {"totals": totals, "cases": cases}
 
 
-def collect_engines(engines_dir: Path) -> dict[str, Any]:
-    """Per engine directory: backend, plugins, inspector summary, and the INT8/plugin analysis."""
+def _layer_info(directory: Path, target: str, layer_dir: Path | None) -> dict[str, Any] | None:
+    """The engine's layer list: the build stage's inspector JSON, else what the kit's trtexec run wrote."""
+    candidates = [directory / f"{target}.layers.json"]
+    if layer_dir is not None:
+        stem = f"{directory.name}__{target}"
+        candidates += [layer_dir / f"{stem}.layers.json", layer_dir / f"{stem}.layers.log"]
+    for path in candidates:
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            return parse_layer_log(text) if path.suffix == ".log" else dict(json.loads(text))
+    return None
+
+
+def collect_engines(engines_dir: Path, layer_dir: Path | None = None) -> dict[str, Any]:
+    """Per engine: backend, plugins, inspector summary, INT8 GEMM kernels and the plugin analysis."""
     engines: dict[str, Any] = {}
     for manifest_path in sorted(engines_dir.glob("*/manifest.json")):
         directory = manifest_path.parent
@@ -194,12 +212,14 @@ def collect_engines(engines_dir: Path) -> dict[str, Any]:
             entry = {
                 "plan": str(directory / record.get("plan", f"{target}.plan")),
                 "backend": f"{record.get('backend')} {record.get('backend_version')}",
+                "container_release": (record.get("builder") or {}).get("container_release"),
                 "plugins": record.get("plugins", []),
                 "layer_info": record.get("layer_info", {}),
             }
-            layers_json = directory / f"{target}.layers.json"
-            if layers_json.is_file():
-                entry["analysis"] = analyze_layers(json.loads(layers_json.read_text()))
+            info = _layer_info(directory, target, layer_dir)
+            if info is not None:
+                entry["analysis"] = analyze_layers(info)
+                entry["kernels"] = classify_engine(info, entry["plugins"])
             engines[f"{directory.name}/{target}"] = entry
     return engines
 
@@ -210,10 +230,42 @@ def _table(rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+def _engine_section(engines: dict[str, Any]) -> list[str]:
+    lines = ["", "### Engines: INT8 GEMMs (from the kernels they run) and plugin fusion", ""]
+    rows: list[list[Any]] = [
+        ["engine", "backend", "encoding", "layers", "INT8 GEMM (kernel names)", "plugin output -> INT8 GEMM"]
+    ]
+    for name, engine in engines.items():
+        analysis, kernels = engine.get("analysis"), engine.get("kernels")
+        if analysis is None or kernels is None:
+            reason = engine.get("layer_info", {}).get("reason", "no layer information")
+            rows.append([name, engine["backend"], encoding_of(engine.get("plugins", [])), "-", "-", reason])
+            continue
+        fused = analysis["plugin_feeds_int8_gemm"]
+        fusion = "no plugin" if fused is None else ("yes" if fused else "NO (tensor formats; see JSON)")
+        rows.append(
+            [name, engine["backend"], kernels["encoding"], analysis["layers"], verdict(kernels), fusion]
+        )
+    lines += _table(rows)
+    lines += [
+        "",
+        (
+            "INT8 or not is read from each GEMM layer's kernel (TacticName: `i8`/`s8`/`imma` vs `f16`/`h16`), "
+            "never from tensor types at layer boundaries, which Myelin regions report as Half around INT8 GEMMs."
+        ),
+    ]
+    return lines
+
+
 def render_markdown(kit: dict[str, Any], pipeline_report: str | None) -> str:
     """The GPU-host sections, appended to the pipeline's Markdown report (if given)."""
     lines = [pipeline_report.rstrip() + "\n" if pipeline_report else "", "## GPU host", ""]
     lines.append(f"Host: {kit.get('host', 'unknown')}")
+    lines.append(
+        f"Container release: {kit.get('container_release') or 'unknown (not in an NVIDIA container)'}"
+    )
+    if kit.get("smoke"):
+        lines += ["", "### Smoke checks (docker/smoke.sh)", "", *[f"- {line}" for line in kit["smoke"]]]
     tests = kit.get("tests")
     lines += ["", "### GPU tests", ""]
     if tests:
@@ -222,29 +274,7 @@ def render_markdown(kit: dict[str, Any], pipeline_report: str | None) -> str:
         lines += [f"- FAILED {c['test']}: {c['detail']}" for c in failed]
     else:
         lines.append("not run")
-    lines += ["", "### Engines: INT8 layers and plugin fusion", ""]
-    rows: list[list[Any]] = [
-        ["engine", "backend", "layers", "GEMMs", "INT8 GEMMs", "plugin output -> INT8 GEMM"]
-    ]
-    for name, engine in kit.get("engines", {}).items():
-        analysis = engine.get("analysis")
-        if analysis is None:
-            reason = engine.get("layer_info", {}).get("reason", "no layer information")
-            rows.append([name, engine["backend"], "-", "-", "-", reason])
-            continue
-        fused = analysis["plugin_feeds_int8_gemm"]
-        verdict = "no plugin" if fused is None else ("yes" if fused else "NO (see JSON)")
-        rows.append(
-            [
-                name,
-                engine["backend"],
-                analysis["layers"],
-                analysis["gemms"],
-                len(analysis["int8_gemms"]),
-                verdict,
-            ]
-        )
-    lines += _table(rows)
+    lines += _engine_section(kit.get("engines", {}))
     timings = kit.get("timings", [])
     lines += ["", "### Latency and throughput (trtexec)", ""]
     if timings:
@@ -271,10 +301,17 @@ def render_markdown(kit: dict[str, Any], pipeline_report: str | None) -> str:
 
 def build_report(args: argparse.Namespace) -> dict[str, Any]:
     """Gather the kit's outputs (see ``report`` in :func:`main`)."""
-    kit: dict[str, Any] = {"host": args.host}
+    kit: dict[str, Any] = {
+        "host": args.host,
+        "container_release": args.container_release or container_release(),
+    }
+    if args.smoke and Path(args.smoke).is_file():
+        kit["smoke"] = [
+            line for line in Path(args.smoke).read_text().splitlines() if line.startswith(("PASS", "FAIL"))
+        ]
     if args.junit and Path(args.junit).is_file():
         kit["tests"] = summarize_junit(Path(args.junit))
-    kit["engines"] = collect_engines(Path(args.engines))
+    kit["engines"] = collect_engines(Path(args.engines), Path(args.layer_info) if args.layer_info else None)
     timings = []
     for log in sorted(Path(args.timings).glob("*.log")) if args.timings else []:
         # File names are written by the kit: <engine>__<target>__b<batch>_s<seq>.log
@@ -295,20 +332,78 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
     return kit
 
 
-def trtexec_shapes(engine_dir: Path, target: str, batch: int, seq: int) -> str:
-    """``--shapes`` for trtexec: every engine input at ``batch x seq`` (from the engine manifest).
-
-    Raises:
-        ArtifactError: No manifest entry for ``target``.
-    """
+def _engine_record(engine_dir: Path, target: str) -> dict[str, Any]:
     manifest = json.loads((engine_dir / "manifest.json").read_text())
     record = (manifest.get("extra", {}).get("engines") or {}).get(target)
     if record is None:
         raise ArtifactError(f"{engine_dir}/manifest.json has no engine {target!r}")
-    names = [
-        io["name"] for io in record.get("io", []) if io.get("mode", io.get("io_mode", "")).lower() == "input"
-    ]
-    return ",".join(f"{name}:{batch}x{seq}" for name in names or ["input_ids"])
+    return dict(record)
+
+
+def _profiles(record: dict[str, Any], where: str) -> list[dict[str, dict[str, list[int]]]]:
+    profiles = [p.get("shapes", {}) for p in record.get("profiles", []) if isinstance(p, dict)]
+    if not profiles or not all(profiles):
+        raise ArtifactError(
+            f"{where} records no optimization profiles, so the shapes the engine accepts are unknown; "
+            "rebuild it with `sq-trt build --force`"
+        )
+    return profiles
+
+
+def profile_shapes(engine_dir: Path, target: str) -> list[tuple[int, int]]:
+    """The ``(batch, seq)`` points to time an engine at: each profile's ``opt`` and ``max``.
+
+    Read from the engine manifest, so every point lies inside a profile the engine
+    was built with (a shape outside every profile makes trtexec fail).
+
+    Raises:
+        ArtifactError: No manifest entry for ``target``, or it records no profiles.
+    """
+    points: list[tuple[int, int]] = []
+    for shapes in _profiles(_engine_record(engine_dir, target), f"{engine_dir}/{target}"):
+        first = next(iter(shapes.values()))
+        for point in ("opt", "max"):
+            dims = list(first[point])
+            entry = (int(dims[0]), int(dims[1]) if len(dims) > 1 else 1)
+            if entry not in points:
+                points.append(entry)
+    return points
+
+
+def trtexec_args(engine_dir: Path, target: str, batch: int, seq: int) -> str:
+    """``--shapes=... --profile=N`` for trtexec: every engine input at ``batch x seq``.
+
+    Axis 0 of each input is the batch, axis 1 the sequence, further axes take the
+    profile's ``opt`` value; the first profile that accepts the shapes is chosen.
+
+    Raises:
+        ArtifactError: No manifest entry for ``target``, no profiles, or ``batch x seq``
+            outside every profile (the message lists their ranges).
+    """
+    where = f"{engine_dir}/{target}"
+    profiles = _profiles(_engine_record(engine_dir, target), where)
+    for index, shapes in enumerate(profiles):
+        chosen = {}
+        for name, bounds in shapes.items():
+            dims = [batch, seq, *bounds["opt"][2:]][: len(bounds["opt"])]
+            if not all(lo <= d <= hi for d, lo, hi in zip(dims, bounds["min"], bounds["max"], strict=True)):
+                break
+            chosen[name] = "x".join(str(d) for d in dims)
+        else:
+            listed = ",".join(f"{name}:{dims}" for name, dims in chosen.items())
+            return f"--shapes={listed} --profile={index}"
+    ranges = "; ".join(
+        f"profile {i}: " + ", ".join(f"{n} {b['min']}..{b['max']}" for n, b in shapes.items())
+        for i, shapes in enumerate(profiles)
+    )
+    raise ArtifactError(
+        f"{where} accepts no input at batch {batch} x seq {seq} ({ranges}); choose SHAPES inside a profile"
+    )
+
+
+def trtexec_shapes(engine_dir: Path, target: str, batch: int, seq: int) -> str:
+    """The ``--shapes`` value of :func:`trtexec_args` (``input_ids:4x512``)."""
+    return trtexec_args(engine_dir, target, batch, seq).split()[0].removeprefix("--shapes=")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -322,15 +417,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--timings", help="directory of trtexec logs named <engine>__<target>__b<B>_s<S>.log")
     report.add_argument("--pipeline-report", help="the pipeline's report.md, prepended to the GPU sections")
     report.add_argument("--host", default="", help="GPU and driver description")
-    shapes = sub.add_parser("shapes", help="print trtexec's --shapes for an engine at batch x seq")
+    report.add_argument(
+        "--container-release", help="NVIDIA container release (default: from the environment)"
+    )
+    report.add_argument("--smoke", help="docker/smoke.sh's output (its PASS/FAIL lines go in the report)")
+    report.add_argument(
+        "--layer-info", help="directory of trtexec layer info: <engine>__<target>.layers.json or .layers.log"
+    )
+    shapes = sub.add_parser("shapes", help="print trtexec's --shapes/--profile for an engine at batch x seq")
     shapes.add_argument("plan", help="the .plan file (its directory holds manifest.json)")
     shapes.add_argument("batch", type=int)
     shapes.add_argument("seq", type=int)
+    points = sub.add_parser("profile-shapes", help="print the BxS points to time (each profile's opt, max)")
+    points.add_argument("plan", help="the .plan file (its directory holds manifest.json)")
     args = parser.parse_args(argv)
-    if args.command == "shapes":
+    if args.command in ("shapes", "profile-shapes"):
         plan = Path(args.plan)
         try:
-            print(trtexec_shapes(plan.parent, plan.stem, args.batch, args.seq))
+            if args.command == "shapes":
+                print(trtexec_args(plan.parent, plan.stem, args.batch, args.seq))
+            else:
+                print(" ".join(f"{b}x{s}" for b, s in profile_shapes(plan.parent, plan.stem)))
         except (SqTrtError, OSError, json.JSONDecodeError) as exc:
             print(f"gpu_kit: error: {exc}", file=sys.stderr)
             return 1

@@ -81,6 +81,26 @@ class Backend:
         """TensorRT proper builds on a GPU; TensorRT-RTX builds ahead of time on a CPU."""
         return not self.is_rtx
 
+    def network_flags(self) -> int:
+        """``create_network`` flags for a strongly typed network.
+
+        TensorRT 10.x builds strongly typed only with ``STRONGLY_TYPED``; from 11 every
+        network is strongly typed and the flag is deprecated (a later major may drop it),
+        so it is passed to 10.x and TensorRT-RTX only, looked up by name.
+
+        Raises:
+            BuildError: A TensorRT 10.x / TensorRT-RTX without the flag.
+        """
+        if not self.is_rtx and _version_tuple(self.version)[:1] >= (11,):
+            return 0
+        flag = getattr(self.trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        if flag is None:
+            raise BuildError(
+                f"{self.name} {self.version} has no NetworkDefinitionCreationFlag.STRONGLY_TYPED, which sq-trt "
+                f"needs before TensorRT 11; use TensorRT >= {MIN_TENSORRT[0]}.{MIN_TENSORRT[1]}"
+            )
+        return 1 << int(flag)
+
     def compute_capability_enum(self, capability: str) -> object:
         """``"8.9"`` -> ``trt.ComputeCapability.SM89`` (TensorRT-RTX only).
 

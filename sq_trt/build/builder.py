@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sq_trt.artifacts import MANIFEST_NAME, artifact_dir, atomic_write_bytes, load_manifest
 from sq_trt.build.backends import Backend
@@ -28,8 +28,13 @@ from sq_trt.build.inspect import engine_layer_info
 from sq_trt.build.plugin_loader import refuse_plugins_on_rtx, register_plugins
 from sq_trt.build.profiles import ResolvedProfile, resolve_profiles
 from sq_trt.build.recipe import BuildSettings
+from sq_trt.build.releases import container_release
 from sq_trt.build.source import OnnxSource, read_onnx_source
 from sq_trt.errors import ArtifactError, BuildError, ConfigError
+
+if TYPE_CHECKING:
+    # Types only: the API check (tests/trt_api) resolves them to each real TensorRT version's API.
+    import tensorrt
 
 Log = Callable[[str], None]
 
@@ -40,24 +45,24 @@ RTX_NO_TIMING_CACHE = (
 )
 
 
-def _make_logger(trt: ModuleType, log: Log, verbose: bool) -> Any:
-    """A ``trt.ILogger`` that keeps errors for the exception message and echoes warnings."""
+def _make_logger(trt: ModuleType, log: Log, verbose: bool) -> tuple[tensorrt.ILogger, list[str]]:
+    """A ``trt.ILogger`` that echoes warnings, and the list it keeps errors in (for exception messages)."""
+    errors: list[str] = []
 
     class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
-            self.errors: list[str] = []
 
-        def log(self, severity: Any, msg: str) -> None:
+        def log(self, severity: tensorrt.ILogger.Severity, msg: str) -> None:
             if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
-                self.errors.append(msg)
+                errors.append(msg)
             elif severity == trt.ILogger.Severity.WARNING or verbose:
                 log(f"[trt] {msg}")
 
-    return _Logger()
+    return _Logger(), errors
 
 
-def _parser_errors(parser: Any) -> list[str]:
+def _parser_errors(parser: tensorrt.OnnxParser) -> list[str]:
     errors = []
     for index in range(parser.num_errors):
         err = parser.get_error(index)
@@ -67,34 +72,38 @@ def _parser_errors(parser: Any) -> list[str]:
     return errors
 
 
-def _network_io(network: Any) -> tuple[dict[str, tuple[int, ...]], list[IoTensor]]:
+def _dims(shape: tensorrt.Dims) -> list[int]:
+    return [int(shape[index]) for index in range(len(shape))]
+
+
+def _network_io(network: tensorrt.INetworkDefinition) -> tuple[dict[str, tuple[int, ...]], list[IoTensor]]:
     inputs: dict[str, tuple[int, ...]] = {}
     io: list[IoTensor] = []
     for index in range(network.num_inputs):
         tensor = network.get_input(index)
-        inputs[tensor.name] = tuple(tensor.shape)
-        io.append(IoTensor(tensor.name, "input", dtype_name(tensor.dtype), list(tensor.shape)))
+        inputs[tensor.name] = tuple(_dims(tensor.shape))
+        io.append(IoTensor(tensor.name, "input", dtype_name(tensor.dtype), _dims(tensor.shape)))
     for index in range(network.num_outputs):
         tensor = network.get_output(index)
-        io.append(IoTensor(tensor.name, "output", dtype_name(tensor.dtype), list(tensor.shape)))
+        io.append(IoTensor(tensor.name, "output", dtype_name(tensor.dtype), _dims(tensor.shape)))
     return inputs, io
 
 
-def _engine_io(trt: ModuleType, engine: Any) -> list[IoTensor]:
+def _engine_io(trt: ModuleType, engine: tensorrt.ICudaEngine) -> list[IoTensor]:
     io = []
     for index in range(engine.num_io_tensors):
         name = engine.get_tensor_name(index)
         mode = "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output"
         io.append(
             IoTensor(
-                name, mode, dtype_name(engine.get_tensor_dtype(name)), list(engine.get_tensor_shape(name))
+                name, mode, dtype_name(engine.get_tensor_dtype(name)), _dims(engine.get_tensor_shape(name))
             )
         )
     return io
 
 
 def _read_back(
-    trt: ModuleType, plan: bytes, logger: Any, network_io: list[IoTensor]
+    trt: ModuleType, plan: bytes, logger: tensorrt.ILogger, errors: list[str], network_io: list[IoTensor]
 ) -> tuple[list[IoTensor], str, dict[str, Any], str | None]:
     """I/O and layer information from the deserialized engine where a GPU allows it, else the network's I/O."""
     if not visible_gpus():
@@ -102,24 +111,26 @@ def _read_back(
         return network_io, "network", {"available": False, "reason": reason}, None
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     if engine is None:  # e.g. a TensorRT-RTX engine on a GPU outside its compute-capability targets
-        reason = "the engine does not deserialize on this GPU: " + (
-            " | ".join(logger.errors[-3:]) or "no detail"
-        )
+        reason = "the engine does not deserialize on this GPU: " + (" | ".join(errors[-3:]) or "no detail")
         return network_io, "network", {"available": False, "reason": reason}, None
     summary, raw = engine_layer_info(trt, engine)
     return _engine_io(trt, engine), "engine", summary, raw
 
 
 def _configure(
-    backend: Backend, builder: Any, settings: BuildSettings, profiles: list[ResolvedProfile], log: Log
-) -> tuple[Any, dict[str, Any]]:
+    backend: Backend,
+    builder: tensorrt.Builder,
+    settings: BuildSettings,
+    profiles: list[ResolvedProfile],
+    log: Log,
+) -> tuple[tensorrt.IBuilderConfig, dict[str, Any]]:
     """Builder config from the settings; returns it and the facts for the manifest."""
     trt = backend.trt
     config = builder.create_builder_config()
     for resolved in profiles:
         profile = builder.create_optimization_profile()
         for name, (low, opt, high) in resolved.shapes.items():
-            profile.set_shape(name, low, opt, high)
+            profile.set_shape(name, trt.Dims(list(low)), trt.Dims(list(opt)), trt.Dims(list(high)))
         if config.add_optimization_profile(profile) < 0:
             raise BuildError(
                 f"TensorRT rejected optimization profile {resolved.name!r}: {resolved.to_json()}"
@@ -129,17 +140,19 @@ def _configure(
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     facts: dict[str, Any] = {
-        # Set by docker/Dockerfile: which NVIDIA release stack built it (Triton must match its TensorRT).
-        "container_release": os.environ.get("SQ_TRT_CONTAINER_RELEASE"),
+        # Which NVIDIA release stack built it (export-triton serves it with the same TensorRT).
+        "container_release": container_release(),
         "opt_level": settings.opt_level,
         "workspace_mb": settings.workspace_mb,
         "strongly_typed": True,
     }
     if settings.compute_capabilities:
+        # Raises for TensorRT proper, whose config has no compute-capability API (it builds for its GPU).
         enums = [backend.compute_capability_enum(cc) for cc in settings.compute_capabilities]
-        config.num_compute_capabilities = len(enums)
-        for index, member in enumerate(enums):
-            config.set_compute_capability(member, index)
+        if backend.is_rtx:
+            config.num_compute_capabilities = len(enums)
+            for index, member in enumerate(enums):
+                config.set_compute_capability(cast("tensorrt.ComputeCapability", member), index)
     if backend.supports_timing_cache:
         facts["timing_cache"] = _attach_timing_cache(config, settings.timing_cache, log)
     else:
@@ -149,7 +162,7 @@ def _configure(
     return config, facts
 
 
-def _attach_timing_cache(config: Any, path: Path | None, log: Log) -> dict[str, Any]:
+def _attach_timing_cache(config: tensorrt.IBuilderConfig, path: Path | None, log: Log) -> dict[str, Any]:
     if path is None:
         return {"used": False, "reason": "no --timing-cache given"}
     blob = path.read_bytes() if path.is_file() else b""
@@ -162,7 +175,7 @@ def _attach_timing_cache(config: Any, path: Path | None, log: Log) -> dict[str, 
     return {"used": True, "path": str(path), "loaded_bytes": len(blob)}
 
 
-def _save_timing_cache(config: Any, facts: dict[str, Any]) -> None:
+def _save_timing_cache(config: tensorrt.IBuilderConfig, facts: dict[str, Any]) -> None:
     cache_facts = facts.get("timing_cache", {})
     if not cache_facts.get("used"):
         return
@@ -258,13 +271,13 @@ def build_engine(
     refuse_plugins_on_rtx(backend, source.plugin_nodes)
     register_plugins(backend, source.plugin_nodes)
 
-    logger = _make_logger(trt, log, verbose)
+    logger, logged_errors = _make_logger(trt, log, verbose)
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network = builder.create_network(backend.network_flags())
     parser = trt.OnnxParser(network, logger)
     log(f"[build] parsing {settings.onnx} with {backend.name} {backend.version}")
     if not parser.parse_from_file(str(settings.onnx)):
-        errors = _parser_errors(parser) or logger.errors or ["no error detail reported"]
+        errors = _parser_errors(parser) or logged_errors or ["no error detail reported"]
         raise BuildError(
             f"the {backend.name} ONNX parser rejected {settings.onnx} ({len(errors)} error(s)): "
             + " | ".join(errors[:10])
@@ -279,13 +292,13 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     build_seconds = time.perf_counter() - parsed
     if serialized is None:
-        detail = " | ".join(logger.errors[-10:]) or "no error detail reported"
+        detail = " | ".join(logged_errors[-10:]) or "no error detail reported"
         raise BuildError(f"{backend.name} failed to build {settings.onnx}: {detail}")
     plan = bytes(serialized)
     log(f"[build] built in {build_seconds:.2f}s ({len(plan) / 2**20:.1f} MiB)")
     _save_timing_cache(config, builder_facts)
 
-    io, io_source, layer_info, layer_json = _read_back(trt, plan, logger, network_io)
+    io, io_source, layer_info, layer_json = _read_back(trt, plan, logger, logged_errors, network_io)
 
     record = EngineRecord(
         target=settings.target,

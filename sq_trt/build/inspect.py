@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tensorrt
 
 
 def summarize_layers(info: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +42,7 @@ def summarize_layers(info: dict[str, Any]) -> dict[str, Any]:
     return {"available": True, "layers": len(layers), "layer_types": dict(types), "int8_gemms": int8_gemms}
 
 
-def engine_layer_info(trt: ModuleType, engine: Any) -> tuple[dict[str, Any], str | None]:
+def engine_layer_info(trt: ModuleType, engine: tensorrt.ICudaEngine) -> tuple[dict[str, Any], str | None]:
     """Read a deserialized engine's layer information.
 
     Args:

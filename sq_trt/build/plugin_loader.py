@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 
 from sq_trt.build.backends import Backend
-from sq_trt.build.source import PluginNode
+from sq_trt.build.source import PluginNode, read_onnx_source
 from sq_trt.errors import BuildError
 
 # Quickly Deployable Plugins with an AOT implementation: TensorRT >= 10.9 (tensorrt.plugin.aot_impl).
@@ -66,3 +68,44 @@ def register_plugins(backend: Backend, nodes: Sequence[PluginNode]) -> None:
         register(trt_module=backend.trt)
     except Exception as exc:  # any failure inside TensorRT/Triton registration is the user's setup
         raise BuildError(f"registering the plugin failed ({type(exc).__name__}: {exc}); {needs}") from exc
+    pin_plugin_arch()
+
+
+def pin_plugin_arch() -> int:
+    """Resolve the GPU architecture the plugin kernels compile for, before parsing, and pin it.
+
+    TensorRT calls the plugins' AOT compile from inside the build, where an error surfaces
+    as a generic plugin failure; resolving it here (the CUDA driver's GPU, else
+    ``$SQ_TRT_CUDA_ARCH``) fails early with a message naming the flag.
+
+    Raises:
+        BuildError: No GPU visible and no ``SQ_TRT_CUDA_ARCH``, or an unsupported GPU.
+    """
+    from sq_trt.errors import ConfigError
+
+    qdp = importlib.import_module("sq_trt.plugins.qdp")
+    try:
+        arch = int(qdp.target_arch())
+    except ConfigError as exc:
+        raise BuildError(f"the sq-trt plugin kernels cannot be compiled: {exc}") from exc
+    qdp.set_target_arch(arch)
+    return arch
+
+
+def register_plugins_for_onnx(trt: ModuleType, onnx_path: str | Path) -> tuple[PluginNode, ...]:
+    """Register the sq-trt plugin with TensorRT proper ``trt`` if ``onnx_path`` has ``sq_trt`` nodes.
+
+    For code that parses an ONNX outside :func:`sq_trt.build.builder.build_engine`
+    (Polygraphy's ``NetworkFromOnnxPath``): the parser can only map a node to a plugin
+    already in the registry. A deserialized engine needs no registration (its AOT
+    kernels are embedded), so only parsing calls this.
+
+    Returns:
+        The plugin nodes found (empty: nothing was registered).
+
+    Raises:
+        BuildError: See :func:`register_plugins`.
+    """
+    nodes = read_onnx_source(onnx_path).plugin_nodes
+    register_plugins(Backend("tensorrt", trt, str(getattr(trt, "__version__", "0"))), nodes)
+    return nodes

@@ -22,11 +22,8 @@ from pathlib import Path
 
 from sq_trt.artifacts import atomic_dir
 from sq_trt.build.engine_manifest import EngineRecord, IoTensor, load_engine_record
+from sq_trt.build.releases import serving_release
 from sq_trt.errors import ArtifactError
-
-# Triton release whose container carries TensorRT 10.13 (NVIDIA's 25.10 stack, CUDA 13.0), the same
-# release as docker/Dockerfile's base image; an engine must be served by the TensorRT that built it.
-DEFAULT_TRITON_RELEASE = "25.10"
 
 TRITON_DTYPES = {
     "bool": "TYPE_BOOL",
@@ -102,13 +99,14 @@ def write_model_repository(
         repo: The model repository root (created if missing).
         name: Triton model name.
         instances: Instances per GPU.
-        release: Triton container release (``yy.mm``); default: the one the engine's container
-            recorded, else :data:`DEFAULT_TRITON_RELEASE`.
+        release: Triton container release (``yy.mm``); default: the one the engine was built in,
+            else the newest release known to carry the engine's TensorRT
+            (:func:`sq_trt.build.releases.serving_release`).
         force: Replace an existing ``<repo>/<name>``.
 
     Raises:
-        ArtifactError: No such engine, a TensorRT-RTX engine, an existing model without
-            ``force``, or a dtype Triton cannot express.
+        ArtifactError: No such engine, a TensorRT-RTX engine, a server release whose TensorRT
+            is not the engine's, an existing model without ``force``, or a dtype Triton cannot express.
     """
     if not name or "/" in name or name.startswith("."):
         raise ArtifactError(f"Triton model name must be a plain directory name, got {name!r}")
@@ -121,6 +119,10 @@ def write_model_repository(
             "Triton's tensorrt_plan backend loads TensorRT engines built by the same TensorRT version as the "
             "server: rebuild with --backend tensorrt (docker/README.md) and export that target"
         )
+    # Refuse before writing anything: a server whose TensorRT differs cannot load the engine.
+    chosen = serving_release(
+        record.backend_version, built_in=record.builder.get("container_release"), requested=release
+    )
     config = render_config(name, record, instances=instances)
     repo_root = Path(repo)
     final = repo_root / name
@@ -130,7 +132,6 @@ def write_model_repository(
         (tmp / "config.pbtxt").write_text(config)
         (tmp / "1").mkdir()
         shutil.copy2(Path(engine_dir) / record.plan, tmp / "1" / "model.plan")
-    chosen = release or record.builder.get("container_release") or DEFAULT_TRITON_RELEASE
     return TritonModel(
         final, final / "config.pbtxt", final / "1" / "model.plan", serve_command(repo_root, chosen)
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sq_trt.build.triton_repo import DEFAULT_TRITON_RELEASE, write_model_repository
+from sq_trt.build.triton_repo import write_model_repository
 
 HELP = "Write a Triton Inference Server model repository for a built engine."
 DESCRIPTION = """\
@@ -15,7 +15,9 @@ dynamic dims -1, max_batch_size 0, the engine's optimization profiles) and
   sq-trt export-triton --engine-dir engines/smollm2-int8 --target h100 --repo triton --name smollm2
 
 Only TensorRT engines (--backend tensorrt) can be served by Triton's TensorRT backend,
-with the Triton release whose TensorRT built them.
+with a Triton release whose TensorRT is the one that built them: the release defaults
+to the container the engine was built in (recorded in its manifest), else the newest
+release known to ship the engine's TensorRT; a release with another TensorRT is refused.
 """
 
 
@@ -28,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instances", type=int, default=1, help="model instances per GPU (default 1)")
     parser.add_argument(
         "--triton-release",
-        help=f"tritonserver container release yy.mm (default: the engine's build container, else "
-        f"{DEFAULT_TRITON_RELEASE})",
+        help="tritonserver container release yy.mm (default: the engine's build container, else the "
+        "newest release known to ship the engine's TensorRT; another TensorRT is refused)",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing <repo>/<name>")
 

@@ -250,7 +250,7 @@ def trt_debug_tensors(
     Returns:
         Tensor name -> value, for every requested name and the network outputs.
     """
-    require("tensorrt", STAGE)
+    trt = require("tensorrt", STAGE)
     from polygraphy.backend.trt import (
         CreateConfig,
         EngineFromNetwork,
@@ -260,10 +260,14 @@ def trt_debug_tensors(
         TrtRunner,
     )
 
+    from sq_trt.build.plugin_loader import register_plugins_for_onnx
+
     # One profile pinned to the feed's shapes: the dynamic batch/sequence dims need one to build.
     profile = Profile()
     for name, value in feed.items():
         profile.add(name, min=value.shape, opt=value.shape, max=value.shape)
+    # The parser maps sq_trt nodes only to plugins already registered (the build stage does the same).
+    register_plugins_for_onnx(trt, onnx_path)
     network = NetworkFromOnnxPath(onnx_path, strongly_typed=True)
     engine = EngineFromNetwork(
         MarkDebug(network, list(tensor_names)), config=CreateConfig(profiles=[profile])

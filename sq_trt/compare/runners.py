@@ -21,7 +21,6 @@ model's device.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
 from sq_trt.deps import require
-from sq_trt.errors import ConfigError, MissingDependencyError
+from sq_trt.errors import ConfigError
 
 STAGE = "compare"
 
@@ -184,13 +183,12 @@ def _fake_quant_model(target: str, per_token: bool, device: str) -> Any:
 
 
 def _trt_runner(spec: RunnerSpec) -> BaseRunner:
-    """TensorRT proper: deserialize the plan (registering sq-trt's plugin first) and run it."""
+    """TensorRT proper: deserialize the plan and run it."""
     require("tensorrt", STAGE)
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
-    # Registers the per-token plugin's creator so an engine using it deserializes; an engine
-    # without the plugin runs without it, and TensorRT names a plugin it cannot find.
-    with contextlib.suppress(MissingDependencyError):
-        require("sq_trt.plugins", STAGE)
+    # No plugin registration: the sq_trt plugins are AOT Quickly Deployable Plugins whose kernels are
+    # serialized into the engine, so the .plan deserializes with no Python plugin (docs/PLUGIN.md).
+    # Parsing an ONNX with sq_trt nodes is what needs it (sq_trt.build.plugin_loader).
     return TrtRunner(EngineFromBytes(BytesFromPath(spec.target)), name=spec.name)

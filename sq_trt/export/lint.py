@@ -10,9 +10,11 @@ TensorRT (strongly typed, explicit quantization) accepts a Q/DQ graph only if:
   ``axis`` is the weight's last axis (N of ``[K, N]``) and the scale has N entries;
 * ``dangling``: every Q feeds only DQs, every DQ's output is used, every DQ's
   input comes from a Q, an int8 initializer or an int8-producing node;
-* ``plugin``: each ``sq_trt`` plugin node carries ``plugin_namespace`` and
-  ``plugin_version`` as :mod:`sq_trt.plugin_spec` defines them, its int8 output
-  feeds DequantizeLinear with the constant scale 1/127, and its domain is imported.
+* ``plugin``: every ``sq_trt``-domain node carries ``plugin_namespace``,
+  ``plugin_version`` (as :mod:`sq_trt.plugin_spec` defines them) and ``aot=1``
+  (the plugins have only an ahead-of-time kernel; without it TensorRT looks for a
+  JIT one), its int8 output feeds DequantizeLinear with the constant scale 1/127,
+  and its domain is imported.
 
 :func:`lint_qdq` raises on the first broken rule with the node's name;
 :func:`find_qdq_problems` returns them all.
@@ -194,6 +196,7 @@ def find_qdq_problems(model: onnx.ModelProto) -> list[LintProblem]:
 
     for node in graph.node:
         if node.domain == plugin_spec.ONNX_DOMAIN:
+            _check_plugin_attributes(node, add)
             _check_plugin(node, constants, consumers, model, add)
     return problems
 
@@ -221,6 +224,22 @@ def _check_weight_axis(
         )
 
 
+# What TensorRT's parser needs on every sq_trt node, whatever the op (PLUGIN.md).
+_PLUGIN_ATTRIBUTES = (
+    ("plugin_namespace", plugin_spec.PLUGIN_NAMESPACE, "TensorRT finds the plugin by it"),
+    ("plugin_version", plugin_spec.PLUGIN_VERSION, "TensorRT finds the plugin by it"),
+    ("aot", 1, "it selects the ahead-of-time kernel, the only one the plugins have"),
+)
+
+
+def _check_plugin_attributes(node: Any, add: Any) -> None:
+    for name, expected, why in _PLUGIN_ATTRIBUTES:
+        value = _attr(node, name, None)
+        value = value.decode() if isinstance(value, bytes) else value
+        if value != expected:
+            add("plugin", node, f"attribute {name}={value!r}, expected {expected!r} ({why})")
+
+
 def _check_plugin(
     node: Any, constants: _Constants, consumers: dict[str, list[Any]], model: Any, add: Any
 ) -> None:
@@ -229,18 +248,6 @@ def _check_plugin(
     if node.op_type not in (plugin_spec.PER_TOKEN_QUANT, plugin_spec.RMSNORM_PER_TOKEN_QUANT):
         add("plugin", node, f"unknown {plugin_spec.ONNX_DOMAIN} op {node.op_type!r}")
         return
-    for name, expected in (
-        ("plugin_namespace", plugin_spec.PLUGIN_NAMESPACE),
-        ("plugin_version", plugin_spec.PLUGIN_VERSION),
-    ):
-        value = _attr(node, name, None)
-        value = value.decode() if isinstance(value, bytes) else value
-        if value != expected:
-            add(
-                "plugin",
-                node,
-                f"attribute {name}={value!r}, expected {expected!r} (TensorRT finds the plugin by it)",
-            )
     if not any(entry.domain == plugin_spec.ONNX_DOMAIN for entry in model.opset_import):
         add("plugin", node, f"the model does not import the {plugin_spec.ONNX_DOMAIN!r} opset domain")
     users = consumers.get(node.output[0], []) if node.output else []

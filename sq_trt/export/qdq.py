@@ -231,14 +231,12 @@ def plugin_per_token_node(x: str, x_q: str, amax: str, name: str) -> Any:
     """The ``sq_trt::PerTokenQuant`` node TensorRT maps to the plugin (see :mod:`sq_trt.plugin_spec`)."""
     from onnx.helper import make_node
 
+    from sq_trt.plugins import onnx_node_attributes
+
+    # One source for the parser-facing attributes (namespace, version, aot=1 for the AOT kernel).
+    attributes = onnx_node_attributes(plugin_spec.PER_TOKEN_QUANT)
     return make_node(
-        plugin_spec.PER_TOKEN_QUANT,
-        [x],
-        [x_q, amax],
-        name=name,
-        domain=plugin_spec.ONNX_DOMAIN,
-        plugin_namespace=plugin_spec.PLUGIN_NAMESPACE,
-        plugin_version=plugin_spec.PLUGIN_VERSION,
+        plugin_spec.PER_TOKEN_QUANT, [x], [x_q, amax], name=name, domain=plugin_spec.ONNX_DOMAIN, **attributes
     )
 
 

@@ -199,6 +199,91 @@ def unresolved_module_names(path: Path) -> list[str]:
     return problems
 
 
+# Names that hold TensorRT objects in the project's code: builder, network, parser, config, profile,
+# engine, inspector, runtime, plugin registry (and the logger handed to them), alone or as a suffix.
+TRT_OBJECT_NAME = re.compile(
+    r"(?:^|_)(builder|network|parser|config|profile|engine|inspector|runtime|registry|logger)$"
+)
+
+
+def _is_any(node: ast.expr | None) -> bool:
+    """``Any``, ``typing.Any``, ``X | Any`` or ``Optional[Any]`` (``dict[str, Any]`` is not: its keys are typed)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):  # a quoted annotation
+        try:
+            return _is_any(ast.parse(node.value, mode="eval").body)
+        except SyntaxError:
+            return False
+    if isinstance(node, ast.Name):
+        return node.id == "Any"
+    if isinstance(node, ast.Attribute):
+        return node.attr == "Any"
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _is_any(node.left) or _is_any(node.right)
+    if isinstance(node, ast.Subscript) and ast.unparse(node.value).rsplit(".", 1)[-1] == "Optional":
+        return _is_any(node.slice)
+    return False
+
+
+def _untyped_returns(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    """Names matching :data:`TRT_OBJECT_NAME` that ``function`` returns where its annotation says ``Any``."""
+    annotation = function.returns
+    positions: list[ast.expr | None] = [annotation]
+    if (
+        isinstance(annotation, ast.Subscript)
+        and ast.unparse(annotation.value) in ("tuple", "Tuple", "typing.Tuple")
+        and isinstance(annotation.slice, ast.Tuple)
+    ):
+        positions = list(annotation.slice.elts)
+    found = []
+    for node in ast.walk(function):
+        if not isinstance(node, ast.Return) or node.value is None:
+            continue
+        values = node.value.elts if isinstance(node.value, ast.Tuple) and len(positions) > 1 else [node.value]
+        for value, declared in zip(values, positions, strict=False):
+            if isinstance(value, ast.Name) and TRT_OBJECT_NAME.search(value.id) and _is_any(declared):
+                found.append(value.id)
+    return sorted(set(found))
+
+
+def untyped_tensorrt_objects(path: Path) -> list[str]:
+    """TensorRT objects typed ``Any`` (or not at all), whose every use mypy would leave unchecked.
+
+    A parameter or annotated variable named like a TensorRT object (:data:`TRT_OBJECT_NAME`:
+    ``builder``, ``config``, ``engine``, ...) must carry a real type (``tensorrt.IBuilderConfig``,
+    imported under ``TYPE_CHECKING``), and a function returning such a name must not declare ``Any``.
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    where = path.relative_to(REPO) if path.is_relative_to(REPO) else path.name
+    problems = []
+
+    def flag(line: int, what: str, shown: str) -> None:
+        problems.append(
+            f"{where}:{line}: {what} `{shown}` hides a TensorRT object from the API check; annotate it with "
+            "its tensorrt type imported under TYPE_CHECKING (docs/TRT_API_CHECK.md)"
+        )
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args
+            for arg in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
+                if TRT_OBJECT_NAME.search(arg.arg) and (arg.annotation is None or _is_any(arg.annotation)):
+                    shown = ast.unparse(arg.annotation) if arg.annotation is not None else "(unannotated)"
+                    flag(arg.lineno, "parameter", f"{arg.arg}: {shown}")
+            returned = _untyped_returns(node)
+            if returned:
+                flag(
+                    node.lineno, f"{node.name}() returns {', '.join(returned)} as", ast.unparse(node.returns)
+                )
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and TRT_OBJECT_NAME.search(node.target.id)
+            and _is_any(node.annotation)
+        ):
+            flag(node.lineno, "variable", f"{node.target.id}: {ast.unparse(node.annotation)}")
+    return problems
+
+
 def _repo_path(path: str, mirror: Path) -> str:
     try:
         rel = (mirror / path).resolve().relative_to(mirror.resolve())

@@ -12,7 +12,7 @@ from .harness import (
     TRT_VERSIONS,
     BindingsEnv,
     HarnessUnavailable,
-    cache_root,
+    mypy_work_dir,
     prepare_tensorrt,
     prepare_tensorrt_rtx,
 )
@@ -51,7 +51,7 @@ def rtx_env() -> BindingsEnv:
 @pytest.fixture(scope="session")
 def mypy_work() -> Path:
     """Stable working directory, so mypy's incremental cache survives between runs."""
-    return cache_root() / "mypy-work"
+    return mypy_work_dir()
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,16 @@ WHEEL_PACKAGE = "tensorrt-cu12-bindings"
 _FORMAT = 1  # bump when the cached layout changes
 
 
+def mypy_work_dir() -> Path:
+    """Stable mypy working directory (mirror, configs, caches) of *this* checkout.
+
+    Keyed by the repository path: several checkouts on one machine share the cache root, and a
+    shared mirror would let one checkout's run type-check another's sources.
+    """
+    repo = Path(__file__).resolve().parents[2]
+    return cache_root() / "mypy-work" / hashlib.sha256(str(repo).encode()).hexdigest()[:12]
+
+
 def cache_root() -> Path:
     """Where wheels, stub libraries and ``.pyi`` files are cached: ``$SQ_TRT_CACHE/trt-bindings``."""
     base = Path(os.environ.get("SQ_TRT_CACHE", Path.home() / ".cache" / "sq-trt")).expanduser()
@@ -300,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check:
             from .conformance import conformance_errors, format_failure
 
-            findings, checked = conformance_errors(env, cache_root() / "mypy-work")
+            findings, checked = conformance_errors(env, mypy_work_dir())
             print(f"  checked {len(checked)} files: " + ("OK" if not findings else "FAILED"))
             if findings:
                 failed = True

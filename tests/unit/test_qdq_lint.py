@@ -79,6 +79,12 @@ def _wrong_namespace(m: onnx.ModelProto) -> None:
     node.attribute.append(helper.make_attribute("plugin_namespace", "other"))
 
 
+def _aot_false(m: onnx.ModelProto) -> None:
+    node = _node(m, "per_token")
+    _drop_attr(node, "aot")
+    node.attribute.append(helper.make_attribute("aot", 0))
+
+
 def _dangling_q(m: onnx.ModelProto) -> None:
     m.graph.node.append(helper.make_node("Relu", ["x_q"], ["relu_out"], name="relu"))
     m.graph.output.append(helper.make_tensor_value_info("relu_out", TensorProto.INT8, ["m", K]))
@@ -121,6 +127,9 @@ BREAKAGES: dict[str, tuple[Callable[[onnx.ModelProto], None], str, str]] = {
         "per_token",
     ),
     "plugin_wrong_namespace": (_wrong_namespace, "plugin", "per_token"),
+    # Without aot=1 TensorRT's parser looks for a JIT implementation, which the plugins do not have.
+    "plugin_without_aot": (lambda m: _drop_attr(_node(m, "per_token"), "aot"), "plugin", "per_token"),
+    "plugin_aot_false": (_aot_false, "plugin", "per_token"),
     "plugin_dq_scale_not_1_127": (
         lambda m: _set_init(m, "pt_scale", np.array(1.0, np.float32)),
         "plugin",
@@ -146,3 +155,15 @@ def test_each_broken_rule_is_caught_and_names_the_node(breakage: str) -> None:
     assert any(p.rule == rule and p.node == node for p in problems), problems
     with pytest.raises(ExportError, match="Q/DQ lint failed"):
         lint_qdq(model)
+
+
+def test_exported_plugin_node_carries_what_the_parser_needs() -> None:
+    # docs/PLUGIN.md: namespace, version and aot=1 (an INT: ONNX has no bool attribute).
+    node = plugin_per_token_node("x", "x_q", "amax", "n")
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert node.domain == plugin_spec.ONNX_DOMAIN
+    assert attributes == {
+        "plugin_namespace": plugin_spec.PLUGIN_NAMESPACE.encode(),
+        "plugin_version": plugin_spec.PLUGIN_VERSION.encode(),
+        "aot": 1,
+    }

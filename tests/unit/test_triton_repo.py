@@ -6,7 +6,8 @@ import pytest
 
 from sq_trt.artifacts import artifact_dir
 from sq_trt.build.engine_manifest import EngineRecord, IoTensor
-from sq_trt.build.triton_repo import DEFAULT_TRITON_RELEASE, write_model_repository
+from sq_trt.build.releases import TRITON_TENSORRT, container_release, serving_release
+from sq_trt.build.triton_repo import write_model_repository
 from sq_trt.errors import ArtifactError
 
 model_config_pb2 = pytest.importorskip(
@@ -17,13 +18,15 @@ text_format = pytest.importorskip("google.protobuf.text_format")
 PLAN = b"serialized-engine-bytes"  # the repository writer only copies the plan; its content is opaque here
 
 
-def _record(backend: str = "tensorrt", release: str | None = None) -> EngineRecord:
+def _record(
+    backend: str = "tensorrt", release: str | None = None, tensorrt: str = "10.13.3.9"
+) -> EngineRecord:
     return EngineRecord(
         target="h100",
         plan="h100.plan",
         plan_bytes=len(PLAN),
         backend=backend,
-        backend_version="10.13.3.9",
+        backend_version=tensorrt,
         gpu_target={"kind": "device", "name": "NVIDIA H100", "compute_capability": "9.0"},
         profiles=[
             {"name": "small", "shapes": {"input_ids": {"min": [1, 1], "opt": [1, 128], "max": [4, 512]}}},
@@ -72,7 +75,8 @@ def test_config_parses_into_model_config_with_engine_io(tmp_path):
     (group,) = config.instance_group
     assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU and list(group.profile) == ["0", "1"]
     assert (tmp_path / "repo" / "smollm2" / "1" / "model.plan").read_bytes() == PLAN
-    assert f"tritonserver:{DEFAULT_TRITON_RELEASE}-py3" in model.serve_command
+    # No build container recorded: the newest release whose TensorRT is the engine's (10.13.3).
+    assert "tritonserver:25.10-py3" in model.serve_command
     assert "--model-repository=/models" in model.serve_command
 
 
@@ -131,8 +135,57 @@ def test_cli_prints_the_serving_command(tmp_path, capsys):
         "--repo",
         str(tmp_path / "r"),
     ]
-    assert main([*argv, "--name", "m", "--triton-release", "25.11"]) == 0
+    assert main([*argv, "--name", "m", "--triton-release", "25.10"]) == 0
     out = capsys.readouterr().out
-    assert "tritonserver:25.11-py3 tritonserver --model-repository=/models" in out
+    assert "tritonserver:25.10-py3 tritonserver --model-repository=/models" in out
     assert main([*argv, "--name", "m"]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_server_release_with_another_tensorrt_is_refused_naming_both(tmp_path, capsys):
+    from sq_trt.cli import main
+
+    # 25.10 ships TensorRT 10.13.3; an engine of 10.12.0.36 would not load there.
+    engine_dir = _engine_dir(tmp_path, _record(tensorrt="10.12.0.36"))
+    with pytest.raises(ArtifactError, match=r"25\.10-py3 carries TensorRT 10\.13\.3.*TensorRT 10\.12\.0\.36"):
+        write_model_repository(engine_dir, "h100", tmp_path / "repo", "m", release="25.10")
+    assert not (tmp_path / "repo" / "m").exists()
+    argv = [
+        "export-triton",
+        "--engine-dir",
+        str(engine_dir),
+        "--target",
+        "h100",
+        "--repo",
+        str(tmp_path / "r"),
+    ]
+    assert main([*argv, "--name", "m", "--triton-release", "25.10"]) == 1
+    err = capsys.readouterr().err
+    assert "10.13.3" in err and "10.12.0.36" in err and "rebuild the engine in that release" in err
+    # The same engine recorded as built in another release is served by that release.
+    assert serving_release("10.12.0.36", built_in="25.06", requested=None) == "25.06"
+
+
+def test_engine_built_outside_a_known_release_is_refused(tmp_path):
+    engine_dir = _engine_dir(tmp_path, _record(tensorrt="10.14.1.48"))
+    with pytest.raises(ArtifactError, match="no tritonserver release is known to carry TensorRT 10.14.1.48"):
+        write_model_repository(engine_dir, "h100", tmp_path / "repo", "m")
+
+
+def test_recorded_release_that_contradicts_the_engines_tensorrt_is_refused():
+    with pytest.raises(ArtifactError, match="25.10, which ships TensorRT 10.13.3, but TensorRT 10.12.0.36"):
+        serving_release("10.12.0.36", built_in="25.10", requested=None)
+    # The build's own release is accepted even when the table does not list it yet.
+    assert serving_release("11.4.0.106", built_in="26.09", requested="26.09") == "26.09"
+    with pytest.raises(ArtifactError, match="not in sq-trt's release table"):
+        serving_release("11.4.0.106", built_in="26.09", requested="26.10")
+
+
+def test_container_release_is_read_from_nvidia_or_sq_trt_variables():
+    assert container_release({"NVIDIA_TENSORRT_VERSION": "25.10", "TENSORRT_VERSION": "10.13.3.9"}) == "25.10"
+    assert (
+        container_release({"SQ_TRT_CONTAINER_RELEASE": "25.09", "NVIDIA_TENSORRT_VERSION": "25.10"})
+        == "25.09"
+    )
+    assert container_release({"TENSORRT_VERSION": "10.13.3.9"}) is None
+    assert all(v.count(".") == 2 for v in TRITON_TENSORRT.values())
