@@ -157,6 +157,7 @@ def compile_ptx(
     arch: int | str,
     *,
     num_warps: int = 4,
+    num_stages: int | None = None,
     ptx_version: int = DEFAULT_PTX_VERSION,
     use_cache: bool = True,
 ) -> tuple[str, str, PtxMetadata]:
@@ -169,6 +170,7 @@ def compile_ptx(
         constexprs: Value of every ``tl.constexpr`` parameter.
         arch: Compute capability (see :func:`normalize_arch`).
         num_warps: Warps per program (``block_x = 32 * num_warps``).
+        num_stages: Software-pipelining depth of ``tl.dot`` loops (None: Triton's default).
         ptx_version: PTX ISA version times ten (84 = ISA 8.4).
         use_cache: Read and write the on-disk cache.
 
@@ -192,7 +194,9 @@ def compile_ptx(
             f"signature for `{kernel.__name__}` names {list(signature)}; expected its runtime parameters "
             f"{runtime_params} in order (constexprs: {list(constexprs)})"
         )
-    options = {"num_warps": num_warps, "ptx_version": ptx_version, "enable_fp_fusion": False}
+    options: dict[str, Any] = {"num_warps": num_warps, "ptx_version": ptx_version, "enable_fp_fusion": False}
+    if num_stages is not None:
+        options["num_stages"] = num_stages
     key = _cache_key(kernel, signature, constexprs, {**options, "arch": cc})
     ptx_path = cache_root() / f"{kernel.__name__}-sm{cc}-{key}.ptx"
     meta_path = ptx_path.with_suffix(".json")
