@@ -68,12 +68,20 @@ def normalize_arch(arch: int | str) -> int:
         ConfigError: Not a compute capability, or one outside :data:`SUPPORTED_ARCHS`.
     """
     text = str(arch).strip().lower().removeprefix("sm_").rstrip("a")
-    match = re.fullmatch(r"(\d)\.?(\d)", text)
+    match = re.fullmatch(r"(\d{1,2})\.?(\d)", text)
     if match is None:
         raise ConfigError(
             f"GPU architecture {arch!r} is not a compute capability; expected e.g. 80, '8.6' or 'sm_89'"
         )
     value = int(match.group(1) + match.group(2))
+    if value >= 100:
+        # Triton 3.9 does compile the kernels for sm_100a (tcgen05 int8 MMA) and sm_120a (mma.sync),
+        # but only to PTX ISA >= 8.6 / 8.7, and nothing here has run them: refused until tested.
+        raise ConfigError(
+            f"GPU architecture sm_{value} (Blackwell) is not supported by the plugin kernels yet (its PTX needs "
+            f"ISA >= 8.6 and is untested); supported: {', '.join(f'sm_{a}' for a in SUPPORTED_ARCHS)}; "
+            "use the portable per-token encoding (no plugin) on Blackwell"
+        )
     if value not in SUPPORTED_ARCHS:
         raise ConfigError(
             f"GPU architecture sm_{value} is not supported by the plugin kernels; supported: "

@@ -29,6 +29,7 @@ This module imports Triton at import time; import it only after ``sq_trt.deps.re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import triton
 import triton.language as tl
@@ -203,3 +204,56 @@ def tile_config(tactic: int) -> TileConfig:
             f"GEMM tactic {tactic} does not exist; expected 0 (default) or 1..{len(TILE_CONFIGS)}"
         )
     return TILE_CONFIGS[index]
+
+
+def gemm_signature(kernel_name: str, activation: str, out: str) -> dict[str, str]:
+    """Triton signature of a GEMM kernel's runtime parameters, in TensorRT's launch order.
+
+    Args:
+        kernel_name: ``w8a8_gemm_kernel`` or ``quant_w8a8_gemm_kernel``.
+        activation: Pointer type of ``amax`` (W8A8Gemm) or of ``x`` (QuantW8A8Gemm), e.g. ``"*fp16"``.
+        out: Pointer type of ``y``.
+    """
+    if kernel_name == "w8a8_gemm_kernel":
+        head = {"xq_ptr": "*i8", "amax_ptr": activation}
+    else:
+        head = {"x_ptr": activation, "s_ptr": "*fp32"}
+    tail = {"w_ptr": "*i8", "ws_ptr": "*fp32", "b_ptr": "*fp32", "M": "i32", "N": "i32", "K": "i32"}
+    return {**head, **tail, "y_ptr": out}
+
+
+def compile_variant(
+    kernel_name: str,
+    tactic: int,
+    arch: int | str,
+    *,
+    dtype: str = "fp16",
+    out_dtype: str | None = None,
+    has_bias: bool = True,
+    has_smooth: bool = True,
+) -> tuple[str, str, Any]:
+    """PTX of one tactic's variant of a GEMM kernel, as the plugin's ``aot_impl`` compiles it.
+
+    Args:
+        kernel_name: ``w8a8_gemm_kernel`` or ``quant_w8a8_gemm_kernel``.
+        tactic: TensorRT tactic (see :func:`tile_config`).
+        arch: GPU architecture.
+        dtype: Triton type of ``amax`` / ``x``: ``fp16``, ``bf16`` or ``fp32``.
+        out_dtype: Triton type of ``y`` (default ``dtype``).
+        has_bias: The ``has_bias`` attribute.
+        has_smooth: The ``has_smooth`` attribute (quantizing kernel only).
+
+    Returns:
+        ``(kernel_name, ptx, PtxMetadata)`` from :func:`sq_trt.plugins.aot.compile_ptx`.
+    """
+    from sq_trt.plugins.aot import compile_ptx
+
+    tile = tile_config(tactic)
+    flags: dict[str, Any] = {"HAS_BIAS": has_bias, "STORE_ACC": False}
+    if kernel_name == "quant_w8a8_gemm_kernel":
+        flags = {"HAS_SMOOTH": has_smooth, **flags, "USE_LIBDEVICE": True}
+    signature = gemm_signature(kernel_name, f"*{dtype}", f"*{out_dtype or dtype}")
+    return compile_ptx(
+        globals()[kernel_name], signature, {**tile.constexprs(), **flags}, arch,
+        num_warps=tile.num_warps, num_stages=tile.num_stages,
+    )  # fmt: skip

@@ -52,39 +52,19 @@ def _weight_tactics(weight: Any) -> list[int]:
 
 
 def _compile_gemm(
-    kernel_name: str, signature: dict[str, str], flags: dict[str, bool], tactic: int
+    kernel_name: str, flt: str, out: str, flags: dict[str, bool], tactic: int
 ) -> tuple[str, str, Any, Any]:
-    """PTX of one tactic's variant of a GEMM kernel; returns (name, ptx, metadata, tile)."""
+    """PTX of one tactic's variant for the target GPU; returns (name, ptx, metadata, tile)."""
     from sq_trt.deps import require
 
     require("triton", stage="build (sq_trt fused GEMM plugin)")
     from sq_trt.plugins import gemm
-    from sq_trt.plugins.aot import compile_ptx
     from sq_trt.plugins.qdp import target_arch
 
-    tile = gemm.tile_config(tactic)
-    constants = {**tile.constexprs(), **flags, "STORE_ACC": False}
-    name, ptx, meta = compile_ptx(
-        getattr(gemm, kernel_name), signature, constants, target_arch(),
-        num_warps=tile.num_warps, num_stages=tile.num_stages,
-    )  # fmt: skip
-    return name, ptx, meta, tile
-
-
-def gemm_signature(kernel_name: str, activation: str, out: str) -> dict[str, str]:
-    """Triton signature of a GEMM kernel's runtime parameters, in TensorRT's launch order.
-
-    Args:
-        kernel_name: ``w8a8_gemm_kernel`` or ``quant_w8a8_gemm_kernel``.
-        activation: Pointer type of ``amax`` (W8A8Gemm) or of ``x`` (QuantW8A8Gemm), e.g. ``"*fp16"``.
-        out: Pointer type of ``y``.
-    """
-    if kernel_name == "w8a8_gemm_kernel":
-        head = {"xq_ptr": "*i8", "amax_ptr": activation}
-    else:
-        head = {"x_ptr": activation, "s_ptr": "*fp32"}
-    tail = {"w_ptr": "*i8", "ws_ptr": "*fp32", "b_ptr": "*fp32", "M": "i32", "N": "i32", "K": "i32"}
-    return {**head, **tail, "y_ptr": out}
+    name, ptx, meta = gemm.compile_variant(
+        kernel_name, tactic, target_arch(), dtype=flt, out_dtype=out, **flags
+    )
+    return name, ptx, meta, gemm.tile_config(tactic)
 
 
 def define_gemm_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str, Callable[..., Any]]:
@@ -135,11 +115,9 @@ def define_gemm_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dic
     def w8a8_gemm_aot(
         x_q: Any, amax: Any, weight: Any, w_scale: Any, bias: Any, has_bias: int, outputs: Any, tactic: int
     ) -> Any:
-        flt = _float_type(amax, "amax")
-        signature = gemm_signature("w8a8_gemm_kernel", f"*{flt}", f"*{_float_type(outputs[0], 'y')}")
-        name, ptx, meta, tile = _compile_gemm(
-            "w8a8_gemm_kernel", signature, {"HAS_BIAS": bool(has_bias)}, tactic
-        )
+        flt, out = _float_type(amax, "amax"), _float_type(outputs[0], "y")
+        flags = {"has_bias": bool(has_bias)}
+        name, ptx, meta, tile = _compile_gemm("w8a8_gemm_kernel", flt, out, flags, tactic)
         params, extra = launch(meta, tile, x_q, weight)
         return name, ptx, params, extra
 
@@ -158,10 +136,9 @@ def define_gemm_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dic
         x: Any, smooth: Any, weight: Any, w_scale: Any, bias: Any, has_smooth: int, has_bias: int,
         outputs: Any, tactic: int,
     ) -> Any:  # fmt: skip
-        flt = f"*{_float_type(x, 'x')}"
-        flags = {"HAS_SMOOTH": bool(has_smooth), "HAS_BIAS": bool(has_bias), "USE_LIBDEVICE": True}
-        signature = gemm_signature("quant_w8a8_gemm_kernel", flt, flt)
-        name, ptx, meta, tile = _compile_gemm("quant_w8a8_gemm_kernel", signature, flags, tactic)
+        flt = _float_type(x, "x")
+        flags = {"has_smooth": bool(has_smooth), "has_bias": bool(has_bias)}
+        name, ptx, meta, tile = _compile_gemm("quant_w8a8_gemm_kernel", flt, flt, flags, tactic)
         params, extra = launch(meta, tile, x, weight)
         return name, ptx, params, extra
 
