@@ -8,6 +8,7 @@ way the plugin's ``@trtp.aot_impl`` does, for ``sq-trt plugins ptx``. Triton is 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,3 +140,21 @@ def compile_variants(name: str, arch: int | str, *, dtype: str = "fp16", hidden:
         kernel_name, ptx, meta = gemm.compile_variant(info.kernel, tactic, cc, dtype=dtype)
         variants.append(Variant(f"tactic{tactic}-{gemm.tile_config(tactic).label()}", kernel_name, ptx, meta))
     return variants
+
+
+_MMA_RE = re.compile(r"^\s*((?:w?g?mma|tcgen05\.mma)\.[^\s;]+)", re.MULTILINE)
+
+
+def mma_instructions(ptx: str) -> list[str]:
+    """Every matrix-multiply instruction of a PTX text (``mma.sync...``, ``wgmma.mma_async...``)."""
+    return [m for m in _MMA_RE.findall(ptx) if "mma_async" in m or m.startswith(("mma.sync", "tcgen05.mma"))]
+
+
+def variant_summary(info: PluginInfo) -> str:
+    """How many AOT variants a plugin has and what they differ by (no compile)."""
+    if info.kernel.endswith("per_token_quant_kernel"):
+        return "2 AOT variants: single-pass row in registers, streaming row"
+    from sq_trt.plugins.gemm import TILE_CONFIGS
+
+    tiles = ", ".join(f"{t}={cfg.label()}" for t, cfg in enumerate(TILE_CONFIGS, start=1))
+    return f"{len(TILE_CONFIGS)} AOT variants = TensorRT autotune tactics {tiles}"
