@@ -16,6 +16,8 @@ from sq_trt.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from sq_trt.plugins.gemm import TileConfig
+
 _SUPPORTED = ("float16", "bfloat16", "float32")
 
 
@@ -165,10 +167,9 @@ def _gemm_weights(
     return n, torch.zeros(n, dtype=torch.float32, device=w_q.device) if bias is None else bias.contiguous()
 
 
-def _gemm_grid(rows: int, n: int, tile: object) -> tuple[int]:
-    import triton
-
-    return (triton.cdiv(rows, tile.block_m) * triton.cdiv(n, tile.block_n),)  # type: ignore[attr-defined]
+def _gemm_grid(rows: int, n: int, tile: TileConfig) -> tuple[int]:
+    # One program per BLOCK_M x BLOCK_N output tile, as the plugin launches it.
+    return (-(-rows // tile.block_m) * -(-n // tile.block_n),)
 
 
 def w8a8_gemm(
