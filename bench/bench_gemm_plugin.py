@@ -113,7 +113,17 @@ def _encodings(
             acc = torch._int_mm(x_q, weights[name][0].T)
             (acc.float() * (weights[name][1] / 16.0)).half()
 
-    runs: dict[str, Callable[[], Any]] = {"fused-gemm": fused_gemm}
+    def check() -> bool:
+        # The timed kernels compute the right thing: one linear against the CPU reference, exactly.
+        from sq_trt.quant.reference import w8a8_gemm
+
+        name, (group, _, _) = next(iter(linears.items()))
+        x_q, amax = launch.per_token_quant(xs[group])
+        y = launch.w8a8_gemm(x_q, amax, weights[name][0], weights[name][1])
+        ref = w8a8_gemm(x_q.cpu(), amax.cpu(), weights[name][0].cpu(), weights[name][1].cpu())
+        return bool(torch.equal(y.cpu(), ref))
+
+    runs: dict[str, Callable[[], Any]] = {"fused-gemm": fused_gemm, "check": check}
     if device == "cuda":  # the interpreter smoke run times the Triton path only
         runs.update({"fp16": fp16, "plugin+dq": plugin_dq})
         if tokens > 16 and tokens % 8 == 0:  # torch._int_mm's constraints
@@ -128,10 +138,10 @@ def bench_layer(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
     rows = []
     for batch, seq in shapes:
         tokens = batch * seq
-        times = {
-            enc: _time(fn, device, args.repeat) for enc, fn in _encodings(linears, tokens, device).items()
-        }
-        row: dict[str, Any] = {"batch": batch, "seq": seq, "tokens": tokens}
+        runs = _encodings(linears, tokens, device)
+        exact = runs.pop("check")()
+        times = {enc: _time(fn, device, args.repeat) for enc, fn in runs.items()}
+        row: dict[str, Any] = {"batch": batch, "seq": seq, "tokens": tokens, "fused_gemm_exact": exact}
         row["tokens_per_s"] = {enc: tokens / t for enc, t in times.items()}
         if "fp16" in times:
             row["speedup_vs_fp16"] = {enc: times["fp16"] / t for enc, t in times.items()}
