@@ -204,6 +204,49 @@ def test_engine_quant_w8a8_gemm_is_bit_exact(trt) -> None:
     assert torch.equal(got["y"], quant_w8a8_gemm(x, w_q, w_scale, bias))
 
 
+def test_engine_rmsnorm_quant_feeds_w8a8_gemm_directly(trt) -> None:
+    # A norm -> linears group: the fused norm+quant plugin's int8 codes and amax go straight into the GEMM.
+    from onnx import TensorProto, helper, numpy_helper
+
+    from sq_trt.plugins import onnx_node_attributes
+
+    k, n, tokens, eps = 576, 1536, 129, 1e-5
+    w_q, w_scale, bias = _layer(n, k, 8)
+    norm_w = (torch.rand(k, generator=torch.Generator().manual_seed(4)) + 0.5).to(F16)
+    inits = [
+        numpy_helper.from_array(norm_w.numpy(), "norm_w"),
+        numpy_helper.from_array(w_q.numpy(), "weight"),
+        numpy_helper.from_array(w_scale.numpy(), "w_scale"),
+        numpy_helper.from_array(bias.numpy(), "bias"),
+    ]
+    dom = plugin_spec.ONNX_DOMAIN
+    nodes = [
+        helper.make_node(
+            plugin_spec.RMSNORM_PER_TOKEN_QUANT, ["x", "norm_w"], ["x_q", "amax"], domain=dom,
+            **onnx_node_attributes(plugin_spec.RMSNORM_PER_TOKEN_QUANT, epsilon=eps),
+        ),
+        helper.make_node(
+            plugin_spec.W8A8_GEMM, ["x_q", "amax", "weight", "w_scale", "bias"], ["y"], domain=dom,
+            **_gemm_attrs(has_bias=1),
+        ),
+    ]  # fmt: skip
+    outputs = [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["tokens", n]),
+        helper.make_tensor_value_info("x_q", TensorProto.INT8, ["tokens", k]),
+        helper.make_tensor_value_info("amax", TensorProto.FLOAT16, ["tokens", 1]),
+    ]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["tokens", k])
+    graph = helper.make_graph(nodes, "norm_gemm", [x_info], outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(dom, 1)])
+    plan = _build(trt, model.SerializeToString(), k)
+    x = _activation(tokens, k, F16, 10)
+    shapes = {"y": ((tokens, n), F16), "x_q": ((tokens, k), torch.int8), "amax": ((tokens, 1), F16)}
+    got = _execute(trt, plan, x.cuda(), shapes)
+    # The GEMM's output is exactly the reference GEMM of the codes and amax the norm plugin produced.
+    assert torch.equal(got["y"], w8a8_gemm(got["x_q"], got["amax"], w_q, w_scale, bias))
+    assert int(got["x_q"].abs().max()) == 127
+
+
 def _fresh_process_run(plan_path: Path, k: int, n: int) -> str:
     # Imports tensorrt and torch only: no sq_trt, no plugin registration, no Triton.
     code = f"""
