@@ -1,9 +1,12 @@
 """sq-trt's TensorRT plugins (installed as ``sq_trt.plugins``).
 
-* :mod:`.kernels`: the Triton kernels (per-token INT8 quantization, fused RMSNorm variant);
+* :mod:`.kernels`: the Triton kernels (per-token INT8 quantization, fused RMSNorm / LayerNorm variants);
+* :mod:`.gemm`: the fused W8A8 GEMM kernels (int8 tensor cores, per-token x per-channel epilogue) and their tiles;
 * :mod:`.launch`: run them on torch tensors (CUDA, or CPU under ``TRITON_INTERPRET=1``);
 * :mod:`.aot`: compile them to PTX for a GPU architecture, no GPU needed, cached on disk;
-* :mod:`.qdp`: the TensorRT Quickly Deployable Plugin definitions (AOT implementation).
+* :mod:`.qdp`, :mod:`.qdp_gemm`: the TensorRT Quickly Deployable Plugin definitions (AOT implementation;
+  the GEMMs' tile configurations are autotune tactics);
+* :mod:`.catalog`: every plugin's interface and its AOT variants' PTX (``sq-trt plugins``).
 
 Nothing heavy is imported here: :func:`register` imports ``tensorrt`` and Triton lazily.
 """
@@ -24,7 +27,7 @@ _NORM_OPS = (plugin_spec.RMSNORM_PER_TOKEN_QUANT, LAYERNORM_PER_TOKEN_QUANT)
 
 
 def register(trt_module: ModuleType | None = None, *, lazy: bool = False) -> dict[str, Callable[..., Any]]:
-    """Register ``sq_trt::PerTokenQuant`` and its RMSNorm / LayerNorm fused variants with TensorRT.
+    """Register ``sq_trt::PerTokenQuant``, its RMSNorm / LayerNorm fused variants and the W8A8 GEMMs with TensorRT.
 
     Idempotent; call it before parsing an ONNX that contains ``sq_trt`` nodes.
     See :func:`sq_trt.plugins.qdp.register`.

@@ -68,12 +68,20 @@ def normalize_arch(arch: int | str) -> int:
         ConfigError: Not a compute capability, or one outside :data:`SUPPORTED_ARCHS`.
     """
     text = str(arch).strip().lower().removeprefix("sm_").rstrip("a")
-    match = re.fullmatch(r"(\d)\.?(\d)", text)
+    match = re.fullmatch(r"(\d{1,2})\.?(\d)", text)
     if match is None:
         raise ConfigError(
             f"GPU architecture {arch!r} is not a compute capability; expected e.g. 80, '8.6' or 'sm_89'"
         )
     value = int(match.group(1) + match.group(2))
+    if value >= 100:
+        # Triton 3.9 does compile the kernels for sm_100a (tcgen05 int8 MMA) and sm_120a (mma.sync),
+        # but only to PTX ISA >= 8.6 / 8.7, and nothing here has run them: refused until tested.
+        raise ConfigError(
+            f"GPU architecture sm_{value} (Blackwell) is not supported by the plugin kernels yet (its PTX needs "
+            f"ISA >= 8.6 and is untested); supported: {', '.join(f'sm_{a}' for a in SUPPORTED_ARCHS)}; "
+            "use the portable per-token encoding (no plugin) on Blackwell"
+        )
     if value not in SUPPORTED_ARCHS:
         raise ConfigError(
             f"GPU architecture sm_{value} is not supported by the plugin kernels; supported: "
@@ -157,6 +165,7 @@ def compile_ptx(
     arch: int | str,
     *,
     num_warps: int = 4,
+    num_stages: int | None = None,
     ptx_version: int = DEFAULT_PTX_VERSION,
     use_cache: bool = True,
 ) -> tuple[str, str, PtxMetadata]:
@@ -169,6 +178,7 @@ def compile_ptx(
         constexprs: Value of every ``tl.constexpr`` parameter.
         arch: Compute capability (see :func:`normalize_arch`).
         num_warps: Warps per program (``block_x = 32 * num_warps``).
+        num_stages: Software-pipelining depth of ``tl.dot`` loops (None: Triton's default).
         ptx_version: PTX ISA version times ten (84 = ISA 8.4).
         use_cache: Read and write the on-disk cache.
 
@@ -192,7 +202,9 @@ def compile_ptx(
             f"signature for `{kernel.__name__}` names {list(signature)}; expected its runtime parameters "
             f"{runtime_params} in order (constexprs: {list(constexprs)})"
         )
-    options = {"num_warps": num_warps, "ptx_version": ptx_version, "enable_fp_fusion": False}
+    options: dict[str, Any] = {"num_warps": num_warps, "ptx_version": ptx_version, "enable_fp_fusion": False}
+    if num_stages is not None:
+        options["num_stages"] = num_stages
     key = _cache_key(kernel, signature, constexprs, {**options, "arch": cc})
     ptx_path = cache_root() / f"{kernel.__name__}-sm{cc}-{key}.ptx"
     meta_path = ptx_path.with_suffix(".json")

@@ -3,10 +3,9 @@
 One program handles one token row ``[K]`` of a contiguous ``[rows, K]`` view.
 Semantics are those of :mod:`sq_trt.quant.reference`: ``amax = max |x|`` in
 float32, ``x_q = clamp(round_half_even(x_f32 * inv), -127, 127)`` with
-``inv = (1 / max(amax, 1e-30)) * 127`` evaluated exactly as the reference's torch
-code does (a correctly rounded reciprocal, ``div_rn``, then a float32 multiply),
-so the kernel rounds the same float32 value as the reference and the int8 output
-is bit-exact.
+``inv = 127 / max(amax, 1e-30)`` as one correctly rounded float32 division
+(``div_rn``), exactly as the reference computes it, so the kernel rounds the same
+float32 value as the reference and the int8 output is bit-exact.
 
 Kernel argument order is the one TensorRT's AOT plugin launcher uses: input
 pointers, then the int32 scalars (``n_rows``, ``n_cols``), then output pointers,

@@ -16,6 +16,8 @@ from sq_trt.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from sq_trt.plugins.gemm import TileConfig
+
 _SUPPORTED = ("float16", "bfloat16", "float32")
 
 
@@ -50,6 +52,7 @@ def per_token_quant(x: torch.Tensor, *, block: int | None = None) -> tuple[torch
     """
     require("triton", stage="kernels")
     import torch
+
     from sq_trt.plugins import kernels
 
     _check_input(x, "x")
@@ -82,6 +85,7 @@ def rmsnorm_per_token_quant(
     """
     require("triton", stage="kernels")
     import torch
+
     from sq_trt.plugins import kernels
 
     _check_input(x, "x")
@@ -121,6 +125,7 @@ def layernorm_per_token_quant(
     """
     require("triton", stage="kernels")
     import torch
+
     from sq_trt.plugins import kernels
 
     _check_input(x, "x")
@@ -142,3 +147,129 @@ def layernorm_per_token_quant(
             num_warps=warps,
         )  # fmt: skip
     return xq.reshape(x.shape), amax.reshape(*x.shape[:-1], 1)
+
+
+def _gemm_weights(
+    w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None, k: int
+) -> tuple[int, torch.Tensor]:
+    import torch
+
+    if w_q.dtype != torch.int8 or w_q.ndim != 2 or w_q.shape[1] != k:
+        raise ConfigError(
+            f"weight has dtype {w_q.dtype} and shape {tuple(w_q.shape)}; expected int8 [N, {k}] (K = x's last axis)"
+        )
+    n = w_q.shape[0]
+    for name, vec in (("w_scale", w_scale), ("bias", bias)):
+        if vec is not None and (vec.dtype != torch.float32 or tuple(vec.shape) != (n,)):
+            raise ConfigError(
+                f"{name} has dtype {vec.dtype} and shape {tuple(vec.shape)}; expected float32 [{n}]"
+            )
+    return n, torch.zeros(n, dtype=torch.float32, device=w_q.device) if bias is None else bias.contiguous()
+
+
+def _gemm_grid(rows: int, n: int, tile: TileConfig) -> tuple[int]:
+    # One program per BLOCK_M x BLOCK_N output tile, as the plugin launches it.
+    return (-(-rows // tile.block_m) * -(-n // tile.block_n),)
+
+
+def w8a8_gemm(
+    x_q: torch.Tensor,
+    amax: torch.Tensor,
+    w_q: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    out_dtype: torch.dtype | None = None,
+    tactic: int = 0,
+    accumulator: bool = False,
+) -> torch.Tensor:
+    """The fused W8A8 GEMM (``sq_trt::W8A8Gemm``) with the Triton kernel.
+
+    Args:
+        x_q: int8 ``[..., K]``.
+        amax: ``[..., 1]`` per-token ``max |x|`` (float16 / bfloat16 / float32).
+        w_q: int8 ``[N, K]``.
+        w_scale: float32 ``[N]``.
+        bias: float32 ``[N]`` or None.
+        out_dtype: Output dtype (default ``amax``'s).
+        tactic: Tile configuration (:data:`sq_trt.plugins.gemm.TILE_CONFIGS`; 0 = default).
+        accumulator: Return the raw int32 accumulator ``[..., N]`` instead (tests).
+
+    Returns:
+        ``[..., N]``: see :func:`sq_trt.quant.reference.w8a8_gemm`.
+    """
+    require("triton", stage="kernels")
+    import torch
+
+    from sq_trt.plugins import gemm
+
+    _check_input(amax, "amax")
+    if x_q.dtype != torch.int8 or x_q.ndim == 0 or tuple(amax.shape) != (*x_q.shape[:-1], 1):
+        raise ConfigError(
+            f"x_q {x_q.dtype} {tuple(x_q.shape)} with amax {tuple(amax.shape)}; expected int8 [..., K] and [..., 1]"
+        )
+    k = x_q.shape[-1]
+    n, bias_t = _gemm_weights(w_q, w_scale, bias, k)
+    x2 = x_q.contiguous().reshape(-1, k)
+    rows = x2.shape[0]
+    dtype = torch.int32 if accumulator else (out_dtype or amax.dtype)
+    y = torch.empty((rows, n), dtype=dtype, device=x_q.device)
+    tile = gemm.tile_config(tactic)
+    if rows:
+        gemm.w8a8_gemm_kernel[_gemm_grid(rows, n, tile)](
+            x2, amax.contiguous().reshape(-1), w_q.contiguous(), w_scale.contiguous(), bias_t, rows, n, k, y,
+            **tile.constexprs(), HAS_BIAS=bias is not None, STORE_ACC=accumulator,
+            num_warps=tile.num_warps, num_stages=tile.num_stages, enable_fp_fusion=False,
+        )  # fmt: skip
+    return y.reshape(*x_q.shape[:-1], n)
+
+
+def quant_w8a8_gemm(
+    x: torch.Tensor,
+    w_q: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    smooth: torch.Tensor | None = None,
+    tactic: int = 0,
+    accumulator: bool = False,
+) -> torch.Tensor:
+    """The quantizing fused GEMM (``sq_trt::QuantW8A8Gemm``) with the Triton kernel.
+
+    Args:
+        x: float16 / bfloat16 / float32 ``[..., K]``.
+        w_q: int8 ``[N, K]``.
+        w_scale: float32 ``[N]``.
+        bias: float32 ``[N]`` or None.
+        smooth: float32 ``[K]`` smoothing vector (``x * smooth`` is quantized) or None.
+        tactic: Tile configuration (0 = default).
+        accumulator: Return the raw int32 accumulator instead (tests).
+
+    Returns:
+        ``[..., N]`` in ``x``'s dtype: see :func:`sq_trt.quant.reference.quant_w8a8_gemm`.
+    """
+    require("triton", stage="kernels")
+    import torch
+
+    from sq_trt.plugins import gemm
+
+    _check_input(x, "x")
+    k = x.shape[-1]
+    n, bias_t = _gemm_weights(w_q, w_scale, bias, k)
+    if smooth is not None and (smooth.dtype != torch.float32 or tuple(smooth.shape) != (k,)):
+        raise ConfigError(
+            f"smooth has dtype {smooth.dtype} and shape {tuple(smooth.shape)}; expected float32 [{k}]"
+        )
+    smooth_t = torch.ones(k, dtype=torch.float32, device=x.device) if smooth is None else smooth.contiguous()
+    x2 = x.contiguous().reshape(-1, k)
+    rows = x2.shape[0]
+    y = torch.empty((rows, n), dtype=torch.int32 if accumulator else x.dtype, device=x.device)
+    tile = gemm.tile_config(tactic)
+    if rows:
+        gemm.quant_w8a8_gemm_kernel[_gemm_grid(rows, n, tile)](
+            x2, smooth_t, w_q.contiguous(), w_scale.contiguous(), bias_t, rows, n, k, y,
+            **tile.constexprs(), HAS_SMOOTH=smooth is not None, HAS_BIAS=bias is not None,
+            STORE_ACC=accumulator, USE_LIBDEVICE=not interpreting(),
+            num_warps=tile.num_warps, num_stages=tile.num_stages, enable_fp_fusion=False,
+        )  # fmt: skip
+    return y.reshape(*x.shape[:-1], n)

@@ -22,6 +22,7 @@ from typing import Any
 
 from sq_trt import plugin_spec
 from sq_trt.errors import ConfigError
+from sq_trt.plugins import LAYERNORM_PER_TOKEN_QUANT
 
 # tensorrt.plugin gained @aot_impl (ahead-of-time QDPs) in TensorRT 10.9.0.
 MIN_TENSORRT_VERSION = (10, 9)
@@ -293,6 +294,9 @@ def register(trt_module: ModuleType | None = None, *, lazy: bool = False) -> dic
             )
         return dict(_REGISTRATION.functions)
     trtp = importlib.import_module(f"{trt.__name__}.plugin")
+    from sq_trt.plugins.qdp_gemm import define_gemm_plugins
+
     functions = define_plugins(trt, trtp, lazy=lazy)
+    functions.update(define_gemm_plugins(trt, trtp, lazy=lazy))
     _REGISTRATION = _Registration(lazy=lazy, functions=functions)
     return dict(functions)

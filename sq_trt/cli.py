@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "export-triton",
     "fetch-demo",
     "eval",
+    "plugins",
 )
 
 EPILOG = """\

@@ -45,7 +45,13 @@ def fake_args(desc_function):
             args.append(fake_desc(3 if not args else 1, trt.float16))
     return tuple(args)
 
-cases = {{k[: -len("_desc")]: fake_args(f) for k, f in functions.items() if k.endswith("_desc")}}
+# The fused GEMMs (the plugins with an autotune function) are exercised by _GEMM_SCRIPT.
+cases = {{
+    k[: -len("_desc")]: fake_args(f)
+    for k, f in functions.items()
+    if k.endswith("_desc") and k[: -len("_desc")] + "_autotune" not in functions
+}}
+report["gemm_plugins"] = sorted(k[: -len("_autotune")] for k in functions if k.endswith("_autotune"))
 for name, args in cases.items():
     outputs = functions[name + "_desc"](*args)
     # The call TensorRT makes (tensorrt/plugin/_plugin_class.py): *inputs, *attributes, outputs, tactic.
@@ -88,10 +94,11 @@ def _needs_plugin() -> None:
 
 def test_qdp_registers_and_aot_returns_ptx(trt_env: BindingsEnv) -> None:
     report = _run(trt_env, _SCRIPT.format(arch=ARCH))
-    names = [k for k in report if k != "registered"]
+    names = [k for k in report if k not in ("registered", "gemm_plugins")]
     # One registered plugin per definition the module returns, the per-token one among them.
     assert "sq_trt::PerTokenQuant" in report["registered"]
-    assert len(report["registered"]) == len(names) and "per_token_quant" in names, report
+    assert report["gemm_plugins"] == ["quant_w8a8_gemm", "w8a8_gemm"], report
+    assert len(report["registered"]) == len(names) + 2 and "per_token_quant" in names, report
     for name in names:
         r = report[name]
         # plugin_spec: x_q int8, amax in x's dtype.
@@ -109,6 +116,79 @@ def test_qdp_registers_and_aot_returns_ptx(trt_env: BindingsEnv) -> None:
         ints = len(r["extra_args"])
         expected = ["u64"] * r["n_inputs"] + ["u32"] * ints + ["u64"] * r["n_outputs"]
         assert [t.replace("s32", "u32") for t in r["entry_params"]] == expected, r
+
+
+_GEMM_SCRIPT = """
+import json, os, re
+os.environ["SQ_TRT_CUDA_ARCH"] = "{arch}"
+import tensorrt as trt
+import tensorrt.plugin as trtp
+from sq_trt.plugins import qdp
+
+functions = qdp.register(trt, lazy=True)
+
+def fake_desc(rank, dtype):
+    return trtp.TensorDesc(trtp.ShapeExprs.from_tuple(tuple(trtp.ShapeExpr() for _ in range(rank))), dtype)
+
+weights = (fake_desc(2, trt.int8), fake_desc(1, trt.float32), fake_desc(1, trt.float32))
+cases = {{
+    # inputs per plugin_spec, then the int attributes (has_bias / has_smooth, has_bias)
+    "w8a8_gemm": ((fake_desc(3, trt.int8), fake_desc(3, trt.float16), *weights), (1,)),
+    "quant_w8a8_gemm": ((fake_desc(3, trt.bfloat16), fake_desc(1, trt.float32), *weights), (1, 0)),
+}}
+report = {{}}
+for name, (inputs, attrs) in cases.items():
+    outputs = functions[name + "_desc"](*inputs, *attrs)
+    combos = functions[name + "_autotune"](*inputs, outputs)
+    assert all(isinstance(c, trtp.AutoTuneCombination) for c in combos)
+    tactics = sorted({{t for c in combos for t in c._tactics}})
+    combinations = [
+        [str(t) for t in comb.types] for c in combos for comb in c._get_combinations()
+    ]
+    per_tactic = {{}}
+    for tactic in tactics:
+        kernel, ptx, params, extra = functions[name + "_aot"](*inputs, *attrs, outputs, tactic)
+        text = ptx.decode() if isinstance(ptx, bytes) else ptx
+        head = text.split(".entry", 1)[1].split(")", 1)[0]
+        per_tactic[tactic] = {{
+            "kernel": kernel if isinstance(kernel, str) else kernel.decode(),
+            "entries": [l.split(".entry", 1)[1].strip().rstrip("(").strip() for l in text.splitlines() if ".entry" in l],
+            "targets": [l.split()[1] for l in text.splitlines() if l.startswith(".target")],
+            "params_type": isinstance(params, trtp.KernelLaunchParams),
+            "extra_all_symint32": isinstance(extra, trtp.SymIntExprs) and all(isinstance(a, trtp.SymInt32) for a in extra),
+            "n_extra": len(extra),
+            "entry_params": re.findall(r"\\.param\\s+\\.(\\w+)", head),
+            "mma": sorted(set(re.findall(r"\\b(w?g?mma\\S*)", text))),
+        }}
+    report[name] = {{
+        "output_dtypes": [str(o.dtype) for o in outputs], "input_dtype": str(inputs[0].dtype),
+        "amax_dtype": str(inputs[1].dtype), "tactics": tactics, "combinations": combinations,
+        "per_tactic": per_tactic,
+    }}
+print(json.dumps(report))
+"""
+
+
+def test_gemm_plugins_register_autotune_and_compile_every_tactic(trt_env: BindingsEnv) -> None:
+    report = _run(trt_env, _GEMM_SCRIPT.format(arch=ARCH))
+    plain, quant = report["w8a8_gemm"], report["quant_w8a8_gemm"]
+    # plugin_spec: W8A8Gemm's y has amax's dtype; QuantW8A8Gemm's y has x's dtype.
+    assert plain["output_dtypes"] == [plain["amax_dtype"]] == ["DataType.HALF"], plain
+    assert quant["output_dtypes"] == [quant["input_dtype"]] == ["DataType.BF16"], quant
+    for r in (plain, quant):
+        # Unknown (fake) N and K: every tile configuration is offered; tactics are positive.
+        assert r["tactics"] == [1, 2, 3, 4, 5], r
+        # Three float types for the activation side, each tied to the same output type.
+        assert len(r["combinations"]) == 3, r
+        assert all(c[-1] == c[0 if r is quant else 1] for c in r["combinations"]), r
+        assert all(c[2] == "DataType.INT8" and c[3] == c[4] == "DataType.FLOAT" for c in r["combinations"]), r
+        for tactic, t in r["per_tactic"].items():
+            assert t["targets"] == [f"sm_{ARCH}"] and t["entries"] == [t["kernel"]], (tactic, t)
+            assert t["params_type"] and t["extra_all_symint32"] and t["n_extra"] == 3, (tactic, t)
+            # Five input pointers, the int32 (M, N, K), one output pointer: TensorRT's AOT launch order.
+            assert [p.replace("s32", "u32") for p in t["entry_params"]] == ["u64"] * 5 + ["u32"] * 3 + ["u64"]
+            # Integer tensor cores and nothing else.
+            assert t["mma"] and all(".s32.s8.s8.s32" in m for m in t["mma"]), (tactic, t)
 
 
 _BAD_SIGNATURES = """

@@ -15,10 +15,10 @@ import types
 
 import onnx
 import pytest
-from sq_trt.plugins import onnx_node_attributes, qdp, register
 
 from sq_trt import plugin_spec
 from sq_trt.errors import ConfigError, MissingDependencyError
+from sq_trt.plugins import onnx_node_attributes, qdp, register
 
 
 def _attr_types(node: onnx.NodeProto) -> dict[str, tuple[int, object]]:
@@ -197,7 +197,9 @@ def test_qdp_definitions_against_real_tensorrt_plugin(tmp_path, monkeypatch: pyt
     assert out["idempotent"] and out["mode_switch"] == "refused"
     assert out["functions"] == [
         "layernorm_per_token_quant_aot", "layernorm_per_token_quant_desc", "per_token_quant_aot",
-        "per_token_quant_desc", "rmsnorm_per_token_quant_aot", "rmsnorm_per_token_quant_desc",
+        "per_token_quant_desc", "quant_w8a8_gemm_aot", "quant_w8a8_gemm_autotune", "quant_w8a8_gemm_desc",
+        "rmsnorm_per_token_quant_aot", "rmsnorm_per_token_quant_desc",
+        "w8a8_gemm_aot", "w8a8_gemm_autotune", "w8a8_gemm_desc",
     ]  # fmt: skip
     for case, input_type, kernel, params in (
         ("plain", "DataType.HALF", "per_token_quant_kernel", 5),
