@@ -14,7 +14,6 @@ functions at registration time.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import GenericAlias, ModuleType
@@ -22,13 +21,28 @@ from typing import Any
 
 from sq_trt import plugin_spec
 from sq_trt.errors import ConfigError
-from sq_trt.plugins import LAYERNORM_PER_TOKEN_QUANT
+from sq_trt.plugins.qdp_base import (
+    ARCH_ENV,
+    annotated,
+    plugin_id,
+    rows_expr,
+    set_target_arch,
+    static_dim,
+    target_arch,
+)
+
+__all__ = [
+    "ARCH_ENV",
+    "MIN_TENSORRT_VERSION",
+    "define_plugins",
+    "plugin_id",
+    "register",
+    "set_target_arch",
+    "target_arch",
+]
 
 # tensorrt.plugin gained @aot_impl (ahead-of-time QDPs) in TensorRT 10.9.0.
 MIN_TENSORRT_VERSION = (10, 9)
-# Target GPU for the AOT compile when the CUDA driver reports no GPU: a compute
-# capability such as "89" or "sm_90".
-ARCH_ENV = "SQ_TRT_CUDA_ARCH"
 
 _TRITON_DTYPES = {"HALF": "fp16", "BF16": "bf16", "FLOAT": "fp32"}
 
@@ -40,50 +54,6 @@ class _Registration:
 
 
 _REGISTRATION: _Registration | None = None
-_ARCH_OVERRIDE: int | None = None
-
-
-def plugin_id(name: str) -> str:
-    """``"sq_trt::<name>"``, the ID ``tensorrt.plugin`` registers ``name`` under."""
-    return f"{plugin_spec.PLUGIN_NAMESPACE}::{name}"
-
-
-def set_target_arch(arch: int | str | None) -> None:
-    """Compile the plugins' PTX for this GPU architecture (``None``: detect it)."""
-    from sq_trt.plugins.aot import normalize_arch
-
-    global _ARCH_OVERRIDE
-    _ARCH_OVERRIDE = None if arch is None else normalize_arch(arch)
-
-
-def target_arch() -> int:
-    """The GPU architecture the AOT compile targets.
-
-    In order: :func:`set_target_arch`, the first GPU the CUDA driver reports
-    (:func:`sq_trt.build.gpu.visible_gpus`, the query the builder uses: TensorRT
-    builds for the GPU it runs on, and NVIDIA's container has the driver but
-    ships sq-trt's CPU build of torch), then ``$SQ_TRT_CUDA_ARCH`` for builds
-    with no visible GPU.
-
-    Raises:
-        ConfigError: None of these gives an architecture, or the GPU's is not one
-            the kernels support.
-    """
-    from sq_trt.build.gpu import visible_gpus
-    from sq_trt.plugins.aot import normalize_arch
-
-    if _ARCH_OVERRIDE is not None:
-        return _ARCH_OVERRIDE
-    gpus = visible_gpus()
-    if gpus:
-        return normalize_arch(gpus[0].compute_capability)
-    if os.environ.get(ARCH_ENV):
-        return normalize_arch(os.environ[ARCH_ENV])
-    raise ConfigError(
-        f"cannot tell which GPU to compile the sq_trt plugin kernels for: the CUDA driver reports no GPU "
-        f"(run the container with --gpus all) and {ARCH_ENV} is not set; set it (e.g. {ARCH_ENV}=90) "
-        "or call sq_trt.plugins.qdp.set_target_arch()"
-    )
 
 
 def triton_dtype(trt_dtype: Any) -> str:
@@ -100,20 +70,6 @@ def triton_dtype(trt_dtype: Any) -> str:
     return _TRITON_DTYPES[name]
 
 
-def _static_dim(expr: Any) -> int | None:
-    """The value of a build-time-constant shape expression, else None."""
-    if getattr(expr, "is_fake", True) or not expr.is_constant:
-        return None
-    return int(expr.constant_value())
-
-
-def _rows_expr(shape_expr: Any) -> Any:
-    rows: Any = 1
-    for dim in list(shape_expr)[:-1]:
-        rows = dim if isinstance(rows, int) else rows * dim
-    return rows
-
-
 def _compile(kernel_name: str, inputs: dict[str, Any], constexprs: dict[str, Any]) -> tuple[str, str, Any]:
     """Compile ``kernel_name`` for these input descriptors (pointer name -> TensorDesc; ``x_ptr`` first)."""
     from sq_trt.deps import require
@@ -123,7 +79,7 @@ def _compile(kernel_name: str, inputs: dict[str, Any], constexprs: dict[str, Any
     from sq_trt.plugins.aot import compile_ptx
 
     x = inputs["x_ptr"]
-    block, single_pass, num_warps = kernels.launch_config(_static_dim(x.shape_expr[-1]))
+    block, single_pass, num_warps = kernels.launch_config(static_dim(x.shape_expr[-1]))
     signature = {name: f"*{triton_dtype(desc.dtype)}" for name, desc in inputs.items()}
     signature.update(
         {"n_rows": "i32", "n_cols": "i32", "xq_ptr": "*i8", "amax_ptr": f"*{triton_dtype(x.dtype)}"}
@@ -132,13 +88,6 @@ def _compile(kernel_name: str, inputs: dict[str, Any], constexprs: dict[str, Any
     return compile_ptx(
         getattr(kernels, kernel_name), signature, constants, target_arch(), num_warps=num_warps
     )
-
-
-def _annotated(fn: Callable[..., Any], annotations: dict[str, Any]) -> Callable[..., Any]:
-    # tensorrt.plugin validates a definition by `inspect.signature` + `issubclass` on its
-    # annotations, so they must be the real tensorrt.plugin classes, known only at run time.
-    fn.__annotations__ = dict(annotations)
-    return fn
 
 
 def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str, Callable[..., Any]]:
@@ -167,7 +116,7 @@ def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str
 
     def launch(meta: Any, x: Any) -> tuple[Any, Any]:
         # One program per token row; the kernel's int32 scalars are (n_rows, n_cols).
-        rows = _rows_expr(x.shape_expr)
+        rows = rows_expr(x.shape_expr)
         params = trtp.KernelLaunchParams()
         # An empty batch would be a zero-sized grid, which CUDA refuses; the kernel's
         # `row < n_rows` guard makes the one extra program a no-op.
@@ -213,27 +162,27 @@ def define_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dict[str
     ln_inputs = {"x": desc, "weight": desc, "bias": desc, "epsilon": float}
     functions = {
         "per_token_quant_desc": trtp.register(plain, lazy_register=lazy)(
-            _annotated(per_token_quant_desc, {"x": desc, "return": two_outputs})
+            annotated(per_token_quant_desc, {"x": desc, "return": two_outputs})
         ),
         "per_token_quant_aot": trtp.aot_impl(plain)(
-            _annotated(
+            annotated(
                 per_token_quant_aot, {"x": desc, "outputs": two_outputs, "tactic": int, "return": aot_return}
             )
         ),
         "rmsnorm_per_token_quant_desc": trtp.register(fused, lazy_register=lazy)(
-            _annotated(rmsnorm_per_token_quant_desc, {**rms_inputs, "return": two_outputs})
+            annotated(rmsnorm_per_token_quant_desc, {**rms_inputs, "return": two_outputs})
         ),
         "rmsnorm_per_token_quant_aot": trtp.aot_impl(fused)(
-            _annotated(
+            annotated(
                 rmsnorm_per_token_quant_aot,
                 {**rms_inputs, "outputs": two_outputs, "tactic": int, "return": aot_return},
             )
         ),
         "layernorm_per_token_quant_desc": trtp.register(layer, lazy_register=lazy)(
-            _annotated(layernorm_per_token_quant_desc, {**ln_inputs, "return": two_outputs})
+            annotated(layernorm_per_token_quant_desc, {**ln_inputs, "return": two_outputs})
         ),
         "layernorm_per_token_quant_aot": trtp.aot_impl(layer)(
-            _annotated(
+            annotated(
                 layernorm_per_token_quant_aot,
                 {**ln_inputs, "outputs": two_outputs, "tactic": int, "return": aot_return},
             )

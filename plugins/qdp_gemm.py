@@ -16,6 +16,7 @@ from typing import Any
 
 from sq_trt import plugin_spec
 from sq_trt.errors import ConfigError
+from sq_trt.plugins.qdp_base import annotated, plugin_id, rows_expr, static_dim, target_arch
 
 _FLOAT_TYPES = "FP16|BF16|FP32"
 _TRITON_FLOAT = {"HALF": "fp16", "BF16": "bf16", "FLOAT": "fp32"}
@@ -30,25 +31,11 @@ def _float_type(desc: Any, what: str) -> str:
     return _TRITON_FLOAT[name]
 
 
-def _static_dim(expr: Any) -> int | None:
-    """The value of a build-time-constant shape expression, else None."""
-    if getattr(expr, "is_fake", True) or not expr.is_constant:
-        return None
-    return int(expr.constant_value())
-
-
-def _rows_expr(shape_expr: Any) -> Any:
-    rows: Any = 1
-    for dim in list(shape_expr)[:-1]:
-        rows = dim if isinstance(rows, int) else rows * dim
-    return rows
-
-
 def _weight_tactics(weight: Any) -> list[int]:
     from sq_trt.plugins import gemm
 
     n_expr, k_expr = list(weight.shape_expr)[:2]
-    return gemm.tactics_for(_static_dim(n_expr), _static_dim(k_expr))
+    return gemm.tactics_for(static_dim(n_expr), static_dim(k_expr))
 
 
 def _compile_gemm(
@@ -59,7 +46,6 @@ def _compile_gemm(
 
     require("triton", stage="build (sq_trt fused GEMM plugin)")
     from sq_trt.plugins import gemm
-    from sq_trt.plugins.qdp import target_arch
 
     name, ptx, meta = gemm.compile_variant(
         kernel_name, tactic, target_arch(), dtype=flt, out_dtype=out, **flags
@@ -90,7 +76,7 @@ def define_gemm_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dic
     def launch(meta: Any, tile: Any, x: Any, weight: Any) -> tuple[Any, Any]:
         # A 1-D grid of BLOCK_M x BLOCK_N output tiles (grouped order inside the kernel);
         # max(., 1) because CUDA refuses an empty grid and the kernel masks the extra tile.
-        rows = _rows_expr(x.shape_expr)
+        rows = rows_expr(x.shape_expr)
         n_expr, k_expr = list(weight.shape_expr)[:2]
         params = trtp.KernelLaunchParams()
         if isinstance(rows, int):
@@ -142,8 +128,6 @@ def define_gemm_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dic
         params, extra = launch(meta, tile, x, weight)
         return name, ptx, params, extra
 
-    from sq_trt.plugins.qdp import _annotated, plugin_id
-
     plain, quant = plugin_id(plugin_spec.W8A8_GEMM), plugin_id(plugin_spec.QUANT_W8A8_GEMM)
     tensors = {"weight": desc, "w_scale": desc, "bias": desc}
     plain_in = {"x_q": desc, "amax": desc, **tensors}
@@ -154,19 +138,19 @@ def define_gemm_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dic
     tune_tail = {"outputs": one_output, "return": tune_return}
     functions: dict[str, Callable[..., Any]] = {}
     functions["w8a8_gemm_desc"] = trtp.register(plain, lazy_register=lazy)(
-        _annotated(w8a8_gemm_desc, {**plain_attrs, "return": one_output})
+        annotated(w8a8_gemm_desc, {**plain_attrs, "return": one_output})
     )
     functions["w8a8_gemm_autotune"] = trtp.autotune(plain)(
-        _annotated(w8a8_gemm_autotune, {**plain_in, **tune_tail})
+        annotated(w8a8_gemm_autotune, {**plain_in, **tune_tail})
     )
-    functions["w8a8_gemm_aot"] = trtp.aot_impl(plain)(_annotated(w8a8_gemm_aot, {**plain_attrs, **aot_tail}))
+    functions["w8a8_gemm_aot"] = trtp.aot_impl(plain)(annotated(w8a8_gemm_aot, {**plain_attrs, **aot_tail}))
     functions["quant_w8a8_gemm_desc"] = trtp.register(quant, lazy_register=lazy)(
-        _annotated(quant_w8a8_gemm_desc, {**quant_attrs, "return": one_output})
+        annotated(quant_w8a8_gemm_desc, {**quant_attrs, "return": one_output})
     )
     functions["quant_w8a8_gemm_autotune"] = trtp.autotune(quant)(
-        _annotated(quant_w8a8_gemm_autotune, {**quant_in, **tune_tail})
+        annotated(quant_w8a8_gemm_autotune, {**quant_in, **tune_tail})
     )
     functions["quant_w8a8_gemm_aot"] = trtp.aot_impl(quant)(
-        _annotated(quant_w8a8_gemm_aot, {**quant_attrs, **aot_tail})
+        annotated(quant_w8a8_gemm_aot, {**quant_attrs, **aot_tail})
     )
     return functions
