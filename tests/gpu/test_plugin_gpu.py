@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from sq_trt.plugins import LAYERNORM_PER_TOKEN_QUANT
 
 from sq_trt import plugin_spec
+from sq_trt.plugins import LAYERNORM_PER_TOKEN_QUANT
 from sq_trt.quant.reference import quantize_per_token
 
 pytestmark = [
@@ -101,6 +101,7 @@ def test_cuda_fused_norm_kernels_match_torch(dtype: torch.dtype, norm: str) -> N
 
 def _onnx_model(op: str, k: int, dtype: torch.dtype, eps: float | None = None) -> bytes:
     from onnx import TensorProto, helper
+
     from sq_trt.plugins import onnx_node_attributes
 
     elem = TensorProto.FLOAT16 if dtype == F16 else TensorProto.BFLOAT16

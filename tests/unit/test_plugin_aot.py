@@ -11,9 +11,8 @@ import pytest
 
 pytest.importorskip("triton", reason="the `kernels` extra (triton) is not installed")
 
-from sq_trt.plugins import aot, kernels
-
 from sq_trt.errors import ConfigError
+from sq_trt.plugins import aot, kernels
 
 PLAIN_SIG = {"x_ptr": "*fp16", "n_rows": "i32", "n_cols": "i32", "xq_ptr": "*i8", "amax_ptr": "*fp16"}
 FUSED_SIG = {

@@ -91,6 +91,7 @@ def _fused_cases() -> dict[str, tuple[str, torch.Tensor, tuple[torch.Tensor, ...
 def _worker(inputs_path: str, outputs_path: str) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
+
     from sq_trt.plugins.launch import layernorm_per_token_quant, per_token_quant, rmsnorm_per_token_quant
 
     outputs: dict[str, torch.Tensor] = {}

@@ -7,9 +7,8 @@ import torch
 
 pytest.importorskip("triton", reason="the `kernels` extra (triton) is not installed")
 
-from sq_trt.plugins import launch
-
 from sq_trt.errors import ConfigError
+from sq_trt.plugins import launch
 
 
 def test_integer_input_is_refused() -> None:
