@@ -217,6 +217,7 @@ def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
         encoding=candidate.encoding,
         exclude=tuple(e.exclude),
         quantize_bmm=candidate.quantize_bmm,
+        with_past=e.with_past,
         **options,
     )
     if candidate.smooth:

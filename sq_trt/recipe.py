@@ -219,11 +219,13 @@ class ExportSection(_Section):
         candidates: INT8 candidates (each gets an export directory and engines).
         exclude: Full module names of linears kept in floating point.
         opset: ONNX opset (``None``: the exporter's default).
+        with_past: Export generation graphs with a KV cache (``sq-trt export --with-past``).
     """
 
     candidates: list[Candidate] = Field(default_factory=_default_candidates)
     exclude: list[str] = Field(default_factory=list)
     opset: int | None = Field(default=None, ge=17)
+    with_past: bool = Field(default=False, description="KV-cache generation graphs (prefill + decode)")
 
     @field_validator("candidates")
     @classmethod
