@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sq_trt.errors import ExportError
 from sq_trt.export.onnx_export import DEFAULT_OPSET, optimize_keeping_weights
-from sq_trt.models.cache import INPUT_IDS, LOGITS, POSITION_IDS, CacheLayout, cache_layout
+from sq_trt.models.cache import INPUT_IDS, LOGITS, POSITION_IDS, CacheLayout, cache_layout, forward_with_cache
 
 if TYPE_CHECKING:
     import onnx
@@ -61,15 +61,12 @@ def build_past_wrapper(model: Any, layout: CacheLayout) -> torch.nn.Module:
             cache = DynamicCache()
             for layer in range(layout.layers):
                 cache.update(past[2 * layer], past[2 * layer + 1], layer)
-            out = self.model(
-                input_ids=input_ids, position_ids=position_ids, past_key_values=cache, use_cache=True
-            )
-            present = out.past_key_values
+            logits, present = forward_with_cache(self.model, input_ids, position_ids, cache)
             tensors: list[torch.Tensor] = []
             for layer in range(layout.layers):
                 key, value = _layer_tensors(present, layer)
                 tensors.extend((key, value))
-            return (out.logits, *tensors)
+            return (logits, *tensors)
 
     return DecoderWithPast(model).eval()
 

@@ -225,7 +225,7 @@ class TorchStepRunner:
 
     def __init__(self, model: Any, *, max_context: int | None = None, max_batch: int = 8, name: str = "torch") -> None:
         """Wrap a loaded decoder (any dtype; logits are returned as float32)."""
-        from sq_trt.models.cache import cache_layout
+        from sq_trt.models.cache import cache_layout, forward_with_cache
 
         self.name = name
         self.model = model
@@ -245,6 +245,8 @@ class TorchStepRunner:
         import torch
         from transformers import DynamicCache
 
+        from sq_trt.models.cache import forward_with_cache
+
         tokens = torch.as_tensor(ids, dtype=torch.long)
         check_room(self, tokens.shape[0], tokens.shape[1])
         if self._cache is None:
@@ -252,15 +254,11 @@ class TorchStepRunner:
         positions = (torch.arange(tokens.shape[1]) + self.past_len).expand_as(tokens)
         device = next(self.model.parameters()).device
         with torch.no_grad():
-            out = self.model(
-                input_ids=tokens.to(device),
-                position_ids=positions.to(device),
-                past_key_values=self._cache,
-                use_cache=True,
+            logits, self._cache = forward_with_cache(
+                self.model, tokens.to(device), positions.to(device), self._cache
             )
-        self._cache = out.past_key_values
         self.past_len += tokens.shape[1]
-        return out.logits.float().cpu().numpy()
+        return logits.float().cpu().numpy()
 
 
 def is_generation_session(session: Any) -> bool:

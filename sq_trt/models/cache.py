@@ -99,3 +99,18 @@ def cache_layout(model_or_config: Any) -> CacheLayout:
     else:  # OPT and GPT-2: multi-head attention, head size = hidden / heads
         kv_heads, head_dim = heads, config.hidden_size // heads
     return CacheLayout(spec.family, config.num_hidden_layers, kv_heads, head_dim, config.max_position_embeddings)
+
+
+def forward_with_cache(model: Any, input_ids: Any, position_ids: Any, cache: Any) -> tuple[Any, Any]:
+    """One forward pass of a Hugging Face decoder with a cache: ``(logits, updated cache)``.
+
+    transformers 5.x renamed the argument and output ``past_key_values`` to ``cache``
+    (the old name is deprecated, to be removed in 5.40); both spellings are handled here,
+    the one place that talks to a model's cache.
+    """
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    out = model(input_ids=input_ids, position_ids=position_ids, use_cache=True, **{name: cache})
+    updated = getattr(out, "cache", None)
+    return out.logits, updated if updated is not None else out.past_key_values

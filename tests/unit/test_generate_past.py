@@ -127,14 +127,16 @@ def test_fp16_graph_tracks_the_fp32_model_and_itself(tmp_path, family):
 def test_greedy_loop_matches_transformers_generate_and_the_torch_runner(fp32_export):
     loaded, path = fp32_export
     prompt = [5, 17, 200, 3, 99]
+    eos = loaded.model.generation_config.eos_token_id
+    eos = eos[0] if isinstance(eos, list) else eos
     with torch.no_grad():
         expected = loaded.model.generate(
             torch.tensor([prompt]), max_new_tokens=10, do_sample=False, pad_token_id=0
         )[0, len(prompt) :].tolist()
-    ort = generate(OrtStepRunner(path, max_context=64), prompt, max_new_tokens=10)
-    ref = generate(TorchStepRunner(loaded.model), prompt, max_new_tokens=10)
+    ort = generate(OrtStepRunner(path, max_context=64), prompt, max_new_tokens=10, eos_token_id=eos)
+    ref = generate(TorchStepRunner(loaded.model), prompt, max_new_tokens=10, eos_token_id=eos)
     assert ort.token_ids == expected == ref.token_ids
-    assert ort.prefill_s > 0 and ort.decode_s > 0 and ort.decode_tokens_per_s > 0
+    assert ort.prefill_s > 0 and (len(ort.token_ids) == 1 or ort.decode_tokens_per_s > 0)
 
 
 def test_sampling_is_seeded_and_identical_across_runners(fp32_export):
