@@ -123,12 +123,15 @@ def _tensor(name: str, dtype: str, dims: str, optional: bool = False) -> str:
 
 def _parameters(values: dict[str, str]) -> str:
     items = ",\n".join(
-        f'  {{\n    key: "{key}"\n    value: {{ string_value: {json.dumps(value)} }}\n  }}' for key, value in values.items()
+        f'  {{\n    key: "{key}"\n    value: {{ string_value: {json.dumps(value)} }}\n  }}'
+        for key, value in values.items()
     )
     return f"parameters [\n{items}\n]"
 
 
-def render_generate_config(name: str, engine_model: str, record: EngineRecord, kv_cache: dict[str, object]) -> str:
+def render_generate_config(
+    name: str, engine_model: str, record: EngineRecord, kv_cache: dict[str, object]
+) -> str:
     """``config.pbtxt`` of the decoupled Python-backend model that streams tokens.
 
     Raises:
@@ -160,12 +163,14 @@ def render_generate_config(name: str, engine_model: str, record: EngineRecord, k
         "model_transaction_policy {\n  decoupled: true\n}",
         "input [\n" + ",\n".join(inputs) + "\n]",
         "output [\n" + ",\n".join(outputs) + "\n]",
-        _parameters({
-            "engine_model": engine_model,
-            "kv_cache": json.dumps(kv_cache),
-            "kv_dtype": pasts[0].dtype,
-            "max_context": str(max_past + 1),
-        }),
+        _parameters(
+            {
+                "engine_model": engine_model,
+                "kv_cache": json.dumps(kv_cache),
+                "kv_dtype": pasts[0].dtype,
+                "max_context": str(max_past + 1),
+            }
+        ),
         "instance_group [\n  {\n    kind: KIND_CPU\n    count: 1\n  }\n]",
     ]
     return "\n".join(blocks) + "\n"
@@ -205,7 +210,9 @@ def write_generation_repository(
     config = render_generate_config(name, engine_model, record, kv_cache)
     tokenizer = Path(tokenizer_dir)
     if not tokenizer.is_dir():
-        raise ArtifactError(f"tokenizer directory {tokenizer} does not exist; export with --with-past writes it")
+        raise ArtifactError(
+            f"tokenizer directory {tokenizer} does not exist; export with --with-past writes it"
+        )
     final = Path(repo) / name
     if final.exists() and not force:
         raise ArtifactError(f"Triton model {final} already exists; pass --force to replace it")

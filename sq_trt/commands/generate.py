@@ -36,17 +36,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = source.add_mutually_exclusive_group(required=True)
     which.add_argument("--onnx", metavar="FILE", help="generation ONNX graph (export --with-past)")
     which.add_argument("--engine", metavar="DIR", help="generation engine directory (TensorRT, GPU host)")
-    which.add_argument("--model", metavar="M", help="PyTorch model: hub id | directory | demo | tiny:<family>")
-    source.add_argument("--tokenizer", metavar="M", help="model whose tokenizer to use (default: the one saved "
-                        "with the graph or engine)")
-    source.add_argument("--target", default=None, help="engine target (a .plan name in --engine; default: the only one)")
-    source.add_argument("--max-context", type=int, default=None, help="context in tokens (default: the "
-                        "model's max positions from the manifest, or the engine's profile)")
+    which.add_argument(
+        "--model", metavar="M", help="PyTorch model: hub id | directory | demo | tiny:<family>"
+    )
+    source.add_argument(
+        "--tokenizer",
+        metavar="M",
+        help="model whose tokenizer to use (default: the one saved with the graph or engine)",
+    )
+    source.add_argument(
+        "--target", default=None, help="engine target (a .plan name in --engine; default: the only one)"
+    )
+    source.add_argument(
+        "--max-context",
+        type=int,
+        default=None,
+        help="context in tokens (default: the "
+        "model's max positions from the manifest, or the engine's profile)",
+    )
     source.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     prompts = parser.add_argument_group("prompts")
     given = prompts.add_mutually_exclusive_group(required=True)
     given.add_argument("--prompt", metavar="TEXT", help="one prompt")
-    given.add_argument("--prompts", metavar="FILE", help=".txt (one prompt per line) or .jsonl ({\"prompt\": ...})")
+    given.add_argument(
+        "--prompts", metavar="FILE", help='.txt (one prompt per line) or .jsonl ({"prompt": ...})'
+    )
     decoding = parser.add_argument_group("decoding")
     decoding.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
     decoding.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -73,7 +87,9 @@ def read_prompts(prompt: str | None, path: str | None) -> list[str]:
         for number, line in enumerate(lines, 1):
             item = json.loads(line)
             if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
-                raise DataError(f"{file}:{number}: expected an object with a \"prompt\" string, got {line[:60]!r}")
+                raise DataError(
+                    f'{file}:{number}: expected an object with a "prompt" string, got {line[:60]!r}'
+                )
             out.append(item["prompt"])
         lines = out
     if not lines:
@@ -94,7 +110,9 @@ def _onnx_runner(args: argparse.Namespace) -> tuple[Any, Any]:
     max_context = args.max_context or kv.get("max_positions")
     if not max_context:
         raise ConfigError(f"{path} has no export manifest with kv_cache.max_positions; pass --max-context N")
-    runner = OrtStepRunner(path, max_context=int(max_context), family=kv.get("family", "?"), threads=args.threads)
+    runner = OrtStepRunner(
+        path, max_context=int(max_context), family=kv.get("family", "?"), threads=args.threads
+    )
     tokenizer = load_tokenizer(path.parent, source=args.tokenizer or extra.get("model_source"))
     return runner, tokenizer
 
@@ -120,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
     from sq_trt.generate.loop import generate
     from sq_trt.generate.sampling import SamplingConfig
 
-    sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    sampling = SamplingConfig(
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
+    )
     prompts = read_prompts(args.prompt, args.prompts)
     opener = _onnx_runner if args.onnx else _engine_runner if args.engine else _torch_runner
     runner, tokenizer = opener(args)
@@ -129,21 +149,35 @@ def run(args: argparse.Namespace) -> int:
         ids = tokenizer(prompt)["input_ids"]
         stream = None if args.json else _Streamer(tokenizer, prompt)
         result = generate(
-            runner, ids, max_new_tokens=args.max_new_tokens, sampling=sampling,
-            eos_token_id=tokenizer.eos_token_id, on_token=stream,
+            runner,
+            ids,
+            max_new_tokens=args.max_new_tokens,
+            sampling=sampling,
+            eos_token_id=tokenizer.eos_token_id,
+            on_token=stream,
         )
         text = tokenizer.decode(result.token_ids, skip_special_tokens=True)
-        results.append({
-            "prompt": prompt, "prompt_ids": result.prompt_ids, "token_ids": result.token_ids, "text": text,
-            "prefill_s": round(result.prefill_s, 6), "decode_s": round(result.decode_s, 6),
-            "prefill_tokens_per_s": round(result.prefill_tokens_per_s, 2),
-            "decode_tokens_per_s": round(result.decode_tokens_per_s, 2),
-        })
+        results.append(
+            {
+                "prompt": prompt,
+                "prompt_ids": result.prompt_ids,
+                "token_ids": result.token_ids,
+                "text": text,
+                "prefill_s": round(result.prefill_s, 6),
+                "decode_s": round(result.decode_s, 6),
+                "prefill_tokens_per_s": round(result.prefill_tokens_per_s, 2),
+                "decode_tokens_per_s": round(result.decode_tokens_per_s, 2),
+            }
+        )
         if stream is not None:
-            print(f"\n[{len(result.prompt_ids)} prompt tokens: {result.prefill_tokens_per_s:.1f} tok/s prefill; "
-                  f"{len(result.token_ids)} new: {result.decode_tokens_per_s:.1f} tok/s decode]")
+            print(
+                f"\n[{len(result.prompt_ids)} prompt tokens: {result.prefill_tokens_per_s:.1f} tok/s prefill; "
+                f"{len(result.token_ids)} new: {result.decode_tokens_per_s:.1f} tok/s decode]"
+            )
     if args.json:
-        json.dump({"runner": runner.name, "sampling": vars(sampling), "results": results}, sys.stdout, indent=1)
+        json.dump(
+            {"runner": runner.name, "sampling": vars(sampling), "results": results}, sys.stdout, indent=1
+        )
         print()
     return 0
 
@@ -152,11 +186,12 @@ class _Streamer:
     """Prints each new token's text as it comes (decoding the whole continuation, so merges print right)."""
 
     def __init__(self, tokenizer: Any, prompt: str) -> None:
-        self.tokenizer, self.ids, self.shown = tokenizer, [], ""
+        self.tokenizer, self.shown = tokenizer, ""
+        self.ids: list[int] = []
         print(prompt, end="", flush=True)
 
     def __call__(self, token: int) -> None:
         self.ids.append(token)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        print(text[len(self.shown):], end="", flush=True)
+        print(text[len(self.shown) :], end="", flush=True)
         self.shown = text

@@ -88,7 +88,8 @@ def example_inputs(model: Any, layout: CacheLayout, *, batch: int, seq: int, pas
     ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=generator)
     positions = (torch.arange(seq) + past).expand(batch, seq).contiguous()
     cache = [
-        torch.randn(layout.shape(batch, past), generator=generator).to(dtype) for _ in range(2 * layout.layers)
+        torch.randn(layout.shape(batch, past), generator=generator).to(dtype)
+        for _ in range(2 * layout.layers)
     ]
     return ids, positions, cache
 

@@ -110,7 +110,11 @@ def generation_accuracy(
         if len(samples) < keep_samples:
             sample = GenerationSample(list(prompt), ours, theirs, where)
             if decode is not None:
-                sample.prompt, sample.baseline, sample.candidate = decode(prompt), decode(ours), decode(theirs)
+                sample.prompt, sample.baseline, sample.candidate = (
+                    decode(prompt),
+                    decode(ours),
+                    decode(theirs),
+                )
             samples.append(sample)
     return GenerationAccuracy(
         prompts=len(prompts),

@@ -112,7 +112,9 @@ def generate(
     return result
 
 
-def teacher_forced_logits(runner: StepRunner, prompt_ids: Sequence[int], continuation: Sequence[int]) -> np.ndarray:
+def teacher_forced_logits(
+    runner: StepRunner, prompt_ids: Sequence[int], continuation: Sequence[int]
+) -> np.ndarray:
     """Logits that predict each token of ``continuation`` given the prompt and the tokens before it.
 
     One prefill over ``prompt + continuation[:-1]``; row ``t`` of the result

@@ -28,7 +28,14 @@ class RemoteStepRunner:
     """Runs each step through ``infer(feeds, output_names) -> outputs`` (see the module docstring)."""
 
     def __init__(
-        self, infer: Infer, layout: CacheLayout, dtype: str, *, max_context: int, max_batch: int = 1, name: str = "remote"
+        self,
+        infer: Infer,
+        layout: CacheLayout,
+        dtype: str,
+        *,
+        max_context: int,
+        max_batch: int = 1,
+        name: str = "remote",
     ) -> None:
         """Keep the call and the cache layout (from the engine's I/O or the export manifest)."""
         self.infer, self.layout, self.dtype, self.name = infer, layout, dtype, name
@@ -42,7 +49,9 @@ class RemoteStepRunner:
 
         check_room(self, batch, 0)
         self.batch, self.past_len = batch, 0
-        self._cache = [np.zeros(self.layout.shape(batch, 0), dtype=self.dtype) for _ in range(2 * self.layout.layers)]
+        self._cache = [
+            np.zeros(self.layout.shape(batch, 0), dtype=self.dtype) for _ in range(2 * self.layout.layers)
+        ]
 
     def step(self, ids: np.ndarray) -> np.ndarray:
         """One prefill or decode step (see :class:`sq_trt.generate.runners.StepRunner`)."""
@@ -50,7 +59,9 @@ class RemoteStepRunner:
 
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if ids.ndim != 2 or ids.shape[0] != self.batch or ids.shape[1] == 0:
-            raise GenerationError(f"step ids must be int64 [{self.batch}, seq>=1], got shape {tuple(ids.shape)}")
+            raise GenerationError(
+                f"step ids must be int64 [{self.batch}, seq>=1], got shape {tuple(ids.shape)}"
+            )
         check_room(self, self.batch, ids.shape[1])
         total = self.past_len + ids.shape[1]
         feeds = {
@@ -62,6 +73,8 @@ class RemoteStepRunner:
         present = [np.asarray(outputs[name]) for name in self.layout.present_names()]
         # The server's outputs are checked like a user-given cache: a wrong engine fails here, by name.
         if check_cache_tensors(self.layout, self.dtype, present, self.batch) != total:
-            raise GenerationError(f"{self.name} returned a cache of {present[0].shape[2]} tokens, expected {total}")
+            raise GenerationError(
+                f"{self.name} returned a cache of {present[0].shape[2]} tokens, expected {total}"
+            )
         self._cache, self.past_len = present, total
         return np.asarray(outputs[LOGITS], dtype=np.float32)

@@ -64,9 +64,9 @@ def check_room(runner: StepRunner, batch: int, seq: int) -> None:
         )
 
 
-def layout_from_io(inputs: list[tuple[str, str, list[Any]]], outputs: list[str], family: str = "?") -> tuple[
-    CacheLayout, str
-]:
+def layout_from_io(
+    inputs: list[tuple[str, str, list[Any]]], outputs: list[str], family: str = "?"
+) -> tuple[CacheLayout, str]:
     """The cache layout and dtype of a generation graph, from its inputs and outputs.
 
     Args:
@@ -96,7 +96,9 @@ def layout_from_io(inputs: list[tuple[str, str, list[Any]]], outputs: list[str],
     layout = CacheLayout(family, layers, first_shape[1], first_shape[3], 0)
     dtypes = {t for _, t, _ in past}
     if len(dtypes) != 1 or next(iter(dtypes)) not in _FLOAT_TYPES:
-        raise GenerationError(f"cache inputs have element types {sorted(dtypes)}; expected one of float16/float32")
+        raise GenerationError(
+            f"cache inputs have element types {sorted(dtypes)}; expected one of float16/float32"
+        )
     expected = set(layout.past_names())
     if {n for n, _, _ in past} != expected or not set(layout.present_names()) <= set(outputs):
         raise GenerationError(
@@ -129,7 +131,9 @@ def check_cache_tensors(layout: CacheLayout, dtype: str, tensors: list[np.ndarra
         if tuple(tensor.shape) != expected:
             raise GenerationError(f"cache tensor {name} has shape {tuple(tensor.shape)}; expected {expected}")
         if tensor.dtype.name != dtype:
-            raise GenerationError(f"cache tensor {name} has dtype {tensor.dtype.name}; the graph's cache is {dtype}")
+            raise GenerationError(
+                f"cache tensor {name} has dtype {tensor.dtype.name}; the graph's cache is {dtype}"
+            )
     return int(tokens)
 
 
@@ -197,7 +201,9 @@ class OrtStepRunner:
 
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if ids.ndim != 2 or ids.shape[0] != self.batch or ids.shape[1] == 0:
-            raise GenerationError(f"step ids must be int64 [{self.batch}, seq>=1], got shape {tuple(ids.shape)}")
+            raise GenerationError(
+                f"step ids must be int64 [{self.batch}, seq>=1], got shape {tuple(ids.shape)}"
+            )
         check_room(self, self.batch, ids.shape[1])
         total = self.past_len + ids.shape[1]
         positions = np.ascontiguousarray(np.broadcast_to(np.arange(self.past_len, total), ids.shape))
@@ -211,7 +217,9 @@ class OrtStepRunner:
         present_shape = list(self.layout.shape(self.batch, total))
         element = np.dtype(self.dtype).type
         sources, targets = self._arenas[self._current], self._arenas[1 - self._current]
-        for i, (past, present) in enumerate(zip(self.layout.past_names(), self.layout.present_names(), strict=True)):
+        for i, (past, present) in enumerate(
+            zip(self.layout.past_names(), self.layout.present_names(), strict=True)
+        ):
             io.bind_input(past, "cpu", 0, element, past_shape, sources[i].ctypes.data)
             io.bind_output(present, "cpu", 0, element, present_shape, targets[i].ctypes.data)
         self.session.run_with_iobinding(io)
@@ -223,9 +231,11 @@ class OrtStepRunner:
 class TorchStepRunner:
     """The PyTorch model itself with transformers' cache: the reference runner."""
 
-    def __init__(self, model: Any, *, max_context: int | None = None, max_batch: int = 8, name: str = "torch") -> None:
+    def __init__(
+        self, model: Any, *, max_context: int | None = None, max_batch: int = 8, name: str = "torch"
+    ) -> None:
         """Wrap a loaded decoder (any dtype; logits are returned as float32)."""
-        from sq_trt.models.cache import cache_layout, forward_with_cache
+        from sq_trt.models.cache import cache_layout
 
         self.name = name
         self.model = model
@@ -295,7 +305,10 @@ class FullSequenceSession:
 
         ids = np.asarray(feed[INPUT_IDS], dtype=np.int64)
         batch, seq = ids.shape
-        feeds = {INPUT_IDS: ids, POSITION_IDS: np.ascontiguousarray(np.broadcast_to(np.arange(seq), ids.shape))}
+        feeds = {
+            INPUT_IDS: ids,
+            POSITION_IDS: np.ascontiguousarray(np.broadcast_to(np.arange(seq), ids.shape)),
+        }
         empty = np.zeros(self.layout.shape(batch, 0), dtype=self.dtype)
         feeds.update({name: empty for name in self.layout.past_names()})
         return list(self._session.run([LOGITS], feeds, run_options))

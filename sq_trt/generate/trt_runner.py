@@ -52,7 +52,9 @@ def limits_from_profiles(profiles: list[dict[str, Any]]) -> tuple[int, int, int]
     index = generation_profile_indices(profiles)
     prefill = profiles[index[PREFILL]]["shapes"][INPUT_IDS]["max"]
     decode_past = [
-        shape["max"][2] for name, shape in profiles[index[DECODE]]["shapes"].items() if name.startswith("past_")
+        shape["max"][2]
+        for name, shape in profiles[index[DECODE]]["shapes"].items()
+        if name.startswith("past_")
     ]
     return int(prefill[0]), int(prefill[1]), int(max(decode_past)) + 1
 
@@ -72,7 +74,9 @@ class TrtStepRunner:
         self._runtime: tensorrt.Runtime = trt.Runtime(self._logger)
         engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise GenerationError(f"TensorRT could not deserialize {name}; rebuild it with this TensorRT version")
+            raise GenerationError(
+                f"TensorRT could not deserialize {name}; rebuild it with this TensorRT version"
+            )
         self.engine: tensorrt.ICudaEngine = engine
         self._stream = torch.cuda.Stream()
         self._contexts: dict[str, tensorrt.IExecutionContext] = {}
@@ -130,19 +134,25 @@ class TrtStepRunner:
         logits = torch.empty((batch, seq, self._vocab()), dtype=self._arenas[0][0].dtype, device="cuda")
         self._bind(context, INPUT_IDS, tokens, (batch, seq))
         self._bind(context, POSITION_IDS, positions, (batch, seq))
-        past_shape, present_shape = self.layout.shape(batch, self.past_len), self.layout.shape(batch, total)
+        past_shape = self.layout.shape(batch, self.past_len)
         sources, targets = self._arenas[self._current], self._arenas[1 - self._current]
-        for i, (past, present) in enumerate(zip(self.layout.past_names(), self.layout.present_names(), strict=True)):
+        for i, (past, present) in enumerate(
+            zip(self.layout.past_names(), self.layout.present_names(), strict=True)
+        ):
             self._bind(context, past, sources[i], past_shape)
             context.set_tensor_address(present, targets[i].data_ptr())
         context.set_tensor_address(LOGITS, logits.data_ptr())
         if not context.execute_async_v3(self._stream.cuda_stream):
-            raise GenerationError(f"TensorRT failed to run {self.name} ({key} step, past {self.past_len}, seq {seq})")
+            raise GenerationError(
+                f"TensorRT failed to run {self.name} ({key} step, past {self.past_len}, seq {seq})"
+            )
         self._stream.synchronize()
         self._current, self.past_len = 1 - self._current, total
         return logits.float().cpu().numpy()
 
-    def _bind(self, context: tensorrt.IExecutionContext, name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:
+    def _bind(
+        self, context: tensorrt.IExecutionContext, name: str, tensor: torch.Tensor, shape: tuple[int, ...]
+    ) -> None:
         if not context.set_input_shape(name, shape):
             raise GenerationError(f"input {name} of shape {shape} is outside the engine's profile")
         context.set_tensor_address(name, tensor.data_ptr())
@@ -151,7 +161,9 @@ class TrtStepRunner:
         return int(self.engine.get_tensor_shape(LOGITS)[-1])
 
 
-def open_engine_runner(engine_dir: str | Path, *, target: str | None = None, max_context: int | None = None) -> Any:
+def open_engine_runner(
+    engine_dir: str | Path, *, target: str | None = None, max_context: int | None = None
+) -> Any:
     """A :class:`TrtStepRunner` for an engine directory (``sq-trt build`` of a ``--with-past`` export).
 
     Raises:
@@ -172,7 +184,10 @@ def open_engine_runner(engine_dir: str | Path, *, target: str | None = None, max
     generation_profile_indices(record.profiles)
     backend = load_tensorrt()
     runner = TrtStepRunner(
-        backend.trt, (directory / record.plan).read_bytes(), record.profiles, name=f"tensorrt:{directory}/{record.plan}"
+        backend.trt,
+        (directory / record.plan).read_bytes(),
+        record.profiles,
+        name=f"tensorrt:{directory}/{record.plan}",
     )
     if max_context is not None:
         if max_context > runner.max_context:

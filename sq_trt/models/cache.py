@@ -46,15 +46,11 @@ class CacheLayout:
 
     def past_names(self) -> list[str]:
         """Graph input names of the past cache, in graph order (layer 0 key, layer 0 value, ...)."""
-        return [
-            name.format(layer=i) for i in range(self.layers) for name in (PAST_KEY, PAST_VALUE)
-        ]
+        return [name.format(layer=i) for i in range(self.layers) for name in (PAST_KEY, PAST_VALUE)]
 
     def present_names(self) -> list[str]:
         """Graph output names of the present cache, in the order of :meth:`past_names`."""
-        return [
-            name.format(layer=i) for i in range(self.layers) for name in (PRESENT_KEY, PRESENT_VALUE)
-        ]
+        return [name.format(layer=i) for i in range(self.layers) for name in (PRESENT_KEY, PRESENT_VALUE)]
 
     def shape(self, batch: int, tokens: int) -> tuple[int, int, int, int]:
         """The shape of one cache tensor holding ``tokens`` positions."""
@@ -75,7 +71,11 @@ class CacheLayout:
     def from_json(cls, raw: dict[str, Any]) -> CacheLayout:
         """Inverse of :meth:`to_json`."""
         return cls(
-            raw["family"], int(raw["layers"]), int(raw["kv_heads"]), int(raw["head_dim"]), int(raw["max_positions"])
+            raw["family"],
+            int(raw["layers"]),
+            int(raw["kv_heads"]),
+            int(raw["head_dim"]),
+            int(raw["max_positions"]),
         )
 
 
@@ -98,7 +98,9 @@ def cache_layout(model_or_config: Any) -> CacheLayout:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     else:  # OPT and GPT-2: multi-head attention, head size = hidden / heads
         kv_heads, head_dim = heads, config.hidden_size // heads
-    return CacheLayout(spec.family, config.num_hidden_layers, kv_heads, head_dim, config.max_position_embeddings)
+    return CacheLayout(
+        spec.family, config.num_hidden_layers, kv_heads, head_dim, config.max_position_embeddings
+    )
 
 
 def forward_with_cache(model: Any, input_ids: Any, position_ids: Any, cache: Any) -> tuple[Any, Any]:

@@ -59,7 +59,9 @@ def test_int8_generation_graph_decodes_like_its_own_full_sequence(tiny_llama_exp
     runner.reset(1)
     whole = runner.step(ids)
     runner.reset(1)
-    steps = np.concatenate([runner.step(ids[:, :6])] + [runner.step(ids[:, t : t + 1]) for t in range(6, 10)], axis=1)
+    steps = np.concatenate(
+        [runner.step(ids[:, :6])] + [runner.step(ids[:, t : t + 1]) for t in range(6, 10)], axis=1
+    )
     np.testing.assert_allclose(steps, whole, atol=2e-2, rtol=0)
     assert (np.argmax(steps, -1) == np.argmax(whole, -1)).mean() >= 0.9
 
@@ -115,7 +117,10 @@ def test_remote_runner_runs_the_same_loop_over_any_infer_call(tiny_llama_export)
 
     remote = RemoteStepRunner(infer, local.layout, local.dtype, max_context=40)
     prompt = [3, 14, 15, 92, 65]
-    assert generate(remote, prompt, max_new_tokens=12).token_ids == generate(local, prompt, max_new_tokens=12).token_ids
+    assert (
+        generate(remote, prompt, max_new_tokens=12).token_ids
+        == generate(local, prompt, max_new_tokens=12).token_ids
+    )
 
     def wrong(feeds, names):
         outputs = infer(feeds, names)
@@ -127,13 +132,21 @@ def test_remote_runner_runs_the_same_loop_over_any_infer_call(tiny_llama_export)
 
 def _generation_record() -> EngineRecord:
     limits = GenerationLimits(max_batch=1, max_input=32, max_context=128)
-    shapes = lambda p: {  # noqa: E731
-        "input_ids": {"min": [1, 1], "opt": [1, p.seq[1]], "max": [1, p.seq[2]]},
-        "past_key_values.0.key": {"min": [1, 2, p.past[0], 16], "opt": [1, 2, p.past[1], 16], "max": [1, 2, p.past[2], 16]},
-    }
+
+    def shapes(p):
+        return {
+            "input_ids": {"min": [1, 1], "opt": [1, p.seq[1]], "max": [1, p.seq[2]]},
+            "past_key_values.0.key": {"min": [1, 2, p.past[0], 16], "max": [1, 2, p.past[2], 16]},
+        }
+
     return EngineRecord(
-        target="h100", plan="h100.plan", plan_bytes=4, backend="tensorrt", backend_version="10.13.3.9",
-        gpu_target={}, profiles=[{"name": p.name, "shapes": shapes(p)} for p in limits.profiles()],
+        target="h100",
+        plan="h100.plan",
+        plan_bytes=4,
+        backend="tensorrt",
+        backend_version="10.13.3.9",
+        gpu_target={},
+        profiles=[{"name": p.name, "shapes": shapes(p)} for p in limits.profiles()],
         io=[
             IoTensor("input_ids", "input", "int64", [-1, -1]),
             IoTensor("position_ids", "input", "int64", [-1, -1]),
@@ -143,8 +156,14 @@ def _generation_record() -> EngineRecord:
             IoTensor("present.0.key", "output", "float16", [-1, 2, -1, 16]),
             IoTensor("present.0.value", "output", "float16", [-1, 2, -1, 16]),
         ],
-        io_source="engine", plugins=[], source_onnx="model.fp16.onnx", source_onnx_sha256="sha256:00",
-        calibration_hash=None, export_manifest={}, builder={}, build_seconds=1.0,
+        io_source="engine",
+        plugins=[],
+        source_onnx="model.fp16.onnx",
+        source_onnx_sha256="sha256:00",
+        calibration_hash=None,
+        export_manifest={},
+        builder={},
+        build_seconds=1.0,
     )
 
 

@@ -145,14 +145,17 @@ def test_sampling_is_seeded_and_identical_across_runners(fp32_export):
     a = generate(OrtStepRunner(path, max_context=64), [1, 2, 3], max_new_tokens=12, sampling=config)
     b = generate(TorchStepRunner(loaded.model), [1, 2, 3], max_new_tokens=12, sampling=config)
     other = generate(
-        OrtStepRunner(path, max_context=64), [1, 2, 3], max_new_tokens=12, sampling=SamplingConfig(0.8, 50, 0.95, 8)
+        OrtStepRunner(path, max_context=64),
+        [1, 2, 3],
+        max_new_tokens=12,
+        sampling=SamplingConfig(0.8, 50, 0.95, 8),
     )
     assert a.token_ids == b.token_ids
     assert a.token_ids != other.token_ids  # the seed matters (12 draws over ~50 tokens)
 
 
 def test_teacher_forced_logits_predict_each_continuation_token(fp32_export):
-    loaded, path = fp32_export
+    _, path = fp32_export
     runner = OrtStepRunner(path, max_context=64)
     result = generate(runner, [4, 8, 15, 16], max_new_tokens=6, keep_logits=True)
     forced = teacher_forced_logits(runner, [4, 8, 15, 16], result.token_ids)
@@ -170,11 +173,11 @@ def test_sampler_matches_an_independent_softmax():
     expected = np.exp(logits / 0.7) / np.exp(logits / 0.7).sum()
     np.testing.assert_allclose(draws, expected, atol=0.015)
     top2 = Sampler(SamplingConfig(temperature=1.0, top_k=2, seed=1))
-    assert set(top2(logits) for _ in range(200)) == {0, 1}
+    assert {top2(logits) for _ in range(200)} == {0, 1}
 
 
-def test_bad_inputs_are_one_line_generation_errors(fp32_export, tmp_path):
-    loaded, path = fp32_export
+def test_bad_inputs_are_one_line_generation_errors(fp32_export):
+    _, path = fp32_export
     runner = OrtStepRunner(path, max_context=8, max_batch=1)
     with pytest.raises(GenerationError, match="past the context of 8"):
         generate(runner, list(range(6)), max_new_tokens=4)
@@ -210,14 +213,41 @@ def test_cli_generate_json_and_errors(fp32_export, capsys):
     from sq_trt.cli import main
 
     loaded, path = fp32_export
-    code = main(["generate", "--onnx", str(path), "--tokenizer", "tiny:llama", "--max-context", "64",
-                 "--prompt", "hello", "--max-new-tokens", "5", "--json"])
+    code = main(
+        [
+            "generate",
+            "--onnx",
+            str(path),
+            "--tokenizer",
+            "tiny:llama",
+            "--max-context",
+            "64",
+            "--prompt",
+            "hello",
+            "--max-new-tokens",
+            "5",
+            "--json",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     (result,) = out["results"]
     expected = generate(TorchStepRunner(loaded.model), result["prompt_ids"], max_new_tokens=5)
     assert result["token_ids"] == expected.token_ids and len(result["token_ids"]) == 5
-    code = main(["generate", "--onnx", str(path), "--tokenizer", "tiny:llama", "--max-context", "8",
-                 "--prompt", "a prompt far too long", "--max-new-tokens", "5"])
+    code = main(
+        [
+            "generate",
+            "--onnx",
+            str(path),
+            "--tokenizer",
+            "tiny:llama",
+            "--max-context",
+            "8",
+            "--prompt",
+            "a prompt far too long",
+            "--max-new-tokens",
+            "5",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and "past the context of 8" in err and "\n" not in err
