@@ -205,3 +205,49 @@ def test_float_export_with_past_refuses_an_encoder():
     loaded = load_model("tiny:bert")
     with pytest.raises(UnsupportedArchitectureError):
         export_float_onnx_with_past(loaded.model, loaded.spec)
+
+
+def test_compare_scores_generation_graphs_and_gates_on_generation_metrics(tiny_llama_export, tmp_path):
+    from sq_trt.cli import main
+    from sq_trt.compare.results import load_comparison
+    from sq_trt.generate.accuracy import first_divergence
+    from sq_trt.report import write_report
+
+    _, out = tiny_llama_export
+    fp16, int8 = out / "model.fp16.onnx", out / "model.int8.onnx"
+    argv = [
+        "compare",
+        "--baseline",
+        f"fp16={fp16}",
+        "--candidate",
+        f"int8={int8}",
+        "--candidate",
+        f"same={fp16}",
+    ]
+    argv += ["--model", "tiny:llama", "--samples", "2", "--seq-len", "16", "--no-progress"]
+    argv += ["--generation-prompts", "3", "--generation-prompt-tokens", "8", "--generation-tokens", "6"]
+    assert main([*argv, "--out", str(tmp_path / "cmp")]) == 0
+    comparison = load_comparison(tmp_path / "cmp")
+    same, int8_result = comparison["generation"]["same"], comparison["generation"]["int8"]
+    # The baseline against itself: identical continuations, divergence at the end, full agreement.
+    assert same["metrics"] == {
+        "exact_match_rate": 1.0,
+        "mean_first_divergence": 6.0,
+        "teacher_forced_top1": 1.0,
+    }
+    assert (
+        comparison["metrics"]["same"]["summary"]["top1_agreement"] == 1.0
+    )  # full-sequence path, empty cache
+    for sample in int8_result["samples"]:
+        assert sample["first_divergence"] == first_divergence(sample["baseline_ids"], sample["candidate_ids"])
+        assert len(sample["baseline_ids"]) == 6 and isinstance(sample["candidate"], str)
+    assert (
+        comparison["metrics"]["int8"]["summary"]["teacher_forced_top1"] == int8_result["teacher_forced_top1"]
+    )
+    report = write_report(tmp_path / "cmp", tmp_path / "report")
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "Generated text: baseline vs candidate" in html and "teacher-forced top-1" in html
+    assert report.generation["int8"]["prompts"] == 3
+    # A gate on a generation metric decides the exit code (3 = gate failed).
+    gate = ["--gate", "same:teacher_forced_top1>=1", "--gate", "int8:exact_match_rate>1"]
+    assert main([*argv, *gate, "--out", str(tmp_path / "cmp2")]) == 3
