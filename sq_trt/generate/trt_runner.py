@@ -102,7 +102,8 @@ class TrtStepRunner:
         for index in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(index)
             if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                shape = [d if d >= 0 else "dynamic" for d in self.engine.get_tensor_shape(name)]
+                dims = self.engine.get_tensor_shape(name)
+                shape = [dims[i] if dims[i] >= 0 else "dynamic" for i in range(len(dims))]
                 kind = types.get(self.engine.get_tensor_dtype(name), "tensor(int64)")
                 inputs.append((name, kind, shape))
             else:
@@ -158,7 +159,8 @@ class TrtStepRunner:
         context.set_tensor_address(name, tensor.data_ptr())
 
     def _vocab(self) -> int:
-        return int(self.engine.get_tensor_shape(LOGITS)[-1])
+        dims = self.engine.get_tensor_shape(LOGITS)
+        return int(dims[len(dims) - 1])
 
 
 def open_engine_runner(

@@ -251,3 +251,16 @@ def test_compare_scores_generation_graphs_and_gates_on_generation_metrics(tiny_l
     # A gate on a generation metric decides the exit code (3 = gate failed).
     gate = ["--gate", "same:teacher_forced_top1>=1", "--gate", "int8:exact_match_rate>1"]
     assert main([*argv, *gate, "--out", str(tmp_path / "cmp2")]) == 3
+
+
+def test_cli_build_takes_generation_limits(tiny_llama_export, tmp_path):
+    pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX (the `rtx` extra) is not installed")
+    from sq_trt.build.engine_manifest import load_engine_record
+    from sq_trt.cli import main
+
+    _, out = tiny_llama_export
+    argv = ["build", "--onnx", str(out / "model.fp16.onnx"), "--name", "g", "--target", "rtx"]
+    argv += ["--backend", "tensorrt_rtx", "--engines-dir", str(tmp_path), "--max-input", "16", "--max-context", "64"]
+    assert main(argv) == 0
+    record = load_engine_record(tmp_path / "g", "rtx")
+    assert limits_from_profiles(record.profiles) == (1, 16, 64)
