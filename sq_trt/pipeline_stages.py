@@ -253,12 +253,16 @@ def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plu
         target=_engine_target(plan),
         backend=plan.backend.name,
         engines_dir=ctx.engines_dir,
-        profiles=b.profiles,
-        required_shapes=[RequiredShape(batch=c.batch_size, seq=c.seq_len)],
         opt_level=b.opt_level,
         workspace_mb=b.workspace_mb,
         timing_cache=b.timing_cache,
         compute_capabilities=b.compute_capabilities,
+        # Generation engines get their prefill/decode profiles from the limits instead.
+        **(
+            {"generation": b.generation}
+            if b.generation is not None
+            else {"profiles": b.profiles, "required_shapes": [RequiredShape(batch=c.batch_size, seq=c.seq_len)]}
+        ),
     )
     build_engine(settings, plan.backend, force=True, log=ctx.log)
 
@@ -317,6 +321,8 @@ def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> 
             else (r.model.source if rank else None),
             rank_act_mode=smoothed.act_mode if smoothed else "per_token",
             device=r.model.device,
+            generation_prompts=r.compare.generation_prompts,
+            generation_tokens=r.compare.generation_tokens,
             progress=ctx.progress,
             force=True,
         )
