@@ -43,7 +43,8 @@ def test_pipeline_generates_with_a_kv_cache_end_to_end(tmp_path):
     assert "Generated text: baseline vs candidate" in html
     built = [name for name, status in statuses.items() if name.startswith("build") and status == "ran"]
     if importlib.util.find_spec("tensorrt_rtx_libs") is not None:
-        assert len(built) == 2, statuses  # FP16 baseline and the candidate  # TensorRT-RTX installed: both engines carry the generation profiles
+        # TensorRT-RTX installed: the FP16 and the candidate engine, each with the generation profiles
+        assert len(built) == 2, statuses
         manifest = json.loads(next((tmp_path / "engines").rglob("manifest.json")).read_text())
         record = next(iter(manifest["extra"]["engines"].values()))
         assert [p["name"] for p in record["profiles"]] == ["prefill", "decode"]
