@@ -183,27 +183,34 @@ def reuse_float_exports() -> Iterator[None]:
 
     from sq_trt.export import stage as export_stage
 
-    original = getattr(export_stage, "export_float_onnx", None)
-    if original is None:
+    # The plain graph and the generation graph (export.with_past) are traced by two functions.
+    names = [n for n in ("export_float_onnx", "export_float_onnx_with_past") if hasattr(export_stage, n)]
+    if not names:
         yield
         return
-    cache: dict[tuple[int, str, int], onnx.ModelProto] = {}
+    originals = {name: getattr(export_stage, name) for name in names}
+    cache: dict[tuple[str, int, str, int], onnx.ModelProto] = {}
 
-    def cached(
-        model: Any, spec: Any, *, dtype: str = "float16", opset: int = export_stage.DEFAULT_OPSET
-    ) -> Any:
-        key = (id(model), dtype, opset)
-        if key not in cache:
-            cache[key] = original(model, spec, dtype=dtype, opset=opset)
-        graph = onnx.ModelProto()
-        graph.CopyFrom(cache[key])
-        return graph
+    def caching(name: str) -> Any:
+        def cached(
+            model: Any, spec: Any, *, dtype: str = "float16", opset: int = export_stage.DEFAULT_OPSET
+        ) -> Any:
+            key = (name, id(model), dtype, opset)
+            if key not in cache:
+                cache[key] = originals[name](model, spec, dtype=dtype, opset=opset)
+            graph = onnx.ModelProto()
+            graph.CopyFrom(cache[key])
+            return graph
 
-    export_stage.export_float_onnx = cached
+        return cached
+
+    for name in names:
+        setattr(export_stage, name, caching(name))
     try:
         yield
     finally:
-        export_stage.export_float_onnx = original
+        for name, original in originals.items():
+            setattr(export_stage, name, original)
         cache.clear()
 
 
