@@ -92,6 +92,9 @@ class TrtStepRunner:
         self._arenas = [
             [torch.empty(capacity, dtype=torch_dtype, device="cuda") for _ in range(count)] for _ in range(2)
         ]
+        # Logits keep the graph's activation dtype, which an INT8 graph may have apart from its cache's.
+        logits_half = self.engine.get_tensor_dtype(LOGITS) == trt.DataType.HALF
+        self._logits_dtype = torch.float16 if logits_half else torch.float32
         self.batch, self.past_len, self._current = 1, 0, 0
 
     def _io(self) -> tuple[list[tuple[str, str, list[Any]]], list[str]]:
@@ -132,7 +135,7 @@ class TrtStepRunner:
         context = self._contexts[key]
         total = self.past_len + seq
         positions = (torch.arange(seq, device="cuda") + self.past_len).expand(batch, seq).contiguous()
-        logits = torch.empty((batch, seq, self._vocab()), dtype=self._arenas[0][0].dtype, device="cuda")
+        logits = torch.empty((batch, seq, self._vocab()), dtype=self._logits_dtype, device="cuda")
         self._bind(context, INPUT_IDS, tokens, (batch, seq))
         self._bind(context, POSITION_IDS, positions, (batch, seq))
         past_shape = self.layout.shape(batch, self.past_len)

@@ -260,7 +260,30 @@ def test_cli_build_takes_generation_limits(tiny_llama_export, tmp_path):
 
     _, out = tiny_llama_export
     argv = ["build", "--onnx", str(out / "model.fp16.onnx"), "--name", "g", "--target", "rtx"]
-    argv += ["--backend", "tensorrt_rtx", "--engines-dir", str(tmp_path), "--max-input", "16", "--max-context", "64"]
+    argv += [
+        "--backend",
+        "tensorrt_rtx",
+        "--engines-dir",
+        str(tmp_path),
+        "--max-input",
+        "16",
+        "--max-context",
+        "64",
+    ]
     assert main(argv) == 0
     record = load_engine_record(tmp_path / "g", "rtx")
     assert limits_from_profiles(record.profiles) == (1, 16, 64)
+
+
+def test_generate_refuses_an_engine_without_generation_profiles(tmp_path, capsys):
+    from sq_trt.artifacts import artifact_dir
+    from sq_trt.cli import main
+
+    record = _generation_record()
+    record.profiles = [{"name": "default", "shapes": {}}]
+    engine_dir = tmp_path / "engines" / "plain"
+    with artifact_dir(engine_dir, stage="build", extra={"engines": {"h100": record.to_json()}}) as tmp:
+        (tmp / "h100.plan").write_bytes(b"plan")
+    assert main(["generate", "--engine", str(engine_dir), "--prompt", "hi", "--tokenizer", "tiny:llama"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "not the generation profiles" in err and "\n" not in err

@@ -251,3 +251,28 @@ def test_cli_generate_json_and_errors(fp32_export, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert code == 1 and "past the context of 8" in err and "\n" not in err
+
+
+def test_cli_streams_tokens_from_a_prompts_file_and_the_torch_reference(fp32_export, tmp_path, capsys):
+    from sq_trt.cli import main
+
+    loaded, path = fp32_export
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "ab"}\n{"prompt": "xyz"}\n')
+    family = loaded.spec.family if loaded.spec.family != "llama" else loaded.model.config.model_type
+    common = ["--tokenizer", f"tiny:{family}", "--prompts", str(prompts), "--max-new-tokens", "4"]
+    assert main(["generate", "--onnx", str(path), "--max-context", "32", *common, "--json"]) == 0
+    onnx_results = json.loads(capsys.readouterr().out)["results"]
+    assert main(["generate", "--model", f"tiny:{family}", *common[2:], "--json"]) == 0
+    torch_results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["token_ids"] for r in onnx_results] == [r["token_ids"] for r in torch_results]
+    assert main(["generate", "--onnx", str(path), "--max-context", "32", *common]) == 0
+    printed = capsys.readouterr().out
+    # Streaming: each prompt, then its continuation's text as decoded, then the rates line.
+    for result in onnx_results:
+        assert result["prompt"] + result["text"] in printed
+    assert printed.count("tok/s decode]") == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "no prompt key"}\n')
+    assert main(["generate", "--onnx", str(path), "--max-context", "32", "--prompts", str(bad)]) == 1
+    assert 'expected an object with a "prompt" string' in capsys.readouterr().err
