@@ -287,3 +287,29 @@ def test_generate_refuses_an_engine_without_generation_profiles(tmp_path, capsys
     assert main(["generate", "--engine", str(engine_dir), "--prompt", "hi", "--tokenizer", "tiny:llama"]) == 1
     err = capsys.readouterr().err.strip()
     assert "not the generation profiles" in err and "\n" not in err
+
+
+@pytest.mark.parametrize(("act_mode", "encoding"), [("per_tensor", "portable"), ("per_token", "plugin")])
+def test_other_int8_candidates_export_with_past_and_decode_like_one_pass(tmp_path, act_mode, encoding):
+    """Per-tensor (static scales) and the plugin encoding (expanded to standard ops for ONNX Runtime)."""
+    import torch
+
+    from sq_trt.calibrate import calibrate
+
+    loaded = load_model("tiny:llama")
+    torch.manual_seed(1)
+    scales = calibrate(loaded, torch.randint(0, 256, (4, 32)), progress=False)
+    config = ExportConfig(act_mode=act_mode, encoding=encoding, with_past=True)
+    export_model(loaded, tmp_path / "export", scales=scales, config=config)
+    graph = onnx.load(str(tmp_path / "export" / "model.int8.onnx"))
+    ops = {n.op_type for n in graph.graph.node}
+    assert ("PerTokenQuant" in ops) == (encoding == "plugin") and "DequantizeLinear" in ops
+    runner = OrtStepRunner(tmp_path / "export" / "model.int8.onnx", max_context=32)
+    ids = np.random.default_rng(1).integers(0, 256, (1, 12))
+    runner.reset(1)
+    whole = runner.step(ids)
+    runner.reset(1)
+    steps = np.concatenate(
+        [runner.step(ids[:, :5])] + [runner.step(ids[:, t : t + 1]) for t in range(5, 12)], 1
+    )
+    np.testing.assert_allclose(steps, whole, atol=2e-2, rtol=0)
