@@ -268,7 +268,10 @@ def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plu
         **(
             {"generation": b.generation}
             if b.generation is not None
-            else {"profiles": b.profiles, "required_shapes": [RequiredShape(batch=c.batch_size, seq=c.seq_len)]}
+            else {
+                "profiles": b.profiles,
+                "required_shapes": [RequiredShape(batch=c.batch_size, seq=c.seq_len)],
+            }
         ),
     )
     build_engine(settings, plan.backend, force=True, log=ctx.log)

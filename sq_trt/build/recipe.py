@@ -100,7 +100,9 @@ class BuildSettings(BaseModel):
     def _generation_profiles(self) -> BuildSettings:
         if self.generation is not None:
             if "profiles" in self.model_fields_set:
-                raise ValueError("give either `generation` (its two profiles are derived) or `profiles`, not both")
+                raise ValueError(
+                    "give either `generation` (its two profiles are derived) or `profiles`, not both"
+                )
             self.profiles = self.generation.profiles()
         return self
 

@@ -69,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="BATCHxSEQ",
         help="a shape later stages need; the build is refused if no profile covers it (repeatable)",
     )
-    gen = parser.add_argument_group("generation engines (an `export --with-past` graph: prefill + decode profiles)")
+    gen = parser.add_argument_group(
+        "generation engines (an `export --with-past` graph: prefill + decode profiles)"
+    )
     gen.add_argument("--max-batch", type=int, help="sequences per step (recipe: generation.max_batch)")
     gen.add_argument("--max-input", type=int, help="longest prompt of one prefill (generation.max_input)")
     gen.add_argument("--max-context", type=int, help="prompt + generated tokens (generation.max_context)")

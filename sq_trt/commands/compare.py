@@ -76,12 +76,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     gen = parser.add_argument_group("generation accuracy (generation graphs or engines: export --with-past)")
     gen.add_argument(
-        "--generation-prompts", type=int, default=0, metavar="N",
+        "--generation-prompts",
+        type=int,
+        default=0,
+        metavar="N",
         help="held-out prompts to generate from greedily with baseline and candidates (default 0: off); adds "
         "exact_match_rate, mean_first_divergence and teacher_forced_top1 (gate metrics too)",
     )
-    gen.add_argument("--generation-prompt-tokens", type=int, default=32, help="tokens per prompt (default 32)")
-    gen.add_argument("--generation-tokens", type=int, default=32, help="tokens generated per prompt (default 32)")
+    gen.add_argument(
+        "--generation-prompt-tokens", type=int, default=32, help="tokens per prompt (default 32)"
+    )
+    gen.add_argument(
+        "--generation-tokens", type=int, default=32, help="tokens generated per prompt (default 32)"
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, help="compare artifact directory to write")
     out.add_argument(
@@ -144,8 +151,14 @@ def _print_summary(out: object) -> None:
         parts = [
             f"{key}={summary[key]:.5g}"
             for key in (
-                "ppl", "ppl_increase_pct", "top1_agreement", "kl_mean", "cosine", "exact_match_rate",
-                "mean_first_divergence", "teacher_forced_top1",
+                "ppl",
+                "ppl_increase_pct",
+                "top1_agreement",
+                "kl_mean",
+                "cosine",
+                "exact_match_rate",
+                "mean_first_divergence",
+                "teacher_forced_top1",
             )
             if key in summary
         ]

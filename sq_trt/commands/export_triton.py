@@ -52,7 +52,9 @@ def _generation_sources(engine_dir: str, target: str) -> tuple[Path, dict[str, o
         return None
     export_dir = Path(record.source_onnx).parent
     manifest = export_dir / "manifest.json"
-    kv_cache = json.loads(manifest.read_text()).get("extra", {}).get("kv_cache") if manifest.is_file() else None
+    kv_cache = (
+        json.loads(manifest.read_text()).get("extra", {}).get("kv_cache") if manifest.is_file() else None
+    )
     if not kv_cache:
         raise ArtifactError(
             f"generation engine {engine_dir} was built from {record.source_onnx}, whose export manifest has no "
@@ -68,10 +70,18 @@ def run(args: argparse.Namespace) -> int:
         from sq_trt.build.triton_generate import write_generation_repository
 
         model_dir = write_generation_repository(
-            args.engine_dir, args.target, args.repo, args.name, tokenizer_dir=generation[0],
-            kv_cache=generation[1], release=args.triton_release, force=args.force,
+            args.engine_dir,
+            args.target,
+            args.repo,
+            args.name,
+            tokenizer_dir=generation[0],
+            kv_cache=generation[1],
+            release=args.triton_release,
+            force=args.force,
         )
-        print(f"[export-triton] wrote {model_dir} (decoupled Python model, streams tokens) and {model_dir}_engine")
+        print(
+            f"[export-triton] wrote {model_dir} (decoupled Python model, streams tokens) and {model_dir}_engine"
+        )
         return 0
     model = write_model_repository(
         args.engine_dir,

@@ -249,7 +249,9 @@ def _step_runner(spec: RunnerSpec, max_context: int, device: str) -> Any:
     if spec.kind == "plan":
         from sq_trt.generate.trt_runner import open_engine_runner
 
-        return open_engine_runner(Path(spec.target).parent, target=Path(spec.target).stem, max_context=max_context)
+        return open_engine_runner(
+            Path(spec.target).parent, target=Path(spec.target).stem, max_context=max_context
+        )
     if spec.kind == "torch":
         from sq_trt.generate.runners import TorchStepRunner
         from sq_trt.models.loading import load_model
