@@ -313,3 +313,31 @@ def test_other_int8_candidates_export_with_past_and_decode_like_one_pass(tmp_pat
         [runner.step(ids[:, :5])] + [runner.step(ids[:, t : t + 1]) for t in range(5, 12)], 1
     )
     np.testing.assert_allclose(steps, whole, atol=2e-2, rtol=0)
+
+
+def test_cli_export_triton_finds_the_tokenizer_and_cache_layout_of_a_generation_engine(
+    tmp_path, tiny_llama_export
+):
+    pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] is not installed")
+    from sq_trt.artifacts import artifact_dir
+    from sq_trt.cli import main
+
+    _, out = tiny_llama_export
+    record = _generation_record()
+    record.source_onnx = str(out / "model.fp16.onnx")
+    engine_dir = tmp_path / "engines" / "gen"
+    with artifact_dir(engine_dir, stage="build", extra={"engines": {"h100": record.to_json()}}) as tmp:
+        (tmp / "h100.plan").write_bytes(b"plan")
+    argv = [
+        "export-triton",
+        "--engine-dir",
+        str(engine_dir),
+        "--target",
+        "h100",
+        "--repo",
+        str(tmp_path / "r"),
+    ]
+    assert main([*argv, "--name", "chat"]) == 0
+    assert (tmp_path / "r" / "chat" / "1" / "tokenizer").is_dir()
+    assert (tmp_path / "r" / "chat_engine" / "1" / "model.plan").read_bytes() == b"plan"
+    assert main([*argv, "--name", "chat"]) == 1  # exists: refused without --force
