@@ -341,3 +341,16 @@ def test_cli_export_triton_finds_the_tokenizer_and_cache_layout_of_a_generation_
     assert (tmp_path / "r" / "chat" / "1" / "tokenizer").is_dir()
     assert (tmp_path / "r" / "chat_engine" / "1" / "model.plan").read_bytes() == b"plan"
     assert main([*argv, "--name", "chat"]) == 1  # exists: refused without --force
+
+
+def test_cli_generate_reads_context_and_tokenizer_from_the_export(tiny_llama_export, capsys):
+    from sq_trt.cli import main
+
+    loaded, out = tiny_llama_export
+    argv = ["generate", "--onnx", str(out / "model.fp16.onnx"), "--prompt", "abc", "--max-new-tokens", "3"]
+    assert main([*argv, "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["prompt_ids"] == loaded.tokenizer("abc")["input_ids"] and len(result["token_ids"]) == 3
+    # The manifest's context is the model's max positions (512 for the tiny models).
+    assert main([*argv[:3], "--prompt", "x" * 511, "--max-new-tokens", "3"]) == 1
+    assert "past the context of 512" in capsys.readouterr().err
