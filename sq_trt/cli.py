@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "compare",
     "report",
     "export-triton",
+    "generate",
     "fetch-demo",
     "eval",
     "plugins",

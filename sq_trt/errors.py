@@ -55,3 +55,7 @@ class GateFailedError(SqTrtError):
     """The accuracy gate rejected the candidate. Its own exit code, not 1."""
 
     exit_code = 3
+
+
+class GenerationError(SqTrtError):
+    """A generation input does not fit the graph or engine (prompt past the context, cache shape...)."""

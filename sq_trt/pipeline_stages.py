@@ -183,27 +183,34 @@ def reuse_float_exports() -> Iterator[None]:
 
     from sq_trt.export import stage as export_stage
 
-    original = getattr(export_stage, "export_float_onnx", None)
-    if original is None:
+    # The plain graph and the generation graph (export.with_past) are traced by two functions.
+    names = [n for n in ("export_float_onnx", "export_float_onnx_with_past") if hasattr(export_stage, n)]
+    if not names:
         yield
         return
-    cache: dict[tuple[int, str, int], onnx.ModelProto] = {}
+    originals = {name: getattr(export_stage, name) for name in names}
+    cache: dict[tuple[str, int, str, int], onnx.ModelProto] = {}
 
-    def cached(
-        model: Any, spec: Any, *, dtype: str = "float16", opset: int = export_stage.DEFAULT_OPSET
-    ) -> Any:
-        key = (id(model), dtype, opset)
-        if key not in cache:
-            cache[key] = original(model, spec, dtype=dtype, opset=opset)
-        graph = onnx.ModelProto()
-        graph.CopyFrom(cache[key])
-        return graph
+    def caching(name: str) -> Any:
+        def cached(
+            model: Any, spec: Any, *, dtype: str = "float16", opset: int = export_stage.DEFAULT_OPSET
+        ) -> Any:
+            key = (name, id(model), dtype, opset)
+            if key not in cache:
+                cache[key] = originals[name](model, spec, dtype=dtype, opset=opset)
+            graph = onnx.ModelProto()
+            graph.CopyFrom(cache[key])
+            return graph
 
-    export_stage.export_float_onnx = cached
+        return cached
+
+    for name in names:
+        setattr(export_stage, name, caching(name))
     try:
         yield
     finally:
-        export_stage.export_float_onnx = original
+        for name, original in originals.items():
+            setattr(export_stage, name, original)
         cache.clear()
 
 
@@ -217,6 +224,7 @@ def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
         encoding=candidate.encoding,
         exclude=tuple(e.exclude),
         quantize_bmm=candidate.quantize_bmm,
+        with_past=e.with_past,
         **options,
     )
     if candidate.smooth:
@@ -252,12 +260,19 @@ def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plu
         target=_engine_target(plan),
         backend=plan.backend.name,
         engines_dir=ctx.engines_dir,
-        profiles=b.profiles,
-        required_shapes=[RequiredShape(batch=c.batch_size, seq=c.seq_len)],
         opt_level=b.opt_level,
         workspace_mb=b.workspace_mb,
         timing_cache=b.timing_cache,
         compute_capabilities=b.compute_capabilities,
+        # Generation engines get their prefill/decode profiles from the limits instead.
+        **(
+            {"generation": b.generation}
+            if b.generation is not None
+            else {
+                "profiles": b.profiles,
+                "required_shapes": [RequiredShape(batch=c.batch_size, seq=c.seq_len)],
+            }
+        ),
     )
     build_engine(settings, plan.backend, force=True, log=ctx.log)
 
@@ -316,6 +331,8 @@ def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> 
             else (r.model.source if rank else None),
             rank_act_mode=smoothed.act_mode if smoothed else "per_token",
             device=r.model.device,
+            generation_prompts=r.compare.generation_prompts,
+            generation_tokens=r.compare.generation_tokens,
             progress=ctx.progress,
             force=True,
         )

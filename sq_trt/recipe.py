@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sq_trt.build.profiles import ProfileSpec
+from sq_trt.build.recipe import GenerationLimits
 from sq_trt.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -219,11 +220,13 @@ class ExportSection(_Section):
         candidates: INT8 candidates (each gets an export directory and engines).
         exclude: Full module names of linears kept in floating point.
         opset: ONNX opset (``None``: the exporter's default).
+        with_past: Export generation graphs with a KV cache (``sq-trt export --with-past``).
     """
 
     candidates: list[Candidate] = Field(default_factory=_default_candidates)
     exclude: list[str] = Field(default_factory=list)
     opset: int | None = Field(default=None, ge=17)
+    with_past: bool = Field(default=False, description="KV-cache generation graphs (prefill + decode)")
 
     @field_validator("candidates")
     @classmethod
@@ -250,6 +253,8 @@ class BuildSection(_Section):
         timing_cache: Timing cache file (TensorRT proper).
         compute_capabilities: TensorRT-RTX targets (empty: its default set).
         fp16_engine: Also build the FP16 baseline engine.
+        generation: For ``export.with_past``: max batch / input / context of the generation
+            engines (their ``prefill`` and ``decode`` profiles replace ``profiles``).
     """
 
     backend: Literal["auto", "tensorrt", "tensorrt_rtx", "none"] = "auto"
@@ -259,6 +264,7 @@ class BuildSection(_Section):
     timing_cache: Path | None = None
     compute_capabilities: list[str] = Field(default_factory=list)
     fp16_engine: bool = True
+    generation: GenerationLimits | None = None
 
 
 class CompareSection(_Section):
@@ -270,6 +276,8 @@ class CompareSection(_Section):
         seq_len: Tokens per sample.
         batch_size: Samples per inference call.
         layer_ranking: Also rank the quantized layers by their error contribution (PyTorch, slower).
+        generation_prompts: Held-out prompts for generation-level accuracy (0: off; needs ``export.with_past``).
+        generation_tokens: Greedy tokens generated per prompt.
     """
 
     runner: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
@@ -277,6 +285,8 @@ class CompareSection(_Section):
     seq_len: int = Field(default=512, ge=2)
     batch_size: int = Field(default=1, ge=1)
     layer_ranking: bool = True
+    generation_prompts: int = Field(default=0, ge=0)
+    generation_tokens: int = Field(default=32, ge=1)
 
 
 class ReportSection(_Section):

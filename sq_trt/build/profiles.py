@@ -1,8 +1,9 @@
 """Optimization profiles: the min/opt/max shapes an engine accepts, and their validation.
 
 A recipe states profiles the way a user thinks of them, as ranges of batch and
-sequence length (``batch: [1, 1, 8]``, ``seq: [1, 128, 512]``), optionally with
-exact per-input shapes. They are resolved against the network's inputs: a
+sequence length (``batch: [1, 1, 8]``, ``seq: [1, 128, 512]``), for generation
+graphs also the KV cache's length (``past: [0, 0, 0]``, axis 2 of each
+``past_key_values.*`` input, which may be 0), optionally with exact per-input shapes. They are resolved against the network's inputs: a
 dynamic axis 0 is the batch, a dynamic axis 1 the sequence; any other dynamic
 axis needs an explicit per-input shape. Static axes keep their size.
 
@@ -21,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sq_trt.errors import ConfigError
 
 Shape = tuple[int, ...]
+# KV-cache inputs of a generation graph (sq_trt.models.cache.PAST_KEY): axis 2 is the token axis,
+# sized by a profile's ``past`` range.
+PAST_PREFIX = "past_key_values."
 
 
 def _check_range(label: str, values: Sequence[int]) -> tuple[int, int, int]:
@@ -58,12 +62,21 @@ class ProfileSpec(BaseModel):
     name: str = "default"
     batch: tuple[int, int, int] = (1, 1, 4)
     seq: tuple[int, int, int] = (1, 128, 512)
+    past: tuple[int, int, int] | None = None
     shapes: dict[str, InputShapes] = Field(default_factory=dict)
 
     @field_validator("batch", "seq")
     @classmethod
     def _range(cls, value: tuple[int, int, int], info: object) -> tuple[int, int, int]:
         return _check_range(getattr(info, "field_name", "range"), value)
+
+    @field_validator("past")
+    @classmethod
+    def _past_range(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        # A KV cache may be empty (prefill), so its token axis starts at 0, unlike batch and seq.
+        if value is not None and not 0 <= value[0] <= value[1] <= value[2]:
+            raise ValueError(f"past must satisfy 0 <= min <= opt <= max, got {list(value)}")
+        return value
 
 
 class RequiredShape(BaseModel):
@@ -102,11 +115,15 @@ class ResolvedProfile:
         }
 
 
-def _axis_value(axis: int, size: int, batch: int, seq: int, input_name: str, profile: str) -> int:
+def _axis_value(
+    axis: int, size: int, batch: int, seq: int, input_name: str, profile: str, past: int | None = None
+) -> int:
     if size >= 0:
         return size
     if axis == 0:
         return batch
+    if past is not None and axis == 2 and input_name.startswith(PAST_PREFIX):
+        return past
     if axis == 1:
         return seq
     raise ConfigError(
@@ -151,11 +168,13 @@ def resolve_profile(spec: ProfileSpec, inputs: Mapping[str, Shape]) -> ResolvedP
                 )
             resolved[name] = triple
             continue
+        pasts: tuple[int | None, ...] = spec.past if spec.past is not None else (None, None, None)
         resolved[name] = tuple(  # type: ignore[assignment]
             tuple(
-                _axis_value(axis, size, pick[0], pick[1], name, spec.name) for axis, size in enumerate(shape)
+                _axis_value(axis, size, pick[0], pick[1], name, spec.name, pick[2])
+                for axis, size in enumerate(shape)
             )
-            for pick in zip(spec.batch, spec.seq, strict=True)
+            for pick in zip(spec.batch, spec.seq, pasts, strict=True)
         )
     return ResolvedProfile(spec.name, resolved)
 

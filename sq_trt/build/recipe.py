@@ -12,10 +12,53 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sq_trt.build.profiles import ProfileSpec, RequiredShape
 from sq_trt.errors import ConfigError
+
+
+class GenerationLimits(BaseModel):
+    """Shapes of a generation engine (a ``--with-past`` export): its two optimization profiles.
+
+    Attributes:
+        max_batch: Sequences decoded together.
+        max_input: Longest prompt one prefill step takes.
+        max_context: Prompt + generated tokens, at most (the KV cache's length).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch: int = Field(default=1, ge=1, description="sequences per step")
+    max_input: int = Field(default=256, ge=1, description="longest prompt of one prefill step")
+    max_context: int = Field(default=1024, ge=2, description="prompt + generated tokens (KV cache length)")
+
+    @model_validator(mode="after")
+    def _input_fits(self) -> GenerationLimits:
+        if self.max_input >= self.max_context:
+            raise ValueError(
+                f"max_input ({self.max_input}) must be below max_context ({self.max_context}): "
+                "decoding needs room after the prompt"
+            )
+        return self
+
+    def profiles(self) -> list[ProfileSpec]:
+        """``prefill`` (1..max_input tokens, past 0..max_context - max_input) and ``decode`` (1 token, past 1..)."""
+        prefill_past = self.max_context - self.max_input
+        return [
+            ProfileSpec(
+                name="prefill",
+                batch=(1, 1, self.max_batch),
+                seq=(1, max(1, self.max_input // 2), self.max_input),
+                past=(0, 0, prefill_past),
+            ),
+            ProfileSpec(
+                name="decode",
+                batch=(1, 1, self.max_batch),
+                seq=(1, 1, 1),
+                past=(1, max(1, self.max_context // 2), self.max_context - 1),
+            ),
+        ]
 
 
 class BuildSettings(BaseModel):
@@ -34,6 +77,8 @@ class BuildSettings(BaseModel):
         timing_cache: Timing cache file to load and update (TensorRT proper only).
         compute_capabilities: GPU targets of a TensorRT-RTX engine, e.g. ``["8.6", "8.9"]``
             (empty = TensorRT-RTX's default set).
+        generation: For a generation graph: max batch / input / context; replaces ``profiles``
+            with the ``prefill`` and ``decode`` profiles (:meth:`GenerationLimits.profiles`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -49,6 +94,17 @@ class BuildSettings(BaseModel):
     workspace_mb: int | None = Field(default=None, ge=1)
     timing_cache: Path | None = None
     compute_capabilities: list[str] = Field(default_factory=list)
+    generation: GenerationLimits | None = None
+
+    @model_validator(mode="after")
+    def _generation_profiles(self) -> BuildSettings:
+        if self.generation is not None:
+            if "profiles" in self.model_fields_set:
+                raise ValueError(
+                    "give either `generation` (its two profiles are derived) or `profiles`, not both"
+                )
+            self.profiles = self.generation.profiles()
+        return self
 
     @field_validator("name", "target")
     @classmethod

@@ -69,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="BATCHxSEQ",
         help="a shape later stages need; the build is refused if no profile covers it (repeatable)",
     )
+    gen = parser.add_argument_group(
+        "generation engines (an `export --with-past` graph: prefill + decode profiles)"
+    )
+    gen.add_argument("--max-batch", type=int, help="sequences per step (recipe: generation.max_batch)")
+    gen.add_argument("--max-input", type=int, help="longest prompt of one prefill (generation.max_input)")
+    gen.add_argument("--max-context", type=int, help="prompt + generated tokens (generation.max_context)")
     tuning = parser.add_argument_group("builder")
     tuning.add_argument("--opt-level", type=int, help="builder optimization level 0-5 (default 3)")
     tuning.add_argument("--workspace-mb", type=int, help="workspace memory-pool limit in MiB")
@@ -103,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         if args.seq:
             base["seq"] = args.seq
         overrides["profiles"] = [base]
+    limits = {"max_batch": args.max_batch, "max_input": args.max_input, "max_context": args.max_context}
+    if any(value is not None for value in limits.values()):
+        given = {key: value for key, value in limits.items() if value is not None}
+        overrides["generation"] = {**dict(recipe.get("generation") or {}), **given}
     settings = resolve_settings(recipe, overrides, source=args.recipe or "the command line")
     backend, reason = select_backend(settings.backend)
     print(f"[build] {reason}")

@@ -74,6 +74,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     layers.add_argument(
         "--rank-seq-len", type=int, default=256, help="tokens per ranking sample (default 256)"
     )
+    gen = parser.add_argument_group("generation accuracy (generation graphs or engines: export --with-past)")
+    gen.add_argument(
+        "--generation-prompts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="held-out prompts to generate from greedily with baseline and candidates (default 0: off); adds "
+        "exact_match_rate, mean_first_divergence and teacher_forced_top1 (gate metrics too)",
+    )
+    gen.add_argument(
+        "--generation-prompt-tokens", type=int, default=32, help="tokens per prompt (default 32)"
+    )
+    gen.add_argument(
+        "--generation-tokens", type=int, default=32, help="tokens generated per prompt (default 32)"
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, help="compare artifact directory to write")
     out.add_argument(
@@ -112,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
         rank_samples=args.rank_samples,
         rank_seq_len=args.rank_seq_len,
         device=args.device,
+        generation_prompts=args.generation_prompts,
+        generation_prompt_tokens=args.generation_prompt_tokens,
+        generation_tokens=args.generation_tokens,
         progress=not args.no_progress,
         force=args.force,
     )
@@ -132,7 +150,16 @@ def _print_summary(out: object) -> None:
         summary = comparison["metrics"][entry["name"]]["summary"]
         parts = [
             f"{key}={summary[key]:.5g}"
-            for key in ("ppl", "ppl_increase_pct", "top1_agreement", "kl_mean", "cosine")
+            for key in (
+                "ppl",
+                "ppl_increase_pct",
+                "top1_agreement",
+                "kl_mean",
+                "cosine",
+                "exact_match_rate",
+                "mean_first_divergence",
+                "teacher_forced_top1",
+            )
             if key in summary
         ]
         print(f"{entry['name']}: " + " ".join(parts))

@@ -33,6 +33,7 @@ examples:
   sq-trt export --smoothed out/smooth --act-mode per-tensor --out out/export-static
   sq-trt export --model demo --act-scales out/calib --per-token-encoding portable --out out/export-nosmooth
   sq-trt export --smoothed out/smooth --exclude '*.mlp.down_proj' --out out/export
+  sq-trt export --smoothed out/smooth --with-past --per-token-encoding portable --out out/export-gen
 """
 
 
@@ -88,6 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "docs/benchmarks/export.md); lets TensorRT run the attention matmuls in INT8",
     )
     quant.add_argument("--opset", type=int, default=20, help="ONNX opset, 19..22 (default 20)")
+    quant.add_argument(
+        "--with-past",
+        action="store_true",
+        help="export generation graphs: input_ids, position_ids and past_key_values.<i>.key/value in; "
+        "logits and present.<i>.key/value out (one graph for prefill and decode, for `sq-trt generate`)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--out", required=True, metavar="DIR", help="artifact directory to write")
     output.add_argument("--force", action="store_true", help="replace an existing --out directory")
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         exclude=tuple(args.exclude),
         opset=args.opset,
         quantize_bmm=args.quantize_bmm,
+        with_past=args.with_past,
     )
     inputs: dict[str, str] = {}
     if args.smoothed:

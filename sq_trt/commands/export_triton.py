@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sq_trt.build.triton_repo import write_model_repository
+from sq_trt.errors import ArtifactError
 
 HELP = "Write a Triton Inference Server model repository for a built engine."
 DESCRIPTION = """\
@@ -18,6 +20,11 @@ Only TensorRT engines (--backend tensorrt) can be served by Triton's TensorRT ba
 with a Triton release whose TensorRT is the one that built them: the release defaults
 to the container the engine was built in (recorded in its manifest), else the newest
 release known to ship the engine's TensorRT; a release with another TensorRT is refused.
+
+A generation engine (a --with-past export built with prefill and decode profiles) gets two
+models: <name>_engine (the plan) and <name>, a decoupled Python-backend model that runs
+sq-trt's decode loop over it through BLS and streams one response per token, with the
+tokenizer files (the server needs sq-trt installed in its Python).
 """
 
 
@@ -36,8 +43,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing <repo>/<name>")
 
 
+def _generation_sources(engine_dir: str, target: str) -> tuple[Path, dict[str, object]] | None:
+    """(tokenizer dir, kv_cache record) of a generation engine's export, or None for other engines."""
+    import json
+
+    from sq_trt.build.engine_manifest import load_engine_record
+
+    record = load_engine_record(engine_dir, target)
+    if not {"prefill", "decode"} <= {str(p.get("name")) for p in record.profiles}:
+        return None
+    export_dir = Path(record.source_onnx).parent
+    manifest = export_dir / "manifest.json"
+    kv_cache = (
+        json.loads(manifest.read_text()).get("extra", {}).get("kv_cache") if manifest.is_file() else None
+    )
+    if not kv_cache:
+        raise ArtifactError(
+            f"generation engine {engine_dir} was built from {record.source_onnx}, whose export manifest has no "
+            "kv_cache record; export it again with `sq-trt export --with-past` next to its manifest"
+        )
+    return export_dir / "tokenizer", kv_cache
+
+
 def run(args: argparse.Namespace) -> int:
     """Write the model repository and print how to serve it."""
+    generation = _generation_sources(args.engine_dir, args.target)
+    if generation is not None:
+        from sq_trt.build.triton_generate import write_generation_repository
+
+        model_dir = write_generation_repository(
+            args.engine_dir,
+            args.target,
+            args.repo,
+            args.name,
+            tokenizer_dir=generation[0],
+            kv_cache=generation[1],
+            release=args.triton_release,
+            force=args.force,
+        )
+        print(
+            f"[export-triton] wrote {model_dir} (decoupled Python model, streams tokens) and {model_dir}_engine"
+        )
+        return 0
     model = write_model_repository(
         args.engine_dir,
         args.target,

@@ -38,6 +38,10 @@ GATE_METRICS: dict[str, str] = {
     "rel_mean": "lower",
     "rel_median": "lower",
     "rel_p99": "lower",
+    # Generation-level (sq_trt.generate.accuracy): greedy continuations vs the baseline's.
+    "exact_match_rate": "higher",
+    "mean_first_divergence": "higher",
+    "teacher_forced_top1": "higher",
 }
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {

@@ -137,8 +137,11 @@ class TorchRunner(BaseRunner):
 def onnx_session(path: str) -> Any:
     """An ONNX Runtime CPU session of ``path``, with sq-trt's plugin nodes rewritten to standard ops."""
     from sq_trt.export.runtime import session_from_onnx
+    from sq_trt.generate.runners import FullSequenceSession, is_generation_session
 
-    return session_from_onnx(path)
+    session = session_from_onnx(path)
+    # A generation graph (export --with-past) is scored on whole sequences with an empty cache.
+    return FullSequenceSession(session) if is_generation_session(session) else session
 
 
 def make_runner(spec: RunnerSpec, *, device: str = "cpu") -> BaseRunner:

@@ -48,6 +48,10 @@ class CompareConfig:
         rank_samples: Samples used by the ranking (one forward per layer per sample batch).
         rank_seq_len: Tokens per ranking sample.
         device: Torch device of PyTorch runners and the ranking.
+        generation_prompts: Held-out prompts for generation-level accuracy (0: off). Needs
+            generation graphs (``export --with-past``) or engines as baseline and candidates.
+        generation_prompt_tokens: Tokens per prompt (cut from the held-out text).
+        generation_tokens: Greedy tokens generated per prompt.
         progress: Show progress bars.
         force: Replace an existing ``out`` directory.
     """
@@ -70,6 +74,9 @@ class CompareConfig:
     rank_samples: int = 2
     rank_seq_len: int = 256
     device: str = "cpu"
+    generation_prompts: int = 0
+    generation_prompt_tokens: int = 32
+    generation_tokens: int = 32
     progress: bool = True
     force: bool = False
 
@@ -164,6 +171,9 @@ def compare_models(config: CompareConfig) -> GateVerdict:
             save_iterations=config.save_iterations,
             progress=config.progress,
         )
+        generation = _generation_accuracy(config, live_specs, baseline_name, result.candidates)
+        for name, accuracy in generation.items():
+            result.metrics[name]["summary"].update(accuracy["metrics"])
         verdict = gate.evaluate(result.summaries())
         described = {spec.name: _describe_runner(spec) for spec in live_specs}
         if loaded_meta is not None:
@@ -185,6 +195,7 @@ def compare_models(config: CompareConfig) -> GateVerdict:
                 "histograms": result.histograms,
                 "timing": result.timing,
                 "provenance": provenance(config.model),
+                **({"generation": generation} if generation else {}),
             },
         )
         if config.rank_layers:
@@ -192,6 +203,64 @@ def compare_models(config: CompareConfig) -> GateVerdict:
             atomic_write_text(tmp / LAYERS_FILE, json.dumps(ranking, indent=2) + "\n")
     raise_if_failed(verdict, str(config.out))
     return verdict
+
+
+def _generation_accuracy(
+    config: CompareConfig, specs: list[RunnerSpec], baseline_name: str, candidates: list[str]
+) -> dict[str, Any]:
+    """Generation-level accuracy of each candidate (:mod:`sq_trt.generate.accuracy`), or {} when off."""
+    if config.generation_prompts <= 0:
+        return {}
+    from sq_trt.compare.dataloader import evaluation_slice, load_tokenizer
+    from sq_trt.data import tokenize_chunks
+    from sq_trt.generate.accuracy import generation_accuracy
+
+    by_name = {spec.name: spec for spec in specs}
+    missing = [name for name in (baseline_name, *candidates) if name not in by_name]
+    if missing:
+        raise ConfigError(f"generation accuracy needs live runners; {missing} were replayed (--load-results)")
+    tokenizer = load_tokenizer(config.model)
+    text = evaluation_slice(config.data, text_column=config.text_column, calib_fraction=config.calib_fraction)
+    chunks = tokenize_chunks(
+        tokenizer, text, seq_len=config.generation_prompt_tokens, max_chunks=config.generation_prompts
+    )
+    prompts = [list(map(int, row)) for row in chunks]
+    context = config.generation_prompt_tokens + config.generation_tokens
+    baseline = _step_runner(by_name[baseline_name], context, config.device)
+    out: dict[str, Any] = {}
+    for name in candidates:
+        accuracy = generation_accuracy(
+            baseline,
+            _step_runner(by_name[name], context, config.device),
+            prompts,
+            new_tokens=config.generation_tokens,
+            decode=lambda ids: str(tokenizer.decode(list(ids), skip_special_tokens=True)),
+        )
+        out[name] = {**accuracy.to_json(), "metrics": accuracy.metrics()}
+    return out
+
+
+def _step_runner(spec: RunnerSpec, max_context: int, device: str) -> Any:
+    """The generation step runner of a runner spec (ONNX generation graph, engine dir, or PyTorch model)."""
+    if spec.kind == "onnx":
+        from sq_trt.generate.runners import OrtStepRunner
+
+        return OrtStepRunner(spec.target, max_context=max_context)
+    if spec.kind == "plan":
+        from sq_trt.generate.trt_runner import open_engine_runner
+
+        return open_engine_runner(
+            Path(spec.target).parent, target=Path(spec.target).stem, max_context=max_context
+        )
+    if spec.kind == "torch":
+        from sq_trt.generate.runners import TorchStepRunner
+        from sq_trt.models.loading import load_model
+
+        return TorchStepRunner(load_model(spec.target, device=device).model, max_context=max_context)
+    raise ConfigError(
+        f"runner {spec.name!r} ({spec.kind}) cannot generate; generation accuracy needs ONNX generation graphs "
+        "(export --with-past), generation engines or a PyTorch model"
+    )
 
 
 def _make_loader(config: CompareConfig) -> tuple[Any, dict[str, Any]]:

@@ -30,7 +30,9 @@ from sq_trt.export.onnx_export import (
     graph_io,
     initializer_bytes,
 )
+from sq_trt.export.past import export_float_onnx_with_past
 from sq_trt.export.qdq import ACT_MODES, ENCODINGS, ActMode, Encoding, quantize_graph, targets_from_model
+from sq_trt.models.cache import cache_layout
 from sq_trt.models.registry import quantizable_linears
 from sq_trt.quant.attention import attention_modules, bmm_ranges, check_family, eager_attention
 
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 STAGE = "export"
 FP16_FILE = "model.fp16.onnx"
 INT8_FILE = "model.int8.onnx"
+TOKENIZER_DIR = "tokenizer"  # same name as sq_trt.generate.tokenizer.TOKENIZER_DIR
 # Protobuf refuses messages over 2 GiB; stay well below it before switching to external data.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 # Peak memory of an export, in bytes per parameter beyond the loaded fp32 model. Measured on a
@@ -72,6 +75,8 @@ class ExportConfig:
         quantize_bmm: Also quantize the inputs of the attention BMMs (``Q K^T`` and
             ``P V``) with static per-tensor scales, the SmoothQuant paper's O3 option
             (Llama family; needs act_scales from this version's calibrate).
+        with_past: Export generation graphs: KV-cache inputs and outputs
+            (:mod:`sq_trt.export.past`), one graph for prefill and decode.
     """
 
     act_mode: ActMode = "per_token"
@@ -80,6 +85,7 @@ class ExportConfig:
     exclude: tuple[str, ...] = ()
     opset: int = DEFAULT_OPSET
     quantize_bmm: bool = False
+    with_past: bool = False
 
     def __post_init__(self) -> None:
         if self.act_mode not in ACT_MODES:
@@ -92,6 +98,11 @@ class ExportConfig:
             raise ConfigError(
                 f"opset must be 19..22 (float16 DequantizeLinear scales need 19; TensorRT's parser "
                 f"supports up to 22), got {self.opset}"
+            )
+        if self.with_past and self.quantize_bmm:
+            raise ConfigError(
+                "--quantize-bmm is not supported with --with-past yet (the BMM rewrite matches the graph "
+                "without a cache); drop one of them"
             )
 
 
@@ -276,7 +287,10 @@ def export_model(
             raise ExportError("--quantize-bmm needs act_scales with the attention ranges (sq-trt calibrate)")
         bmm = bmm_ranges(model, scales.bmm_amax, scales.output_amax)
         bmm_layers = list(attention_modules(model).values())
-    fp16 = export_float_onnx(model, loaded.spec, dtype="float16", opset=config.opset)
+    if config.with_past:
+        fp16 = export_float_onnx_with_past(model, loaded.spec, dtype="float16", opset=config.opset)
+    else:
+        fp16 = export_float_onnx(model, loaded.spec, dtype="float16", opset=config.opset)
     targets = targets_from_model(
         model,
         quantized,
@@ -297,6 +311,7 @@ def export_model(
         "int8_dtype": config.int8_dtype,
         "opset": config.opset,
         "files": {"fp16": FP16_FILE, "int8": INT8_FILE},
+        **({"kv_cache": {**cache_layout(model).to_json(), "dtype": "graph"}} if config.with_past else {}),
         "float_weights_bytes": {"fp16": _float_bytes(fp16)},
     }
     manifest_inputs = {
@@ -312,6 +327,9 @@ def export_model(
         # graph is rewritten in place into the INT8 one (a copy would double the peak memory,
         # about 2 bytes per parameter). A failure below still leaves nothing behind.
         save_onnx(fp16, tmp / FP16_FILE)
+        if config.with_past and loaded.tokenizer is not None:
+            # Generation needs the tokenizer next to the graphs (sq-trt generate, export-triton).
+            loaded.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
         if config.int8_dtype == "float16" and not config.quantize_bmm:
             int8 = fp16
         else:
@@ -320,9 +338,10 @@ def export_model(
             # Called on the module, not this module's name, which the pipeline wraps with a
             # cache keyed without the attention implementation.
             with eager_attention(model) if config.quantize_bmm else nullcontext():
-                int8 = onnx_export.export_float_onnx(
-                    model, loaded.spec, dtype=config.int8_dtype, opset=config.opset
+                float_export = (
+                    export_float_onnx_with_past if config.with_past else onnx_export.export_float_onnx
                 )
+                int8 = float_export(model, loaded.spec, dtype=config.int8_dtype, opset=config.opset)
         report = quantize_graph(
             int8, targets, act_mode=config.act_mode, encoding=config.encoding, act_dtype=config.int8_dtype
         )

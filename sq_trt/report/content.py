@@ -29,6 +29,9 @@ METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("abs_p99", "abs err p99", "{:.4g}"),
     ("abs_median", "abs err median", "{:.4g}"),
     ("rel_median", "rel err median", "{:.4g}"),
+    ("exact_match_rate", "generation exact match", "{:.2%}"),
+    ("mean_first_divergence", "first divergence (token)", "{:.1f}"),
+    ("teacher_forced_top1", "teacher-forced top-1", "{:.2%}"),
 )
 
 
@@ -66,6 +69,7 @@ class Report:
     data: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, Any] | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
 
     def provenance_items(self) -> dict[str, Any]:
         """What the numbers came from: host, versions, model, runners (paths and hashes), data."""
@@ -87,6 +91,7 @@ class Report:
             "data": self.data,
             "timing": self.timing,
             "provenance": self.provenance,
+            **({"generation": self.generation} if self.generation else {}),
         }
 
 
@@ -139,6 +144,7 @@ def assemble(
         data=dict(comparison["data"]),
         timing=dict(comparison.get("timing", {})),
         sweep=dict(sweep) if sweep else None,
+        generation=dict(comparison.get("generation", {})),
     )
     report.plots.extend(_plots(comparison, report.layers, activation, sweep))
     return report

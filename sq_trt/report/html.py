@@ -106,6 +106,27 @@ def _layers_table(report: Report) -> str:
     )
 
 
+def _generation_section(report: Report) -> str:
+    """Side-by-side greedy continuations (baseline vs each candidate), where compare generated text."""
+    if not report.generation:
+        return ""
+    parts = ["<h2>Generated text: baseline vs candidate (greedy)</h2>"]
+    for name, result in report.generation.items():
+        rows = "".join(
+            f'<tr><td class="l wrap">{escape(s["prompt"][-200:])}</td><td class="l wrap">{escape(s["baseline"])}</td>'
+            f'<td class="l wrap">{escape(s["candidate"])}</td><td>{int(s["first_divergence"])}</td></tr>'
+            for s in result.get("samples", [])
+        )
+        parts.append(
+            f"<h3>{escape(name)}</h3><p>{int(result['prompts'])} prompts, {int(result['new_tokens'])} tokens each: "
+            f"exact match {result['exact_match_rate']:.0%}, mean first divergence at token "
+            f"{result['mean_first_divergence']:.1f}, teacher-forced top-1 {result['teacher_forced_top1']:.1%}.</p>"
+            '<div class="scroll"><table><tr><th class="l">prompt (end)</th><th class="l">baseline</th>'
+            f'<th class="l">{escape(name)}</th><th>first divergence</th></tr>{rows}</table></div>'
+        )
+    return "".join(parts)
+
+
 def _figures(report: Report) -> str:
     return "".join(
         f'<figure><img alt="{escape(p.filename)}" src="data:image/png;base64,{base64.b64encode(p.png).decode()}">'
@@ -141,6 +162,7 @@ def render_html(report: Report) -> str:
 {_verdict(report)}
 <h2>Metrics per candidate</h2>
 {_metrics_table(report)}
+{_generation_section(report)}
 <h2>Per-layer error ranking</h2>
 {_layers_table(report)}
 <h2>Plots</h2>

@@ -1,0 +1,197 @@
+"""`sq-trt generate`: Generate text with a KV cache from an ONNX graph, a TensorRT engine or the PyTorch model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from sq_trt.errors import ConfigError, DataError
+
+HELP = "Generate text with a KV cache (ONNX Runtime, TensorRT engine, or PyTorch reference)."
+
+DESCRIPTION = """\
+Generate continuations of prompts with a KV cache: one prefill step over the prompt, then one decode
+step per token, through exactly one of
+
+  --onnx FILE    a generation graph (sq-trt export --with-past) in ONNX Runtime on CPU
+  --engine DIR   a generation engine directory (sq-trt build of such a graph; TensorRT on a GPU host)
+  --model M      the PyTorch model itself (the reference)
+
+Greedy by default; --temperature > 0 samples (with --top-k, --top-p, --seed). Tokens are printed as
+they are generated, then prefill and decode tokens/s; --json prints one JSON document instead (prompt
+and generated token ids, text, timings). A prompt that does not fit the context is refused.
+
+examples:
+  sq-trt generate --onnx out/export-gen/model.int8.onnx --prompt "def fibonacci(n):" --max-new-tokens 64
+  sq-trt generate --model demo --prompts prompts.txt --temperature 0.7 --top-p 0.9 --seed 1 --json
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register this subcommand's arguments."""
+    source = parser.add_argument_group("what runs")
+    which = source.add_mutually_exclusive_group(required=True)
+    which.add_argument("--onnx", metavar="FILE", help="generation ONNX graph (export --with-past)")
+    which.add_argument("--engine", metavar="DIR", help="generation engine directory (TensorRT, GPU host)")
+    which.add_argument(
+        "--model", metavar="M", help="PyTorch model: hub id | directory | demo | tiny:<family>"
+    )
+    source.add_argument(
+        "--tokenizer",
+        metavar="M",
+        help="model whose tokenizer to use (default: the one saved with the graph or engine)",
+    )
+    source.add_argument(
+        "--target", default=None, help="engine target (a .plan name in --engine; default: the only one)"
+    )
+    source.add_argument(
+        "--max-context",
+        type=int,
+        default=None,
+        help="context in tokens (default: the "
+        "model's max positions from the manifest, or the engine's profile)",
+    )
+    source.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    prompts = parser.add_argument_group("prompts")
+    given = prompts.add_mutually_exclusive_group(required=True)
+    given.add_argument("--prompt", metavar="TEXT", help="one prompt")
+    given.add_argument(
+        "--prompts", metavar="FILE", help='.txt (one prompt per line) or .jsonl ({"prompt": ...})'
+    )
+    decoding = parser.add_argument_group("decoding")
+    decoding.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
+    decoding.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    decoding.add_argument("--top-k", type=int, default=0, help="sample among the k most likely (0 = all)")
+    decoding.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0 = all)")
+    decoding.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    decoding.add_argument("--json", action="store_true", help="print one JSON document instead of streaming")
+
+
+def read_prompts(prompt: str | None, path: str | None) -> list[str]:
+    """The prompts from ``--prompt`` or ``--prompts``.
+
+    Raises:
+        DataError: Missing or empty file, or a JSONL line without a ``prompt`` string.
+    """
+    if prompt is not None:
+        return [prompt]
+    file = Path(path or "")
+    if not file.is_file():
+        raise DataError(f"prompts file {file} does not exist; pass a .txt (one per line) or .jsonl file")
+    lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if file.suffix == ".jsonl":
+        out = []
+        for number, line in enumerate(lines, 1):
+            item = json.loads(line)
+            if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
+                raise DataError(
+                    f'{file}:{number}: expected an object with a "prompt" string, got {line[:60]!r}'
+                )
+            out.append(item["prompt"])
+        lines = out
+    if not lines:
+        raise DataError(f"prompts file {file} holds no prompt")
+    return lines
+
+
+def _onnx_runner(args: argparse.Namespace) -> tuple[Any, Any]:
+    from sq_trt.generate.runners import OrtStepRunner
+    from sq_trt.generate.tokenizer import load_tokenizer
+
+    path = Path(args.onnx)
+    if not path.is_file():
+        raise ConfigError(f"--onnx {path} does not exist; pass a graph from `sq-trt export --with-past`")
+    manifest = path.parent / "manifest.json"
+    extra = json.loads(manifest.read_text()).get("extra", {}) if manifest.is_file() else {}
+    kv = extra.get("kv_cache") or {}
+    max_context = args.max_context or kv.get("max_positions")
+    if not max_context:
+        raise ConfigError(f"{path} has no export manifest with kv_cache.max_positions; pass --max-context N")
+    runner = OrtStepRunner(
+        path, max_context=int(max_context), family=kv.get("family", "?"), threads=args.threads
+    )
+    tokenizer = load_tokenizer(path.parent, source=args.tokenizer or extra.get("model_source"))
+    return runner, tokenizer
+
+
+def _torch_runner(args: argparse.Namespace) -> tuple[Any, Any]:
+    from sq_trt.generate.runners import TorchStepRunner
+    from sq_trt.models.loading import load_model
+
+    loaded = load_model(args.model)
+    return TorchStepRunner(loaded.model, max_context=args.max_context), loaded.tokenizer
+
+
+def _engine_runner(args: argparse.Namespace) -> tuple[Any, Any]:
+    from sq_trt.generate.tokenizer import load_tokenizer
+    from sq_trt.generate.trt_runner import open_engine_runner
+
+    runner = open_engine_runner(args.engine, target=args.target, max_context=args.max_context)
+    return runner, load_tokenizer(args.engine, source=args.tokenizer)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Open the runner, generate for each prompt, print streaming text or JSON."""
+    from sq_trt.generate.loop import generate
+    from sq_trt.generate.sampling import SamplingConfig
+
+    sampling = SamplingConfig(
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
+    )
+    prompts = read_prompts(args.prompt, args.prompts)
+    opener = _onnx_runner if args.onnx else _engine_runner if args.engine else _torch_runner
+    runner, tokenizer = opener(args)
+    results = []
+    for prompt in prompts:
+        ids = tokenizer(prompt)["input_ids"]
+        stream = None if args.json else _Streamer(tokenizer, prompt)
+        result = generate(
+            runner,
+            ids,
+            max_new_tokens=args.max_new_tokens,
+            sampling=sampling,
+            eos_token_id=tokenizer.eos_token_id,
+            on_token=stream,
+        )
+        text = tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        results.append(
+            {
+                "prompt": prompt,
+                "prompt_ids": result.prompt_ids,
+                "token_ids": result.token_ids,
+                "text": text,
+                "prefill_s": round(result.prefill_s, 6),
+                "decode_s": round(result.decode_s, 6),
+                "prefill_tokens_per_s": round(result.prefill_tokens_per_s, 2),
+                "decode_tokens_per_s": round(result.decode_tokens_per_s, 2),
+            }
+        )
+        if stream is not None:
+            print(
+                f"\n[{len(result.prompt_ids)} prompt tokens: {result.prefill_tokens_per_s:.1f} tok/s prefill; "
+                f"{len(result.token_ids)} new: {result.decode_tokens_per_s:.1f} tok/s decode]"
+            )
+    if args.json:
+        json.dump(
+            {"runner": runner.name, "sampling": vars(sampling), "results": results}, sys.stdout, indent=1
+        )
+        print()
+    return 0
+
+
+class _Streamer:
+    """Prints each new token's text as it comes (decoding the whole continuation, so merges print right)."""
+
+    def __init__(self, tokenizer: Any, prompt: str) -> None:
+        self.tokenizer, self.shown = tokenizer, ""
+        self.ids: list[int] = []
+        print(prompt, end="", flush=True)
+
+    def __call__(self, token: int) -> None:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        print(text[len(self.shown) :], end="", flush=True)
+        self.shown = text
