@@ -379,6 +379,8 @@ def _run_report(ctx: PipelineContext, compare_dir: Path, path: Path) -> None:
 
 def _later_stages(ctx: PipelineContext) -> list[Stage]:
     """Export, build, compare and report."""
+    from sq_trt.export.qdq import PLUGIN_ENCODINGS
+
     r = ctx.recipe
     stages: list[Stage] = []
     export_code = (*_ADAPTERS, "sq_trt.export")
@@ -421,7 +423,7 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
         )
     for candidate in r.export.candidates:
         onnx = ctx.stage_dir("export", candidate.name, "model.int8.onnx")
-        plugin = candidate.act_mode == "per_token" and candidate.encoding == "plugin"
+        plugin = candidate.act_mode == "per_token" and candidate.encoding in PLUGIN_ENCODINGS
         builds.append((candidate.name, f"export/{candidate.name}", onnx, plugin))
     for name, source, onnx, plugin in builds:
         stages.append(
