@@ -58,15 +58,13 @@ class NormGroup:
     Attributes:
         name: Full module name of the norm (``model.layers.0.input_layernorm``).
         kind: ``"rmsnorm"`` or ``"layernorm"``.
-        weight: Name of its weight initializer in the graph.
-        bias: Name of its bias initializer (LayerNorm), or None.
+        weight: Name of its weight initializer in the graph (the subgraph is found from it).
         linears: Full module names of the linears reading its output.
     """
 
     name: str
     kind: NormKind
     weight: str
-    bias: str | None
     linears: tuple[str, ...]
 
 
@@ -84,22 +82,11 @@ def norm_groups_from_model(torch_model: Any, quantized: Iterable[str], *, prefix
     from sq_trt.models.registry import smoothing_groups
 
     wanted = set(quantized)
-    modules = dict(torch_model.named_modules())
-    groups = []
-    for group in smoothing_groups(torch_model):
-        if group.prev_kind not in NORM_QUANT_OPS or not set(group.linears) <= wanted:
-            continue
-        has_bias = getattr(modules.get(group.prev), "bias", None) is not None
-        groups.append(
-            NormGroup(
-                group.prev,
-                group.prev_kind,  # type: ignore[arg-type]
-                f"{prefix}{group.prev}.weight",
-                f"{prefix}{group.prev}.bias" if has_bias else None,
-                group.linears,
-            )
-        )
-    return groups
+    return [
+        NormGroup(group.prev, group.prev_kind, f"{prefix}{group.prev}.weight", group.linears)  # type: ignore[arg-type]
+        for group in smoothing_groups(torch_model)
+        if group.prev_kind in NORM_QUANT_OPS and set(group.linears) <= wanted
+    ]
 
 
 def plugin_node(op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str, **fields: Any) -> Any:
@@ -128,6 +115,7 @@ class _NormMatch:
     removed: list[Any]  # the norm's other nodes
     x: str  # the norm's input
     epsilon: float
+    params: list[str]  # weight (and bias) initializers, the fused node's other inputs
 
 
 class _Index:
@@ -221,7 +209,7 @@ def match_rmsnorm(index: _Index, weight: str) -> _NormMatch | None:
         x = cast.input[0]
     if not index.used_only_by(chain, [*chain, last]):
         return None
-    return _NormMatch(last, chain, x, epsilon)
+    return _NormMatch(last, chain, x, epsilon, [weight])
 
 
 def _cast_to(node: Any) -> int | None:
@@ -270,8 +258,12 @@ def _rms_denominator(index: _Index, scale: Any, chain: list[Any]) -> tuple[str, 
     return None
 
 
-def match_layernorm(index: _Index, weight: str, bias: str | None) -> _NormMatch | None:
-    """Find the ``LayerNormalization`` node over the last axis that reads ``weight`` (and ``bias``)."""
+def match_layernorm(index: _Index, weight: str) -> _NormMatch | None:
+    """Find the ``LayerNormalization`` node over the last axis that reads ``weight``, with a constant bias.
+
+    The bias is taken from the node, not by name: the exporter's optimizer merges equal
+    constants (a freshly initialised model's zero biases become one initializer).
+    """
     from sq_trt.export.qdq import _attr
 
     users = index.graph.consumers.get(weight, [])
@@ -280,12 +272,12 @@ def match_layernorm(index: _Index, weight: str, bias: str | None) -> _NormMatch 
     node, position = users[0]
     if node.op_type != "LayerNormalization" or position != 1 or _attr(node, "axis", -1) != -1:
         return None
-    node_bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    if node_bias != bias or _attr(node, "stash_type", 1) != 1:
-        return None
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if bias is None or index.constant(bias) is None or _attr(node, "stash_type", 1) != 1:
+        return None  # the plugin takes a constant bias
     if any(out and (out in index.outputs or index.graph.consumers.get(out)) for out in node.output[1:]):
         return None  # its mean / inverse std are read elsewhere
-    return _NormMatch(node, [], node.input[0], float(_attr(node, "epsilon", 1e-5)))
+    return _NormMatch(node, [], node.input[0], float(_attr(node, "epsilon", 1e-5)), [weight, bias])
 
 
 class _Initializers:
@@ -353,7 +345,8 @@ def quantize_graph_fused(
     replace: dict[int, list[Any]] = {}
     drop: set[int] = set()
     index = _Index(graph)
-    fed = _fuse_norms(index, builder, norm_groups, matches, replace, drop, report)
+    stale: set[str] = set()
+    fed = _fuse_norms(index, builder, norm_groups, matches, replace, drop, report, stale)
     consts = _Initializers(builder)
     for target in targets:
         match = matches[target.name]
@@ -364,8 +357,45 @@ def quantize_graph_fused(
             report.activation_quantizers += 1
         report.quantized.append(target.name)
     splice_nodes(model, builder, before={}, replace=replace, drop=drop)
+    kept = [value for value in model.graph.value_info if value.name not in stale]
+    if len(kept) != len(model.graph.value_info):
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(kept)
     add_opset(model, plugin_spec.ONNX_DOMAIN, 1)
     return report
+
+
+def _entries(index: _Index, out: str, matmuls: Sequence[Any]) -> list[Any] | None:
+    """Check that the norm's output ``out`` reaches exactly ``matmuls`` (input 0), nowhere else.
+
+    A linear may read it through a ``Reshape`` to 2-D that only it reads, when its own output
+    is reshaped back (GPT-2's Conv1D: ``addmm(b, x.view(-1, K), W).view(...)``); the GEMM node
+    then reads the unflattened ``x_q`` and writes ``[..., N]``, which that last Reshape takes
+    as it took ``[M, N]``. Returns those input Reshapes (to drop), or None when the output
+    goes anywhere else.
+    """
+    if out in index.outputs:
+        return None
+    reshapes: list[Any] = []
+    reached: list[Any] = []
+    for user, position in index.graph.consumers.get(out, []):
+        if user.op_type == "Reshape" and position == 0 and user.output[0] not in index.outputs:
+            after = index.graph.consumers.get(user.output[0], [])
+            if len(after) != 1 or after[0][1] != 0:
+                return None
+            matmul = after[0][0]
+            ends = index.graph.consumers.get(matmul.output[0], [])
+            if not ends or any(end.op_type != "Reshape" or pos != 0 for end, pos in ends):
+                return None
+            reshapes.append(user)
+            reached.append(matmul)
+        elif position == 0:
+            reached.append(user)
+        else:
+            return None
+    if sorted(id(n) for n in reached) != sorted(id(n) for n in matmuls):
+        return None
+    return reshapes
 
 
 def _fuse_norms(
@@ -376,6 +406,7 @@ def _fuse_norms(
     replace: dict[int, list[Any]],
     drop: set[int],
     report: QuantizeReport,
+    stale: set[str],
 ) -> dict[str, tuple[str, str]]:
     """Replace each matched norm with its fused norm + quantization node; linear -> (x_q, amax)."""
     fed: dict[str, tuple[str, str]] = {}
@@ -385,27 +416,23 @@ def _fuse_norms(
         if group.kind == "rmsnorm":
             found = match_rmsnorm(index, group.weight)
         else:
-            found = match_layernorm(index, group.weight, group.bias)
+            found = match_layernorm(index, group.weight)
         if found is None:
             continue
-        out = found.last.output[0]
-        readers = [user for user, _ in index.graph.consumers.get(out, [])]
-        matmuls = [matches[name].matmul for name in group.linears]
-        # The norm's float output must go to exactly these linears (input 0), nowhere else.
-        same = sorted(id(n) for n in readers) == sorted(id(n) for n in matmuls)
-        if not same or out in index.outputs or any(m.input[0] != out for m in matmuls):
+        entries = _entries(index, found.last.output[0], [matches[name].matmul for name in group.linears])
+        if entries is None:
             continue
         op_type = NORM_QUANT_OPS[group.kind]
         x_q, amax = builder.unique(f"{group.name}/x_q"), builder.unique(f"{group.name}/amax")
-        inputs = [found.x, group.weight] + ([group.bias] if group.kind == "layernorm" and group.bias else [])
-        if group.kind == "layernorm" and not group.bias:
-            continue  # the plugin takes a bias; a bias-free LayerNorm keeps its float graph
+        inputs = [found.x, *found.params]
         replace[id(found.last)] = [
             plugin_node(
                 op_type, inputs, [x_q, amax], builder.unique(f"{group.name}/{op_type}"), epsilon=found.epsilon
             )
         ]
-        drop.update(id(node) for node in found.removed)
+        drop.update(id(node) for node in [*found.removed, *entries])
+        # The linears behind a dropped Reshape now write [..., N]: their recorded shapes are stale.
+        stale.update(after.output[0] for r in entries for after, _ in index.graph.consumers[r.output[0]])
         for name in group.linears:
             fed[name] = (x_q, amax)
         report.fused_norms.append(group.name)

@@ -83,6 +83,12 @@ def expand_plugin_nodes(model: onnx.ModelProto) -> int:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
         model.graph.initializer.extend(builder.initializers)
+        # The fused GEMMs' ones / zeros stand-ins (has_smooth / has_bias 0) are read by no standard op.
+        used = {name for node in nodes for name in node.input}
+        initializers = model.graph.initializer
+        for position in reversed(range(len(initializers))):
+            if initializers[position].name not in used:
+                del initializers[position]
         kept = [entry for entry in model.opset_import if entry.domain != plugin_spec.ONNX_DOMAIN]
         del model.opset_import[:]
         model.opset_import.extend(kept)
