@@ -250,3 +250,34 @@ def test_tensorrt_rtx_refuses_the_fused_export(tmp_path: Path) -> None:
     ):
         build_engine(resolve_settings({}, values, source="test"), load_tensorrt_rtx(), log=lambda _: None)
     assert not (tmp_path / "engines").exists() or not any((tmp_path / "engines").rglob("*.plan"))
+
+
+def test_export_defaults_to_fused_gemm_and_records_it(tmp_path: Path) -> None:
+    """`sq-trt export` without --per-token-encoding writes the fused-gemm file (TensorRT proper's default)."""
+    import json
+
+    from sq_trt.cli import main
+
+    out = tmp_path / "export"
+    assert main(["export", "--model", "tiny:llama", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["encoding"] == "fused-gemm"
+    extra = manifest["extra"]
+    assert extra["per_token_encoding"] == "fused-gemm"
+    assert extra["fused_norms"] == [
+        f"model.layers.{i}.{n}" for i in (0, 1) for n in ("input_layernorm", "post_attention_layernorm")
+    ]
+    assert extra["activation_quantizers"] == 4 + 4  # 4 fused norms + o_proj and down_proj of 2 layers
+    int8 = onnx.load(str(out / "model.int8.onnx"))
+    lint_qdq(int8)
+    ops = Counter(node.op_type for node in int8.graph.node if node.domain == plugin_spec.ONNX_DOMAIN)
+    assert ops == {
+        plugin_spec.RMSNORM_PER_TOKEN_QUANT: 4,
+        plugin_spec.W8A8_GEMM: 10,
+        plugin_spec.QUANT_W8A8_GEMM: 4,
+    }
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(6))
+    fp16 = OnnxModelRunner(out / "model.fp16.onnx").run(ids)
+    got = OnnxModelRunner(out / "model.int8.onnx").run(ids)
+    assert got.shape == fp16.shape and np.all(np.isfinite(got))
+    assert float(np.mean(got.argmax(-1) == fp16.argmax(-1))) >= 0.9
