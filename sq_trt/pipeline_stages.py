@@ -33,6 +33,7 @@ from sq_trt.pipeline_context import BuildPlan, PipelineContext, model_identity
 from sq_trt.recipe import Candidate, Recipe
 
 if TYPE_CHECKING:
+    from sq_trt.export.qdq import Encoding
     from sq_trt.models.loading import LoadedModel
 
 # ----------------------------------------------------------------------------- calibrate and smooth
@@ -121,6 +122,21 @@ _ADAPTERS = ("sq_trt.pipeline_stages", "sq_trt.pipeline_context")
 
 def _candidate_config(candidate: Candidate) -> dict[str, Any]:
     return candidate.model_dump(mode="json")
+
+
+def candidate_encoding(ctx: PipelineContext, candidate: Candidate) -> Encoding:
+    """The per-token encoding a candidate exports: ``auto`` follows the run's engine builder.
+
+    TensorRT proper hosts the sq-trt plugins, so it gets ``fused-gemm`` (its INT8 GEMM is the
+    plugin's own); TensorRT-RTX cannot, and no build at all compares in ONNX Runtime, so
+    those get ``portable``.
+    """
+    if candidate.encoding != "auto":
+        return candidate.encoding
+    if candidate.act_mode == "per_tensor":
+        return "portable"  # not used: per-tensor graphs are standard Q/DQ
+    backend = ctx.build_plan().backend
+    return "fused-gemm" if backend is not None and backend.supports_plugins else "portable"
 
 
 def plan_stages(ctx: PipelineContext) -> list[Stage]:
@@ -221,7 +237,7 @@ def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
     options: dict[str, Any] = {"opset": e.opset} if e.opset is not None else {}
     config = ExportConfig(
         act_mode=candidate.act_mode,
-        encoding=candidate.encoding,
+        encoding=candidate_encoding(ctx, candidate),
         exclude=tuple(e.exclude),
         quantize_bmm=candidate.quantize_bmm,
         with_past=e.with_past,
@@ -396,6 +412,8 @@ def _run_report(ctx: PipelineContext, compare_dir: Path, path: Path) -> None:
 
 def _later_stages(ctx: PipelineContext) -> list[Stage]:
     """Export, build, compare and report."""
+    from sq_trt.export.qdq import PLUGIN_ENCODINGS
+
     r = ctx.recipe
     stages: list[Stage] = []
     export_code = (*_ADAPTERS, "sq_trt.export")
@@ -408,7 +426,10 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
                 path=path,
                 run=functools.partial(_run_export, ctx, candidate, path),
                 config={
-                    "candidate": _candidate_config(candidate),
+                    "candidate": {
+                        **_candidate_config(candidate),
+                        "encoding": candidate_encoding(ctx, candidate),
+                    },
                     "exclude": r.export.exclude,
                     "opset": r.export.opset,
                 },
@@ -438,7 +459,7 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
         )
     for candidate in r.export.candidates:
         onnx = ctx.stage_dir("export", candidate.name, "model.int8.onnx")
-        plugin = candidate.act_mode == "per_token" and candidate.encoding == "plugin"
+        plugin = candidate.act_mode == "per_token" and candidate_encoding(ctx, candidate) in PLUGIN_ENCODINGS
         builds.append((candidate.name, f"export/{candidate.name}", onnx, plugin))
     for name, source, onnx, plugin in builds:
         stages.append(

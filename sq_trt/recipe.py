@@ -177,8 +177,11 @@ class Candidate(_Section):
         name: Directory-safe name (``sq-per-token``); gate conditions may name it.
         smooth: Export the smoothed model (True) or the original one (naive W8A8).
         act_mode: ``per_token`` (dynamic, at run time) or ``per_tensor`` (static, calibrated).
-        encoding: For per-token: ``portable`` (standard ONNX ops; ONNX Runtime and TensorRT-RTX)
-            or ``plugin`` (the sq-trt ``PerTokenQuant`` node; TensorRT proper).
+        encoding: For per-token: ``auto`` (default: ``fused-gemm`` when this run builds with
+            TensorRT proper, else ``portable``), ``portable`` (standard ONNX ops; ONNX Runtime
+            and TensorRT-RTX), ``fused-gemm`` (one sq-trt W8A8 GEMM node per linear; TensorRT
+            proper) or ``plugin`` (the sq-trt ``PerTokenQuant`` node before a Q/DQ MatMul;
+            TensorRT proper).
         quantize_bmm: Also quantize the attention BMM inputs (Q K^T, P V) with static
             per-tensor scales, the paper's O3 option (Llama family).
     """
@@ -186,7 +189,7 @@ class Candidate(_Section):
     name: str
     smooth: bool = True
     act_mode: Literal["per_token", "per_tensor"] = "per_token"
-    encoding: Literal["portable", "plugin"] = "portable"
+    encoding: Literal["auto", "portable", "plugin", "fused-gemm"] = "auto"
     quantize_bmm: bool = False
 
     @field_validator("name")
@@ -196,9 +199,9 @@ class Candidate(_Section):
 
     @model_validator(mode="after")
     def _encoding_needs_per_token(self) -> Candidate:
-        if self.act_mode == "per_tensor" and self.encoding == "plugin":
+        if self.act_mode == "per_tensor" and self.encoding not in ("auto", "portable"):
             raise ValueError(
-                "encoding 'plugin' is per-token only; a per_tensor candidate uses standard Q/DQ "
+                f"encoding {self.encoding!r} is per-token only; a per_tensor candidate uses standard Q/DQ "
                 "(drop `encoding` or set act_mode: per_token)"
             )
         return self

@@ -60,10 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     quant.add_argument(
         "--per-token-encoding",
-        choices=("plugin", "portable"),
-        default="plugin",
-        help="plugin: sq_trt::PerTokenQuant node for TensorRT with the plugin (default); "
-        "portable: standard ONNX ops",
+        choices=("fused-gemm", "plugin", "portable"),
+        default="fused-gemm",
+        help="fused-gemm: one sq_trt W8A8 GEMM node per linear, fed by fused norm + quantization "
+        "nodes, for TensorRT proper (default); plugin: sq_trt::PerTokenQuant node before a Q/DQ MatMul, "
+        "for TensorRT proper; portable: standard ONNX ops (ONNX Runtime, TensorRT-RTX)",
     )
     quant.add_argument(
         "--int8-dtype",

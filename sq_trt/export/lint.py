@@ -14,7 +14,12 @@ TensorRT (strongly typed, explicit quantization) accepts a Q/DQ graph only if:
   ``plugin_version`` (as :mod:`sq_trt.plugin_spec` defines them) and ``aot=1``
   (the plugins have only an ahead-of-time kernel; without it TensorRT looks for a
   JIT one), its int8 output feeds DequantizeLinear with the constant scale 1/127,
-  and its domain is imported.
+  and its domain is imported;
+* ``fused-gemm``: each ``W8A8Gemm`` / ``QuantW8A8Gemm`` node (and the norm + quantization
+  node feeding a ``W8A8Gemm``) has the inputs, initializers and attributes of
+  :mod:`sq_trt.plugin_spec`: int8 weight ``[N, K]``, positive float32 scales ``[N]``,
+  float32 bias ``[N]``, float32 smoothing ``[K]``, 0/1 flags; a ``W8A8Gemm`` reads
+  ``x_q`` and ``amax`` from the same quantization node, whose outputs feed only GEMMs.
 
 :func:`lint_qdq` raises on the first broken rule with the node's name;
 :func:`find_qdq_problems` returns them all.
@@ -197,7 +202,10 @@ def find_qdq_problems(model: onnx.ModelProto) -> list[LintProblem]:
     for node in graph.node:
         if node.domain == plugin_spec.ONNX_DOMAIN:
             _check_plugin_attributes(node, add)
-            _check_plugin(node, constants, consumers, model, add)
+            if node.op_type in _GEMM_OPS or _feeds_gemm(node, consumers):
+                _check_fused_gemm(node, constants, consumers, producers, model, add)
+            else:
+                _check_plugin(node, constants, consumers, model, add)
     return problems
 
 
@@ -280,3 +288,135 @@ def lint_qdq(model: onnx.ModelProto) -> None:
         raise ExportError(
             f"Q/DQ lint failed: {problems[0]}{more}; TensorRT would reject or mis-build this graph"
         )
+
+
+# --- fused-gemm: the W8A8 GEMM nodes and the quantization nodes feeding them ---------------------------
+
+_GEMM_OPS = (plugin_spec.W8A8_GEMM, plugin_spec.QUANT_W8A8_GEMM)
+_QUANT_OPS = (
+    plugin_spec.PER_TOKEN_QUANT,
+    plugin_spec.RMSNORM_PER_TOKEN_QUANT,
+    plugin_spec.LAYERNORM_PER_TOKEN_QUANT,
+)
+
+
+def _feeds_gemm(node: Any, consumers: dict[str, list[Any]]) -> bool:
+    return any(
+        user.op_type in _GEMM_OPS and user.domain == plugin_spec.ONNX_DOMAIN
+        for out in node.output
+        for user in consumers.get(out, [])
+    )
+
+
+def _check_fused_gemm(
+    node: Any,
+    constants: _Constants,
+    consumers: dict[str, list[Any]],
+    producers: dict[str, Any],
+    model: Any,
+    add: Any,
+) -> None:
+    """The ``fused-gemm`` rule for one ``sq_trt`` node (a GEMM, or a quantizer feeding GEMMs)."""
+
+    def problem(message: str) -> None:
+        add("fused-gemm", node, message)
+
+    for name, expected in (
+        ("plugin_namespace", plugin_spec.PLUGIN_NAMESPACE),
+        ("plugin_version", plugin_spec.PLUGIN_VERSION),
+    ):
+        value = _attr(node, name, None)
+        value = value.decode() if isinstance(value, bytes) else value
+        if value != expected:
+            problem(f"attribute {name}={value!r}, expected {expected!r} (TensorRT finds the plugin by it)")
+    if not any(entry.domain == plugin_spec.ONNX_DOMAIN for entry in model.opset_import):
+        problem(f"the model does not import the {plugin_spec.ONNX_DOMAIN!r} opset domain")
+    if node.op_type in _GEMM_OPS:
+        _check_gemm(node, constants, producers, problem)
+    elif node.op_type in _QUANT_OPS:
+        _check_gemm_feeder(node, constants, consumers, problem)
+    else:
+        problem(f"unknown {plugin_spec.ONNX_DOMAIN} op {node.op_type!r} feeding a W8A8 GEMM")
+
+
+def _flag_ok(node: Any, name: str, problem: Any) -> bool:
+    value = _attr(node, name, None)
+    if value not in (0, 1):
+        problem(f"attribute {name}={value!r}, expected the int 0 or 1")
+        return False
+    return bool(value)
+
+
+def _check_gemm(node: Any, constants: _Constants, producers: dict[str, Any], problem: Any) -> None:
+    import numpy as np
+    import onnx
+
+    if len(node.input) != 5 or len(node.output) != 1 or not all(node.input):
+        problem(f"has {len(node.input)} inputs and {len(node.output)} outputs, expected 5 and 1")
+        return
+    weight = constants.array(node.input[2])
+    if weight is None or constants.elem_type(node.input[2]) != onnx.TensorProto.INT8 or weight.ndim != 2:
+        problem(f"weight {node.input[2]!r} must be an int8 [N, K] initializer")
+        return
+    n, k = weight.shape
+    for position, what, size, positive in ((3, "w_scale", n, True), (4, "bias", n, False)):
+        values = constants.array(node.input[position])
+        if values is None or constants.elem_type(node.input[position]) != onnx.TensorProto.FLOAT:
+            problem(f"{what} {node.input[position]!r} must be a float32 initializer of shape [{size}]")
+        elif values.shape != (size,) or not np.all(np.isfinite(values)) or (positive and np.any(values <= 0)):
+            rule = "positive and finite" if positive else "finite"
+            problem(f"{what} {node.input[position]!r} has shape {values.shape}; expected [{size}], {rule}")
+    _flag_ok(node, "has_bias", problem)
+    if node.op_type == plugin_spec.QUANT_W8A8_GEMM:
+        smooth = constants.array(node.input[1])
+        if smooth is None or constants.elem_type(node.input[1]) != onnx.TensorProto.FLOAT:
+            problem(f"smooth {node.input[1]!r} must be a float32 initializer of shape [{k}]")
+        elif smooth.shape != (k,) or not np.all(np.isfinite(smooth)) or np.any(smooth <= 0):
+            problem(f"smooth {node.input[1]!r} has shape {smooth.shape}; expected [{k}], positive and finite")
+        _flag_ok(node, "has_smooth", problem)
+        return
+    source = producers.get(node.input[0])
+    if (
+        source is None
+        or source.domain != plugin_spec.ONNX_DOMAIN
+        or source.op_type not in _QUANT_OPS
+        or list(source.output[:2]) != list(node.input[:2])
+    ):
+        kind = f"{source.op_type} {source.name!r}" if source is not None else "a graph input"
+        problem(
+            f"its x_q and amax must be outputs 0 and 1 of one sq_trt quantization node, found x_q from {kind}"
+        )
+    else:
+        _check_norm_width(source, constants, k, problem)
+
+
+def _check_norm_width(source: Any, constants: _Constants, k: int, problem: Any) -> None:
+    for name in source.input[1:]:
+        values = constants.array(name)
+        if values is not None and values.shape != (k,):
+            problem(f"its quantizer {source.name!r} has {name!r} of shape {values.shape}, expected [{k}] (K)")
+
+
+def _check_gemm_feeder(
+    node: Any, constants: _Constants, consumers: dict[str, list[Any]], problem: Any
+) -> None:
+    if len(node.output) != 2:
+        problem(f"has {len(node.output)} outputs, expected 2 (x_q, amax)")
+        return
+    for position, out in enumerate(node.output):
+        users = consumers.get(out, [])
+        wrong = [
+            u for u in users if u.op_type != plugin_spec.W8A8_GEMM or list(u.input).index(out) != position
+        ]
+        if not users or wrong:
+            found = [u.op_type for u in wrong] or "nothing"
+            problem(
+                f"output {position} {out!r} feeds {found}; the int8 codes and amax must feed W8A8Gemm only"
+            )
+    if node.op_type != plugin_spec.PER_TOKEN_QUANT:
+        epsilon = _attr(node, "epsilon", None)
+        if not isinstance(epsilon, float) or not epsilon > 0:
+            problem(f"attribute epsilon={epsilon!r}, expected a positive float")
+        for name in node.input[1:]:
+            if name not in constants:
+                problem(f"norm parameter {name!r} must be an initializer (the plugin reads it at build time)")

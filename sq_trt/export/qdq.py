@@ -34,10 +34,15 @@ if TYPE_CHECKING:
     import onnx
     import torch
 
+    from sq_trt.export.fused import NormGroup
+
 ActMode = Literal["per_tensor", "per_token"]
-Encoding = Literal["plugin", "portable"]
+Encoding = Literal["plugin", "portable", "fused-gemm"]
 ACT_MODES: tuple[str, ...] = ("per_tensor", "per_token")
-ENCODINGS: tuple[str, ...] = ("plugin", "portable")
+ENCODINGS: tuple[str, ...] = ("fused-gemm", "plugin", "portable")
+# Encodings whose per-token graph holds ``sq_trt`` nodes, which only TensorRT proper can host.
+PLUGIN_ENCODINGS: tuple[str, ...] = ("fused-gemm", "plugin")
+DEFAULT_ENCODING: Encoding = "fused-gemm"
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class QuantizeReport:
 
     quantized: list[str] = field(default_factory=list)
     activation_quantizers: int = 0
+    fused_norms: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -281,6 +287,7 @@ def quantize_graph(
     act_mode: ActMode,
     encoding: Encoding = "plugin",
     act_dtype: str = "float16",
+    norm_groups: Sequence[NormGroup] = (),
 ) -> QuantizeReport:
     """Rewrite ``model`` in place into W8A8 INT8 with explicit Q/DQ.
 
@@ -288,8 +295,12 @@ def quantize_graph(
         model: The float graph from :func:`sq_trt.export.onnx_export.export_float_onnx`.
         targets: The linears to quantize (weights float32 ``[out, in]``).
         act_mode: ``"per_tensor"`` (static, needs ``input_amax``) or ``"per_token"``.
-        encoding: Per-token encoding: ``"plugin"`` (``sq_trt::PerTokenQuant``) or ``"portable"``.
+        encoding: Per-token encoding: ``"plugin"`` (``sq_trt::PerTokenQuant``), ``"portable"``
+            (standard ops) or ``"fused-gemm"`` (one ``sq_trt`` GEMM node per linear, see
+            :mod:`sq_trt.export.fused`).
         act_dtype: The graph's activation dtype (``"float16"``/``"float32"``); scales use it.
+        norm_groups: ``fused-gemm`` only: the norms that feed only quantized linears (from the
+            architecture registry); each becomes one fused norm + quantization node.
 
     Returns:
         What was quantized.
@@ -311,6 +322,10 @@ def quantize_graph(
     builder = GraphBuilder(dtype)
     builder.reserve(graph.initializers)
     builder.reserve(name for node in model.graph.node for name in (*node.input, *node.output, node.name))
+    if act_mode == "per_token" and encoding == "fused-gemm":
+        from sq_trt.export.fused import quantize_graph_fused
+
+        return quantize_graph_fused(model, graph, builder, targets, norm_groups)
     before: dict[int, list[Any]] = {}  # id(node) -> nodes to insert before it
     replace: dict[int, list[Any]] = {}
     drop: set[int] = set()
@@ -357,6 +372,31 @@ def quantize_graph(
         replace[id(node)] = new_nodes
         report.quantized.append(target.name)
 
+    splice_nodes(model, builder, before=before, replace=replace, drop=drop)
+    if act_mode == "per_token" and encoding == "plugin":
+        add_opset(model, plugin_spec.ONNX_DOMAIN, 1)
+    return report
+
+
+def splice_nodes(
+    model: onnx.ModelProto,
+    builder: GraphBuilder,
+    *,
+    before: Mapping[int, list[Any]],
+    replace: Mapping[int, list[Any]],
+    drop: set[int],
+) -> None:
+    """Apply a rewrite to ``model`` in place, keeping the node order topological.
+
+    Args:
+        model: The graph rewritten.
+        builder: Its new initializers are added (and cleared from it).
+        before: ``id(node)`` -> new nodes inserted just before that node.
+        replace: ``id(node)`` -> the nodes that take its place.
+        drop: ``id(node)`` of nodes removed.
+
+    Initializers no node reads any more (the replaced float weights) are removed.
+    """
     nodes: list[Any] = []
     for node in model.graph.node:
         if id(node) in drop:
@@ -374,9 +414,6 @@ def quantize_graph(
             del initializers[index]
     initializers.extend(builder.initializers)
     builder.initializers.clear()
-    if act_mode == "per_token" and encoding == "plugin":
-        _add_opset(model, plugin_spec.ONNX_DOMAIN, 1)
-    return report
 
 
 def per_tensor_qdq_nodes(x: str, amax: float, prefix: str, builder: GraphBuilder) -> tuple[list[Any], str]:
@@ -433,7 +470,7 @@ def _activation_nodes(
     return [*quant, dq], x_dq, amax_name
 
 
-def _add_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
+def add_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
     import onnx
 
     if not any(entry.domain == domain for entry in model.opset_import):

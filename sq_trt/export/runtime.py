@@ -35,11 +35,19 @@ QDQ_FUSION_KEY = "session.disable_quant_qdq"
 
 
 def expand_plugin_nodes(model: onnx.ModelProto) -> int:
-    """Replace every ``sq_trt::PerTokenQuant`` node with standard ops, in place.
+    """Replace every ``sq_trt`` node with standard ops, in place.
+
+    ``PerTokenQuant`` becomes the portable per-token subgraph; the fused nodes
+    (``RMSNormPerTokenQuant``, ``LayerNormPerTokenQuant``, ``W8A8Gemm``,
+    ``QuantW8A8Gemm``) become the subgraphs of :mod:`sq_trt.export.fused_cpu`.
 
     Returns:
         How many nodes were replaced.
+
+    Raises:
+        ExportError: A ``sq_trt`` node of another type, or one with the wrong inputs or attributes.
     """
+    from sq_trt.export.fused_cpu import EXPANSIONS
     from sq_trt.export.qdq import GraphBuilder, portable_per_token_nodes
 
     builder = GraphBuilder(act_dtype=0)  # CastLike is used, so the activation dtype is not needed
@@ -61,10 +69,13 @@ def expand_plugin_nodes(model: onnx.ModelProto) -> int:
                 )
             )
             replaced += 1
+        elif node.domain == plugin_spec.ONNX_DOMAIN and node.op_type in EXPANSIONS:
+            nodes.extend(EXPANSIONS[node.op_type](node, builder))
+            replaced += 1
         elif node.domain == plugin_spec.ONNX_DOMAIN:
             raise ExportError(
                 f"node {node.name!r} is {node.domain}::{node.op_type}, which the CPU executor cannot run; "
-                f"only {plugin_spec.PER_TOKEN_QUANT} has a CPU equivalent"
+                f"only {[plugin_spec.PER_TOKEN_QUANT, *EXPANSIONS]} have a CPU equivalent"
             )
         else:
             nodes.append(node)
@@ -72,6 +83,12 @@ def expand_plugin_nodes(model: onnx.ModelProto) -> int:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
         model.graph.initializer.extend(builder.initializers)
+        # The fused GEMMs' ones / zeros stand-ins (has_smooth / has_bias 0) are read by no standard op.
+        used = {name for node in nodes for name in node.input}
+        initializers = model.graph.initializer
+        for position in reversed(range(len(initializers))):
+            if initializers[position].name not in used:
+                del initializers[position]
         kept = [entry for entry in model.opset_import if entry.domain != plugin_spec.ONNX_DOMAIN]
         del model.opset_import[:]
         model.opset_import.extend(kept)

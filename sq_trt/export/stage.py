@@ -22,6 +22,7 @@ from sq_trt.artifacts import artifact_dir, hash_json
 from sq_trt.errors import ArtifactError, ConfigError, ExportError
 from sq_trt.export import onnx_export
 from sq_trt.export.bmm import quantize_bmm_inputs
+from sq_trt.export.fused import norm_groups_from_model
 from sq_trt.export.lint import lint_qdq
 from sq_trt.export.onnx_export import (
     DEFAULT_OPSET,
@@ -31,7 +32,15 @@ from sq_trt.export.onnx_export import (
     initializer_bytes,
 )
 from sq_trt.export.past import export_float_onnx_with_past
-from sq_trt.export.qdq import ACT_MODES, ENCODINGS, ActMode, Encoding, quantize_graph, targets_from_model
+from sq_trt.export.qdq import (
+    ACT_MODES,
+    DEFAULT_ENCODING,
+    ENCODINGS,
+    ActMode,
+    Encoding,
+    quantize_graph,
+    targets_from_model,
+)
 from sq_trt.models.cache import cache_layout
 from sq_trt.models.registry import quantizable_linears
 from sq_trt.quant.attention import attention_modules, bmm_ranges, check_family, eager_attention
@@ -65,8 +74,10 @@ class ExportConfig:
     Attributes:
         act_mode: ``"per_token"`` (dynamic, one scale per token) or ``"per_tensor"``
             (static, calibrated ``amax``).
-        encoding: Per-token encoding: ``"plugin"`` (``sq_trt::PerTokenQuant``, for
-            TensorRT with the plugin) or ``"portable"`` (standard ONNX ops; runs
+        encoding: Per-token encoding: ``"fused-gemm"`` (one ``sq_trt`` W8A8 GEMM node per
+            linear, fed by fused norm + quantization nodes where a norm feeds only quantized
+            linears; TensorRT proper, the default), ``"plugin"`` (``sq_trt::PerTokenQuant``
+            before a Q/DQ MatMul; TensorRT proper) or ``"portable"`` (standard ONNX ops; runs
             anywhere, including TensorRT-RTX).
         int8_dtype: Activation dtype of the INT8 graph (``"float16"`` for deployment,
             ``"float32"`` to compare bit-for-bit with the PyTorch reference).
@@ -80,7 +91,7 @@ class ExportConfig:
     """
 
     act_mode: ActMode = "per_token"
-    encoding: Encoding = "plugin"
+    encoding: Encoding = DEFAULT_ENCODING
     int8_dtype: str = "float16"
     exclude: tuple[str, ...] = ()
     opset: int = DEFAULT_OPSET
@@ -342,8 +353,14 @@ def export_model(
                     export_float_onnx_with_past if config.with_past else onnx_export.export_float_onnx
                 )
                 int8 = float_export(model, loaded.spec, dtype=config.int8_dtype, opset=config.opset)
+        norm_groups = norm_groups_from_model(model, quantized, prefix=WRAPPED_PREFIX)
         report = quantize_graph(
-            int8, targets, act_mode=config.act_mode, encoding=config.encoding, act_dtype=config.int8_dtype
+            int8,
+            targets,
+            act_mode=config.act_mode,
+            encoding=config.encoding,
+            act_dtype=config.int8_dtype,
+            norm_groups=norm_groups,
         )
         if config.quantize_bmm:
             extra["quantized_bmm_inputs"] = quantize_bmm_inputs(
@@ -354,6 +371,7 @@ def export_model(
         extra["quantized_linears"] = report.quantized
         extra["excluded_linears"] = excluded
         extra["activation_quantizers"] = report.activation_quantizers
+        extra["fused_norms"] = report.fused_norms
         save_onnx(int8, tmp / INT8_FILE)
         del int8
         sizes = {"fp16": _onnx_bytes(tmp, FP16_FILE), "int8": _onnx_bytes(tmp, INT8_FILE)}

@@ -146,3 +146,18 @@ def test_override_errors_name_the_flag(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"--set smooth.alpha=3") as info:
         load_recipe(BUILDERS / "smollm2-135m.yaml", ["smooth.alpha=3"])
     assert "smooth.alpha: alpha must be a number in [0, 1]" in str(info.value)
+
+
+def test_fused_gemm_encoding_is_a_per_token_candidate_option() -> None:
+    recipe = validate_recipe(
+        _minimal(
+            export={"candidates": [{"name": "f", "act_mode": "per_token", "encoding": "fused-gemm"}]},
+            gate=["f:ppl_increase_pct<=5"],
+        )
+    )
+    assert recipe.export.candidates[0].encoding == "fused-gemm"
+    message = _error(
+        _minimal(export={"candidates": [{"name": "a", "act_mode": "per_tensor", "encoding": "fused-gemm"}]})
+    )
+    assert "'fused-gemm' is per-token only" in message
+    assert "fused_gemm" in _error(_minimal(export={"candidates": [{"name": "b", "encoding": "fused_gemm"}]}))
