@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from sq_trt import plugin_spec
-from sq_trt.export.qdq import (
+from sq_trt.export.graph import (
     GraphBuilder,
     QuantizeReport,
     QuantTarget,
@@ -162,7 +162,7 @@ def _other_input(node: Any, name: str) -> str | None:
 
 
 def _last_axis(index: _Index, node: Any) -> bool:
-    from sq_trt.export.qdq import _attr
+    from sq_trt.export.graph import _attr
 
     if _attr(node, "keepdims", 1) != 1:
         return False
@@ -213,7 +213,7 @@ def match_rmsnorm(index: _Index, weight: str) -> _NormMatch | None:
 
 
 def _cast_to(node: Any) -> int | None:
-    from sq_trt.export.qdq import _attr
+    from sq_trt.export.graph import _attr
 
     return _attr(node, "to", None)
 
@@ -264,7 +264,7 @@ def match_layernorm(index: _Index, weight: str) -> _NormMatch | None:
     The bias is taken from the node, not by name: the exporter's optimizer merges equal
     constants (a freshly initialised model's zero biases become one initializer).
     """
-    from sq_trt.export.qdq import _attr
+    from sq_trt.export.graph import _attr
 
     users = index.graph.consumers.get(weight, [])
     if len(users) != 1:

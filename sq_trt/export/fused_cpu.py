@@ -22,7 +22,8 @@ from typing import Any
 
 from sq_trt import plugin_spec
 from sq_trt.errors import ExportError
-from sq_trt.export.qdq import GraphBuilder, _attr, portable_per_token_nodes
+from sq_trt.export.graph import GraphBuilder, _attr
+from sq_trt.export.qdq import portable_per_token_nodes
 from sq_trt.quant.reference import QMAX
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT

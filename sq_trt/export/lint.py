@@ -321,14 +321,7 @@ def _check_fused_gemm(
     def problem(message: str) -> None:
         add("fused-gemm", node, message)
 
-    for name, expected in (
-        ("plugin_namespace", plugin_spec.PLUGIN_NAMESPACE),
-        ("plugin_version", plugin_spec.PLUGIN_VERSION),
-    ):
-        value = _attr(node, name, None)
-        value = value.decode() if isinstance(value, bytes) else value
-        if value != expected:
-            problem(f"attribute {name}={value!r}, expected {expected!r} (TensorRT finds the plugin by it)")
+    # plugin_namespace / plugin_version / aot: the `plugin` rule checks them on every sq_trt node.
     if not any(entry.domain == plugin_spec.ONNX_DOMAIN for entry in model.opset_import):
         problem(f"the model does not import the {plugin_spec.ONNX_DOMAIN!r} opset domain")
     if node.op_type in _GEMM_OPS:

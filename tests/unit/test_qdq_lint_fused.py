@@ -122,7 +122,6 @@ BREAKAGES: dict[str, tuple[Callable[[onnx.ModelProto], None], str]] = {
     "norm_width_not_k": (lambda m: _set_init(m, "gamma", np.ones(K + 2, np.float16)), "gemm1"),
     "norm_output_leaks": (_norm_output_to_float_op, "norm"),
     "norm_without_epsilon": (lambda m: _set_attr(_node(m, "norm"), "epsilon", 0.0), "norm"),
-    "wrong_namespace": (lambda m: _set_attr(_node(m, "qgemm"), "plugin_namespace", "other"), "qgemm"),
     "domain_not_imported": (_no_domain_import, "gemm1"),
 }
 
@@ -142,4 +141,14 @@ def test_each_malformed_fused_node_is_caught_and_named(breakage: str) -> None:
     problems = find_qdq_problems(model)
     assert any(p.rule == "fused-gemm" and p.node == node for p in problems), problems
     with pytest.raises(ExportError, match=r"Q/DQ lint failed: \[fused-gemm\]"):
+        lint_qdq(model)
+
+
+def test_a_fused_node_without_its_plugin_attributes_is_caught_by_the_plugin_rule() -> None:
+    """Namespace, version and aot are checked once, for every sq_trt node, by the `plugin` rule."""
+    model = _clean_model()
+    _set_attr(_node(model, "qgemm"), "plugin_namespace", "other")
+    problems = find_qdq_problems(model)
+    assert [(p.rule, p.node) for p in problems] == [("plugin", "qgemm")], problems
+    with pytest.raises(ExportError, match=r"Q/DQ lint failed: \[plugin\] node 'qgemm': attribute plugin_namespace"):
         lint_qdq(model)
