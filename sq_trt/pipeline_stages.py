@@ -327,7 +327,7 @@ def evaluate_gate(recipe: Recipe, compare_dir: Path) -> Any:
     from sq_trt.compare.gate import Gate
     from sq_trt.compare.results import load_comparison
 
-    comparison = load_comparison(compare_dir)
+    comparison = load_comparison(compare_dir, verify_files=True)
     summaries = {name: m["summary"] for name, m in comparison["metrics"].items()}
     return Gate.parse(recipe.gate).evaluate(summaries)
 

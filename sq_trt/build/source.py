@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sq_trt.artifacts import MANIFEST_NAME, hash_file, load_manifest
+from sq_trt.artifacts import hash_file, verified_parent_manifest
 from sq_trt.errors import ArtifactError, BuildError
 from sq_trt.plugin_spec import ONNX_DOMAIN
 
@@ -98,13 +98,23 @@ def read_onnx_source(path: str | Path) -> OnnxSource:
         for index, node in enumerate(model.graph.node)
         if node.domain == ONNX_DOMAIN
     )
-    export_manifest: dict[str, str] = {}
-    calibration: str | None = None
-    if (onnx_path.parent / MANIFEST_NAME).is_file():
-        try:
-            manifest = load_manifest(onnx_path.parent)
-        except ArtifactError as exc:
-            raise ArtifactError(f"the ONNX's artifact directory is unreadable: {exc}") from exc
-        export_manifest = {"stage": manifest.stage, "fingerprint": manifest.fingerprint}
-        calibration = _calibration_hash(manifest.extra, manifest.inputs)
+    export_manifest, calibration = artifact_provenance(onnx_path)
     return OnnxSource(onnx_path, hash_file(onnx_path), plugins, export_manifest, calibration)
+
+
+def artifact_provenance(path: Path) -> tuple[dict[str, str], str | None]:
+    """Stage and fingerprint of the artifact directory holding ``path``, after checking its hash.
+
+    Returns:
+        ``({"stage", "fingerprint"}, calibration hash)``, or ``({}, None)`` when the
+        directory has no manifest.
+
+    Raises:
+        ArtifactError: The manifest is corrupt, or the file is not the one it recorded
+            (see :func:`sq_trt.artifacts.verified_parent_manifest`).
+    """
+    manifest = verified_parent_manifest(path)
+    if manifest is None:
+        return {}, None
+    export_manifest = {"stage": manifest.stage, "fingerprint": manifest.fingerprint}
+    return export_manifest, _calibration_hash(manifest.extra, manifest.inputs)

@@ -121,8 +121,10 @@ def run(args: argparse.Namespace) -> int:
     from sq_trt.calibrate import load_act_scales
     from sq_trt.commands.common import load_model_from_args
     from sq_trt.errors import ArtifactError
+    from sq_trt.models.registry import smoothing_groups
     from sq_trt.smooth import (
         check_equivalence,
+        check_override_patterns,
         describe_alphas,
         reference_outputs,
         save_smoothed,
@@ -137,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model_from_args(args)
     source_fingerprint = loaded.fingerprint()
     scales = load_act_scales(args.act_scales, model=loaded.model)
+    # Before the (expensive) alpha search: a mistyped --alpha-override fails now.
+    check_override_patterns(
+        config, [g.name for g in smoothing_groups(loaded.model, include_optional=config.include_optional)]
+    )
     print(f"[smooth] model and act_scales loaded in {time.perf_counter() - started:.1f} s")
     chunks = calibration_chunks(scales.meta, loaded.tokenizer)
     probe = chunks[:1, :128]
