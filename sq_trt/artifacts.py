@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import hmac
 import importlib.metadata
 import json
 import os
@@ -29,6 +30,9 @@ from sq_trt.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# Optional HMAC of manifest.json, written and required only when SIGNING_KEY_ENV is set.
+SIGNATURE_NAME = "manifest.sig"
+SIGNING_KEY_ENV = "SQ_TRT_MANIFEST_KEY"
 
 # Libraries whose versions are worth recording in every manifest (if installed).
 _TRACKED_LIBRARIES = (
@@ -122,10 +126,46 @@ class Manifest:
         )
 
 
+def signing_key() -> bytes | None:
+    """The manifest signing key from ``$SQ_TRT_MANIFEST_KEY``, or None (manifests unsigned)."""
+    key = os.environ.get(SIGNING_KEY_ENV, "")
+    return key.encode() if key else None
+
+
+def sign_manifest(manifest_bytes: bytes, key: bytes) -> str:
+    """HMAC-SHA256 of a manifest's bytes as ``hmac-sha256:<hex>``.
+
+    A manifest lists the hash of every file, so signing it covers the whole artifact:
+    without the key, a consistent forgery (edit a file, re-hash the manifest) is refused.
+    """
+    return "hmac-sha256:" + hmac.new(key, manifest_bytes, hashlib.sha256).hexdigest()
+
+
+def _check_signature(root: Path, manifest_bytes: bytes) -> None:
+    key = signing_key()
+    if key is None:
+        return
+    path = root / SIGNATURE_NAME
+    if not path.is_file():
+        raise ArtifactError(
+            f"{root} has no {SIGNATURE_NAME}, but ${SIGNING_KEY_ENV} requires signed artifacts; "
+            "rerun the stage that writes it with the key set"
+        )
+    try:
+        stored = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is unreadable ({type(exc).__name__}); rerun the stage that writes it") from exc
+    if not hmac.compare_digest(stored, sign_manifest(manifest_bytes, key)):
+        raise ArtifactError(
+            f"{root}: the manifest's signature does not match (edited, or signed with another key); "
+            "rerun the stage that writes it"
+        )
+
+
 def _hash_tree(root: Path) -> dict[str, str]:
     files: dict[str, str] = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != MANIFEST_NAME:
+        if path.is_file() and path.name not in (MANIFEST_NAME, SIGNATURE_NAME):
             files[path.relative_to(root).as_posix()] = hash_file(path)
     return files
 
@@ -324,7 +364,11 @@ def artifact_dir(
             extra=dict(extra or {}),
             created_unix=time.time(),
         )
-        (tmp / MANIFEST_NAME).write_text(manifest.to_json())
+        text = manifest.to_json()
+        (tmp / MANIFEST_NAME).write_text(text)
+        key = signing_key()
+        if key is not None:
+            (tmp / SIGNATURE_NAME).write_text(sign_manifest(text.encode(), key) + "\n")
 
 
 def load_manifest(
@@ -354,7 +398,9 @@ def load_manifest(
             "rerun the stage that writes it"
         )
     try:
-        raw = json.loads(manifest_path.read_text())
+        manifest_bytes = manifest_path.read_bytes()
+        _check_signature(root, manifest_bytes)
+        raw = json.loads(manifest_bytes.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ArtifactError(
             f"{manifest_path} is not valid JSON ({_short(str(exc))}); rerun the stage that writes it"

@@ -98,6 +98,7 @@ class ActScales:
 
 def _check_statistic(name: str, tensor: torch.Tensor) -> None:
     """Refuse a NaN, infinite or negative range: it would become a scale of 1, 0 or inf downstream."""
+    import torch
     if not tensor.is_floating_point():
         raise ArtifactError(f"{SCALES_FILE}: {name} has dtype {tensor.dtype}, expected a float tensor")
     values = tensor.float()

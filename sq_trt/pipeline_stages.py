@@ -42,10 +42,45 @@ def _run_calibrate(ctx: PipelineContext, path: Path) -> None:
     from sq_trt.calibrate import calibrate, save_act_scales
 
     loaded = ctx.calibration_model()
+    check_recipe_positions(ctx.recipe, loaded.model)
     chunks = ctx.calibration_chunks()
     scales = calibrate(loaded, chunks, progress=ctx.progress)
     scales.meta["data"] = ctx.slices()[0].describe()
     save_act_scales(path, scales, force=True)
+
+
+def check_recipe_positions(recipe: Recipe, model: Any) -> None:
+    """Refuse sequence lengths past the model's positions (calibration, comparison, engine profiles).
+
+    Checked when the model is first loaded, before calibrating: an engine profile the model
+    cannot embed would otherwise fail (or silently wrap) after every earlier stage ran.
+
+    Raises:
+        ConfigError: Naming the field and the model's limit.
+    """
+    from sq_trt.models.loading import check_seq_len
+
+    check_seq_len(model, recipe.calibrate.seq_len, "calibrate.seq_len")
+    check_seq_len(model, recipe.compare.seq_len, "compare.seq_len")
+    for index, profile in enumerate(recipe.build.profiles):
+        check_seq_len(model, max(profile.seq), f"build.profiles.{index}.seq")
+
+
+def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
+    """Check what can be checked without a model before the first stage runs.
+
+    Raises:
+        SqTrtError: An output directory that cannot be written, a data source that is
+            missing or forbidden by ``local_files_only``, or an absent device.
+    """
+    from sq_trt.artifacts import check_writable_output
+    from sq_trt.data import check_data_source
+    from sq_trt.models.loading import check_device
+
+    check_writable_output(work_dir, what="work dir")
+    check_writable_output(engines_dir, what="engines dir")
+    check_data_source(recipe.data.source, local_files_only=recipe.model.local_files_only)
+    check_device(recipe.model.device)
 
 
 def smooth_config(recipe: Recipe) -> Any:
@@ -523,6 +558,7 @@ def run_pipeline(
 
     emit = log or _log
     ctx = PipelineContext(recipe, progress=progress, log=emit)
+    preflight(recipe, ctx.work_dir, ctx.engines_dir)
     started = time.perf_counter()
     plan = ctx.build_plan()
     emit(f"[pipeline] {recipe.name}: work dir {ctx.work_dir}, engines {ctx.engines_dir}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sq_trt.artifacts import hash_file, verified_parent_manifest
-from sq_trt.errors import ArtifactError, BuildError
+from sq_trt.errors import BuildError
 from sq_trt.plugin_spec import ONNX_DOMAIN
 
 

@@ -49,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
     """Assemble and write the report; print where it is and the verdict."""
     from pathlib import Path
 
+    from sq_trt.artifacts import check_writable_output
     from sq_trt.errors import ConfigError
     from sq_trt.report import activation_picture, load_sweep, write_report
 
+    check_writable_output(args.out, force=args.force)
     if bool(args.calibration) != bool(args.smoothed):
         raise ConfigError(
             "--calibration and --smoothed go together (before and after smoothing); give both or neither"

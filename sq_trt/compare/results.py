@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sq_trt.artifacts import atomic_write_text, load_manifest
+from sq_trt.artifacts import MANIFEST_NAME, atomic_write_text, load_manifest
 from sq_trt.errors import ArtifactError
 
 COMPARISON_SCHEMA = "sq-trt.comparison/1"
@@ -61,8 +61,14 @@ def load_iterations(root: Path) -> Iterator[tuple[dict[str, Any], Any]]:
 
     folder = root / ITERATIONS_DIR
     outputs = sorted(p for p in folder.glob("*.json") if not p.name.endswith(".inputs.json"))
-    listed = load_manifest(root, stage=STAGE).files
-    for path in sorted(folder.glob("*.json")):
+    if not outputs:
+        raise ArtifactError(
+            f"{root} holds no saved iterations ({folder}/*.json); rerun compare with --save-iterations >= 1"
+        )
+    # In an artifact directory (the CLI's case; run_comparison's raw save_dir has no manifest yet)
+    # only files its manifest lists are evidence of the run.
+    listed = load_manifest(root, stage=STAGE).files if (root / MANIFEST_NAME).is_file() else None
+    for path in sorted(folder.glob("*.json")) if listed is not None else []:
         rel = path.relative_to(root).as_posix()
         if rel not in listed:
             # A file added after the run (e.g. another run's outputs copied in) is not evidence of this run.

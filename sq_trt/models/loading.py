@@ -82,6 +82,7 @@ def load_model(
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
     if torch_dtype is None:
         raise ModelLoadError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    check_device(device)
 
     if source.startswith("tiny:"):
         from sq_trt.models.tiny import byte_tokenizer, tiny_model
@@ -93,7 +94,13 @@ def load_model(
         from sq_trt.models.demo import demo_model_dir
 
         resolved = str(demo_model_dir())
-        return _load_pretrained(resolved, {}, source, torch_dtype, True, False, device)
+        try:
+            return _load_pretrained(resolved, {}, source, torch_dtype, True, False, device)
+        except ModelLoadError as exc:
+            raise ModelLoadError(
+                f"the cached demo model in {resolved} is corrupt ({str(exc)[:160]}); delete that directory "
+                "and run `sq-trt fetch-demo`"
+            ) from exc
 
     if _looks_like_path(source):
         path = Path(source).expanduser()
@@ -129,17 +136,82 @@ def _load_pretrained(
     import transformers
 
     kwargs = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code, **extra}
+    # A user's model files can fail to parse in many ways (a corrupt safetensors header, a
+    # truncated GGUF, a pickle checkpoint torch refuses, binary junk as config.json): each is
+    # the user's to fix, so every exception of the parsing libraries becomes one line.
     try:
         config = transformers.AutoConfig.from_pretrained(where, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not load the config of {source!r}: {exc}") from exc
+    except Exception as exc:
+        raise ModelLoadError(f"could not load the config of {source!r}: {_describe(exc)}") from exc
     spec = find_spec(config)  # refuse unsupported architectures before loading any weights
     model_cls = transformers.AutoModel if spec.kind == "encoder" else transformers.AutoModelForCausalLM
     try:
         model = model_cls.from_pretrained(where, dtype=torch_dtype, **kwargs)
         tokenizer = transformers.AutoTokenizer.from_pretrained(where, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not load model {source!r}: {exc}") from exc
+    except Exception as exc:
+        raise ModelLoadError(f"could not load model {source!r}: {_describe(exc)}") from exc
     model.to(device)  # type: ignore[arg-type]  # transformers stubs the wrapped .to as taking a model
     model.eval()
     return LoadedModel(model, tokenizer, spec, source, where + (f"/{extra['gguf_file']}" if extra else ""))
+
+
+def _describe(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_device(device: str) -> None:
+    """Refuse a torch device string that does not parse or names hardware this machine lacks.
+
+    Raises:
+        ModelLoadError: ``bogus``, ``cuda`` without CUDA, ``cuda:3`` with one GPU, ``mps`` off macOS.
+    """
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelLoadError(
+            f"--device {device[:60]!r} is not a torch device; expected 'cpu', 'cuda' or 'cuda:<index>'"
+        ) from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"--device {device!r}: this machine has no CUDA GPU visible to torch; use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible; use cuda:0"
+            )
+        return
+    if parsed.type == "mps" and torch.backends.mps.is_available():
+        return
+    raise ModelLoadError(f"--device {device!r}: device type {parsed.type!r} is not available here; use --device cpu")
+
+
+def max_positions(model: Any) -> int | None:
+    """The longest sequence the model's position embeddings cover (``max_position_embeddings``), if stated."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_seq_len(model: Any, seq_len: int, what: str = "--seq-len") -> None:
+    """Refuse a sequence length the model cannot embed (past ``max_position_embeddings``) or below 1.
+
+    Raises:
+        ConfigError: Below 1, or past the model's limit (named).
+    """
+    from sq_trt.errors import ConfigError
+
+    if seq_len < 1:
+        raise ConfigError(f"{what} must be >= 1, got {seq_len}")
+    limit = max_positions(model)
+    if limit is not None and seq_len > limit:
+        raise ConfigError(
+            f"{what} {seq_len} is past the model's {limit} positions (max_position_embeddings); "
+            f"use {what} <= {limit}"
+        )
