@@ -165,6 +165,8 @@ def load_text(source: str = EMBEDDED, *, text_column: str = "text") -> str:
         else:
             import datasets
 
+            # Its "Generating train split" bars would make every message after them multi-line noise.
+            datasets.disable_progress_bars()
             try:
                 dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
             except Exception as exc:  # datasets raises many types for unreadable files

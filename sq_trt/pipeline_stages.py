@@ -58,12 +58,16 @@ def check_recipe_positions(recipe: Recipe, model: Any) -> None:
     Raises:
         ConfigError: Naming the field and the model's limit.
     """
-    from sq_trt.models.loading import check_seq_len
+    from sq_trt.models.loading import check_seq_len_limit, max_positions
 
-    check_seq_len(model, recipe.calibrate.seq_len, "calibrate.seq_len")
-    check_seq_len(model, recipe.compare.seq_len, "compare.seq_len")
+    _check_positions(recipe, max_positions(model), check_seq_len_limit)
+
+
+def _check_positions(recipe: Recipe, limit: int | None, check: Any) -> None:
+    check(limit, recipe.calibrate.seq_len, "calibrate.seq_len")
+    check(limit, recipe.compare.seq_len, "compare.seq_len")
     for index, profile in enumerate(recipe.build.profiles):
-        check_seq_len(model, max(profile.seq), f"build.profiles.{index}.seq")
+        check(limit, max(profile.seq), f"build.profiles.{index}.seq")
 
 
 def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
@@ -75,12 +79,14 @@ def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
     """
     from sq_trt.artifacts import check_writable_output
     from sq_trt.data import check_data_source
-    from sq_trt.models.loading import check_device
+    from sq_trt.models.loading import check_device, check_seq_len_limit, source_max_positions
 
     check_writable_output(work_dir, what="work dir")
     check_writable_output(engines_dir, what="engines dir")
     check_data_source(recipe.data.source, local_files_only=recipe.model.local_files_only)
     check_device(recipe.model.device)
+    limit = source_max_positions(recipe.model.source, trust_remote_code=recipe.model.trust_remote_code)
+    _check_positions(recipe, limit, check_seq_len_limit)
 
 
 def smooth_config(recipe: Recipe) -> Any:

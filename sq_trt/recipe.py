@@ -471,6 +471,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
         if isinstance(node, list) and isinstance(last, int) and last < len(node):
             node[last] = value
             continue
+        if isinstance(node, list) and isinstance(last, int):
+            raise ConfigError(f"--set {shorten(text, 80)!r}: index {last} is past the end of a list of {len(node)}")
         where = ".".join(str(p) for p in path[:-1]) or "the recipe"
         raise ConfigError(f"--set {text!r}: {where} is a {type(node).__name__}, not a section or a list")
     return result

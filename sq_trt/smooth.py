@@ -480,8 +480,8 @@ def load_smoothed(path: str | os.PathLike[str], *, device: str = "cpu") -> tuple
     from sq_trt.models.loading import load_model
 
     manifest = load_manifest(path, stage=STAGE, verify_files=True)
+    scales = read_scales_file(path, dict(manifest.extra))  # the cheap check first, then the model
     loaded = load_model(str(Path(path).resolve()), local_files_only=True, device=device)
-    scales = read_scales_file(path, dict(manifest.extra))
     check_model_matches(scales, loaded.model, f"smoothed artifact {path}")
     return loaded, scales
 

@@ -111,7 +111,7 @@ def _check_onnx_loads(name: str, path: Path) -> None:
             f"runner {name}: {path} is not a valid ONNX model ({type(exc).__name__}); re-export it with `sq-trt export`"
         ) from exc
     if not model.graph.node:
-        raise ArtifactError(f"runner {name}: {path} has an empty graph; re-export it with `sq-trt export`")
+        raise ArtifactError(f"runner {name}: {path} has an empty ONNX graph; re-export it with `sq-trt export`")
 
 
 def provenance(model: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,8 @@ def _load_pretrained(
 ) -> LoadedModel:
     import transformers
 
+    # Its per-file "Loading weights" bar would turn a later one-line error into several lines.
+    transformers.utils.logging.disable_progress_bar()
     kwargs = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code, **extra}
     # A user's model files can fail to parse in many ways (a corrupt safetensors header, a
     # truncated GGUF, a pickle checkpoint torch refuses, binary junk as config.json): each is
@@ -146,7 +149,11 @@ def _load_pretrained(
     spec = find_spec(config)  # refuse unsupported architectures before loading any weights
     model_cls = transformers.AutoModel if spec.kind == "encoder" else transformers.AutoModelForCausalLM
     try:
-        model = model_cls.from_pretrained(where, dtype=torch_dtype, **kwargs)
+        with warnings.catch_warnings():
+            # torch's weights-only unpickler warns about the protocol of a pickle checkpoint it is
+            # about to refuse; the refusal is the one line the user needs.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            model = model_cls.from_pretrained(where, dtype=torch_dtype, **kwargs)
         tokenizer = transformers.AutoTokenizer.from_pretrained(where, **kwargs)
     except Exception as exc:
         raise ModelLoadError(f"could not load model {source!r}: {_describe(exc)}") from exc
@@ -191,12 +198,42 @@ def check_device(device: str) -> None:
 
 def max_positions(model: Any) -> int | None:
     """The longest sequence the model's position embeddings cover (``max_position_embeddings``), if stated."""
-    config = getattr(model, "config", None)
+    config = getattr(model, "config", model)
     for name in ("max_position_embeddings", "n_positions", "max_seq_len"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def source_max_positions(source: str, *, trust_remote_code: bool = False) -> int | None:
+    """The position limit of a model source read from its config alone (no weights), when that is cheap.
+
+    ``tiny:<family>``, ``demo`` once fetched, and local directories; None for hub ids, GGUF
+    files and anything unreadable (the limit is checked again once the model is loaded).
+    """
+    try:
+        if source.startswith("tiny:"):
+            from sq_trt.models.tiny import tiny_config
+
+            config = tiny_config(source.split(":", 1)[1])
+        else:
+            if source == DEMO:
+                from sq_trt.models.demo import demo_model_dir
+
+                path = demo_model_dir(fetch=False)
+            else:
+                path = Path(source).expanduser()
+            if not (path / "config.json").is_file():
+                return None
+            import transformers
+
+            config = transformers.AutoConfig.from_pretrained(
+                str(path), local_files_only=True, trust_remote_code=trust_remote_code
+            )
+    except Exception:  # unreadable or unknown: load_model reports it with its own message later
+        return None
+    return max_positions(config)
 
 
 def check_seq_len(model: Any, seq_len: int, what: str = "--seq-len") -> None:
@@ -205,11 +242,15 @@ def check_seq_len(model: Any, seq_len: int, what: str = "--seq-len") -> None:
     Raises:
         ConfigError: Below 1, or past the model's limit (named).
     """
+    check_seq_len_limit(max_positions(model), seq_len, what)
+
+
+def check_seq_len_limit(limit: int | None, seq_len: int, what: str = "--seq-len") -> None:
+    """:func:`check_seq_len` against a known limit (None: only the lower bound)."""
     from sq_trt.errors import ConfigError
 
     if seq_len < 1:
         raise ConfigError(f"{what} must be >= 1, got {seq_len}")
-    limit = max_positions(model)
     if limit is not None and seq_len > limit:
         raise ConfigError(
             f"{what} {seq_len} is past the model's {limit} positions (max_position_embeddings); "

@@ -36,16 +36,30 @@ def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
         raw = json.loads(Path(path).read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"sweep file {path} does not exist") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"sweep file {path} is not valid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"sweep file {path} is not valid JSON ({str(exc)[:100]})") from exc
+    except OSError as exc:
+        raise ConfigError(f"sweep file {path} cannot be read ({exc.strerror or exc})") from exc
     sweep = {"metric": "ppl", "points": raw} if isinstance(raw, list) else raw
     if not isinstance(sweep, dict) or not isinstance(sweep.get("points"), list) or not sweep["points"]:
         raise ConfigError(f"sweep file {path}: expected {{'metric', 'points': [{{'alpha', <metric>}}, ...]}}")
     metric = sweep.get("metric", "ppl")
+    if not isinstance(metric, str):
+        raise ConfigError(f"sweep file {path}: 'metric' must be a name such as 'ppl', got {str(metric)[:40]!r}")
     for point in sweep["points"]:
-        if not isinstance(point, dict) or not {"alpha", metric} <= set(point):
-            raise ConfigError(f"sweep file {path}: every point needs 'alpha' and {metric!r}, got {point!r}")
+        if (
+            not isinstance(point, dict)
+            or not {"alpha", metric} <= set(point)
+            or not all(_is_number(point[key]) for key in ("alpha", metric))
+        ):
+            raise ConfigError(
+                f"sweep file {path}: every point needs numbers 'alpha' and {metric!r}, got {str(point)[:80]}"
+            )
     return {"metric": metric, "points": sweep["points"], "baseline": sweep.get("baseline")}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def activation_picture(
@@ -167,6 +181,10 @@ def write_report(
     layers_path = Path(results_dir) / LAYERS_FILE
     layers = None
     if layers_path.is_file():
+        from sq_trt.artifacts import load_manifest, verify_manifest_files
+
+        # Only a ranking the compare run wrote (listed, hash checked): never a file dropped in later.
+        verify_manifest_files(results_dir, load_manifest(results_dir), [LAYERS_FILE])
         try:
             layers = json.loads(layers_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

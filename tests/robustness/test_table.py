@@ -33,7 +33,7 @@ def shared(module_tmp: Callable[[str], Path]) -> dict[str, Path]:
         name: root / name for name in ("scales", "other_scales", "smoothed", "compare", "export")
     }
     _ok(["calibrate", *TINY, "--samples", "2", "--seq-len", "16", "--out", str(paths["scales"])])
-    _ok(["calibrate", "--model", "tiny:mistral", "--no-progress", "--samples", "2", "--seq-len", "16",
+    _ok(["calibrate", "--model", "tiny:qwen2", "--no-progress", "--samples", "2", "--seq-len", "16",
          "--out", str(paths["other_scales"])])  # fmt: skip
     _ok(["smooth", *TINY, "--act-scales", str(paths["scales"]), "--out", str(paths["smoothed"])])
     argv = ["compare", "--baseline", "fp32=torch:tiny:llama", "--candidate", "naive=torch-w8a8:tiny:llama"]

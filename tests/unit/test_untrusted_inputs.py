@@ -136,7 +136,9 @@ def test_compare_refuses_a_tampered_onnx_before_running(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = _onnx_artifact(tmp_path / "export")
-    path.write_bytes(path.read_bytes() + b"\x00")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
     argv = ["compare", "--baseline", f"a={path}", "--candidate", f"b={path}", "--out", str(tmp_path / "c")]
     assert main([*argv, *TINY, "--samples", "1", "--seq-len", "8"]) == 1
     assert "has changed since the manifest" in _err(capsys)
