@@ -50,6 +50,7 @@ def per_token_quant(x: torch.Tensor, *, block: int | None = None) -> tuple[torch
     """
     require("triton", stage="kernels")
     import torch
+
     from sq_trt.plugins import kernels
 
     _check_input(x, "x")
@@ -82,6 +83,7 @@ def rmsnorm_per_token_quant(
     """
     require("triton", stage="kernels")
     import torch
+
     from sq_trt.plugins import kernels
 
     _check_input(x, "x")
@@ -121,6 +123,7 @@ def layernorm_per_token_quant(
     """
     require("triton", stage="kernels")
     import torch
+
     from sq_trt.plugins import kernels
 
     _check_input(x, "x")

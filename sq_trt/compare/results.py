@@ -70,16 +70,12 @@ def load_iterations(root: Path) -> Iterator[tuple[dict[str, Any], Any]]:
     listed = load_manifest(root, stage=STAGE).files if (root / MANIFEST_NAME).is_file() else None
     for path in sorted(folder.glob("*.json")) if listed is not None else []:
         rel = path.relative_to(root).as_posix()
-        if rel not in listed:
+        if listed is not None and rel not in listed:
             # A file added after the run (e.g. another run's outputs copied in) is not evidence of this run.
             raise ArtifactError(
                 f"{path} is not listed in {root}'s manifest; it was not written by this comparison. "
                 "Remove it or rerun compare"
             )
-    if not outputs:
-        raise ArtifactError(
-            f"{root} holds no saved iterations ({folder}/*.json); rerun compare with --save-iterations >= 1"
-        )
     for path in outputs:
         inputs_path = Path(str(path.with_suffix("")) + ".inputs.json")
         if not inputs_path.is_file():

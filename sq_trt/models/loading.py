@@ -213,27 +213,32 @@ def source_max_positions(source: str, *, trust_remote_code: bool = False) -> int
     files and anything unreadable (the limit is checked again once the model is loaded).
     """
     try:
-        if source.startswith("tiny:"):
-            from sq_trt.models.tiny import tiny_config
-
-            config = tiny_config(source.split(":", 1)[1])
-        else:
-            if source == DEMO:
-                from sq_trt.models.demo import demo_model_dir
-
-                path = demo_model_dir(fetch=False)
-            else:
-                path = Path(source).expanduser()
-            if not (path / "config.json").is_file():
-                return None
-            import transformers
-
-            config = transformers.AutoConfig.from_pretrained(
-                str(path), local_files_only=True, trust_remote_code=trust_remote_code
-            )
-    except Exception:  # unreadable or unknown: load_model reports it with its own message later
+        return max_positions(_config_only(source, trust_remote_code))
+    except ModelLoadError:  # unreadable or unknown: load_model reports it with its own message later
         return None
-    return max_positions(config)
+
+
+def _config_only(source: str, trust_remote_code: bool) -> Any:
+    if source.startswith("tiny:"):
+        from sq_trt.models.tiny import tiny_config
+
+        return tiny_config(source.split(":", 1)[1])
+    if source == DEMO:
+        from sq_trt.models.demo import demo_model_dir
+
+        path = demo_model_dir(fetch=False)
+    else:
+        path = Path(source).expanduser()
+    if not (path / "config.json").is_file():
+        return None
+    import transformers
+
+    try:
+        return transformers.AutoConfig.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"could not load the config of {source!r}: {_describe(exc)}") from exc
 
 
 def check_seq_len(model: Any, seq_len: int, what: str = "--seq-len") -> None:
