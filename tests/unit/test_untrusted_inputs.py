@@ -326,3 +326,44 @@ def test_every_input_is_checked_before_the_model_loads(tmp_path: Path, capsys: p
     assert "missing.txt" in _err(capsys)
     assert main([*argv, "--out", str(tmp_path / "c"), "--device", "cuda:99"]) == 1
     assert "cuda:99" in _err(capsys)
+
+
+# The optional signing hook ------------------------------------------------------------------------------
+
+
+def test_signed_manifests_refuse_a_consistent_forgery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sq_trt.artifacts import SIGNATURE_NAME, artifact_dir
+
+    monkeypatch.setenv("SQ_TRT_MANIFEST_KEY", "k1")
+    with artifact_dir(tmp_path / "a", stage="calibrate") as tmp:
+        (tmp / "f.txt").write_text("metrics")
+    assert load_manifest(tmp_path / "a", verify_files=True).files
+    (tmp_path / "a" / "f.txt").write_text("forged")
+    _rehash(tmp_path / "a")  # consistent hashes: only the signature can tell
+    with pytest.raises(ArtifactError, match="signature does not match"):
+        load_manifest(tmp_path / "a", verify_files=True)
+    monkeypatch.setenv("SQ_TRT_MANIFEST_KEY", "another key")
+    with artifact_dir(tmp_path / "b", stage="calibrate") as tmp:
+        (tmp / "f.txt").write_text("x")
+    monkeypatch.setenv("SQ_TRT_MANIFEST_KEY", "k1")
+    with pytest.raises(ArtifactError, match="signature does not match"):
+        load_manifest(tmp_path / "b")
+    (tmp_path / "b" / SIGNATURE_NAME).unlink()
+    with pytest.raises(ArtifactError, match="has no manifest.sig"):
+        load_manifest(tmp_path / "b")
+    monkeypatch.delenv("SQ_TRT_MANIFEST_KEY")
+    assert load_manifest(tmp_path / "b").stage == "calibrate"  # unsigned use is unchanged
+
+
+def test_build_profile_past_the_model_positions_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import onnx
+
+    from sq_trt.artifacts import artifact_dir
+
+    model = onnx.load(str(_onnx_artifact(tmp_path / "plain")))
+    with artifact_dir(tmp_path / "export", stage="export", extra={"max_positions": 512}) as tmp:
+        onnx.save(model, str(tmp / "model.onnx"))
+    argv = ["build", "--onnx", str(tmp_path / "export" / "model.onnx"), "--name", "n", "--target", "t"]
+    assert main([*argv, "--engines-dir", str(tmp_path / "e"), "--seq", "1,8,4096"]) == 1
+    assert "past the model's 512 positions" in _err(capsys)
+    assert not (tmp_path / "e").exists()
