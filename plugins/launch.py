@@ -50,7 +50,6 @@ def per_token_quant(x: torch.Tensor, *, block: int | None = None) -> tuple[torch
     """
     require("triton", stage="kernels")
     import torch
-
     from sq_trt.plugins import kernels
 
     _check_input(x, "x")
@@ -83,7 +82,6 @@ def rmsnorm_per_token_quant(
     """
     require("triton", stage="kernels")
     import torch
-
     from sq_trt.plugins import kernels
 
     _check_input(x, "x")
@@ -123,7 +121,6 @@ def layernorm_per_token_quant(
     """
     require("triton", stage="kernels")
     import torch
-
     from sq_trt.plugins import kernels
 
     _check_input(x, "x")

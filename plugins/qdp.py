@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from types import GenericAlias, ModuleType
 from typing import Any
 
+from sq_trt.plugins import LAYERNORM_PER_TOKEN_QUANT
+
 from sq_trt import plugin_spec
 from sq_trt.errors import ConfigError
-from sq_trt.plugins import LAYERNORM_PER_TOKEN_QUANT
 
 # tensorrt.plugin gained @aot_impl (ahead-of-time QDPs) in TensorRT 10.9.0.
 MIN_TENSORRT_VERSION = (10, 9)
