@@ -497,7 +497,17 @@ def triton_cases() -> list[Case]:
         Case("engine-dir-calibration", "triton", argv, "expected an artifact of stage", copy("scales")),
         Case("engine-dir-manifest-binary", "triton", argv, "not valid JSON", compose(copy("scales"), edit_file("manifest.json", lambda b: random_bytes(50, 9)))),
         Case("engine-dir-escape", "triton", argv, "outside", compose(copy("scales"), edit_manifest(lambda d: d["files"].update({"../x": "sha256:0"})))),
+        Case("engines-not-object", "triton", argv, "'engines'", compose(copy("scales"), edit_manifest(_as_build_with("abc")))),
+        Case("engines-target-missing", "triton", argv, "no engine for target", compose(copy("scales"), edit_manifest(_as_build_with({})))),
     ]
+
+
+def _as_build_with(engines: object):  # type: ignore[no-untyped-def]
+    def change(data: dict) -> None:  # type: ignore[type-arg]
+        data["stage"] = "build"
+        data["extra"] = {"engines": engines}
+
+    return change
 
 
 def all_cases() -> list[Case]:
