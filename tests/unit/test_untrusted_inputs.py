@@ -57,6 +57,8 @@ def runs(module_tmp: Callable[[str], Path]) -> dict[str, Path]:
 def test_flipped_verdict_is_refused_even_with_a_rehashed_manifest(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    assert main(["report", "--results", str(runs["failed"]), "--out", str(tmp_path / "honest")]) == 3
+    assert json.loads((tmp_path / "honest" / "report.json").read_text())["verdict"]["passed"] is False
     forged = tmp_path / "forged"
     shutil.copytree(runs["failed"], forged)
     data = json.loads((forged / "comparison.json").read_text())
