@@ -43,6 +43,7 @@ def _run_calibrate(ctx: PipelineContext, path: Path) -> None:
 
     loaded = ctx.calibration_model()
     check_recipe_positions(ctx.recipe, loaded.model)
+    check_recipe_overrides(ctx.recipe, loaded.model)  # a typo fails before calibrating, not after
     chunks = ctx.calibration_chunks()
     scales = calibrate(loaded, chunks, progress=ctx.progress)
     scales.meta["data"] = ctx.slices()[0].describe()
@@ -70,6 +71,20 @@ def _check_positions(recipe: Recipe, limit: int | None, check: Any) -> None:
         check(limit, max(profile.seq), f"build.profiles.{index}.seq")
 
 
+def check_recipe_overrides(recipe: Recipe, model: Any) -> None:
+    """Refuse ``smooth.overrides`` patterns that match no smoothing group of ``model``.
+
+    Raises:
+        ConfigError: Naming the pattern (see :func:`sq_trt.smooth.check_override_patterns`).
+    """
+    from sq_trt.models.registry import smoothing_groups
+    from sq_trt.smooth import check_override_patterns
+
+    config = smooth_config(recipe)
+    groups = smoothing_groups(model, include_optional=config.include_optional)
+    check_override_patterns(config, [group.name for group in groups])
+
+
 def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
     """Check what can be checked without a model before the first stage runs.
 
@@ -79,7 +94,12 @@ def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
     """
     from sq_trt.artifacts import check_writable_output
     from sq_trt.data import check_data_source
-    from sq_trt.models.loading import check_device, check_seq_len_limit, source_max_positions
+    from sq_trt.models.loading import (
+        check_device,
+        check_seq_len_limit,
+        source_max_positions,
+        source_skeleton,
+    )
 
     check_writable_output(work_dir, what="work dir")
     check_writable_output(engines_dir, what="engines dir")
@@ -87,6 +107,10 @@ def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
     check_device(recipe.model.device)
     limit = source_max_positions(recipe.model.source, trust_remote_code=recipe.model.trust_remote_code)
     _check_positions(recipe, limit, check_seq_len_limit)
+    if recipe.smooth.overrides:
+        skeleton = source_skeleton(recipe.model.source, trust_remote_code=recipe.model.trust_remote_code)
+        if skeleton is not None:
+            check_recipe_overrides(recipe, skeleton)
 
 
 def smooth_config(recipe: Recipe) -> Any:
@@ -136,6 +160,7 @@ def _run_smooth(ctx: PipelineContext, path: Path) -> None:
         result = smooth_offloaded(loaded, scales, config)
     else:
         original = ctx.original()
+        check_recipe_overrides(ctx.recipe, original.model)  # before the alpha search
         loaded = copy.copy(original)
         loaded.model = copy.deepcopy(original.model)
         search_inputs = collect_search_inputs(loaded.model, chunks, config, progress=ctx.progress)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sq_trt.errors import ModelLoadError
+from sq_trt.errors import ModelLoadError, SqTrtError
 from sq_trt.models.registry import ArchSpec, find_spec
 
 DEMO = "demo"
@@ -216,6 +216,33 @@ def source_max_positions(source: str, *, trust_remote_code: bool = False) -> int
         return max_positions(_config_only(source, trust_remote_code))
     except ModelLoadError:  # unreadable or unknown: load_model reports it with its own message later
         return None
+
+
+def source_skeleton(source: str, *, trust_remote_code: bool = False) -> Any:
+    """The model of a source built on the ``meta`` device (structure only, no weights), when cheap.
+
+    Enough to name its layers and smoothing groups before anything is loaded; None where
+    :func:`source_max_positions` has no config (hub ids, GGUF files), or for an unreadable or
+    unsupported config (the real load reports those with its own message).
+    """
+    try:
+        config = _config_only(source, trust_remote_code)
+        return None if config is None else _meta_model(source, config, trust_remote_code)
+    except SqTrtError:
+        return None
+
+
+def _meta_model(source: str, config: Any, trust_remote_code: bool) -> Any:
+    import torch
+    import transformers
+
+    spec = find_spec(config)
+    model_cls = transformers.AutoModel if spec.kind == "encoder" else transformers.AutoModelForCausalLM
+    try:
+        with torch.device("meta"):
+            return model_cls.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelLoadError(f"could not build {source!r} from its config: {_describe(exc)}") from exc
 
 
 def _config_only(source: str, trust_remote_code: bool) -> Any:

@@ -338,6 +338,7 @@ _BAD_SETS = [
     ("seq-len-past-positions", "calibrate.seq_len=4096", "max_position_embeddings"),
     ("device-bogus", "model.device=bogus", "not a torch device"),
     ("hub-offline", "data.source=hub:x", "--local-files-only"),
+    ("override-typo", "smooth.overrides={{layers.*.mlp_typo: 0.7}}", "matches no smoothing group"),
 ]
 
 
