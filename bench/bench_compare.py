@@ -104,7 +104,8 @@ def main_bench() -> None:
     compare_cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
     started = time.perf_counter()
     report_argv = ["report", "--results", str(out), "--calibration", str(calib), "--smoothed", str(smooth)]
-    assert main([*report_argv, "--out", str(work / "report"), "--force"]) == 0
+    # The report recomputes the compare run's verdict: same exit code (0 passed, 3 gate failed).
+    assert main([*report_argv, "--out", str(work / "report"), "--force"]) == code
     report_wall = time.perf_counter() - started
 
     comparison = json.loads((out / "comparison.json").read_text())

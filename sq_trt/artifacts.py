@@ -11,10 +11,13 @@ and (when asked) files whose hashes do not match.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import hmac
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -27,6 +30,9 @@ from sq_trt.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# Optional HMAC of manifest.json, written and required only when SIGNING_KEY_ENV is set.
+SIGNATURE_NAME = "manifest.sig"
+SIGNING_KEY_ENV = "SQ_TRT_MANIFEST_KEY"
 
 # Libraries whose versions are worth recording in every manifest (if installed).
 _TRACKED_LIBRARIES = (
@@ -120,17 +126,169 @@ class Manifest:
         )
 
 
+def signing_key() -> bytes | None:
+    """The manifest signing key from ``$SQ_TRT_MANIFEST_KEY``, or None (manifests unsigned)."""
+    key = os.environ.get(SIGNING_KEY_ENV, "")
+    return key.encode() if key else None
+
+
+def sign_manifest(manifest_bytes: bytes, key: bytes) -> str:
+    """HMAC-SHA256 of a manifest's bytes as ``hmac-sha256:<hex>``.
+
+    A manifest lists the hash of every file, so signing it covers the whole artifact:
+    without the key, a consistent forgery (edit a file, re-hash the manifest) is refused.
+    """
+    return "hmac-sha256:" + hmac.new(key, manifest_bytes, hashlib.sha256).hexdigest()
+
+
+def _check_signature(root: Path, manifest_bytes: bytes) -> None:
+    key = signing_key()
+    if key is None:
+        return
+    path = root / SIGNATURE_NAME
+    if not path.is_file():
+        raise ArtifactError(
+            f"{root} has no {SIGNATURE_NAME}, but ${SIGNING_KEY_ENV} requires signed artifacts; "
+            "rerun the stage that writes it with the key set"
+        )
+    try:
+        stored = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is unreadable ({type(exc).__name__}); rerun the stage that writes it") from exc
+    if not hmac.compare_digest(stored, sign_manifest(manifest_bytes, key)):
+        raise ArtifactError(
+            f"{root}: the manifest's signature does not match (edited, or signed with another key); "
+            "rerun the stage that writes it"
+        )
+
+
 def _hash_tree(root: Path) -> dict[str, str]:
     files: dict[str, str] = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != MANIFEST_NAME:
+        if path.is_file() and path.name not in (MANIFEST_NAME, SIGNATURE_NAME):
             files[path.relative_to(root).as_posix()] = hash_file(path)
     return files
+
+
+# Longest file name most file systems take (ext4, xfs, btrfs, tmpfs): 255 bytes.
+_NAME_MAX = 255
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftovers from an earlier call in this process are never in use
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_stale_siblings(final: Path) -> list[Path]:
+    """Remove what an interrupted write of ``final`` left next to it; only names this module creates.
+
+    ``.<name>.p<PID>.<random>.partial`` (the temp directory of :func:`atomic_dir`) and
+    ``.<name>.old-<PID>`` (the previous artifact moved aside during the swap) whose
+    process is gone: a SIGKILL between the two renames, or a kill during the write,
+    leaves them behind and nothing else would ever delete them. Names written by
+    older versions (``.<name>.<random>.partial``, no PID) are removed too.
+
+    Returns:
+        The paths removed.
+    """
+    if not final.parent.is_dir():
+        return []
+    name = re.escape(final.name)
+    pattern = re.compile(rf"^\.{name}\.(?:p(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.partial$|^\.{name}\.old-(?P<old>\d+)$")
+    removed: list[Path] = []
+    try:
+        entries = list(final.parent.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None:
+            continue
+        pid = match["pid"] or match["old"]
+        if pid is not None and _pid_alive(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+def check_writable_output(path: str | os.PathLike[str], *, force: bool = True, what: str = "output") -> Path:
+    """Refuse an output path the stage could not write, before any expensive work.
+
+    Checks every name's length, that the nearest existing ancestor is a writable
+    directory, and (without ``force``) that ``path`` does not exist yet.
+
+    Raises:
+        ArtifactError: The path exists without ``force``, an ancestor is a file, a
+            name is longer than 255 bytes, or the directory is not writable.
+    """
+    final = Path(path)
+    for part in final.parts:
+        if len(os.fsencode(part)) > _NAME_MAX:
+            raise ArtifactError(
+                f"{what} {_short(str(final))}: the name {_short(part, 40)} is {len(os.fsencode(part))} bytes, "
+                f"longer than the {_NAME_MAX} bytes file systems accept; choose a shorter name"
+            )
+    if final.exists() and not force:
+        raise ArtifactError(f"{what} {final} already exists; pass --force to replace it")
+    if final.exists() and not final.is_dir():
+        raise ArtifactError(
+            f"{what} {final} is an existing file, expected a directory (or nothing); remove it or pick another --out"
+        )
+    ancestor = final.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ArtifactError(
+            f"{what} {final}: {ancestor} is a file, not a directory; pick an --out under a directory"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ArtifactError(
+            f"{what} {final}: directory {ancestor} is not writable; pick an --out you can write to"
+        )
+    return final
+
+
+def os_error_message(exc: OSError, where: str | os.PathLike[str] | None = None) -> str:
+    """One line for an operating-system error the user can fix (disk full, read-only, permissions)."""
+    hints = {
+        errno.ENOSPC: "free some disk space and rerun",
+        errno.EDQUOT: "free some disk space (quota) and rerun",
+        errno.EROFS: "the file system is read-only; pick an output on a writable one",
+        errno.EACCES: "check the permissions or pick another path",
+        errno.EPERM: "check the permissions or pick another path",
+        errno.ENAMETOOLONG: "choose a shorter name",
+        errno.ENOTDIR: "a component of the path is a file, not a directory",
+        errno.EISDIR: "expected a file, found a directory",
+        errno.ENOENT: "check the path",
+    }
+    target = where if where is not None else (exc.filename or "")
+    hint = hints.get(exc.errno or -1, "check the path and the disk")
+    return f"{exc.strerror or type(exc).__name__} ({_short(str(target))}); {hint}"
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters for a one-line message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str], *, force: bool = True) -> Iterator[Path]:
     """Create a directory atomically: write into a temp sibling, rename into place on success.
+
+    Leftovers of an earlier killed write of the same path are removed first
+    (:func:`remove_stale_siblings`).
 
     Args:
         path: Final directory.
@@ -139,12 +297,18 @@ def atomic_dir(path: str | os.PathLike[str], *, force: bool = True) -> Iterator[
     Yields:
         The temporary directory to write into. On error it is removed and any
         existing directory at ``path`` is left untouched.
+
+    Raises:
+        ArtifactError: ``path`` exists without ``force``, or it cannot be written (see
+            :func:`check_writable_output`).
     """
-    final = Path(path)
-    if final.exists() and not force:
-        raise ArtifactError(f"output {final} already exists; pass --force to replace it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    final = check_writable_output(path, force=force)
+    try:
+        remove_stale_siblings(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.p{os.getpid()}.", suffix=".partial", dir=final.parent))
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {final}: {os_error_message(exc)}") from exc
     try:
         yield tmp
         if final.exists():
@@ -200,7 +364,11 @@ def artifact_dir(
             extra=dict(extra or {}),
             created_unix=time.time(),
         )
-        (tmp / MANIFEST_NAME).write_text(manifest.to_json())
+        text = manifest.to_json()
+        (tmp / MANIFEST_NAME).write_text(text)
+        key = signing_key()
+        if key is not None:
+            (tmp / SIGNATURE_NAME).write_text(sign_manifest(text.encode(), key) + "\n")
 
 
 def load_manifest(
@@ -230,36 +398,132 @@ def load_manifest(
             "rerun the stage that writes it"
         )
     try:
-        raw = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        manifest_bytes = manifest_path.read_bytes()
+        _check_signature(root, manifest_bytes)
+        raw = json.loads(manifest_bytes.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ArtifactError(
-            f"{manifest_path} is not valid JSON ({exc}); rerun the stage that writes it"
+            f"{manifest_path} is not valid JSON ({_short(str(exc))}); rerun the stage that writes it"
         ) from exc
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {manifest_path}: {os_error_message(exc)}") from exc
     if not isinstance(raw, dict):
         raise ArtifactError(f"{manifest_path} holds a {type(raw).__name__}, expected a JSON object")
     schema = raw.get("schema_version")
-    if schema != SCHEMA_VERSION:
+    if schema != SCHEMA_VERSION or isinstance(schema, bool):
         raise ArtifactError(
-            f"{manifest_path} has schema_version {schema!r}; this sq-trt reads schema {SCHEMA_VERSION}. "
+            f"{manifest_path} has schema_version {_short(repr(schema), 40)}; this sq-trt reads schema {SCHEMA_VERSION}. "
             "Rerun the stage that writes it with this version"
         )
     try:
         manifest = Manifest(**raw)
     except TypeError as exc:
-        raise ArtifactError(f"{manifest_path} has unexpected fields ({exc})") from exc
+        raise ArtifactError(f"{manifest_path} has unexpected fields ({_short(str(exc))})") from exc
+    _check_manifest_types(manifest, manifest_path)
     if stage is not None and manifest.stage != stage:
         raise ArtifactError(
-            f"{root} was written by stage `{manifest.stage}`, expected an artifact of stage `{stage}`"
+            f"{root} was written by stage `{_short(manifest.stage, 60)}`, expected an artifact of stage `{stage}`"
         )
     if verify_files:
-        for rel, expected in manifest.files.items():
-            file_path = root / rel
-            if not file_path.is_file():
-                raise ArtifactError(f"{root}: file {rel} listed in the manifest is missing")
+        verify_manifest_files(root, manifest)
+    return manifest
+
+
+# Field -> (expected type, its name in messages, type of the mapping's values or None).
+_MANIFEST_TYPES: dict[str, tuple[type | tuple[type, ...], str, type | None]] = {
+    "stage": (str, "a string", None),
+    "config": (dict, "an object", None),
+    "inputs": (dict, "an object of strings", str),
+    "files": (dict, "an object of strings", str),
+    "versions": (dict, "an object of strings", str),
+    "extra": (dict, "an object", None),
+    "created_unix": ((int, float), "a number", None),
+}
+
+
+def _check_manifest_types(manifest: Manifest, manifest_path: Path) -> None:
+    """Refuse fields of the wrong JSON type, and file paths that leave the artifact directory."""
+    for name, (kind, described, values) in _MANIFEST_TYPES.items():
+        value = getattr(manifest, name)
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if ok and values is not None:
+            ok = all(isinstance(k, str) and isinstance(v, values) for k, v in value.items())
+        if not ok:
+            raise ArtifactError(
+                f"{manifest_path}: field {name!r} holds {_short(repr(value), 60)}, expected {described}; "
+                "the manifest is corrupt, rerun the stage that writes it"
+            )
+    for rel in manifest.files:
+        if not is_confined(rel):
+            raise ArtifactError(
+                f"{manifest_path} lists file {_short(rel, 80)!r}, outside the artifact directory; "
+                "a manifest may only name files inside its own directory. Rerun the stage that writes it"
+            )
+
+
+def is_confined(rel: str) -> bool:
+    """Whether a manifest's file path stays inside its artifact directory (relative, no ``..``)."""
+    if not rel or "\x00" in rel or "\\" in rel:
+        return False
+    parts = rel.split("/")
+    return not rel.startswith("/") and all(part not in ("", ".", "..") for part in parts)
+
+
+def verify_manifest_files(root: str | os.PathLike[str], manifest: Manifest, names: list[str] | None = None) -> None:
+    """Re-hash the files a manifest lists (or only ``names``) and refuse any mismatch.
+
+    Raises:
+        ArtifactError: A listed file is missing, unreadable or changed, or a name is not listed.
+    """
+    root = Path(root)
+    for rel in manifest.files if names is None else names:
+        expected = manifest.files.get(rel)
+        if expected is None:
+            raise ArtifactError(
+                f"{root}: file {_short(rel, 80)} is not listed in its manifest; it was not written by the stage. "
+                "Rerun the stage that writes it"
+            )
+        file_path = root / rel
+        if file_path.is_symlink() or not file_path.is_file():
+            raise ArtifactError(f"{root}: file {rel} listed in the manifest is missing")
+        try:
             actual = hash_file(file_path)
-            if actual != expected:
-                raise ArtifactError(
-                    f"{root}: file {rel} has changed since the manifest was written ({actual} != {expected}); "
-                    "rerun the stage that writes it"
-                )
+        except OSError as exc:
+            raise ArtifactError(f"{root}: file {rel} cannot be read: {os_error_message(exc)}") from exc
+        if actual != expected:
+            raise ArtifactError(
+                f"{root}: file {rel} has changed since the manifest was written ({actual} != {expected}); "
+                "rerun the stage that writes it"
+            )
+
+
+def verified_parent_manifest(path: str | os.PathLike[str]) -> Manifest | None:
+    """The manifest of the artifact directory holding file ``path``, once the file is checked against it.
+
+    A file sitting in an artifact directory only inherits that artifact's identity
+    when the manifest lists it with the same content: a tampered or foreign file
+    would otherwise be recorded with the fingerprint of the artifact it replaced.
+    Only ``path`` and the listed files named ``<path name>.*`` (ONNX external data)
+    are re-hashed, never the whole directory.
+
+    Returns:
+        The manifest, or None when the directory has none.
+
+    Raises:
+        ArtifactError: The manifest is corrupt, does not list the file, or records other content.
+    """
+    file_path = Path(path)
+    if not (file_path.parent / MANIFEST_NAME).is_file():
+        return None
+    try:
+        manifest = load_manifest(file_path.parent)
+    except ArtifactError as exc:
+        raise ArtifactError(f"the artifact directory of {file_path.name} is unreadable: {exc}") from exc
+    if file_path.name not in manifest.files:
+        raise ArtifactError(
+            f"{file_path} is not listed in the manifest of {file_path.parent}; it was not written by that "
+            f"`{manifest.stage}` stage. Rewrite it with the stage, or move it out of the artifact directory"
+        )
+    names = sorted(n for n in manifest.files if n == file_path.name or n.startswith(file_path.name + "."))
+    verify_manifest_files(file_path.parent, manifest, names)
     return manifest

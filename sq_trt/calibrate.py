@@ -85,6 +85,7 @@ class ActScales:
                 raise ArtifactError(
                     f"unexpected tensor {flat_name!r} in {SCALES_FILE}; expected <linear>.{_KEYS}"
                 )
+            _check_statistic(flat_name, tensor)
             tables[key][name] = tensor
         return cls(
             tables["input_channel_amax"],
@@ -102,6 +103,21 @@ def _channel_amax(t: torch.Tensor) -> torch.Tensor:
     (``torch.aminmax(t, dim=0)`` would avoid the ``|t|`` copy but measured 13x slower on CPU.)
     """
     return t.abs().reshape(-1, t.shape[-1]).amax(dim=0).float()
+
+
+def _check_statistic(name: str, tensor: torch.Tensor) -> None:
+    """Refuse a NaN, infinite or negative range: it would become a scale of 1, 0 or inf downstream."""
+    import torch
+    if not tensor.is_floating_point():
+        raise ArtifactError(f"{SCALES_FILE}: {name} has dtype {tensor.dtype}, expected a float tensor")
+    values = tensor.float()
+    bad = ~torch.isfinite(values) | (values < 0)
+    if bool(bad.any()):
+        first = values[bad].flatten()[0].item()
+        raise ArtifactError(
+            f"{SCALES_FILE}: {name} holds {int(bad.sum())} non-finite or negative values (first: {first}); "
+            "the statistics are corrupt. Rerun `sq-trt calibrate` (check the model's activations for NaN/inf)"
+        )
 
 
 class _RunningAmax:
@@ -232,12 +248,27 @@ def save_act_scales(path: str | os.PathLike[str], scales: ActScales, *, force: b
 
 def read_scales_file(directory: str | os.PathLike[str], meta: dict[str, Any]) -> ActScales:
     """Read ``act_scales.safetensors`` from an artifact directory whose manifest is already checked."""
-    from safetensors.torch import load_file
-
     path = Path(directory) / SCALES_FILE
     if not path.is_file():
         raise ArtifactError(f"{directory} has no {SCALES_FILE}; rerun `sq-trt calibrate`")
-    return ActScales.from_tensors(load_file(str(path)), meta)
+    return ActScales.from_tensors(read_safetensors(path), meta)
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Load a ``.safetensors`` file, turning a corrupt header or truncated body into one line.
+
+    Raises:
+        ArtifactError: The file cannot be parsed.
+    """
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises SafetensorError / OSError / ValueError on corrupt input
+        raise ArtifactError(
+            f"{path} is not a readable safetensors file ({type(exc).__name__}: {str(exc)[:100]}); "
+            "rerun the stage that wrote it"
+        ) from exc
 
 
 def check_model_matches(scales: ActScales, model: Any, where: str) -> None:

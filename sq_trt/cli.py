@@ -81,11 +81,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except SqTrtError as exc:
-        print(f"sq-trt {args.command}: error: {exc}", file=sys.stderr)
+        print(f"sq-trt {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno is None:
+            raise  # not an operating-system condition the user can fix: a bug, keep its traceback
+        # Disk full, read-only file system, permissions, a name too long: the user's to fix.
+        from sq_trt.artifacts import os_error_message
+
+        print(f"sq-trt {args.command}: error: {one_line(os_error_message(exc))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"sq-trt {args.command}: interrupted; no partial artifact was kept", file=sys.stderr)
         return 130
+
+
+def one_line(message: str, limit: int = 2000) -> str:
+    """A message on one line (a recipe's per-field list joined with '; '), bounded in length."""
+    flat = ""
+    for part in (line.strip() for line in message.splitlines()):
+        if part:
+            flat += ("" if not flat else " " if flat.endswith(":") else "; ") + part
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def build_engine_main(argv: Sequence[str] | None = None) -> int:

@@ -80,7 +80,55 @@ def _documents_from_dataset(dataset: Any, text_column: str, where: str) -> list[
             f"{where} has no column {text_column!r}; its columns are {dataset.column_names}. "
             "Pass --text-column with one of them"
         )
-    return [str(value) for value in dataset[text_column] if value]
+    documents = []
+    for index, value in enumerate(dataset[text_column]):
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            # Stringifying a number or a list would calibrate on "[1, 2]" and "0.5": refuse instead.
+            raise DataError(
+                f"{where}: column {text_column!r} holds a {type(value).__name__} in row {index} "
+                f"({str(value)[:40]!r}); expected text. Pass --text-column naming a text field"
+            )
+        documents.append(value)
+    return documents
+
+
+def check_data_source(source: str, *, local_files_only: bool = False) -> None:
+    """Check a ``--data`` value before any model is loaded (the cheap part of :func:`load_text`).
+
+    Raises:
+        DataError: A missing or unsupported file, or ``hub:`` data with ``local_files_only``.
+    """
+    if source == EMBEDDED:
+        return
+    if source.startswith("hub:"):
+        if local_files_only:
+            raise DataError(
+                f"--data {source[:80]!r} would be fetched from the Hugging Face hub, but --local-files-only "
+                "forbids downloads; save the dataset as a local .jsonl/.parquet file and pass its path"
+            )
+        return
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise DataError(
+            f"text source {source[:120]!r} is not a file; expected 'embedded', a .txt/.json/.jsonl/.parquet "
+            "file, or 'hub:<dataset>[:<config>][@<split>]'"
+        )
+    if path.suffix.lower() not in _FILE_BUILDERS:
+        raise DataError(f"text file {path} has suffix {path.suffix!r}; supported: {sorted(_FILE_BUILDERS)}")
+
+
+def _read_text_file(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"text file {path} is not UTF-8 text (binary at byte {exc.start}); pass a UTF-8 .txt file"
+        ) from exc
+    if "\x00" in text:
+        raise DataError(f"text file {path} contains NUL bytes: it is a binary file, not text")
+    return text
 
 
 def load_text(source: str = EMBEDDED, *, text_column: str = "text") -> str:
@@ -113,14 +161,17 @@ def load_text(source: str = EMBEDDED, *, text_column: str = "text") -> str:
                 f"text file {path} has suffix {path.suffix!r}; supported: {sorted(_FILE_BUILDERS)}"
             )
         if builder == "text":
-            text = path.read_text(encoding="utf-8")
+            text = _read_text_file(path)
         else:
             import datasets
 
+            # Its "Generating train split" bars would make every message after them multi-line noise.
+            datasets.disable_progress_bars()
             try:
                 dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
             except Exception as exc:  # datasets raises many types for unreadable files
-                raise DataError(f"could not read {path} as {builder}: {exc}") from exc
+                message = " ".join(str(exc).split())[:200]
+                raise DataError(f"could not read {path} as {builder}: {type(exc).__name__}: {message}") from exc
             text = "\n\n".join(_documents_from_dataset(dataset, text_column, str(path)))
     if not text.strip():
         raise DataError(f"text source {source!r} is empty; give calibration text with some content")

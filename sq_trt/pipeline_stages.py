@@ -43,10 +43,75 @@ def _run_calibrate(ctx: PipelineContext, path: Path) -> None:
     from sq_trt.calibrate import calibrate, save_act_scales
 
     loaded = ctx.calibration_model()
+    check_recipe_positions(ctx.recipe, loaded.model)
+    check_recipe_overrides(ctx.recipe, loaded.model)  # a typo fails before calibrating, not after
     chunks = ctx.calibration_chunks()
     scales = calibrate(loaded, chunks, progress=ctx.progress)
     scales.meta["data"] = ctx.slices()[0].describe()
     save_act_scales(path, scales, force=True)
+
+
+def check_recipe_positions(recipe: Recipe, model: Any) -> None:
+    """Refuse sequence lengths past the model's positions (calibration, comparison, engine profiles).
+
+    Checked when the model is first loaded, before calibrating: an engine profile the model
+    cannot embed would otherwise fail (or silently wrap) after every earlier stage ran.
+
+    Raises:
+        ConfigError: Naming the field and the model's limit.
+    """
+    from sq_trt.models.loading import check_seq_len_limit, max_positions
+
+    _check_positions(recipe, max_positions(model), check_seq_len_limit)
+
+
+def _check_positions(recipe: Recipe, limit: int | None, check: Any) -> None:
+    check(limit, recipe.calibrate.seq_len, "calibrate.seq_len")
+    check(limit, recipe.compare.seq_len, "compare.seq_len")
+    for index, profile in enumerate(recipe.build.profiles):
+        check(limit, max(profile.seq), f"build.profiles.{index}.seq")
+
+
+def check_recipe_overrides(recipe: Recipe, model: Any) -> None:
+    """Refuse ``smooth.overrides`` patterns that match no smoothing group of ``model``.
+
+    Raises:
+        ConfigError: Naming the pattern (see :func:`sq_trt.smooth.check_override_patterns`).
+    """
+    from sq_trt.models.registry import smoothing_groups
+    from sq_trt.smooth import check_override_patterns
+
+    config = smooth_config(recipe)
+    groups = smoothing_groups(model, include_optional=config.include_optional)
+    check_override_patterns(config, [group.name for group in groups])
+
+
+def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
+    """Check what can be checked without a model before the first stage runs.
+
+    Raises:
+        SqTrtError: An output directory that cannot be written, a data source that is
+            missing or forbidden by ``local_files_only``, or an absent device.
+    """
+    from sq_trt.artifacts import check_writable_output
+    from sq_trt.data import check_data_source
+    from sq_trt.models.loading import (
+        check_device,
+        check_seq_len_limit,
+        source_max_positions,
+        source_skeleton,
+    )
+
+    check_writable_output(work_dir, what="work dir")
+    check_writable_output(engines_dir, what="engines dir")
+    check_data_source(recipe.data.source, local_files_only=recipe.model.local_files_only)
+    check_device(recipe.model.device)
+    limit = source_max_positions(recipe.model.source, trust_remote_code=recipe.model.trust_remote_code)
+    _check_positions(recipe, limit, check_seq_len_limit)
+    if recipe.smooth.overrides:
+        skeleton = source_skeleton(recipe.model.source, trust_remote_code=recipe.model.trust_remote_code)
+        if skeleton is not None:
+            check_recipe_overrides(recipe, skeleton)
 
 
 def smooth_config(recipe: Recipe) -> Any:
@@ -96,6 +161,7 @@ def _run_smooth(ctx: PipelineContext, path: Path) -> None:
         result = smooth_offloaded(loaded, scales, config)
     else:
         original = ctx.original()
+        check_recipe_overrides(ctx.recipe, original.model)  # before the alpha search
         loaded = copy.copy(original)
         loaded.model = copy.deepcopy(original.model)
         search_inputs = collect_search_inputs(loaded.model, chunks, config, progress=ctx.progress)
@@ -360,7 +426,7 @@ def evaluate_gate(recipe: Recipe, compare_dir: Path) -> Any:
     from sq_trt.compare.gate import Gate
     from sq_trt.compare.results import load_comparison
 
-    comparison = load_comparison(compare_dir)
+    comparison = load_comparison(compare_dir, verify_files=True)
     summaries = {name: m["summary"] for name, m in comparison["metrics"].items()}
     return Gate.parse(recipe.gate).evaluate(summaries)
 
@@ -561,6 +627,7 @@ def run_pipeline(
 
     emit = log or _log
     ctx = PipelineContext(recipe, progress=progress, log=emit)
+    preflight(recipe, ctx.work_dir, ctx.engines_dir)
     started = time.perf_counter()
     plan = ctx.build_plan()
     emit(f"[pipeline] {recipe.name}: work dir {ctx.work_dir}, engines {ctx.engines_dir}")

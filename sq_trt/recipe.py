@@ -32,12 +32,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sq_trt.build.profiles import ProfileSpec
 from sq_trt.build.recipe import GenerationLimits
 from sq_trt.errors import ConfigError
+from sq_trt.yaml_io import read_text_file, safe_load_bounded, short_repr, shorten
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MODEL_HINT = "a hub id, a local model directory, a .gguf file, 'demo' or 'tiny:<family>'"
@@ -429,7 +429,7 @@ def format_errors(exc: ValidationError) -> list[str]:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             value = err.get("input")
-            got = "" if "got " in msg or isinstance(value, dict) else f" (got {value!r})"
+            got = "" if "got " in msg or isinstance(value, dict) else f" (got {short_repr(value)})"
             lines.append(f"{where}: {msg}{got}")
     return lines
 
@@ -448,10 +448,7 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     path: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
     if any(p == "" for p in path):
         raise ConfigError(f"--set {text!r}: empty name in {key!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from exc
+    value = safe_load_bounded(raw, f"--set {shorten(text, 80)!r}: the value") if raw.strip() else ""
     return path, value
 
 
@@ -487,6 +484,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
         if isinstance(node, list) and isinstance(last, int) and last < len(node):
             node[last] = value
             continue
+        if isinstance(node, list) and isinstance(last, int):
+            raise ConfigError(f"--set {shorten(text, 80)!r}: index {last} is past the end of a list of {len(node)}")
         where = ".".join(str(p) for p in path[:-1]) or "the recipe"
         raise ConfigError(f"--set {text!r}: {where} is a {type(node).__name__}, not a section or a list")
     return result
@@ -516,17 +515,14 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"recipe {recipe} does not exist; pass a pipeline recipe such as builders/smollm2-135m.yaml"
         )
-    try:
-        data = yaml.safe_load(recipe.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {recipe} is not valid YAML ({exc}); fix its syntax") from exc
+    data = safe_load_bounded(read_text_file(recipe, "recipe"), f"recipe {recipe}")
     if not isinstance(data, dict):
         raise ConfigError(
             f"recipe {recipe} holds a {type(data).__name__}; expected a mapping with `kind: pipeline`"
         )
     if data.get("kind") != "pipeline":
         raise ConfigError(
-            f"recipe {recipe} has kind {data.get('kind')!r}, expected 'pipeline'. A file without `kind: pipeline` "
+            f"recipe {recipe} has kind {short_repr(data.get('kind'))}, expected 'pipeline'. A file without `kind: pipeline` "
             "is a build recipe: run it with `sq-trt build --recipe`"
         )
     return data

@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from sq_trt.artifacts import artifact_dir, load_manifest
-from sq_trt.calibrate import ActScales, check_model_matches, read_scales_file, write_scales_file
+from sq_trt.calibrate import (
+    ActScales,
+    check_model_matches,
+    read_safetensors,
+    read_scales_file,
+    write_scales_file,
+)
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.models import adapter
 from sq_trt.models.registry import SmoothGroup, find_spec, smoothing_groups
@@ -136,6 +142,21 @@ class SmoothConfig:
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly form (for manifests)."""
         return asdict(self)
+
+
+def check_override_patterns(config: SmoothConfig, group_names: Sequence[str]) -> None:
+    """Refuse an alpha override whose glob matches no smoothing group (a typo would be silently ignored).
+
+    Raises:
+        ConfigError: Naming the pattern and an example group name.
+    """
+    for pattern, _ in config.overrides:
+        if not any(fnmatchcase(name, pattern) for name in group_names):
+            example = group_names[0] if group_names else "<none>"
+            raise ConfigError(
+                f"alpha override pattern {pattern[:80]!r} matches no smoothing group; group names look like "
+                f"{example!r} (e.g. 'layers.*.mlp_in'); fix the pattern"
+            )
 
 
 def parse_override(text: str) -> tuple[str, Alpha]:
@@ -269,6 +290,7 @@ def smooth_model(
     layout = find_spec(model).weight_layout
     modules = dict(model.named_modules())
     groups = smoothing_groups(model, include_optional=config.include_optional)
+    check_override_patterns(config, [group.name for group in groups])
     result = SmoothResult({}, {}, {}, groups)
     for group in groups:
         missing = [name for name in group.linears if name not in scales.input_channel_amax]
@@ -426,17 +448,21 @@ def load_smoothed(path: str | os.PathLike[str], *, device: str = "cpu") -> tuple
     from sq_trt.models.loading import load_model
 
     manifest = load_manifest(path, stage=STAGE, verify_files=True)
+    scales = read_scales_file(path, dict(manifest.extra))  # the cheap check first, then the model
     loaded = load_model(str(Path(path).resolve()), local_files_only=True, device=device)
-    scales = read_scales_file(path, dict(manifest.extra))
     check_model_matches(scales, loaded.model, f"smoothed artifact {path}")
     return loaded, scales
 
 
 def factors_from_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The smoothing factors stored in a smoothed artifact."""
-    from safetensors.torch import load_file
-
-    return load_file(str(Path(path) / FACTORS_FILE))
+    factors = read_safetensors(Path(path) / FACTORS_FILE)
+    for name, tensor in factors.items():
+        if not bool(torch.isfinite(tensor.float()).all()) or bool((tensor.float() <= 0).any()):
+            raise ArtifactError(
+                f"{path}: smoothing factors of {name} are not all finite and positive; rerun `sq-trt smooth`"
+            )
+    return factors
 
 
 def describe_alphas(alphas: Mapping[str, float]) -> str:

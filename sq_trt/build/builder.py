@@ -29,7 +29,7 @@ from sq_trt.build.plugin_loader import refuse_plugins_on_rtx, register_plugins
 from sq_trt.build.profiles import ResolvedProfile, resolve_profiles
 from sq_trt.build.recipe import BuildSettings
 from sq_trt.build.releases import container_release
-from sq_trt.build.source import OnnxSource, read_onnx_source
+from sq_trt.build.source import OnnxSource, check_profile_positions, read_onnx_source
 from sq_trt.errors import ArtifactError, BuildError, ConfigError
 
 if TYPE_CHECKING:
@@ -268,6 +268,7 @@ def build_engine(
 
     started = time.perf_counter()
     source = read_onnx_source(settings.onnx)
+    check_profile_positions(settings.profiles, source.max_positions)
     refuse_plugins_on_rtx(backend, source.plugin_nodes)
     register_plugins(backend, source.plugin_nodes)
 

@@ -128,7 +128,13 @@ def engine_records(manifest: Manifest) -> dict[str, EngineRecord]:
         ArtifactError: A record is malformed.
     """
     records = {}
-    for target, raw in dict(manifest.extra.get("engines", {})).items():
+    engines = manifest.extra.get("engines", {})
+    if not isinstance(engines, dict):
+        raise ArtifactError(
+            f"engine manifest field 'engines' is a {type(engines).__name__}, expected an object; "
+            "rebuild it with `sq-trt build --force`"
+        )
+    for target, raw in engines.items():
         try:
             records[target] = EngineRecord.from_json(raw)
         except (TypeError, KeyError) as exc:
@@ -151,4 +157,12 @@ def load_engine_record(engine_dir: str | Path, target: str, *, verify: bool = Tr
             f"{engine_dir} has no engine for target {target!r} (targets: {sorted(records) or 'none'}); "
             "build it with `sq-trt build --target ...`"
         )
-    return records[target]
+    record = records[target]
+    if record.plan not in manifest.files:
+        # The plan a consumer copies or loads must be a file of this artifact, listed (and, with
+        # verify, hash-checked): never a path the record points elsewhere (``../../x``).
+        raise ArtifactError(
+            f"{engine_dir}: target {target!r} names plan {str(record.plan)[:80]!r}, which the manifest does not "
+            "list; rebuild it with `sq-trt build --force`"
+        )
+    return record

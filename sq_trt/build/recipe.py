@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sq_trt.build.profiles import ProfileSpec, RequiredShape
 from sq_trt.errors import ConfigError
+from sq_trt.yaml_io import read_text_file, safe_load_bounded, short_repr
 
 
 class GenerationLimits(BaseModel):
@@ -116,7 +116,7 @@ class BuildSettings(BaseModel):
 
 def _format_validation(exc: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']} (got {err.get('input')!r})"
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']} (got {short_repr(err.get('input'))})"
         for err in exc.errors()
     )
 
@@ -133,10 +133,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     recipe = Path(path)
     if not recipe.is_file():
         raise ConfigError(f"recipe {recipe} does not exist; see builders/README.md for the recipes shipped")
-    try:
-        data = yaml.safe_load(recipe.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {recipe} is not valid YAML ({exc}); fix its syntax") from exc
+    data = safe_load_bounded(read_text_file(recipe, "recipe"), f"recipe {recipe}")
     if data is None:
         return {}
     if not isinstance(data, dict):

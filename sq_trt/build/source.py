@@ -7,11 +7,13 @@ engine manifest, instead of a parser crash half-way through a build.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from sq_trt.artifacts import MANIFEST_NAME, hash_file, load_manifest
-from sq_trt.errors import ArtifactError, BuildError
+from sq_trt.artifacts import hash_file, verified_parent_manifest
+from sq_trt.errors import BuildError, ConfigError
 from sq_trt.plugin_spec import ONNX_DOMAIN
 
 
@@ -35,6 +37,7 @@ class OnnxSource:
         plugin_nodes: Nodes of domain ``sq_trt`` (need the sq-trt plugin).
         export_manifest: Fingerprint and stage of the artifact directory holding the ONNX, if any.
         calibration_hash: The calibration hash that export recorded, if any.
+        max_positions: The model's ``max_position_embeddings`` that export recorded, if any.
     """
 
     path: Path
@@ -42,6 +45,7 @@ class OnnxSource:
     plugin_nodes: tuple[PluginNode, ...] = ()
     export_manifest: dict[str, str] = field(default_factory=dict)
     calibration_hash: str | None = None
+    max_positions: int | None = None
 
 
 def _attribute(node: object, name: str, default: str) -> str:
@@ -98,13 +102,49 @@ def read_onnx_source(path: str | Path) -> OnnxSource:
         for index, node in enumerate(model.graph.node)
         if node.domain == ONNX_DOMAIN
     )
-    export_manifest: dict[str, str] = {}
-    calibration: str | None = None
-    if (onnx_path.parent / MANIFEST_NAME).is_file():
-        try:
-            manifest = load_manifest(onnx_path.parent)
-        except ArtifactError as exc:
-            raise ArtifactError(f"the ONNX's artifact directory is unreadable: {exc}") from exc
-        export_manifest = {"stage": manifest.stage, "fingerprint": manifest.fingerprint}
-        calibration = _calibration_hash(manifest.extra, manifest.inputs)
-    return OnnxSource(onnx_path, hash_file(onnx_path), plugins, export_manifest, calibration)
+    export_manifest, calibration = artifact_provenance(onnx_path)
+    manifest = verified_parent_manifest(onnx_path) if export_manifest else None
+    positions = manifest.extra.get("max_positions") if manifest is not None else None
+    return OnnxSource(
+        onnx_path,
+        hash_file(onnx_path),
+        plugins,
+        export_manifest,
+        calibration,
+        positions if isinstance(positions, int) and not isinstance(positions, bool) else None,
+    )
+
+
+def check_profile_positions(profiles: Sequence[Any], limit: int | None) -> None:
+    """Refuse an optimization profile whose sequence range passes the model's positions.
+
+    Raises:
+        ConfigError: Naming the profile and the limit (export records it as ``max_positions``).
+    """
+    if limit is None:
+        return
+    for profile in profiles:
+        longest = max(profile.seq)
+        if longest > limit:
+            raise ConfigError(
+                f"build profile {profile.name!r} has seq up to {longest}, past the model's {limit} positions "
+                f"(max_position_embeddings); use a seq range ending at <= {limit}"
+            )
+
+
+def artifact_provenance(path: Path) -> tuple[dict[str, str], str | None]:
+    """Stage and fingerprint of the artifact directory holding ``path``, after checking its hash.
+
+    Returns:
+        ``({"stage", "fingerprint"}, calibration hash)``, or ``({}, None)`` when the
+        directory has no manifest.
+
+    Raises:
+        ArtifactError: The manifest is corrupt, or the file is not the one it recorded
+            (see :func:`sq_trt.artifacts.verified_parent_manifest`).
+    """
+    manifest = verified_parent_manifest(path)
+    if manifest is None:
+        return {}, None
+    export_manifest = {"stage": manifest.stage, "fingerprint": manifest.fingerprint}
+    return export_manifest, _calibration_hash(manifest.extra, manifest.inputs)

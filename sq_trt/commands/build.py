@@ -100,9 +100,12 @@ def run(args: argparse.Namespace) -> int:
         "timing_cache": args.timing_cache,
     }
     if args.batch or args.seq:
-        base = dict((recipe.get("profiles") or [{}])[0])
-        if not isinstance(base, dict):
-            raise ConfigError(f"recipe {args.recipe}: `profiles` must be a list of mappings")
+        profiles = recipe.get("profiles") or [{}]
+        if not isinstance(profiles, list) or not isinstance(profiles[0], dict):
+            raise ConfigError(
+                f"recipe {args.recipe}: `profiles` must be a list of mappings, got {str(profiles)[:60]!r}"
+            )
+        base = dict(profiles[0])
         base.pop("shapes", None)
         if args.batch:
             base["batch"] = args.batch

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from sq_trt.commands.common import add_data_args, add_model_args
 
@@ -42,15 +41,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load, tokenize the calibration slice, calibrate, save."""
 
+    from sq_trt.artifacts import check_writable_output
     from sq_trt.calibrate import calibrate, save_act_scales
     from sq_trt.commands.common import load_model_from_args
-    from sq_trt.data import load_slices, tokenize_chunks
-    from sq_trt.errors import ArtifactError
+    from sq_trt.data import check_data_source, load_slices, tokenize_chunks
+    from sq_trt.errors import ConfigError
+    from sq_trt.models.loading import check_device, check_seq_len
 
-    if Path(args.out).exists() and not args.force:
-        raise ArtifactError(f"output {args.out} already exists; pass --force to replace it")
+    # Every input is checked before the model loads: no error after a full calibration.
+    check_writable_output(args.out, force=args.force)
+    check_data_source(args.data, local_files_only=args.local_files_only)
+    check_device(args.device)
+    if args.samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {args.samples}")
     started = time.perf_counter()
     loaded = load_model_from_args(args)
+    check_seq_len(loaded.model, args.seq_len)
     calibration, _ = load_slices(args.data, text_column=args.text_column, calib_fraction=args.calib_fraction)
     chunks = tokenize_chunks(loaded.tokenizer, calibration, seq_len=args.seq_len, max_chunks=args.samples)
     if chunks.shape[0] < args.samples:

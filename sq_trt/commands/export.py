@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and scales, export, print where the files went."""
     from pathlib import Path
 
-    from sq_trt.artifacts import load_manifest
+    from sq_trt.artifacts import check_writable_output, load_manifest
     from sq_trt.export.stage import ExportConfig, export_model
 
     config = ExportConfig(
@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         quantize_bmm=args.quantize_bmm,
         with_past=args.with_past,
     )
+    check_writable_output(args.out, force=args.force)
     inputs: dict[str, str] = {}
     if args.smoothed:
         from sq_trt.smooth import load_smoothed

@@ -18,6 +18,10 @@ Reads the directory `sq-trt compare` wrote and writes, into --out:
   report.json  the same content, machine-readable;
   plots/*.png  the figures.
 
+The verdict is recomputed from the verified metrics and the gate conditions (every file of
+--results is checked against its manifest); the exit code is 0 when the gate passed, 3 when it
+failed (the report is written either way), 1 for a user error.
+
 Optional inputs add plots: --calibration and --smoothed (the SmoothQuant picture: the
 per-channel activation range of one linear before and after smoothing; --act-layer picks
 it, default the layer with the strongest outlier channels) and --sweep (the alpha sweep
@@ -49,9 +53,11 @@ def run(args: argparse.Namespace) -> int:
     """Assemble and write the report; print where it is and the verdict."""
     from pathlib import Path
 
-    from sq_trt.errors import ConfigError
+    from sq_trt.artifacts import check_writable_output
+    from sq_trt.errors import ConfigError, GateFailedError
     from sq_trt.report import activation_picture, load_sweep, write_report
 
+    check_writable_output(args.out, force=args.force)
     if bool(args.calibration) != bool(args.smoothed):
         raise ConfigError(
             "--calibration and --smoothed go together (before and after smoothing); give both or neither"
@@ -61,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     )
     sweep = load_sweep(args.sweep) if args.sweep else None
     report = write_report(args.results, args.out, activation=activation, sweep=sweep, force=args.force)
-    verdict = "PASSED" if report.verdict.get("passed") else "FAILED"
+    passed = report.verdict.get("passed") is True  # recomputed from the verified metrics, never read back
+    verdict = "PASSED" if passed else "FAILED"
     print(f"gate {verdict}; {len(report.plots)} plots; report: {Path(args.out) / 'report.html'}")
+    if not passed:
+        # The report was written; the exit code says what the pipeline's and compare's do: 3, do not ship.
+        raise GateFailedError(f"accuracy gate failed; the report is in {args.out}")
     return 0

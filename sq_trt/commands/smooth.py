@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 from sq_trt.commands.common import add_model_args
@@ -102,8 +101,21 @@ def calibration_chunks(meta: dict[str, Any], tokenizer: Any) -> Any:
     from sq_trt.errors import ArtifactError
 
     data = meta.get("data") or {}
-    if not data or "chars" not in data:
+    if not isinstance(data, dict) or "chars" not in data:
         raise ArtifactError("the act_scales manifest records no calibration data; rerun sq-trt calibrate")
+    chars, seq_len, samples = data.get("chars"), meta.get("seq_len"), meta.get("num_samples")
+    if not (
+        isinstance(data.get("source"), str)
+        and isinstance(chars, list)
+        and len(chars) == 2
+        and all(isinstance(c, int) and c >= 0 for c in chars)
+        and isinstance(seq_len, int)
+        and isinstance(samples, int)
+    ):
+        raise ArtifactError(
+            "the act_scales manifest's calibration record (data.source, data.chars, seq_len, num_samples) "
+            "has fields of the wrong type; it is corrupt, rerun sq-trt calibrate"
+        )
     text = load_text(data["source"], text_column=meta.get("text_column", "text"))
     start, end = data["chars"]
     calibration = TextSlice(data["source"], "calibration", start, end, text[start:end], data["source_hash"])
@@ -117,12 +129,15 @@ def calibration_chunks(meta: dict[str, Any], tokenizer: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and its statistics, smooth, check equivalence, save."""
+    from sq_trt.artifacts import check_writable_output
     from sq_trt.autoalpha import collect_search_inputs
     from sq_trt.calibrate import load_act_scales
     from sq_trt.commands.common import load_model_from_args
-    from sq_trt.errors import ArtifactError
+    from sq_trt.models.loading import check_device
+    from sq_trt.models.registry import smoothing_groups
     from sq_trt.smooth import (
         check_equivalence,
+        check_override_patterns,
         describe_alphas,
         reference_outputs,
         save_smoothed,
@@ -131,12 +146,16 @@ def run(args: argparse.Namespace) -> int:
     )
 
     config = _config(args)
-    if Path(args.out).exists() and not args.force:
-        raise ArtifactError(f"output {args.out} already exists; pass --force to replace it")
+    check_writable_output(args.out, force=args.force)
+    check_device(args.device)
     started = time.perf_counter()
     loaded = load_model_from_args(args)
     source_fingerprint = loaded.fingerprint()
     scales = load_act_scales(args.act_scales, model=loaded.model)
+    # Before the (expensive) alpha search: a mistyped --alpha-override fails now.
+    check_override_patterns(
+        config, [g.name for g in smoothing_groups(loaded.model, include_optional=config.include_optional)]
+    )
     print(f"[smooth] model and act_scales loaded in {time.perf_counter() - started:.1f} s")
     chunks = calibration_chunks(scales.meta, loaded.tokenizer)
     probe = chunks[:1, :128]

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sq_trt.artifacts import atomic_write_text, load_manifest
+from sq_trt.artifacts import MANIFEST_NAME, atomic_write_text, load_manifest
 from sq_trt.errors import ArtifactError
 
 COMPARISON_SCHEMA = "sq-trt.comparison/1"
@@ -65,6 +65,17 @@ def load_iterations(root: Path) -> Iterator[tuple[dict[str, Any], Any]]:
         raise ArtifactError(
             f"{root} holds no saved iterations ({folder}/*.json); rerun compare with --save-iterations >= 1"
         )
+    # In an artifact directory (the CLI's case; run_comparison's raw save_dir has no manifest yet)
+    # only files its manifest lists are evidence of the run.
+    listed = load_manifest(root, stage=STAGE).files if (root / MANIFEST_NAME).is_file() else None
+    for path in sorted(folder.glob("*.json")) if listed is not None else []:
+        rel = path.relative_to(root).as_posix()
+        if listed is not None and rel not in listed:
+            # A file added after the run (e.g. another run's outputs copied in) is not evidence of this run.
+            raise ArtifactError(
+                f"{path} is not listed in {root}'s manifest; it was not written by this comparison. "
+                "Remove it or rerun compare"
+            )
     for path in outputs:
         inputs_path = Path(str(path.with_suffix("")) + ".inputs.json")
         if not inputs_path.is_file():
@@ -112,8 +123,8 @@ def load_comparison(root: str | os.PathLike[str], *, verify_files: bool = False)
         data = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ArtifactError(f"{root} has no {COMPARISON_FILE}; rerun `sq-trt compare`") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON ({exc}); rerun `sq-trt compare`") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({str(exc)[:120]}); rerun `sq-trt compare`") from exc
     if not isinstance(data, dict) or data.get("schema") != COMPARISON_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ArtifactError(
@@ -122,7 +133,32 @@ def load_comparison(root: str | os.PathLike[str], *, verify_files: bool = False)
     for key in ("baseline", "candidates", "metrics", "gate", "data"):
         if key not in data:
             raise ArtifactError(f"{path} lacks the field {key!r}; it is incomplete. Rerun `sq-trt compare`")
+    _check_types(data, path)
     return data
+
+
+def _check_types(data: dict[str, Any], path: Path) -> None:
+    """Refuse fields of the wrong JSON type (a hand-edited or truncated file) with one line."""
+    for key in ("baseline", "metrics", "gate", "data"):
+        if not isinstance(data[key], dict):
+            raise ArtifactError(
+                f"{path}: field {key!r} is a {type(data[key]).__name__}, expected an object; rerun `sq-trt compare`"
+            )
+    candidates = data["candidates"]
+    if not isinstance(candidates, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("name"), str) for c in candidates
+    ):
+        raise ArtifactError(
+            f"{path}: field 'candidates' must be a list of objects with a 'name'; rerun `sq-trt compare`"
+        )
+    for entry in candidates:
+        metrics = data["metrics"].get(entry["name"])
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("summary"), dict):
+            raise ArtifactError(
+                f"{path}: candidate {entry['name'][:60]!r} has no metrics summary; rerun `sq-trt compare`"
+            )
+    if not isinstance(data["baseline"].get("name"), str):
+        raise ArtifactError(f"{path}: the baseline has no 'name'; rerun `sq-trt compare`")
 
 
 def _jsonable(value: Any) -> Any:

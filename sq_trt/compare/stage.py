@@ -14,7 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sq_trt.artifacts import artifact_dir, atomic_write_text, hash_file, library_versions, load_manifest
+from sq_trt.artifacts import (
+    artifact_dir,
+    atomic_write_text,
+    hash_file,
+    library_versions,
+    verified_parent_manifest,
+)
 from sq_trt.compare.gate import Gate, GateVerdict, raise_if_failed
 from sq_trt.compare.results import COMPARISON_FILE, STAGE, load_comparison, write_comparison
 from sq_trt.compare.runners import RunnerSpec, make_runner, parse_runner_spec
@@ -85,19 +91,34 @@ def _describe_runner(spec: RunnerSpec) -> dict[str, Any]:
     entry: dict[str, Any] = spec.describe()
     if spec.kind in ("onnx", "plan"):
         path = Path(spec.target)
+        if spec.kind == "onnx":
+            _check_onnx_loads(spec.name, path)
         entry["sha256"] = hash_file(path)
         manifest_dir = path.parent
         if (manifest_dir / "manifest.json").is_file():
-            try:
-                manifest = load_manifest(manifest_dir)
-            except ArtifactError:
-                manifest = None
-            if manifest is not None:
-                entry["artifact"] = {"stage": manifest.stage, "fingerprint": manifest.fingerprint}
-                for key in ("act_mode", "encoding", "backend", "candidates", "model_source"):
-                    if key in manifest.extra:
-                        entry["artifact"][key] = manifest.extra[key]
+            # Checks the file against its manifest first: a tampered file never carries the
+            # fingerprint of the artifact it replaced.
+            manifest = verified_parent_manifest(path)
+            assert manifest is not None
+            entry["artifact"] = {"stage": manifest.stage, "fingerprint": manifest.fingerprint}
+            for key in ("act_mode", "encoding", "backend", "candidates", "model_source"):
+                if key in manifest.extra:
+                    entry["artifact"][key] = manifest.extra[key]
     return entry
+
+
+def _check_onnx_loads(name: str, path: Path) -> None:
+    """Parse the ONNX protobuf now, so a random or truncated file is one line before any run starts."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError... for a corrupt file
+        raise ArtifactError(
+            f"runner {name}: {path} is not a valid ONNX model ({type(exc).__name__}); re-export it with `sq-trt export`"
+        ) from exc
+    if not model.graph.node:
+        raise ArtifactError(f"runner {name}: {path} has an empty ONNX graph; re-export it with `sq-trt export`")
 
 
 def provenance(model: str) -> dict[str, Any]:
@@ -135,7 +156,8 @@ def compare_models(config: CompareConfig) -> GateVerdict:
 
     loaded_meta: dict[str, Any] | None = None
     if config.load_results is not None:
-        loaded_meta = load_comparison(config.load_results)
+        # Every saved iteration is re-hashed: replayed outputs are evidence for the gate.
+        loaded_meta = load_comparison(config.load_results, verify_files=True)
         baseline_name = baseline_spec.name if baseline_spec else loaded_meta["baseline"]["name"]
         data = dict(loaded_meta["data"])
     else:
@@ -147,6 +169,8 @@ def compare_models(config: CompareConfig) -> GateVerdict:
         data = {}
 
     live_specs = ([baseline_spec] if baseline_spec else []) + specs
+    # Provenance is checked before any model runs: a tampered ONNX fails in a second, not after the run.
+    described = {spec.name: _describe_runner(spec) for spec in live_specs}
     runners = [make_runner(spec, device=config.device) for spec in live_specs]
     loader = None
     if config.load_results is None:
@@ -175,7 +199,6 @@ def compare_models(config: CompareConfig) -> GateVerdict:
         for name, accuracy in generation.items():
             result.metrics[name]["summary"].update(accuracy["metrics"])
         verdict = gate.evaluate(result.summaries())
-        described = {spec.name: _describe_runner(spec) for spec in live_specs}
         if loaded_meta is not None:
             for entry in [loaded_meta["baseline"], *loaded_meta["candidates"]]:
                 described.setdefault(entry["name"], {**entry, "replayed_from": str(config.load_results)})

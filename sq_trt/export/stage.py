@@ -42,6 +42,7 @@ from sq_trt.export.qdq import (
     targets_from_model,
 )
 from sq_trt.models.cache import cache_layout
+from sq_trt.models.loading import max_positions
 from sq_trt.models.registry import quantizable_linears
 from sq_trt.quant.attention import attention_modules, bmm_ranges, check_family, eager_attention
 
@@ -315,6 +316,7 @@ def export_model(
         "family": loaded.spec.family,
         "kind": loaded.spec.kind,
         "model_fingerprint": fingerprint,
+        "max_positions": max_positions(loaded.model),  # lets `build` refuse profiles past it
         "act_scales_hash": scales_hash,
         "io": io,
         "act_mode": config.act_mode,

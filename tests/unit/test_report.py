@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sq_trt.artifacts import hash_file
 from sq_trt.cli import main
 from sq_trt.errors import ConfigError
 from sq_trt.report import activation_picture, load_sweep, write_report
@@ -151,6 +152,11 @@ def test_corrupt_results_are_a_clear_error(
     broken = tmp_path / "broken"
     shutil.copytree(artifacts["compare"], broken)
     (broken / "comparison.json").write_text('{"schema": "something else"}')
+    assert main(["report", "--results", str(broken), "--out", str(tmp_path / "r")]) == 1
+    assert "has changed since the manifest" in capsys.readouterr().err  # every file is verified first
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["files"]["comparison.json"] = hash_file(broken / "comparison.json")
+    (broken / "manifest.json").write_text(json.dumps(manifest))
     assert main(["report", "--results", str(broken), "--out", str(tmp_path / "r")]) == 1
     assert "expected 'sq-trt.comparison/1'" in capsys.readouterr().err
     assert main(["report", "--results", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 1

@@ -1,0 +1,202 @@
+"""The robustness suite's machinery: one case = one bad input, run through the CLI in-process.
+
+A case names the command line (with ``{placeholders}`` for the shared artifacts and the case's
+own directory), a setup that plants the bad input in the case's directory, the exit code
+expected (1 user error, 3 failed gate) and a fragment of the one-line message. :func:`check`
+asserts the contract every case shares: that exit code, no traceback, stderr one line with
+the fragment, and nothing on disk created, removed or changed (the case directory and the
+shared artifacts hash the same before and after).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sq_trt.artifacts import MANIFEST_NAME, hash_file
+from sq_trt.cli import main
+
+Setup = Callable[["Env"], None]
+
+
+@dataclass(frozen=True)
+class Env:
+    """Paths a case may use: the shared (read-only) artifacts and its own empty directory."""
+
+    shared: dict[str, Path]
+    case: Path
+
+    def fmt(self, text: str) -> str:
+        """Fill ``{name}`` placeholders: shared artifacts, ``{case}``, ``{out}`` (= ``{case}/out``)."""
+        return text.format(case=self.case, out=self.case / "out", **self.shared)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the table."""
+
+    id: str
+    cls: str
+    argv: tuple[str, ...]
+    fragment: str
+    setup: Setup | None = None
+    code: int = 1
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every entry under ``root`` (names of directories too) with the hash of each file."""
+    state: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            state[rel] = "link:" + os.readlink(path)
+        elif path.is_file():
+            state[rel] = hash_file(path)
+        else:
+            state[rel] = "dir"
+    return state
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """``sq_trt.cli.main(argv)`` with stdout/stderr captured; a non-SqTrtError propagates (a traceback)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse errors
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def check(case: Case, env: Env) -> None:
+    """Run one case and assert the shared contract."""
+    if case.setup is not None:
+        case.setup(env)
+    argv = [env.fmt(a) for a in case.argv]
+    before = snapshot(env.case)
+    shared_before = {name: snapshot(path) if path.is_dir() else hash_file(path) for name, path in env.shared.items()}
+    code, _, err = run_cli(argv)
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err, err
+    assert code == case.code and code in (1, 3), f"exit {code}, stderr: {err}"
+    assert len(lines) == 1, f"stderr is not one line: {err!r}"
+    assert env.fmt(case.fragment) in lines[0], f"{case.fragment!r} not in {lines[0]!r}"
+    assert snapshot(env.case) == before, "the case directory changed (new entries or modified inputs)"
+    shared_after = {name: snapshot(path) if path.is_dir() else hash_file(path) for name, path in env.shared.items()}
+    assert shared_after == shared_before, "a shared input artifact changed"
+
+
+# ----------------------------------------------------------------------------------------------- setups
+
+
+def compose(*steps: Setup) -> Setup:
+    """Run setups in order."""
+
+    def run(env: Env) -> None:
+        for step in steps:
+            step(env)
+
+    return run
+
+
+def copy(shared: str, name: str = "x") -> Setup:
+    """Copy a shared artifact into the case directory as ``name``."""
+
+    def run(env: Env) -> None:
+        shutil.copytree(env.shared[shared], env.case / name)
+
+    return run
+
+
+def write(name: str, data: bytes | str) -> Setup:
+    """Write a file in the case directory (parents created)."""
+
+    def run(env: Env) -> None:
+        path = env.case / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, str):
+            path.write_text(data)
+        else:
+            path.write_bytes(data)
+
+    return run
+
+
+def edit_manifest(change: Callable[[dict[str, Any]], Any], name: str = "x") -> Setup:
+    """Edit the copied artifact's manifest as JSON (``change`` mutates it or returns a replacement)."""
+
+    def run(env: Env) -> None:
+        path = env.case / name / MANIFEST_NAME
+        data = json.loads(path.read_text())
+        replaced = change(data)
+        path.write_text(json.dumps(data if replaced is None else replaced))
+
+    return run
+
+
+def edit_file(rel: str, change: Callable[[bytes], bytes], name: str = "x", rehash: bool = False) -> Setup:
+    """Change one file of the copied artifact; ``rehash`` then updates the manifest (an attacker's move)."""
+
+    def run(env: Env) -> None:
+        root = env.case / name
+        path = root / rel
+        path.write_bytes(change(path.read_bytes()))
+        if rehash:
+            rehash_manifest(root)
+
+    return run
+
+
+def rehash_manifest(root: Path) -> None:
+    """Recompute every file hash in ``root``'s manifest."""
+    manifest = json.loads((root / MANIFEST_NAME).read_text())
+    manifest["files"] = {rel: hash_file(root / rel) for rel in manifest["files"] if (root / rel).is_file()}
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
+def edit_json(rel: str, change: Callable[[Any], Any], name: str = "x") -> Setup:
+    """Edit a JSON file of the copied artifact, then re-hash the manifest."""
+
+    def run(env: Env) -> None:
+        root = env.case / name
+        data = json.loads((root / rel).read_text())
+        replaced = change(data)
+        (root / rel).write_text(json.dumps(data if replaced is None else replaced))
+        rehash_manifest(root)
+
+    return run
+
+
+def remove(rel: str, name: str = "x") -> Setup:
+    """Delete a file of the copied artifact."""
+
+    def run(env: Env) -> None:
+        (env.case / name / rel).unlink()
+
+    return run
+
+
+def random_bytes(size: int, seed: int = 0) -> bytes:
+    """Deterministic pseudo-random bytes."""
+    out = b""
+    block = str(seed).encode()
+    while len(out) < size:
+        block = hashlib.sha256(block).digest()
+        out += block
+    return out[:size]
+
+
+def ids(cases: Iterable[Case]) -> list[str]:
+    """Test ids of the cases (checked unique)."""
+    names = [f"{c.cls}-{c.id}" for c in cases]
+    assert len(names) == len(set(names)), "duplicate case ids"
+    return names
