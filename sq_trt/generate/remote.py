@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sq_trt.errors import GenerationError
-from sq_trt.generate.runners import check_cache_tensors, check_room
+from sq_trt.generate.runners import check_cache_tensors, check_room, step_inputs
 from sq_trt.models.cache import INPUT_IDS, LOGITS, POSITION_IDS, CacheLayout
 
 if TYPE_CHECKING:
@@ -57,16 +57,11 @@ class RemoteStepRunner:
         """One prefill or decode step (see :class:`sq_trt.generate.runners.StepRunner`)."""
         import numpy as np
 
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if ids.ndim != 2 or ids.shape[0] != self.batch or ids.shape[1] == 0:
-            raise GenerationError(
-                f"step ids must be int64 [{self.batch}, seq>=1], got shape {tuple(ids.shape)}"
-            )
-        check_room(self, self.batch, ids.shape[1])
+        ids, positions = step_inputs(self, ids)
         total = self.past_len + ids.shape[1]
         feeds = {
             INPUT_IDS: ids,
-            POSITION_IDS: np.ascontiguousarray(np.broadcast_to(np.arange(self.past_len, total), ids.shape)),
+            POSITION_IDS: positions,
             **dict(zip(self.layout.past_names(), self._cache, strict=True)),
         }
         outputs = self.infer(feeds, [LOGITS, *self.layout.present_names()])

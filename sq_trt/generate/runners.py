@@ -36,6 +36,7 @@ class StepRunner(Protocol):
     layout: CacheLayout
     max_context: int
     max_batch: int
+    batch: int
     past_len: int
 
     def reset(self, batch: int) -> None:
@@ -62,6 +63,22 @@ def check_room(runner: StepRunner, batch: int, seq: int) -> None:
             f"{runner.past_len} cached + {seq} new tokens = {runner.past_len + seq} is past the context of "
             f"{runner.max_context} tokens; shorten the prompt, lower --max-new-tokens or raise the max context"
         )
+
+
+def step_inputs(runner: StepRunner, ids: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validate one step's token ids and give them with their positions (``past_len ..``).
+
+    Raises:
+        GenerationError: ``ids`` is not ``[batch, seq>=1]`` for the runner's batch, or does not fit.
+    """
+    import numpy as np
+
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if ids.ndim != 2 or ids.shape[0] != runner.batch or ids.shape[1] == 0:
+        raise GenerationError(f"step ids must be int64 [{runner.batch}, seq>=1], got shape {tuple(ids.shape)}")
+    check_room(runner, runner.batch, ids.shape[1])
+    end = runner.past_len + ids.shape[1]
+    return ids, np.ascontiguousarray(np.broadcast_to(np.arange(runner.past_len, end), ids.shape))
 
 
 def layout_from_io(
@@ -199,14 +216,8 @@ class OrtStepRunner:
         """One prefill or decode step (see :class:`StepRunner`)."""
         import numpy as np
 
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if ids.ndim != 2 or ids.shape[0] != self.batch or ids.shape[1] == 0:
-            raise GenerationError(
-                f"step ids must be int64 [{self.batch}, seq>=1], got shape {tuple(ids.shape)}"
-            )
-        check_room(self, self.batch, ids.shape[1])
+        ids, positions = step_inputs(self, ids)
         total = self.past_len + ids.shape[1]
-        positions = np.ascontiguousarray(np.broadcast_to(np.arange(self.past_len, total), ids.shape))
         io = self._binding
         io.clear_binding_inputs()
         io.clear_binding_outputs()
