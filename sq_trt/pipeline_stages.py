@@ -195,14 +195,14 @@ def candidate_encoding(ctx: PipelineContext, candidate: Candidate) -> Encoding:
 
     TensorRT proper hosts the sq-trt plugins, so it gets ``fused-gemm`` (its INT8 GEMM is the
     plugin's own); TensorRT-RTX cannot, and no build at all compares in ONNX Runtime, so
-    those get ``portable``.
+    those get ``portable`` (:func:`sq_trt.export.config.resolve_encoding`, as ``sq-trt export``).
     """
-    if candidate.encoding != "auto":
-        return candidate.encoding
-    if candidate.act_mode == "per_tensor":
-        return "portable"  # not used: per-tensor graphs are standard Q/DQ
+    from sq_trt.export.config import resolve_encoding
+
+    if candidate.encoding != "auto" or candidate.act_mode == "per_tensor":
+        return resolve_encoding(candidate.encoding, candidate.act_mode, plugins=False)
     backend = ctx.build_plan().backend
-    return "fused-gemm" if backend is not None and backend.supports_plugins else "portable"
+    return resolve_encoding("auto", "per_token", plugins=backend is not None and backend.supports_plugins)
 
 
 def plan_stages(ctx: PipelineContext) -> list[Stage]:
@@ -264,6 +264,7 @@ def reuse_float_exports() -> Iterator[None]:
     import onnx
 
     from sq_trt.export import stage as export_stage
+    from sq_trt.export.config import DEFAULT_OPSET
 
     # The plain graph and the generation graph (export.with_past) are traced by two functions.
     names = [n for n in ("export_float_onnx", "export_float_onnx_with_past") if hasattr(export_stage, n)]
@@ -275,7 +276,7 @@ def reuse_float_exports() -> Iterator[None]:
 
     def caching(name: str) -> Any:
         def cached(
-            model: Any, spec: Any, *, dtype: str = "float16", opset: int = export_stage.DEFAULT_OPSET
+            model: Any, spec: Any, *, dtype: str = "float16", opset: int = DEFAULT_OPSET
         ) -> Any:
             key = (name, id(model), dtype, opset)
             if key not in cache:
@@ -297,18 +298,10 @@ def reuse_float_exports() -> Iterator[None]:
 
 
 def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
-    from sq_trt.export.stage import ExportConfig, export_model
+    from sq_trt.export.stage import export_model
+    from sq_trt.recipe import export_config
 
-    e = ctx.recipe.export
-    options: dict[str, Any] = {"opset": e.opset} if e.opset is not None else {}
-    config = ExportConfig(
-        act_mode=candidate.act_mode,
-        encoding=candidate_encoding(ctx, candidate),
-        exclude=tuple(e.exclude),
-        quantize_bmm=candidate.quantize_bmm,
-        with_past=e.with_past,
-        **options,
-    )
+    config = export_config(ctx.recipe.export, candidate, encoding=candidate_encoding(ctx, candidate))
     if candidate.smooth:
         loaded, scales = ctx.smoothed()
         inputs = {"smoothed": ctx.stage_fingerprint("smooth")}

@@ -26,17 +26,18 @@ and engine manifest.
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sq_trt import stage_config
 from sq_trt.build.profiles import ProfileSpec
 from sq_trt.build.recipe import GenerationLimits
 from sq_trt.errors import ConfigError
+from sq_trt.export.config import CandidateOptions, ExportConfig, GraphOptions
 from sq_trt.yaml_io import read_text_file, safe_load_bounded, short_repr, shorten
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -170,41 +171,24 @@ class SmoothSection(_Section):
         return {str(k): _alpha(v, f"the alpha of {k!r}") for k, v in value.items()}
 
 
-class Candidate(_Section):
+class Candidate(CandidateOptions):
     """One INT8 candidate exported, built and compared against the FP16 baseline.
+
+    Its quantization fields (``act_mode``, ``encoding``, ``quantize_bmm``) are
+    :class:`sq_trt.export.config.CandidateOptions`, the same as ``sq-trt export``'s flags.
 
     Attributes:
         name: Directory-safe name (``sq-per-token``); gate conditions may name it.
         smooth: Export the smoothed model (True) or the original one (naive W8A8).
-        act_mode: ``per_token`` (dynamic, at run time) or ``per_tensor`` (static, calibrated).
-        encoding: For per-token: ``auto`` (default: ``fused-gemm`` when this run builds with
-            TensorRT proper, else ``portable``), ``portable`` (standard ONNX ops; ONNX Runtime
-            and TensorRT-RTX), ``fused-gemm`` (one sq-trt W8A8 GEMM node per linear; TensorRT
-            proper) or ``plugin`` (the sq-trt ``PerTokenQuant`` node before a Q/DQ MatMul;
-            TensorRT proper).
-        quantize_bmm: Also quantize the attention BMM inputs (Q K^T, P V) with static
-            per-tensor scales, the paper's O3 option (Llama family).
     """
 
-    name: str
-    smooth: bool = True
-    act_mode: Literal["per_token", "per_tensor"] = "per_token"
-    encoding: Literal["auto", "portable", "plugin", "fused-gemm"] = "auto"
-    quantize_bmm: bool = False
+    name: str = Field(description="directory-safe candidate name; gate conditions may name it")
+    smooth: bool = Field(default=True, description="export the smoothed model (false: naive W8A8)")
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _plain_name(value, "candidate name")
-
-    @model_validator(mode="after")
-    def _encoding_needs_per_token(self) -> Candidate:
-        if self.act_mode == "per_tensor" and self.encoding not in ("auto", "portable"):
-            raise ValueError(
-                f"encoding {self.encoding!r} is per-token only; a per_tensor candidate uses standard Q/DQ "
-                "(drop `encoding` or set act_mode: per_token)"
-            )
-        return self
 
 
 def _default_candidates() -> list[Candidate]:
@@ -216,20 +200,16 @@ def _default_candidates() -> list[Candidate]:
     ]
 
 
-class ExportSection(_Section):
-    """ONNX export: the candidates and what stays in floating point.
+class ExportSection(GraphOptions):
+    """ONNX export: the candidates, and the :class:`sq_trt.export.config.GraphOptions` they share.
 
     Attributes:
         candidates: INT8 candidates (each gets an export directory and engines).
-        exclude: Full module names of linears kept in floating point.
-        opset: ONNX opset (``None``: the exporter's default).
-        with_past: Export generation graphs with a KV cache (``sq-trt export --with-past``).
     """
 
-    candidates: list[Candidate] = Field(default_factory=_default_candidates)
-    exclude: list[str] = Field(default_factory=list)
-    opset: int | None = Field(default=None, ge=17)
-    with_past: bool = Field(default=False, description="KV-cache generation graphs (prefill + decode)")
+    candidates: list[Candidate] = Field(
+        default_factory=_default_candidates, description="INT8 candidates (each exported, built, compared)"
+    )
 
     @field_validator("candidates")
     @classmethod
@@ -241,6 +221,36 @@ class ExportSection(_Section):
         if dupes:
             raise ValueError(f"candidate names must be unique, got duplicates {dupes}")
         return value
+
+    @model_validator(mode="after")
+    def _exporter_accepts_every_candidate(self) -> ExportSection:
+        # Whatever the exporter refuses for a combination (with_past + quantize_bmm...) fails here,
+        # when the recipe is loaded, not after calibrate and smooth have run.
+        for candidate in self.candidates:
+            try:
+                export_config(self, candidate)
+            except ValidationError as exc:
+                problems = "; ".join(stage_config.format_errors(exc, ExportConfig, root_label=""))
+                raise ValueError(f"candidate {candidate.name!r}: {problems}") from None
+        return self
+
+
+def export_config(section: GraphOptions, candidate: CandidateOptions, *, encoding: str | None = None) -> ExportConfig:
+    """The :class:`~sq_trt.export.config.ExportConfig` of one candidate (the one recipe -> export conversion).
+
+    Args:
+        section: The recipe's ``export`` section (the shared graph options).
+        candidate: The candidate.
+        encoding: The resolved encoding (``None``: the candidate's own, possibly ``auto``).
+
+    Raises:
+        ValidationError: A combination the exporter refuses.
+    """
+    shared = {name: getattr(section, name) for name in GraphOptions.model_fields}
+    own = {name: getattr(candidate, name) for name in CandidateOptions.model_fields}
+    if encoding is not None:
+        own["encoding"] = encoding
+    return ExportConfig(**shared, **own)
 
 
 class BuildSection(_Section):
@@ -391,47 +401,12 @@ class Recipe(_Section):
 # ----------------------------------------------------------------------------- loading and overrides
 
 
-def _model_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """Field names valid at ``loc`` (for "did you mean" on unknown fields)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if (
-            not (isinstance(current, type) and issubclass(current, BaseModel))
-            or part not in current.model_fields
-        ):
-            return []
-        annotation = current.model_fields[part].annotation
-        args = getattr(annotation, "__args__", ())
-        current = next(
-            (a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
-        )
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
 def format_errors(exc: ValidationError) -> list[str]:
     """One line per error: ``section.field: what is wrong (got X)``, with a hint for unknown fields."""
-    lines = []
-    for err in exc.errors():
-        loc = [p for p in err["loc"]]
-        where = ".".join(str(p) for p in loc) or "<recipe>"
-        if err["type"] == "extra_forbidden":
-            known = _model_fields(Recipe, [str(p) if not isinstance(p, int) else p for p in loc[:-1]])
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            hint = f"; did you mean `{close[0]}`?" if close else ""
-            lines.append(f"{where}: unknown field{hint} (known fields here: {', '.join(known)})")
-        elif err["type"] == "missing":
-            hint = f" ({MODEL_HINT})" if where in ("model", "model.source") else ""
-            lines.append(f"{where}: required field is missing{hint}")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            value = err.get("input")
-            got = "" if "got " in msg or isinstance(value, dict) else f" (got {short_repr(value)})"
-            lines.append(f"{where}: {msg}{got}")
-    return lines
+    hint = f" ({MODEL_HINT})"
+    return stage_config.format_errors(
+        exc, Recipe, missing_hint={"model": hint, "model.source": hint}, root_label="<recipe>"
+    )
 
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:

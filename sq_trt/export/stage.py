@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,25 +22,17 @@ from sq_trt.artifacts import artifact_dir, hash_json
 from sq_trt.errors import ArtifactError, ConfigError, ExportError
 from sq_trt.export import onnx_export
 from sq_trt.export.bmm import quantize_bmm_inputs
+from sq_trt.export.config import ExportConfig, resolve_encoding
 from sq_trt.export.fused import norm_groups_from_model
 from sq_trt.export.lint import lint_qdq
 from sq_trt.export.onnx_export import (
-    DEFAULT_OPSET,
     WRAPPED_PREFIX,
     export_float_onnx,
     graph_io,
     initializer_bytes,
 )
 from sq_trt.export.past import export_float_onnx_with_past
-from sq_trt.export.qdq import (
-    ACT_MODES,
-    DEFAULT_ENCODING,
-    ENCODINGS,
-    ActMode,
-    Encoding,
-    quantize_graph,
-    targets_from_model,
-)
+from sq_trt.export.qdq import quantize_graph, targets_from_model
 from sq_trt.models.cache import cache_layout
 from sq_trt.models.loading import max_positions
 from sq_trt.models.registry import quantizable_linears
@@ -68,54 +60,25 @@ _BYTES_PER_PARAM = {"float16": 12, "float32": 16}
 _MEMORY_SLACK = 512 * 2**20
 
 
-@dataclass(frozen=True)
-class ExportConfig:
-    """How to export.
+def _plugins_available() -> bool:
+    """Whether ``auto`` would build with TensorRT proper here (importable and a GPU visible)."""
+    from sq_trt.build.backends import load_tensorrt, visible_gpus
+    from sq_trt.errors import BuildError, MissingDependencyError
 
-    Attributes:
-        act_mode: ``"per_token"`` (dynamic, one scale per token) or ``"per_tensor"``
-            (static, calibrated ``amax``).
-        encoding: Per-token encoding: ``"fused-gemm"`` (one ``sq_trt`` W8A8 GEMM node per
-            linear, fed by fused norm + quantization nodes where a norm feeds only quantized
-            linears; TensorRT proper, the default), ``"plugin"`` (``sq_trt::PerTokenQuant``
-            before a Q/DQ MatMul; TensorRT proper) or ``"portable"`` (standard ONNX ops; runs
-            anywhere, including TensorRT-RTX).
-        int8_dtype: Activation dtype of the INT8 graph (``"float16"`` for deployment,
-            ``"float32"`` to compare bit-for-bit with the PyTorch reference).
-        exclude: ``fnmatch`` patterns of linears to keep in floating point.
-        opset: ONNX opset of the default domain.
-        quantize_bmm: Also quantize the inputs of the attention BMMs (``Q K^T`` and
-            ``P V``) with static per-tensor scales, the SmoothQuant paper's O3 option
-            (Llama family; needs act_scales from this version's calibrate).
-        with_past: Export generation graphs: KV-cache inputs and outputs
-            (:mod:`sq_trt.export.past`), one graph for prefill and decode.
-    """
+    try:
+        load_tensorrt()
+    except (MissingDependencyError, BuildError):
+        return False
+    return bool(visible_gpus())
 
-    act_mode: ActMode = "per_token"
-    encoding: Encoding = DEFAULT_ENCODING
-    int8_dtype: str = "float16"
-    exclude: tuple[str, ...] = ()
-    opset: int = DEFAULT_OPSET
-    quantize_bmm: bool = False
-    with_past: bool = False
 
-    def __post_init__(self) -> None:
-        if self.act_mode not in ACT_MODES:
-            raise ConfigError(f"act_mode must be one of {ACT_MODES}, got {self.act_mode!r}")
-        if self.encoding not in ENCODINGS:
-            raise ConfigError(f"per-token encoding must be one of {ENCODINGS}, got {self.encoding!r}")
-        if self.int8_dtype not in _BYTES_PER_PARAM:
-            raise ConfigError(f"int8_dtype must be float16 or float32, got {self.int8_dtype!r}")
-        if not 19 <= self.opset <= 22:
-            raise ConfigError(
-                f"opset must be 19..22 (float16 DequantizeLinear scales need 19; TensorRT's parser "
-                f"supports up to 22), got {self.opset}"
-            )
-        if self.with_past and self.quantize_bmm:
-            raise ConfigError(
-                "--quantize-bmm is not supported with --with-past yet (the BMM rewrite matches the graph "
-                "without a cache); drop one of them"
-            )
+def _resolved(config: ExportConfig) -> ExportConfig:
+    """``encoding="auto"`` made concrete, the way the pipeline decides it from its engine builder."""
+    if config.encoding != "auto":
+        return config
+    plugins = config.act_mode == "per_token" and _plugins_available()
+    encoding = resolve_encoding(config.encoding, config.act_mode, plugins=plugins)
+    return config.model_copy(update={"encoding": encoding})
 
 
 @dataclass
@@ -280,7 +243,7 @@ def export_model(
         ExportError, ArtifactError, ConfigError: See :func:`check_scales`, :func:`check_memory`,
             :func:`select_linears` and :func:`sq_trt.export.lint.lint_qdq`.
     """
-    config = config or ExportConfig()
+    config = _resolved(config or ExportConfig())
     model = loaded.model
     num_params = sum(p.numel() for p in model.parameters())
     check_memory(num_params, config.int8_dtype)
@@ -334,7 +297,7 @@ def export_model(
     }
     sizes: dict[str, int] = {}
     with artifact_dir(
-        out, stage=STAGE, config=asdict(config), inputs=manifest_inputs, extra=extra, force=force
+        out, stage=STAGE, config=config.model_dump(mode="json"), inputs=manifest_inputs, extra=extra, force=force
     ) as tmp:
         # One float graph in memory at a time: the FP16 file is written first, then the same
         # graph is rewritten in place into the INT8 one (a copy would double the peak memory,
@@ -360,7 +323,7 @@ def export_model(
             int8,
             targets,
             act_mode=config.act_mode,
-            encoding=config.encoding,
+            encoding=resolve_encoding(config.encoding, config.act_mode, plugins=False),  # concrete already
             act_dtype=config.int8_dtype,
             norm_groups=norm_groups,
         )
