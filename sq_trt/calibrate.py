@@ -23,20 +23,73 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from sq_trt.artifacts import artifact_dir, load_manifest
 from sq_trt.errors import ArtifactError, CalibrationError, DataError
 from sq_trt.models import adapter
 from sq_trt.models.registry import quantizable_linears
 from sq_trt.quant.attention import BMM_FAMILIES, BmmObserver, eager_attention_with
+from sq_trt.stage_config import StageConfig
 
 if TYPE_CHECKING:
     import torch
 
+    from sq_trt.data import TextSlice
     from sq_trt.models.loading import LoadedModel
 
 STAGE = "calibrate"
 SCALES_FILE = "act_scales.safetensors"
 _KEYS = ("input_channel_amax", "input_amax", "output_amax", "output_channel_amax", "bmm_amax")
+
+
+class CalibrateConfig(StageConfig):
+    """How much calibration text: the recipe's ``calibrate`` section and ``sq-trt calibrate``'s flags."""
+
+    samples: int = Field(default=32, ge=1, description="calibration samples of seq_len tokens each")
+    seq_len: int = Field(default=512, ge=2, description="tokens per calibration sample")
+
+
+def calibration_chunks(config: CalibrateConfig, loaded: LoadedModel, text: TextSlice) -> torch.Tensor:
+    """The calibration token chunks ``[<= samples, seq_len]`` cut from ``text`` (the calibration slice)."""
+    from sq_trt.data import tokenize_chunks
+
+    return tokenize_chunks(loaded.tokenizer, text, seq_len=config.seq_len, max_chunks=config.samples)
+
+
+def run(
+    config: CalibrateConfig,
+    *,
+    loaded: LoadedModel,
+    text: TextSlice,
+    text_column: str,
+    out: str | os.PathLike[str],
+    force: bool = False,
+    chunks: torch.Tensor | None = None,
+    progress: bool = True,
+) -> ActScales:
+    """The calibrate stage: what ``sq-trt calibrate`` and the pipeline both call.
+
+    Args:
+        config: Samples and sequence length.
+        loaded: The model (offloaded or in memory).
+        text: The calibration slice of the data source.
+        text_column: The field the text was read from (recorded: smooth re-reads the same text).
+        out: The act_scales artifact directory to write.
+        force: Replace ``out``.
+        chunks: The chunks of ``text`` already cut with :func:`calibration_chunks` (else cut here).
+        progress: Show a progress bar.
+
+    Returns:
+        The statistics written.
+    """
+    if chunks is None:
+        chunks = calibration_chunks(config, loaded, text)
+    scales = calibrate(loaded, chunks, progress=progress)
+    scales.meta["data"] = text.describe()
+    scales.meta["text_column"] = text_column
+    save_act_scales(out, scales, force=force)
+    return scales
 
 
 @dataclass

@@ -131,14 +131,11 @@ class PipelineContext:
 
     def calibration_chunks(self) -> torch.Tensor:
         """Calibration token chunks ``[calibrate.samples, calibrate.seq_len]``."""
-        from sq_trt.data import tokenize_chunks
+        from sq_trt.calibrate import calibration_chunks
 
-        c = self.recipe.calibrate
         return self._memo(
             "calib_chunks",
-            lambda: tokenize_chunks(
-                self.calibration_model().tokenizer, self.slices()[0], seq_len=c.seq_len, max_chunks=c.samples
-            ),
+            lambda: calibration_chunks(self.recipe.calibrate, self.calibration_model(), self.slices()[0]),
         )
 
     def build_plan(self) -> BuildPlan:

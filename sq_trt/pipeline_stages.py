@@ -40,15 +40,21 @@ if TYPE_CHECKING:
 
 
 def _run_calibrate(ctx: PipelineContext, path: Path) -> None:
-    from sq_trt.calibrate import calibrate, save_act_scales
+    from sq_trt import calibrate
 
     loaded = ctx.calibration_model()
     check_recipe_positions(ctx.recipe, loaded.model)
     check_recipe_overrides(ctx.recipe, loaded.model)  # a typo fails before calibrating, not after
-    chunks = ctx.calibration_chunks()
-    scales = calibrate(loaded, chunks, progress=ctx.progress)
-    scales.meta["data"] = ctx.slices()[0].describe()
-    save_act_scales(path, scales, force=True)
+    calibrate.run(
+        ctx.recipe.calibrate,
+        loaded=loaded,
+        text=ctx.slices()[0],
+        text_column=ctx.recipe.data.text_column,
+        out=path,
+        force=True,
+        chunks=ctx.calibration_chunks(),
+        progress=ctx.progress,
+    )
 
 
 def check_recipe_positions(recipe: Recipe, model: Any) -> None:

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sq_trt import stage_config
 from sq_trt.build.profiles import ProfileSpec
 from sq_trt.build.recipe import GenerationLimits
+from sq_trt.calibrate import CalibrateConfig
 from sq_trt.errors import ConfigError
 from sq_trt.export.config import CandidateOptions, ExportConfig, GraphOptions
 from sq_trt.yaml_io import read_text_file, safe_load_bounded, short_repr, shorten
@@ -100,13 +101,6 @@ class DataSection(_Section):
     source: str = "embedded"
     text_column: str = "text"
     calib_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
-
-
-class CalibrateSection(_Section):
-    """Calibration: how many samples of how many tokens."""
-
-    samples: int = Field(default=32, ge=1)
-    seq_len: int = Field(default=512, ge=2)
 
 
 def _alpha(value: Any, where: str) -> float | str:
@@ -334,7 +328,7 @@ class Recipe(_Section):
     engines_dir: Path | None = None
     model: ModelSection
     data: DataSection = Field(default_factory=DataSection)
-    calibrate: CalibrateSection = Field(default_factory=CalibrateSection)
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
     smooth: SmoothSection = Field(default_factory=SmoothSection)
     export: ExportSection = Field(default_factory=ExportSection)
     build: BuildSection = Field(default_factory=BuildSection)

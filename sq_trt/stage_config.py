@@ -53,8 +53,12 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     @classmethod
-    def create(cls, **data: Any) -> Self:
+    def create(cls, *, labels: dict[str, str] | None = None, **data: Any) -> Self:
         """Construct from user values (CLI flags, an API call).
+
+        Args:
+            labels: What to call a field in messages (its flag, ``--samples``).
+            **data: The field values.
 
         Raises:
             ConfigError: One line per invalid field.
@@ -62,7 +66,7 @@ class StageConfig(BaseModel):
         try:
             return cls(**data)
         except ValidationError as exc:
-            lines = format_errors(exc, cls)
+            lines = format_errors(exc, cls, labels=labels)
             raise ConfigError(f"invalid {cls.__name__}: " + "; ".join(lines)) from None
 
 
@@ -102,6 +106,7 @@ def format_errors(
     *,
     missing_hint: dict[str, str] | None = None,
     root_label: str = "<config>",
+    labels: dict[str, str] | None = None,
 ) -> list[str]:
     """One line per error: ``section.field: what is wrong (got X)``, with a hint for unknown fields.
 
@@ -110,11 +115,13 @@ def format_errors(
         root: The model validated (to list the known fields where an unknown one was given).
         missing_hint: Extra text for a missing field, keyed by its dotted path.
         root_label: What names an error of the whole model (empty: the message alone).
+        labels: Names for top-level fields (their command-line flags).
     """
     lines = []
     for err in exc.errors():
         loc = list(err["loc"])
-        where = ".".join(str(p) for p in loc) or root_label
+        shown = [(labels or {}).get(str(loc[0]), loc[0]), *loc[1:]] if loc else []
+        where = ".".join(str(p) for p in shown) or root_label
         if err["type"] == "extra_forbidden":
             known = model_fields_at(root, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)

@@ -37,8 +37,10 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-def add_data_args(parser: argparse.ArgumentParser, *, seq_len: int = 512, samples: int = 32) -> None:
-    """``--data`` and how it is cut into chunks."""
+def add_data_args(
+    parser: argparse.ArgumentParser, *, seq_len: int = 512, samples: int = 32, sizes: bool = True
+) -> None:
+    """``--data`` and how it is cut into chunks (``sizes=False``: the stage config adds those flags)."""
     group = parser.add_argument_group("data")
     group.add_argument(
         "--data",
@@ -49,8 +51,9 @@ def add_data_args(parser: argparse.ArgumentParser, *, seq_len: int = 512, sample
     group.add_argument(
         "--text-column", default="text", help="field holding the text in json/parquet/hub data"
     )
-    group.add_argument("--seq-len", type=int, default=seq_len, help=f"tokens per sample (default {seq_len})")
-    group.add_argument("--samples", type=int, default=samples, help=f"number of samples (default {samples})")
+    if sizes:
+        group.add_argument("--seq-len", type=int, default=seq_len, help=f"tokens per sample (default {seq_len})")
+        group.add_argument("--samples", type=int, default=samples, help=f"number of samples (default {samples})")
     group.add_argument(
         "--calib-fraction",
         type=float,
@@ -123,5 +126,8 @@ def config_from_args(model: Any, args: argparse.Namespace, **extra: Any) -> Any:
     Raises:
         ConfigError: A value the config refuses, naming the field.
     """
+    from sq_trt.stage_config import cli_flag
+
     values = {name: getattr(args, name) for name in model.model_fields if hasattr(args, name)}
-    return model.create(**{**values, **extra})
+    labels = {name: cli_flag(model, name) or name for name in values}
+    return model.create(labels=labels, **{**values, **extra})
