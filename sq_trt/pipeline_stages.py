@@ -35,6 +35,7 @@ from sq_trt.recipe import Candidate, Recipe
 if TYPE_CHECKING:
     from sq_trt.export.qdq import Encoding
     from sq_trt.models.loading import LoadedModel
+    from sq_trt.smooth_config import SmoothConfig
 
 # ----------------------------------------------------------------------------- calibrate and smooth
 
@@ -120,22 +121,9 @@ def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
             check_recipe_overrides(recipe, skeleton)
 
 
-def smooth_config(recipe: Recipe) -> Any:
-    """The recipe's smooth section as :class:`sq_trt.smooth.SmoothConfig`."""
-    from sq_trt.smooth import AlphaSearchConfig, SmoothConfig
-
-    s = recipe.smooth
-    return SmoothConfig(
-        alpha=s.alpha,  # type: ignore[arg-type]
-        overrides=tuple(s.overrides.items()),  # type: ignore[arg-type]
-        include_optional=s.include_optional,
-        search=AlphaSearchConfig(
-            grid=tuple(s.search.grid),
-            act_mode=s.search.act_mode,
-            samples=s.search.samples,
-            tokens_per_sample=s.search.tokens_per_sample,
-        ),
-    )
+def smooth_config(recipe: Recipe) -> SmoothConfig:
+    """The recipe's smooth section: the smooth stage's own :class:`~sq_trt.smooth_config.SmoothConfig`."""
+    return recipe.smooth
 
 
 def _run_smooth(ctx: PipelineContext, path: Path) -> None:
@@ -147,11 +135,12 @@ def _run_smooth(ctx: PipelineContext, path: Path) -> None:
         smooth_model,
         smoothed_act_scales,
     )
+    from sq_trt.smooth_config import PROBE_TOKENS
 
     config = smooth_config(ctx.recipe)
     scales = ctx.act_scales()
     chunks = ctx.calibration_chunks()
-    probe = chunks[:1, : min(64, chunks.shape[1])]
+    probe = chunks[:1, :PROBE_TOKENS]  # the same probe as sq-trt smooth
     loaded: LoadedModel
     if ctx.recipe.model.offload:
         from sq_trt.errors import ArtifactError

@@ -39,6 +39,7 @@ from sq_trt.build.recipe import GenerationLimits
 from sq_trt.calibrate import CalibrateConfig
 from sq_trt.errors import ConfigError
 from sq_trt.export.config import CandidateOptions, ExportConfig, GraphOptions
+from sq_trt.smooth_config import SmoothConfig
 from sq_trt.yaml_io import read_text_file, safe_load_bounded, short_repr, shorten
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -101,68 +102,6 @@ class DataSection(_Section):
     source: str = "embedded"
     text_column: str = "text"
     calib_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
-
-
-def _alpha(value: Any, where: str) -> float | str:
-    if value == "auto":
-        return "auto"
-    if isinstance(value, bool) or not isinstance(value, float | int) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{where} must be a number in [0, 1] or 'auto', got {value!r}")
-    return float(value)
-
-
-class AlphaSearchSection(_Section):
-    """The automatic alpha search (used where an alpha is ``auto``); see :class:`sq_trt.smooth.AlphaSearchConfig`.
-
-    Attributes:
-        grid: Candidate alphas.
-        act_mode: Activation quantization the search minimises the error under.
-        samples: Calibration samples whose activations are kept for the search.
-        tokens_per_sample: Evenly spaced tokens kept per sample (bounds memory).
-    """
-
-    grid: list[float] = Field(default_factory=lambda: [round(0.05 * i, 2) for i in range(21)])
-    act_mode: Literal["per_token", "per_tensor"] = "per_token"
-    samples: int = Field(default=4, ge=1)
-    tokens_per_sample: int = Field(default=128, ge=1)
-
-    @field_validator("grid")
-    @classmethod
-    def _grid(cls, value: list[float]) -> list[float]:
-        if not value or any(not 0.0 <= a <= 1.0 for a in value):
-            raise ValueError(f"must be a non-empty list of alphas in [0, 1], got {value}")
-        return value
-
-
-class SmoothSection(_Section):
-    """SmoothQuant migration strength (see :class:`sq_trt.smooth.SmoothConfig`).
-
-    Attributes:
-        alpha: A global alpha in [0, 1], or ``auto`` (per-group search on ``search.grid``).
-        overrides: Group glob -> alpha or ``auto`` (``layers.*.mlp_in: 0.7``); the last match wins.
-        include_optional: Also smooth the linear->linear pairs (v->o, up->down).
-        search: Settings of the automatic search.
-    """
-
-    alpha: float | str = 0.5
-    overrides: dict[str, float | str] = Field(default_factory=dict)
-    include_optional: bool = False
-    search: AlphaSearchSection = Field(default_factory=AlphaSearchSection)
-
-    @field_validator("alpha", mode="before")
-    @classmethod
-    def _alpha_range(cls, value: Any) -> float | str:
-        return _alpha(value, "alpha")
-
-    @field_validator("overrides", mode="before")
-    @classmethod
-    def _override_range(cls, value: Any) -> dict[str, float | str]:
-        if not isinstance(value, dict):
-            # pydantic turns only ValueError into a field-level message; a TypeError would escape as a bug.
-            raise ValueError(  # noqa: TRY004
-                f"must map group globs to alphas, e.g. {{'layers.*.mlp_in': 0.7}}, got {value!r}"
-            )
-        return {str(k): _alpha(v, f"the alpha of {k!r}") for k, v in value.items()}
 
 
 class Candidate(CandidateOptions):
@@ -329,7 +268,7 @@ class Recipe(_Section):
     model: ModelSection
     data: DataSection = Field(default_factory=DataSection)
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
-    smooth: SmoothSection = Field(default_factory=SmoothSection)
+    smooth: SmoothConfig = Field(default_factory=SmoothConfig)
     export: ExportSection = Field(default_factory=ExportSection)
     build: BuildSection = Field(default_factory=BuildSection)
     compare: CompareSection = Field(default_factory=CompareSection)
@@ -363,7 +302,7 @@ class Recipe(_Section):
                 f"model.offload streams layers from a saved checkpoint; {source!r} has none "
                 "(set model.offload: false, or save the model with save_pretrained and give its directory)"
             )
-        if self.smooth.alpha == "auto" or "auto" in self.smooth.overrides.values():
+        if self.smooth.needs_search:
             raise ValueError(
                 "model.offload supports numeric alphas only; set smooth.alpha to a number in [0, 1]"
             )

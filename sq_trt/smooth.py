@@ -22,10 +22,9 @@ space and its statistics are the max over the repeated blocks.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -44,104 +43,14 @@ from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.models import adapter
 from sq_trt.models.registry import SmoothGroup, find_spec, smoothing_groups
 from sq_trt.quant.smoothing import expand_to_inputs, reduce_to_prev, smoothing_factor
+from sq_trt.smooth_config import AUTO, PROBE_TOKENS, AlphaSearchConfig, SmoothConfig, check_alpha
 
 if TYPE_CHECKING:
     from sq_trt.models.loading import LoadedModel
 
 STAGE = "smooth"
 FACTORS_FILE = "smoothing.safetensors"
-AUTO: Literal["auto"] = "auto"
 Alpha = float | Literal["auto"]
-
-
-def _check_alpha(value: Any, where: str) -> Alpha:
-    if value == AUTO:
-        return AUTO
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ConfigError(f"{where} must be a number in [0, 1] or 'auto', got {value!r}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class AlphaSearchConfig:
-    """How the automatic alpha search scores candidates.
-
-    Attributes:
-        grid: Candidate alphas, each in [0, 1].
-        act_mode: Activation quantization the error is measured under
-            (``"per_token"`` or ``"per_tensor"``): search for the mode you deploy.
-        samples: Calibration samples whose activations are kept for the search.
-        tokens_per_sample: Evenly spaced tokens kept from each sample (bounds memory).
-    """
-
-    grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
-    act_mode: Literal["per_token", "per_tensor"] = "per_token"
-    samples: int = 4
-    tokens_per_sample: int = 128
-
-    def __post_init__(self) -> None:
-        if not self.grid:
-            raise ConfigError("the alpha search grid is empty; give at least one alpha in [0, 1]")
-        for value in self.grid:
-            if value == AUTO:
-                raise ConfigError("the alpha search grid must hold numbers, not 'auto'")
-            _check_alpha(value, "every alpha of the search grid")
-        if self.act_mode not in ("per_token", "per_tensor"):
-            raise ConfigError(f"search act_mode must be 'per_token' or 'per_tensor', got {self.act_mode!r}")
-        if self.samples < 1 or self.tokens_per_sample < 1:
-            raise ConfigError(
-                f"alpha search needs samples >= 1 and tokens_per_sample >= 1, got {self.samples} and "
-                f"{self.tokens_per_sample}"
-            )
-
-
-@dataclass(frozen=True)
-class SmoothConfig:
-    """What to smooth and how.
-
-    Attributes:
-        alpha: Migration strength for every group: a number in [0, 1] (0 = weights
-            untouched, 1 = all range moved into the weights) or ``"auto"``.
-        overrides: ``(glob, alpha)`` pairs matched against group names
-            (``layers.3.mlp_in``, ``layers.*.up_down``); the last match wins.
-        include_optional: Also smooth the linear->linear pairs (v->o, up->down).
-        min_scale: Lower clamp of every factor.
-        search: Settings of the automatic search (used by groups whose alpha is ``"auto"``).
-    """
-
-    alpha: Alpha = 0.5
-    overrides: tuple[tuple[str, Alpha], ...] = ()
-    include_optional: bool = False
-    min_scale: float = 1e-5
-    search: AlphaSearchConfig = field(default_factory=AlphaSearchConfig)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "alpha", _check_alpha(self.alpha, "alpha"))
-        checked = []
-        for pattern, value in self.overrides:
-            if not isinstance(pattern, str) or not pattern:
-                raise ConfigError(f"an alpha override needs a non-empty group pattern, got {pattern!r}")
-            checked.append((pattern, _check_alpha(value, f"the alpha override for {pattern!r}")))
-        object.__setattr__(self, "overrides", tuple(checked))
-        if not (math.isfinite(self.min_scale) and self.min_scale > 0):
-            raise ConfigError(f"min_scale must be a positive finite number, got {self.min_scale!r}")
-
-    def alpha_for(self, group_name: str) -> Alpha:
-        """The alpha of one group: the last matching override, else the global alpha."""
-        alpha: Alpha = self.alpha
-        for pattern, value in self.overrides:
-            if fnmatchcase(group_name, pattern):
-                alpha = value
-        return alpha
-
-    @property
-    def needs_search(self) -> bool:
-        """Whether any group's alpha may be ``"auto"``."""
-        return self.alpha == AUTO or any(value == AUTO for _, value in self.overrides)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-friendly form (for manifests)."""
-        return asdict(self)
 
 
 def check_override_patterns(config: SmoothConfig, group_names: Sequence[str]) -> None:
@@ -170,7 +79,7 @@ def parse_override(text: str) -> tuple[str, Alpha]:
     if value == "auto":
         return pattern.strip(), AUTO
     try:
-        return pattern.strip(), _check_alpha(float(value), f"the alpha override {text!r}")
+        return pattern.strip(), check_alpha(float(value), f"the alpha override {text!r}")
     except ValueError:
         raise ConfigError(f"alpha override {text!r}: {value!r} is not a number in [0, 1] or 'auto'") from None
 
@@ -474,6 +383,8 @@ def describe_alphas(alphas: Mapping[str, float]) -> str:
 
 
 __all__: Sequence[str] = (
+    "AUTO",
+    "PROBE_TOKENS",
     "AlphaSearchConfig",
     "SmoothConfig",
     "SmoothResult",

@@ -86,7 +86,7 @@ def _flag_kwargs(info: Any) -> dict[str, Any]:
     raise TypeError(f"no command-line form for a field of type {annotation!r}")  # a new field type: add it here
 
 
-def add_config_args(group: Any, model: Any, fields: tuple[str, ...] | None = None) -> None:
+def add_config_args(group: Any, model: Any, fields: tuple[str, ...] | None = None, *, prefix: str = "") -> None:
     """Add one flag per field of a stage config (:class:`sq_trt.stage_config.StageConfig`).
 
     The flag, help text, default, type and choices all come from the field, so an
@@ -97,6 +97,7 @@ def add_config_args(group: Any, model: Any, fields: tuple[str, ...] | None = Non
         group: The parser or argument group.
         model: The config class.
         fields: The fields to add (default: all of them).
+        prefix: For a nested config: ``search`` makes ``--search-samples`` with dest ``search_samples``.
     """
     from sq_trt.stage_config import cli_flag
 
@@ -105,6 +106,8 @@ def add_config_args(group: Any, model: Any, fields: tuple[str, ...] | None = Non
         flag = cli_flag(model, name)
         if flag is None:
             continue
+        if prefix:
+            flag = f"--{prefix}-{flag.removeprefix('--')}"
         kwargs = _flag_kwargs(info)
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if "metavar" in extra:
@@ -117,7 +120,13 @@ def add_config_args(group: Any, model: Any, fields: tuple[str, ...] | None = Non
         help_text = info.description or name
         if "action" not in kwargs:
             help_text += f" (default {default if not isinstance(default, tuple) else list(default)})"
-        group.add_argument(flag, dest=name, help=help_text, **kwargs)
+        group.add_argument(flag, dest=f"{prefix}_{name}" if prefix else name, help=help_text, **kwargs)
+
+
+def config_values(model: Any, args: argparse.Namespace, *, prefix: str = "") -> dict[str, Any]:
+    """The field values :func:`add_config_args` parsed (by the same ``prefix``)."""
+    dest = (lambda name: f"{prefix}_{name}") if prefix else (lambda name: name)
+    return {name: getattr(args, dest(name)) for name in model.model_fields if hasattr(args, dest(name))}
 
 
 def config_from_args(model: Any, args: argparse.Namespace, **extra: Any) -> Any:
@@ -128,6 +137,6 @@ def config_from_args(model: Any, args: argparse.Namespace, **extra: Any) -> Any:
     """
     from sq_trt.stage_config import cli_flag
 
-    values = {name: getattr(args, name) for name in model.model_fields if hasattr(args, name)}
+    values = {**config_values(model, args), **extra}
     labels = {name: cli_flag(model, name) or name for name in values}
-    return model.create(labels=labels, **{**values, **extra})
+    return model.create(labels=labels, **values)
