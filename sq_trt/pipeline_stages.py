@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sq_trt.compare.config import CompareOptions
 from sq_trt.pipeline import Stage, StageReport, StageSkipped
 from sq_trt.pipeline_context import BuildPlan, PipelineContext, model_identity
 from sq_trt.recipe import Candidate, Recipe
@@ -367,33 +368,34 @@ def _compare_runner(recipe: Recipe, plan: BuildPlan) -> str:
 
 
 def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> None:
+    from sq_trt.compare.runners import RunnerSpec
     from sq_trt.compare.stage import CompareConfig, compare_models
     from sq_trt.export.stage import FP16_FILE, INT8_FILE
 
     r = ctx.recipe
     baseline = _baseline_candidate(r)
     if runner == "tensorrt":
-        baseline_spec = f"fp16={ctx.engines_dir / 'fp16' / (target + '.plan')}"
-        candidates = [
-            f"{c.name}={ctx.engines_dir / c.name / (target + '.plan')}" for c in r.export.candidates
-        ]
+        plan = target + ".plan"
+        baseline_spec = RunnerSpec.for_file("fp16", ctx.engines_dir / "fp16" / plan)
+        candidates = [RunnerSpec.for_file(c.name, ctx.engines_dir / c.name / plan) for c in r.export.candidates]
     else:
-        baseline_spec = f"fp16={ctx.stage_dir('export', baseline.name, FP16_FILE)}"
-        candidates = [f"{c.name}={ctx.stage_dir('export', c.name, INT8_FILE)}" for c in r.export.candidates]
+        baseline_spec = RunnerSpec.for_file("fp16", ctx.stage_dir("export", baseline.name, FP16_FILE))
+        candidates = [
+            RunnerSpec.for_file(c.name, ctx.stage_dir("export", c.name, INT8_FILE)) for c in r.export.candidates
+        ]
     smoothed = next((c for c in r.export.candidates if c.smooth), None)
     rank = r.compare.layer_ranking and ctx.original().spec.kind == "decoder"
+    options = {name: getattr(r.compare, name) for name in CompareOptions.model_fields}
     compare_models(
         CompareConfig(
+            **options,
             out=path,
             baseline=baseline_spec,
-            candidates=candidates,
+            candidates=list(candidates),
             model=r.model.source,
             data=r.data.source,
             text_column=r.data.text_column,
             calib_fraction=r.data.calib_fraction,
-            seq_len=r.compare.seq_len,
-            samples=r.compare.samples,
-            batch_size=r.compare.batch_size,
             # The gate is applied by the report stage, so changing it never reruns the comparison.
             gate=[],
             rank_layers=str(ctx.stage_dir("smooth"))
@@ -401,8 +403,6 @@ def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> 
             else (r.model.source if rank else None),
             rank_act_mode=smoothed.act_mode if smoothed else "per_token",
             device=r.model.device,
-            generation_prompts=r.compare.generation_prompts,
-            generation_tokens=r.compare.generation_tokens,
             progress=ctx.progress,
             force=True,
         )

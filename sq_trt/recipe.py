@@ -37,6 +37,7 @@ from sq_trt import stage_config
 from sq_trt.build.profiles import ProfileSpec
 from sq_trt.build.recipe import GenerationLimits
 from sq_trt.calibrate import CalibrateConfig
+from sq_trt.compare.config import CompareOptions
 from sq_trt.errors import ConfigError
 from sq_trt.export.config import CandidateOptions, ExportConfig, GraphOptions
 from sq_trt.smooth_config import SmoothConfig
@@ -213,26 +214,24 @@ class BuildSection(_Section):
     generation: GenerationLimits | None = None
 
 
-class CompareSection(_Section):
+class CompareSection(CompareOptions):
     """Accuracy comparison of every candidate against the FP16 baseline on held-out text.
 
-    Attributes:
-        runner: ``auto`` (TensorRT engines on a GPU host, else ONNX Runtime), ``onnxruntime``, ``tensorrt``.
-        samples: Evaluation samples (never from the calibration slice).
-        seq_len: Tokens per sample.
-        batch_size: Samples per inference call.
-        layer_ranking: Also rank the quantized layers by their error contribution (PyTorch, slower).
-        generation_prompts: Held-out prompts for generation-level accuracy (0: off; needs ``export.with_past``).
-        generation_tokens: Greedy tokens generated per prompt.
+    The shared fields are :class:`sq_trt.compare.config.CompareOptions` (``sq-trt compare``'s
+    flags); the two below choose what a multi-candidate run compares, which ``sq-trt compare``
+    states directly with ``--baseline`` / ``--candidate`` and ``--rank-layers``.
     """
 
-    runner: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
-    samples: int = Field(default=8, ge=1)
-    seq_len: int = Field(default=512, ge=2)
-    batch_size: int = Field(default=1, ge=1)
-    layer_ranking: bool = True
-    generation_prompts: int = Field(default=0, ge=0)
-    generation_tokens: int = Field(default=32, ge=1)
+    runner: Literal["auto", "onnxruntime", "tensorrt"] = Field(
+        default="auto",
+        description="auto (TensorRT engines on a GPU host, else ONNX Runtime), onnxruntime or tensorrt",
+        json_schema_extra={"cli": "--candidate", "cli_form": "NAME=model.int8.onnx runs ONNX Runtime, NAME=x.plan TensorRT"},
+    )
+    layer_ranking: bool = Field(
+        default=True,
+        description="also rank the quantized layers by their error contribution (PyTorch, slower)",
+        json_schema_extra={"cli": "--rank-layers", "cli_form": "--rank-layers MODEL turns it on"},
+    )
 
 
 class ReportSection(_Section):
