@@ -419,49 +419,18 @@ def evaluate_gate(recipe: Recipe, compare_dir: Path) -> Any:
     return Gate.parse(recipe.gate).evaluate(summaries)
 
 
-def _gated_view(compare_dir: Path, view_dir: Path, verdict: Any, conditions: list[str]) -> Path:
-    """A compare artifact identical to ``compare_dir`` but carrying the recipe's gate verdict.
-
-    ``write_report`` reads the verdict from ``comparison.json``; the pipeline decides the
-    gate after the comparison (so a gate change reruns only the report), hence this view.
-    """
-    import json
-    import shutil
-
-    from sq_trt.artifacts import artifact_dir, load_manifest
-    from sq_trt.compare.results import COMPARISON_FILE
-    from sq_trt.compare.stage import LAYERS_FILE
-
-    manifest = load_manifest(compare_dir, stage="compare")
-    comparison = json.loads((compare_dir / COMPARISON_FILE).read_text())
-    comparison["gate"] = verdict.to_json()
-    comparison["gate_conditions"] = conditions
-    with artifact_dir(
-        view_dir,
-        stage="compare",
-        config=manifest.config,
-        inputs={"compare": manifest.fingerprint},
-        force=True,
-    ) as tmp:
-        (tmp / COMPARISON_FILE).write_text(json.dumps(comparison, indent=2) + "\n")
-        if (compare_dir / LAYERS_FILE).is_file():
-            shutil.copy2(compare_dir / LAYERS_FILE, tmp / LAYERS_FILE)
-    return view_dir
-
-
 def _run_report(ctx: PipelineContext, compare_dir: Path, path: Path) -> None:
     from sq_trt.report import activation_picture, load_sweep, write_report
 
     r = ctx.recipe
-    verdict = evaluate_gate(r, compare_dir)
-    view = _gated_view(compare_dir, ctx.stage_dir(".pipeline", "gated-compare"), verdict, list(r.gate))
     activation = None
     if (ctx.stage_dir("smooth") / "manifest.json").is_file() and any(c.smooth for c in r.export.candidates):
         activation = activation_picture(
             ctx.stage_dir("calibrate"), ctx.stage_dir("smooth"), r.report.activation_layer
         )
     sweep = load_sweep(r.report.sweep) if r.report.sweep is not None else None
-    write_report(view, path, activation=activation, sweep=sweep, force=True)
+    # The comparison ran without a gate; the report applies the recipe's to the verified metrics.
+    write_report(compare_dir, path, activation=activation, sweep=sweep, gate=list(r.gate), force=True)
 
 
 def _later_stages(ctx: PipelineContext) -> list[Stage]:

@@ -40,6 +40,7 @@ from sq_trt.calibrate import CalibrateConfig
 from sq_trt.compare.config import CompareOptions
 from sq_trt.errors import ConfigError
 from sq_trt.export.config import CandidateOptions, ExportConfig, GraphOptions
+from sq_trt.report.config import ReportOptions
 from sq_trt.smooth_config import SmoothConfig
 from sq_trt.yaml_io import read_text_file, safe_load_bounded, short_repr, shorten
 
@@ -234,19 +235,6 @@ class CompareSection(CompareOptions):
     )
 
 
-class ReportSection(_Section):
-    """The report (HTML page, Markdown summary, JSON; see :func:`sq_trt.report.write_report`).
-
-    Attributes:
-        activation_layer: Linear shown in the SmoothQuant picture (default: the one with
-            the strongest outlier channels).
-        sweep: Alpha-sweep JSON file to plot (optional).
-    """
-
-    activation_layer: str | None = None
-    sweep: Path | None = None
-
-
 class Recipe(_Section):
     """A whole pipeline run.
 
@@ -272,7 +260,7 @@ class Recipe(_Section):
     build: BuildSection = Field(default_factory=BuildSection)
     compare: CompareSection = Field(default_factory=CompareSection)
     gate: list[str] = Field(default_factory=lambda: ["sq-per-token:ppl_increase_pct<=5"])
-    report: ReportSection = Field(default_factory=ReportSection)
+    report: ReportOptions = Field(default_factory=ReportOptions)
 
     @field_validator("name")
     @classmethod

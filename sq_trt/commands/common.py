@@ -65,9 +65,14 @@ def add_data_args(
 
 def _flag_kwargs(info: Any) -> dict[str, Any]:
     """argparse keywords for one pydantic field: type, choices, nargs or a switch, from its annotation."""
+    import types
     import typing
+    from pathlib import Path
 
     annotation = info.annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        # `X | None`: the flag takes an X; leaving it out keeps the default (None).
+        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
     origin = typing.get_origin(annotation)
     if annotation is bool:
         return {"action": "store_false" if info.default else "store_true"}
@@ -81,7 +86,7 @@ def _flag_kwargs(info: Any) -> dict[str, Any]:
         return {"choices": choices, **({"type": normalize} if normalize else {})}
     if origin in (tuple, list):
         return {"nargs": "+", "metavar": "VALUE"}
-    if annotation in (int, float, str):
+    if annotation in (int, float, str, Path):
         return {"type": annotation}
     raise TypeError(f"no command-line form for a field of type {annotation!r}")  # a new field type: add it here
 
@@ -118,7 +123,7 @@ def add_config_args(group: Any, model: Any, fields: tuple[str, ...] | None = Non
         elif not kwargs.get("action"):
             kwargs["default"] = list(default) if isinstance(default, tuple) else default
         help_text = info.description or name
-        if "action" not in kwargs:
+        if "action" not in kwargs and default is not None:
             help_text += f" (default {default if not isinstance(default, tuple) else list(default)})"
         group.add_argument(flag, dest=f"{prefix}_{name}" if prefix else name, help=help_text, **kwargs)
 
