@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from sq_trt.calibrate import ActScales
     from sq_trt.data import TextSlice
+    from sq_trt.export.stage import FloatGraphs
     from sq_trt.models.loading import LoadedModel
     from sq_trt.offload import OffloadedModel
 
@@ -137,6 +138,15 @@ class PipelineContext:
             "calib_chunks",
             lambda: calibration_chunks(self.recipe.calibrate, self.calibration_model(), self.slices()[0]),
         )
+
+    def float_graphs(self) -> FloatGraphs:
+        """The float ONNX graphs the exports of this run share (traced once per model and dtype).
+
+        An offloaded model is too large to keep its float graph in memory between candidates.
+        """
+        from sq_trt.export.stage import FloatGraphs
+
+        return self._memo("float_graphs", lambda: FloatGraphs(keep=not self.recipe.model.offload))
 
     def build_plan(self) -> BuildPlan:
         """The backend that builds engines in this run (resolved once)."""

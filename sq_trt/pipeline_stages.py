@@ -20,10 +20,9 @@ report              gate, report (+ compare's artifact)        ``<work>/report``
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -246,53 +245,6 @@ def _baseline_candidate(recipe: Recipe) -> Candidate:
     return next((c for c in recipe.export.candidates if not c.smooth), recipe.export.candidates[0])
 
 
-@contextlib.contextmanager
-def reuse_float_exports() -> Iterator[None]:
-    """Within this block, export each model's float ONNX graph once and hand out copies.
-
-    ``export_model`` traces the model with ``torch.onnx.export`` for every call, but
-    candidates of the same model (per-tensor, per-token portable, per-token plugin)
-    differ only in the Q/DQ rewrite applied to that graph; tracing dominates the
-    stage's time. Until the export stage accepts a pre-exported graph, its tracer is
-    wrapped here for the duration of one pipeline run (keyed by model object, dtype
-    and opset; every caller gets its own copy, so no export sees another's edits).
-    """
-    import onnx
-
-    from sq_trt.export import stage as export_stage
-    from sq_trt.export.config import DEFAULT_OPSET
-
-    # The plain graph and the generation graph (export.with_past) are traced by two functions.
-    names = [n for n in ("export_float_onnx", "export_float_onnx_with_past") if hasattr(export_stage, n)]
-    if not names:
-        yield
-        return
-    originals = {name: getattr(export_stage, name) for name in names}
-    cache: dict[tuple[str, int, str, int], onnx.ModelProto] = {}
-
-    def caching(name: str) -> Any:
-        def cached(
-            model: Any, spec: Any, *, dtype: str = "float16", opset: int = DEFAULT_OPSET
-        ) -> Any:
-            key = (name, id(model), dtype, opset)
-            if key not in cache:
-                cache[key] = originals[name](model, spec, dtype=dtype, opset=opset)
-            graph = onnx.ModelProto()
-            graph.CopyFrom(cache[key])
-            return graph
-
-        return cached
-
-    for name in names:
-        setattr(export_stage, name, caching(name))
-    try:
-        yield
-    finally:
-        for name, original in originals.items():
-            setattr(export_stage, name, original)
-        cache.clear()
-
-
 def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
     from sq_trt.export.stage import export_model
     from sq_trt.recipe import export_config
@@ -304,7 +256,9 @@ def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
     else:
         loaded, scales = ctx.original(), ctx.act_scales()
         inputs = {"act_scales": ctx.stage_fingerprint("calibrate")}
-    export_model(loaded, path, scales=scales, config=config, inputs=inputs, force=True)
+    export_model(
+        loaded, path, scales=scales, config=config, inputs=inputs, force=True, float_graphs=ctx.float_graphs()
+    )
 
 
 def _engine_target(plan: BuildPlan) -> str:
@@ -313,6 +267,7 @@ def _engine_target(plan: BuildPlan) -> str:
 
 def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plugin: bool) -> None:
     from sq_trt.build.builder import build_engine
+    from sq_trt.build.config import BuildOptions
     from sq_trt.build.profiles import RequiredShape
     from sq_trt.build.recipe import BuildSettings
 
@@ -325,16 +280,14 @@ def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plu
         )
     b = ctx.recipe.build
     c = ctx.recipe.compare
+    options = {name: getattr(b, name) for name in BuildOptions.model_fields if name not in ("profiles", "generation")}
     settings = BuildSettings(
         onnx=onnx,
         name=name,
         target=_engine_target(plan),
         backend=plan.backend.name,
         engines_dir=ctx.engines_dir,
-        opt_level=b.opt_level,
-        workspace_mb=b.workspace_mb,
-        timing_cache=b.timing_cache,
-        compute_capabilities=b.compute_capabilities,
+        **options,
         # Generation engines get their prefill/decode profiles from the limits instead.
         **(
             {"generation": b.generation}
@@ -593,9 +546,10 @@ def run_pipeline(
     )
     emit(f"[pipeline] comparison runner: {_compare_runner(recipe, plan)}")
     stages = plan_stages(ctx)
-    # An offloaded model is too large to keep its float graph in memory between candidates.
-    with reuse_float_exports() if not recipe.model.offload else contextlib.nullcontext():
+    try:
         reports = run_stages(stages, ctx.work_dir, from_kind=from_kind, hook=hook, log=emit)
+    finally:
+        ctx.float_graphs().clear()
     report_dir = ctx.stage_dir("report")
     verdict = evaluate_gate(recipe, ctx.stage_dir("compare"))
     result = PipelineResult(

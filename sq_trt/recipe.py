@@ -34,8 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sq_trt import stage_config
-from sq_trt.build.profiles import ProfileSpec
-from sq_trt.build.recipe import GenerationLimits
+from sq_trt.build.config import BuildOptions
 from sq_trt.calibrate import CalibrateConfig
 from sq_trt.compare.config import CompareOptions
 from sq_trt.errors import ConfigError
@@ -188,31 +187,24 @@ def export_config(section: GraphOptions, candidate: CandidateOptions, *, encodin
     return ExportConfig(**shared, **own)
 
 
-class BuildSection(_Section):
+class BuildSection(BuildOptions):
     """Engine builds (one FP16 engine per export, one INT8 per candidate).
 
-    Attributes:
-        backend: ``auto`` (``tensorrt`` when it is importable and a GPU is visible, else
-            ``tensorrt_rtx``), ``tensorrt``, ``tensorrt_rtx``, or ``none`` (skip the stage).
-        profiles: Optimization profiles, written as in a build recipe
-            (``batch: [min, opt, max]``, ``seq: [min, opt, max]``; see :mod:`sq_trt.build.profiles`).
-        opt_level: Builder optimization level (0-5).
-        workspace_mb: Workspace limit in MiB (``None``: TensorRT's default).
-        timing_cache: Timing cache file (TensorRT proper).
-        compute_capabilities: TensorRT-RTX targets (empty: its default set).
-        fp16_engine: Also build the FP16 baseline engine.
-        generation: For ``export.with_past``: max batch / input / context of the generation
-            engines (their ``prefill`` and ``decode`` profiles replace ``profiles``).
+    The shared fields are :class:`sq_trt.build.config.BuildOptions` (a build recipe's and
+    ``sq-trt build``'s); the two below are what a run of several engines decides.
     """
 
-    backend: Literal["auto", "tensorrt", "tensorrt_rtx", "none"] = "auto"
-    profiles: list[ProfileSpec] = Field(default_factory=lambda: [ProfileSpec()], min_length=1)
-    opt_level: int = Field(default=3, ge=0, le=5)
-    workspace_mb: int | None = Field(default=None, ge=1)
-    timing_cache: Path | None = None
-    compute_capabilities: list[str] = Field(default_factory=list)
-    fp16_engine: bool = True
-    generation: GenerationLimits | None = None
+    backend: Literal["auto", "tensorrt", "tensorrt_rtx", "none"] = Field(
+        default="auto",
+        description="auto (tensorrt when importable with a GPU visible, else tensorrt_rtx), tensorrt, "
+        "tensorrt_rtx, or none (skip the build stage)",
+        json_schema_extra={"cli": "--backend"},
+    )
+    fp16_engine: bool = Field(
+        default=True,
+        description="also build the FP16 baseline engine (sq-trt build: run it on model.fp16.onnx)",
+        json_schema_extra={"cli": "--onnx", "cli_form": "a second sq-trt build of model.fp16.onnx"},
+    )
 
 
 class CompareSection(CompareOptions):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from sq_trt.artifacts import artifact_dir, hash_json
 from sq_trt.errors import ArtifactError, ConfigError, ExportError
-from sq_trt.export import onnx_export
 from sq_trt.export.bmm import quantize_bmm_inputs
 from sq_trt.export.config import ExportConfig, resolve_encoding
 from sq_trt.export.fused import norm_groups_from_model
@@ -58,6 +56,38 @@ EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 # estimated 4 B/param higher.
 _BYTES_PER_PARAM = {"float16": 12, "float32": 16}
 _MEMORY_SLACK = 512 * 2**20
+
+
+class FloatGraphs:
+    """Float ONNX graphs traced once per (model, graph kind, dtype, opset) and handed out as copies.
+
+    Candidates of one model (per-tensor, per-token portable, plugin...) differ only in the Q/DQ
+    rewrite of the same float graph, and tracing dominates an export; the pipeline passes one
+    instance to every export of a run. Each caller gets its own copy: no export sees another's
+    rewrite. The model object identifies the model, so keep an instance no longer than the models.
+    """
+
+    def __init__(self, *, keep: bool = True) -> None:
+        self._keep = keep
+        self._graphs: dict[tuple[int, bool, str, int], onnx.ModelProto] = {}
+
+    def graph(self, model: Any, spec: Any, *, with_past: bool, dtype: str, opset: int) -> onnx.ModelProto:
+        """The float graph of ``model``: a fresh trace, or a copy of the one traced before."""
+        import onnx
+
+        tracer = export_float_onnx_with_past if with_past else export_float_onnx
+        if not self._keep:
+            return tracer(model, spec, dtype=dtype, opset=opset)
+        key = (id(model), with_past, dtype, opset)
+        if key not in self._graphs:
+            self._graphs[key] = tracer(model, spec, dtype=dtype, opset=opset)
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self._graphs[key])
+        return copy
+
+    def clear(self) -> None:
+        """Drop every kept graph."""
+        self._graphs.clear()
 
 
 def _plugins_available() -> bool:
@@ -225,6 +255,7 @@ def export_model(
     config: ExportConfig | None = None,
     inputs: dict[str, str] | None = None,
     force: bool = False,
+    float_graphs: FloatGraphs | None = None,
 ) -> ExportResult:
     """Write the export artifact: ``model.fp16.onnx`` and ``model.int8.onnx`` (linted).
 
@@ -235,6 +266,8 @@ def export_model(
         config: Export settings.
         inputs: Extra input hashes for the manifest (e.g. the smoothed artifact's fingerprint).
         force: Replace an existing artifact.
+        float_graphs: Float graphs already traced from this model (the pipeline's candidates of one
+            model share them); ``None`` traces here.
 
     Returns:
         Paths, quantized/excluded linears and file sizes.
@@ -262,10 +295,8 @@ def export_model(
             raise ExportError("--quantize-bmm needs act_scales with the attention ranges (sq-trt calibrate)")
         bmm = bmm_ranges(model, scales.bmm_amax, scales.output_amax)
         bmm_layers = list(attention_modules(model).values())
-    if config.with_past:
-        fp16 = export_float_onnx_with_past(model, loaded.spec, dtype="float16", opset=config.opset)
-    else:
-        fp16 = export_float_onnx(model, loaded.spec, dtype="float16", opset=config.opset)
+    trace = float_graphs or FloatGraphs(keep=False)
+    fp16 = trace.graph(model, loaded.spec, with_past=config.with_past, dtype="float16", opset=config.opset)
     targets = targets_from_model(
         model,
         quantized,
@@ -310,14 +341,16 @@ def export_model(
             int8 = fp16
         else:
             del fp16
-            # O3 rewrites the eager attention graph, whose MatMuls read exactly q, k, p and v.
-            # Called on the module, not this module's name, which the pipeline wraps with a
-            # cache keyed without the attention implementation.
-            with eager_attention(model) if config.quantize_bmm else nullcontext():
-                float_export = (
-                    export_float_onnx_with_past if config.with_past else onnx_export.export_float_onnx
+            # O3 rewrites the eager attention graph, whose MatMuls read exactly q, k, p and v: traced
+            # here, never shared (the shared graphs are of the model's own attention implementation).
+            if config.quantize_bmm:
+                with eager_attention(model):
+                    tracer = export_float_onnx_with_past if config.with_past else export_float_onnx
+                    int8 = tracer(model, loaded.spec, dtype=config.int8_dtype, opset=config.opset)
+            else:
+                int8 = trace.graph(
+                    model, loaded.spec, with_past=config.with_past, dtype=config.int8_dtype, opset=config.opset
                 )
-                int8 = float_export(model, loaded.spec, dtype=config.int8_dtype, opset=config.opset)
         norm_groups = norm_groups_from_model(model, quantized, prefix=WRAPPED_PREFIX)
         report = quantize_graph(
             int8,
