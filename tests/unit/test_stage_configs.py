@@ -111,3 +111,102 @@ def test_every_export_config_field_is_a_flag_and_a_recipe_field_with_one_default
         assert name in recipe_fields, f"ExportConfig.{name} is not settable in a recipe"
         section = ExportSection if name in ExportSection.model_fields else Candidate
         assert section.model_fields[name].get_default(call_default_factory=True) == default
+
+
+def _stage_models() -> list[tuple[str, type[Any], list[type[Any]]]]:
+    """(subcommand, the stage's config, the recipe models that hold its fields)."""
+    from sq_trt.build.config import BuildOptions
+    from sq_trt.calibrate import CalibrateConfig
+    from sq_trt.compare.config import CompareOptions
+    from sq_trt.recipe import BuildSection, Candidate, CompareSection, ExportSection, Recipe
+    from sq_trt.report.config import ReportOptions
+    from sq_trt.smooth_config import SmoothConfig
+
+    fields = Recipe.model_fields
+    assert fields["calibrate"].annotation is CalibrateConfig  # the sections ARE the stage configs
+    assert fields["smooth"].annotation is SmoothConfig
+    assert fields["report"].annotation is ReportOptions
+    return [
+        ("calibrate", CalibrateConfig, [CalibrateConfig]),
+        ("smooth", SmoothConfig, [SmoothConfig]),
+        ("export", ExportConfig, [ExportSection, Candidate]),
+        ("build", BuildSection, [BuildSection]),
+        ("compare", CompareSection, [CompareSection]),
+        ("report", ReportOptions, [ReportOptions]),
+    ] + [("build", BuildOptions, [BuildSection]), ("compare", CompareOptions, [CompareSection])]
+
+
+def _flag_of(model: type[Any], name: str, prefix: str = "") -> list[str]:
+    from sq_trt.stage_config import cli_flag
+
+    flag = cli_flag(model, name)
+    assert flag is not None, f"{model.__name__}.{name} has no command-line flag"
+    flags = flag.split()
+    return [f"--{prefix}-{f.removeprefix('--')}" if prefix else f for f in flags]
+
+
+def _normalized(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_normalized(v) for v in value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # --alpha's text form
+        except ValueError:
+            return value
+    return value
+
+
+def _check_field(command: str, model: type[Any], name: str, flags: dict[str, argparse.Action], prefix: str = "") -> None:
+    from pydantic import BaseModel
+
+    info = model.model_fields[name]
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+        # A nested config (smooth's search): every field of it, under the prefix its flag names.
+        nested_prefix = _flag_of(model, name)[0].strip("-")
+        for nested in info.annotation.model_fields:
+            _check_field(command, info.annotation, nested, flags, prefix=nested_prefix)
+        return
+    names = _flag_of(model, name, prefix)
+    for flag in names:
+        action = flags.get(flag) or flags.get("--no-" + flag.removeprefix("--"))
+        assert action is not None, f"sq-trt {command} has no {flag} for {model.__name__}.{name}"
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    if len(names) > 1 or "cli_form" in extra:
+        return  # a different form on the command line (ranges, a runner spec): the flag's existence is the check
+    action = flags.get(names[0]) or flags["--no-" + names[0].removeprefix("--")]
+    default = info.get_default(call_default_factory=True)
+    if command == "build" and action.default is None:
+        return  # sq-trt build merges flags over a build recipe: "not given" keeps the field's default
+    assert _normalized(_cli_default(action)) == _normalized(default), (
+        f"sq-trt {command} {names[0]} defaults to {action.default!r}, {model.__name__}.{name} to {default!r}"
+    )
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_every_stage_config_field_is_reachable_from_the_cli_and_the_recipe(index: int) -> None:
+    command, model, recipe_models = _stage_models()[index]
+    flags = _flags(_subparser(command))
+    for name in model.model_fields:
+        _check_field(command, model, name, flags)
+        holder = next((m for m in recipe_models if name in m.model_fields), None)
+        assert holder is not None, f"{model.__name__}.{name} is not a field of the recipe"
+        ours = model.model_fields[name].get_default(call_default_factory=True)
+        theirs = holder.model_fields[name].get_default(call_default_factory=True)
+        assert ours == theirs, f"{model.__name__}.{name}: default {ours!r}, recipe {theirs!r}"
+
+
+def test_a_field_added_to_a_stage_config_appears_as_a_flag_with_its_bounds() -> None:
+    from pydantic import Field
+
+    from sq_trt.calibrate import CalibrateConfig
+    from sq_trt.commands.common import add_config_args, config_from_args
+
+    class Extended(CalibrateConfig):
+        warmup: int = Field(default=2, ge=0, description="warm-up samples")
+
+    parser = argparse.ArgumentParser()
+    add_config_args(parser, Extended)
+    assert parser.parse_args([]).warmup == 2
+    assert config_from_args(Extended, parser.parse_args(["--warmup", "5"])).warmup == 5
+    with pytest.raises(ConfigError, match="--warmup"):
+        config_from_args(Extended, parser.parse_args(["--warmup", "-1"]))
