@@ -17,7 +17,7 @@ from sq_trt.recipe import Recipe
 if TYPE_CHECKING:
     import torch
 
-    from sq_trt.calibrate import ActScales
+    from sq_trt.artifact_types import ActScales
     from sq_trt.data import TextSlice
     from sq_trt.export.stage import FloatGraphs
     from sq_trt.models.loading import LoadedModel

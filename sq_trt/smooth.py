@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from sq_trt.artifacts import artifact_dir, load_manifest
-from sq_trt.calibrate import (
+from sq_trt.artifact_types import (
     ActScales,
     check_model_matches,
     read_safetensors,
     read_scales_file,
     write_scales_file,
 )
+from sq_trt.artifacts import artifact_dir, load_manifest
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.models import adapter
 from sq_trt.models.registry import SmoothGroup, find_spec, smoothing_groups
