@@ -197,7 +197,7 @@ def choose_backend(recipe: Recipe) -> BuildPlan:
     Raises:
         MissingDependencyError: An explicitly requested backend is not installed.
     """
-    from sq_trt.build.backends import select_backend
+    from sq_trt.engine.backends import select_backend
     from sq_trt.errors import MissingDependencyError
 
     wanted = recipe.build.backend

@@ -266,10 +266,10 @@ def _engine_target(plan: BuildPlan) -> str:
 
 
 def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plugin: bool) -> None:
-    from sq_trt.build.builder import build_engine
-    from sq_trt.build.config import BuildOptions
-    from sq_trt.build.profiles import RequiredShape
-    from sq_trt.build.recipe import BuildSettings
+    from sq_trt.engine.builder import build_engine
+    from sq_trt.engine.config import BuildOptions
+    from sq_trt.engine.profiles import RequiredShape
+    from sq_trt.engine.recipe import BuildSettings
 
     if plan.backend is None:
         raise StageSkipped(plan.reason)
@@ -446,7 +446,7 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
                 run=functools.partial(_run_build, ctx, plan, onnx, name, plugin),
                 config={**build_config, "target": target, "plugin": plugin},
                 after=(source,),
-                code=(*_ADAPTERS, "sq_trt.build"),
+                code=(*_ADAPTERS, "sq_trt.engine"),
             )
         )
 

@@ -34,9 +34,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sq_trt import stage_config
-from sq_trt.build.config import BuildOptions
 from sq_trt.calibrate import CalibrateConfig
 from sq_trt.compare.config import CompareOptions
+from sq_trt.engine.config import BuildOptions
 from sq_trt.errors import ConfigError
 from sq_trt.export.config import CandidateOptions, ExportConfig, GraphOptions
 from sq_trt.report.config import ReportOptions
@@ -190,7 +190,7 @@ def export_config(section: GraphOptions, candidate: CandidateOptions, *, encodin
 class BuildSection(BuildOptions):
     """Engine builds (one FP16 engine per export, one INT8 per candidate).
 
-    The shared fields are :class:`sq_trt.build.config.BuildOptions` (a build recipe's and
+    The shared fields are :class:`sq_trt.engine.config.BuildOptions` (a build recipe's and
     ``sq-trt build``'s); the two below are what a run of several engines decides.
     """
 

@@ -207,5 +207,5 @@ def _trt_runner(spec: RunnerSpec) -> BaseRunner:
 
     # No plugin registration: the sq_trt plugins are AOT Quickly Deployable Plugins whose kernels are
     # serialized into the engine, so the .plan deserializes with no Python plugin (docs/PLUGIN.md).
-    # Parsing an ONNX with sq_trt nodes is what needs it (sq_trt.build.plugin_loader).
+    # Parsing an ONNX with sq_trt nodes is what needs it (sq_trt.engine.plugin_loader).
     return TrtRunner(EngineFromBytes(BytesFromPath(spec.target)), name=spec.name)

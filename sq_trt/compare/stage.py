@@ -111,7 +111,7 @@ def _check_onnx_loads(name: str, path: Path) -> None:
 
 def provenance(model: str) -> dict[str, Any]:
     """Model, library versions, host and GPU of this run."""
-    from sq_trt.build.gpu import visible_gpus
+    from sq_trt.engine.gpu import visible_gpus
 
     gpus = visible_gpus()
     return {

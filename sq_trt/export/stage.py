@@ -92,7 +92,7 @@ class FloatGraphs:
 
 def _plugins_available() -> bool:
     """Whether ``auto`` would build with TensorRT proper here (importable and a GPU visible)."""
-    from sq_trt.build.backends import load_tensorrt, visible_gpus
+    from sq_trt.engine.backends import load_tensorrt, visible_gpus
     from sq_trt.errors import BuildError, MissingDependencyError
 
     try:

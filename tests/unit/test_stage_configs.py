@@ -115,9 +115,9 @@ def test_every_export_config_field_is_a_flag_and_a_recipe_field_with_one_default
 
 def _stage_models() -> list[tuple[str, type[Any], list[type[Any]]]]:
     """(subcommand, the stage's config, the recipe models that hold its fields)."""
-    from sq_trt.build.config import BuildOptions
     from sq_trt.calibrate import CalibrateConfig
     from sq_trt.compare.config import CompareOptions
+    from sq_trt.engine.config import BuildOptions
     from sq_trt.recipe import BuildSection, Candidate, CompareSection, ExportSection, Recipe
     from sq_trt.report.config import ReportOptions
     from sq_trt.smooth_config import SmoothConfig

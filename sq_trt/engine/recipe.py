@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sq_trt.build.config import BuildOptions, GenerationLimits
-from sq_trt.build.profiles import RequiredShape
+from sq_trt.engine.config import BuildOptions, GenerationLimits
+from sq_trt.engine.profiles import RequiredShape
 from sq_trt.errors import ConfigError
 from sq_trt.stage_config import format_errors
 from sq_trt.yaml_io import read_text_file, safe_load_bounded

@@ -1,6 +1,6 @@
 """The build stage's options, shared by build recipes / ``sq-trt build``'s flags and the pipeline recipe.
 
-:class:`BuildOptions` is what both set; :class:`sq_trt.build.recipe.BuildSettings`
+:class:`BuildOptions` is what both set; :class:`sq_trt.engine.recipe.BuildSettings`
 adds what one build names (its ONNX file, engine name and target), and the pipeline
 recipe's ``build`` section adds what a multi-engine run decides (``backend: none``,
 the FP16 baseline engine). ``sq-trt build`` merges its flags over a build recipe
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sq_trt.build.profiles import ProfileSpec
+from sq_trt.engine.profiles import ProfileSpec
 from sq_trt.stage_config import StageConfig
 
 
