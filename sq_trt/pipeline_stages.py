@@ -388,11 +388,13 @@ def _run_report(ctx: PipelineContext, compare_dir: Path, path: Path) -> None:
 
 def _later_stages(ctx: PipelineContext) -> list[Stage]:
     """Export, build, compare and report."""
-    from sq_trt.export.qdq import PLUGIN_ENCODINGS
+    builds, build_stages = _build_stages(ctx)
+    return [*_export_stages(ctx), *build_stages, *_compare_and_report_stages(ctx, builds)]
 
+
+def _export_stages(ctx: PipelineContext) -> list[Stage]:
     r = ctx.recipe
     stages: list[Stage] = []
-    export_code = (*_ADAPTERS, "sq_trt.export")
     for candidate in r.export.candidates:
         path = ctx.stage_dir("export", candidate.name)
         stages.append(
@@ -406,14 +408,21 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
                         **_candidate_config(candidate),
                         "encoding": candidate_encoding(ctx, candidate),
                     },
-                    "exclude": r.export.exclude,
-                    "opset": r.export.opset,
+                    # Every shared export option (opset, exclude, int8_dtype, with_past) reruns the exports.
+                    "graph": r.export.model_dump(mode="json", exclude={"candidates"}),
                 },
                 after=("smooth",) if candidate.smooth else ("calibrate",),
-                code=export_code,
+                code=(*_ADAPTERS, "sq_trt.export"),
             )
         )
+    return stages
 
+
+def _build_stages(ctx: PipelineContext) -> tuple[list[str], list[Stage]]:
+    """The engine builds: the names of the engines, and their stages."""
+    from sq_trt.export.qdq import PLUGIN_ENCODINGS
+
+    r = ctx.recipe
     plan = ctx.build_plan()
     target = _engine_target(plan)
     build_config = {
@@ -425,70 +434,64 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
     builds: list[tuple[str, str, Path, bool]] = []
     baseline = _baseline_candidate(r)
     if r.build.fp16_engine:
-        builds.append(
-            (
-                "fp16",
-                f"export/{baseline.name}",
-                ctx.stage_dir("export", baseline.name, "model.fp16.onnx"),
-                False,
-            )
-        )
+        fp16 = ctx.stage_dir("export", baseline.name, "model.fp16.onnx")
+        builds.append(("fp16", f"export/{baseline.name}", fp16, False))
     for candidate in r.export.candidates:
         onnx = ctx.stage_dir("export", candidate.name, "model.int8.onnx")
         plugin = candidate.act_mode == "per_token" and candidate_encoding(ctx, candidate) in PLUGIN_ENCODINGS
         builds.append((candidate.name, f"export/{candidate.name}", onnx, plugin))
-    for name, source, onnx, plugin in builds:
-        stages.append(
-            Stage(
-                name=f"build/{name}",
-                kind="build",
-                path=ctx.engines_dir / name,
-                run=functools.partial(_run_build, ctx, plan, onnx, name, plugin),
-                config={**build_config, "target": target, "plugin": plugin},
-                after=(source,),
-                code=(*_ADAPTERS, "sq_trt.engine"),
-            )
+    stages = [
+        Stage(
+            name=f"build/{name}",
+            kind="build",
+            path=ctx.engines_dir / name,
+            run=functools.partial(_run_build, ctx, plan, onnx, name, plugin),
+            config={**build_config, "target": target, "plugin": plugin},
+            after=(source,),
+            code=(*_ADAPTERS, "sq_trt.engine"),
         )
+        for name, source, onnx, plugin in builds
+    ]
+    return [name for name, *_ in builds], stages
 
+
+def _compare_and_report_stages(ctx: PipelineContext, builds: list[str]) -> list[Stage]:
+    r = ctx.recipe
+    plan = ctx.build_plan()
+    target = _engine_target(plan)
     runner = _compare_runner(r, plan)
     compare_dir = ctx.stage_dir("compare")
+    smoothing = any(c.smooth for c in r.export.candidates)
     after = tuple(f"export/{c.name}" for c in r.export.candidates)
     if runner == "tensorrt":
-        after += tuple(f"build/{name}" for name, *_ in builds)
-    if r.compare.layer_ranking and any(c.smooth for c in r.export.candidates):
+        after += tuple(f"build/{name}" for name in builds)
+    if r.compare.layer_ranking and smoothing:
         after += ("smooth",)
-    stages.append(
-        Stage(
-            name="compare",
-            kind="compare",
-            path=compare_dir,
-            run=lambda: _run_compare(ctx, runner, target, compare_dir),
-            config={
-                "compare": r.compare.model_dump(mode="json"),
-                "runner": runner,
-                "data": r.data.model_dump(mode="json"),
-                "baseline": baseline.name,
-            },
-            after=tuple(dict.fromkeys(after)),
-            code=(*_ADAPTERS, "sq_trt.compare"),
-        )
+    compare = Stage(
+        name="compare",
+        kind="compare",
+        path=compare_dir,
+        run=lambda: _run_compare(ctx, runner, target, compare_dir),
+        config={
+            "compare": r.compare.model_dump(mode="json"),
+            "runner": runner,
+            "data": r.data.model_dump(mode="json"),
+            "baseline": _baseline_candidate(r).name,
+        },
+        after=tuple(dict.fromkeys(after)),
+        code=(*_ADAPTERS, "sq_trt.compare"),
     )
     report_dir = ctx.stage_dir("report")
-    stages.append(
-        Stage(
-            name="report",
-            kind="report",
-            path=report_dir,
-            run=lambda: _run_report(ctx, compare_dir, report_dir),
-            config={"gate": r.gate, "report": r.report.model_dump(mode="json")},
-            after=(
-                "compare",
-                *(("calibrate", "smooth") if any(c.smooth for c in r.export.candidates) else ()),
-            ),
-            code=(*_ADAPTERS, "sq_trt.report", "sq_trt.compare.gate"),
-        )
+    report = Stage(
+        name="report",
+        kind="report",
+        path=report_dir,
+        run=lambda: _run_report(ctx, compare_dir, report_dir),
+        config={"gate": r.gate, "report": r.report.model_dump(mode="json")},
+        after=("compare", *(("calibrate", "smooth") if smoothing else ())),
+        code=(*_ADAPTERS, "sq_trt.report", "sq_trt.compare.gate"),
     )
-    return stages
+    return [compare, report]
 
 
 @dataclass
@@ -509,6 +512,25 @@ class PipelineResult:
                 f"accuracy gate failed: {self.gate_detail}. The report is {self.report_path}; its per-layer "
                 "ranking names the layers to exclude or re-smooth"
             )
+
+
+def _print_summary(
+    recipe: Recipe, result: PipelineResult, table: str, total: float, log: Callable[[str], None] | None
+) -> None:
+    """The stage table, wall time, report path and verdict: to stdout, or to ``log`` when given."""
+    conditions = ", ".join(recipe.gate) or "no conditions"
+    lines = [
+        "",
+        table,
+        f"wall time {total:.1f} s",
+        f"report: {result.report_path}",
+        f"gate ({conditions}): " + ("PASS" if result.gate_passed else f"FAIL ({result.gate_detail})"),
+    ]
+    for line in lines:
+        if log is None:
+            print(line, flush=True)
+        else:
+            log(line)
 
 
 def run_pipeline(
@@ -559,19 +581,7 @@ def run_pipeline(
         gate_detail=verdict.describe_failures() if not verdict.passed else "",
     )
     total = time.perf_counter() - started
-    conditions = ", ".join(recipe.gate) or "no conditions"
-    lines = [
-        "",
-        format_summary(reports),
-        f"wall time {total:.1f} s",
-        f"report: {result.report_path}",
-        f"gate ({conditions}): " + ("PASS" if verdict.passed else f"FAIL ({result.gate_detail})"),
-    ]
-    for line in lines:
-        if log is None:
-            print(line, flush=True)
-        else:
-            log(line)
+    _print_summary(recipe, result, format_summary(reports), total, log)
     write_summary(
         ctx.work_dir / "pipeline_summary.json",
         reports,

@@ -58,6 +58,94 @@ _BYTES_PER_PARAM = {"float16": 12, "float32": 16}
 _MEMORY_SLACK = 512 * 2**20
 
 
+def _bmm_inputs(
+    loaded: LoadedModel, scales: ActScales | None, config: ExportConfig
+) -> tuple[list[str], dict[str, float]]:
+    """O3: the attention modules and their BMM-input ranges (empty without ``quantize_bmm``)."""
+    if not config.quantize_bmm:
+        return [], {}
+    check_family(loaded.spec.family)
+    if scales is None:
+        raise ExportError("--quantize-bmm needs act_scales with the attention ranges (sq-trt calibrate)")
+    bmm = bmm_ranges(loaded.model, scales.bmm_amax, scales.output_amax)
+    return list(attention_modules(loaded.model).values()), bmm
+
+
+def _trace_int8(trace: FloatGraphs, loaded: LoadedModel, config: ExportConfig) -> onnx.ModelProto:
+    """The float graph the INT8 rewrite starts from, when it cannot be the FP16 one."""
+    model = loaded.model
+    if config.quantize_bmm:
+        # O3 rewrites the eager attention graph, whose MatMuls read exactly q, k, p and v: traced
+        # here, never shared (the shared graphs are of the model's own attention implementation).
+        with eager_attention(model):
+            tracer = export_float_onnx_with_past if config.with_past else export_float_onnx
+            return tracer(model, loaded.spec, dtype=config.int8_dtype, opset=config.opset)
+    return trace.graph(model, loaded.spec, with_past=config.with_past, dtype=config.int8_dtype, opset=config.opset)
+
+
+def _manifest_extra(
+    loaded: LoadedModel, config: ExportConfig, fp16: onnx.ModelProto, fingerprint: str, scales_hash: str | None
+) -> dict[str, Any]:
+    """What the export manifest records before the INT8 rewrite (which adds its own results)."""
+    model = loaded.model
+    return {
+        "model_source": loaded.source,
+        "family": loaded.spec.family,
+        "kind": loaded.spec.kind,
+        "model_fingerprint": fingerprint,
+        "max_positions": max_positions(model),  # lets `build` refuse profiles past it
+        "act_scales_hash": scales_hash,
+        "io": {key: [t.to_json() for t in values] for key, values in graph_io(fp16).items()},
+        "act_mode": config.act_mode,
+        "per_token_encoding": config.encoding if config.act_mode == "per_token" else None,
+        "int8_dtype": config.int8_dtype,
+        "opset": config.opset,
+        "files": {"fp16": FP16_FILE, "int8": INT8_FILE},
+        **({"kv_cache": {**cache_layout(model).to_json(), "dtype": "graph"}} if config.with_past else {}),
+        "float_weights_bytes": {"fp16": _float_bytes(fp16)},
+    }
+
+
+def _rewrite_int8(
+    int8: onnx.ModelProto,
+    tmp: Path,
+    config: ExportConfig,
+    targets: Any,
+    norm_groups: Any,
+    bmm: tuple[list[str], dict[str, float]],
+    extra: dict[str, Any],
+) -> Any:
+    """Rewrite the float graph in place into the INT8 one, lint and write it; record what was quantized."""
+    report = quantize_graph(
+        int8,
+        targets,
+        act_mode=config.act_mode,
+        encoding=resolve_encoding(config.encoding, config.act_mode, plugins=False),  # concrete already
+        act_dtype=config.int8_dtype,
+        norm_groups=norm_groups,
+    )
+    if config.quantize_bmm:
+        extra["quantized_bmm_inputs"] = quantize_bmm_inputs(int8, *bmm, act_dtype=config.int8_dtype)
+    _internalize(int8, tmp)
+    lint_qdq(int8)
+    extra["quantized_linears"] = report.quantized
+    extra["activation_quantizers"] = report.activation_quantizers
+    extra["fused_norms"] = report.fused_norms
+    save_onnx(int8, tmp / INT8_FILE)
+    return report
+
+
+def _record_sizes(tmp: Path, extra: dict[str, Any]) -> dict[str, int]:
+    """File sizes of both graphs (and the FP32 estimate) into ``extra``; returned too."""
+    sizes = {"fp16": _onnx_bytes(tmp, FP16_FILE), "int8": _onnx_bytes(tmp, INT8_FILE)}
+    # The FP32 export is not written; its size is the FP16 file with every float weight doubled.
+    sizes["fp32_estimate"] = sizes["fp16"] + extra["float_weights_bytes"]["fp16"]
+    extra["sizes"] = sizes
+    extra["size_ratio_int8_over_fp16"] = round(sizes["int8"] / sizes["fp16"], 4)
+    extra["size_ratio_int8_over_fp32"] = round(sizes["int8"] / sizes["fp32_estimate"], 4)
+    return sizes
+
+
 class FloatGraphs:
     """Float ONNX graphs traced once per (model, graph kind, dtype, opset) and handed out as copies.
 
@@ -287,14 +375,7 @@ def export_model(
         hash_json({k: v.tolist() for k, v in scales.to_tensors().items()}) if scales is not None else None
     )
 
-    bmm_layers: list[str] = []
-    bmm: dict[str, float] = {}
-    if config.quantize_bmm:
-        check_family(loaded.spec.family)
-        if scales is None:
-            raise ExportError("--quantize-bmm needs act_scales with the attention ranges (sq-trt calibrate)")
-        bmm = bmm_ranges(model, scales.bmm_amax, scales.output_amax)
-        bmm_layers = list(attention_modules(model).values())
+    bmm_layers, bmm = _bmm_inputs(loaded, scales, config)
     trace = float_graphs or FloatGraphs(keep=False)
     fp16 = trace.graph(model, loaded.spec, with_past=config.with_past, dtype="float16", opset=config.opset)
     targets = targets_from_model(
@@ -304,29 +385,12 @@ def export_model(
         input_amax=scales.input_amax if scales is not None else None,
         prefix=WRAPPED_PREFIX,
     )
-    io = {key: [t.to_json() for t in values] for key, values in graph_io(fp16).items()}
-    extra: dict[str, Any] = {
-        "model_source": loaded.source,
-        "family": loaded.spec.family,
-        "kind": loaded.spec.kind,
-        "model_fingerprint": fingerprint,
-        "max_positions": max_positions(loaded.model),  # lets `build` refuse profiles past it
-        "act_scales_hash": scales_hash,
-        "io": io,
-        "act_mode": config.act_mode,
-        "per_token_encoding": config.encoding if config.act_mode == "per_token" else None,
-        "int8_dtype": config.int8_dtype,
-        "opset": config.opset,
-        "files": {"fp16": FP16_FILE, "int8": INT8_FILE},
-        **({"kv_cache": {**cache_layout(model).to_json(), "dtype": "graph"}} if config.with_past else {}),
-        "float_weights_bytes": {"fp16": _float_bytes(fp16)},
-    }
+    extra = _manifest_extra(loaded, config, fp16, fingerprint, scales_hash)
     manifest_inputs = {
         "model": fingerprint,
         **({"act_scales": scales_hash} if scales_hash else {}),
         **(inputs or {}),
     }
-    sizes: dict[str, int] = {}
     with artifact_dir(
         out, stage=STAGE, config=config.model_dump(mode="json"), inputs=manifest_inputs, extra=extra, force=force
     ) as tmp:
@@ -341,41 +405,10 @@ def export_model(
             int8 = fp16
         else:
             del fp16
-            # O3 rewrites the eager attention graph, whose MatMuls read exactly q, k, p and v: traced
-            # here, never shared (the shared graphs are of the model's own attention implementation).
-            if config.quantize_bmm:
-                with eager_attention(model):
-                    tracer = export_float_onnx_with_past if config.with_past else export_float_onnx
-                    int8 = tracer(model, loaded.spec, dtype=config.int8_dtype, opset=config.opset)
-            else:
-                int8 = trace.graph(
-                    model, loaded.spec, with_past=config.with_past, dtype=config.int8_dtype, opset=config.opset
-                )
+            int8 = _trace_int8(trace, loaded, config)
         norm_groups = norm_groups_from_model(model, quantized, prefix=WRAPPED_PREFIX)
-        report = quantize_graph(
-            int8,
-            targets,
-            act_mode=config.act_mode,
-            encoding=resolve_encoding(config.encoding, config.act_mode, plugins=False),  # concrete already
-            act_dtype=config.int8_dtype,
-            norm_groups=norm_groups,
-        )
-        if config.quantize_bmm:
-            extra["quantized_bmm_inputs"] = quantize_bmm_inputs(
-                int8, bmm_layers, bmm, act_dtype=config.int8_dtype
-            )
-        _internalize(int8, tmp)
-        lint_qdq(int8)
-        extra["quantized_linears"] = report.quantized
+        report = _rewrite_int8(int8, tmp, config, targets, norm_groups, (bmm_layers, bmm), extra)
         extra["excluded_linears"] = excluded
-        extra["activation_quantizers"] = report.activation_quantizers
-        extra["fused_norms"] = report.fused_norms
-        save_onnx(int8, tmp / INT8_FILE)
         del int8
-        sizes = {"fp16": _onnx_bytes(tmp, FP16_FILE), "int8": _onnx_bytes(tmp, INT8_FILE)}
-        # The FP32 export is not written; its size is the FP16 file with every float weight doubled.
-        sizes["fp32_estimate"] = sizes["fp16"] + extra["float_weights_bytes"]["fp16"]
-        extra["sizes"] = sizes
-        extra["size_ratio_int8_over_fp16"] = round(sizes["int8"] / sizes["fp16"], 4)
-        extra["size_ratio_int8_over_fp32"] = round(sizes["int8"] / sizes["fp32_estimate"], 4)
+        sizes = _record_sizes(tmp, extra)
     return ExportResult(Path(out), report.quantized, excluded, sizes)
