@@ -33,8 +33,10 @@ from sq_trt.pipeline_context import BuildPlan, PipelineContext, model_identity
 from sq_trt.recipe import Candidate, Recipe
 
 if TYPE_CHECKING:
+    import torch
+
+    from sq_trt.artifact_types import ActScales
     from sq_trt.export.qdq import Encoding
-    from sq_trt.models.loading import LoadedModel
     from sq_trt.smooth_config import SmoothConfig
 
 # ----------------------------------------------------------------------------- calibrate and smooth
@@ -127,41 +129,38 @@ def smooth_config(recipe: Recipe) -> SmoothConfig:
 
 
 def _run_smooth(ctx: PipelineContext, path: Path) -> None:
-    from sq_trt.autoalpha import collect_search_inputs
-    from sq_trt.smooth import (
-        check_equivalence,
-        reference_outputs,
-        save_smoothed,
-        smooth_model,
-        smoothed_act_scales,
-    )
-    from sq_trt.smooth_config import PROBE_TOKENS
+    from sq_trt import smooth
 
     config = smooth_config(ctx.recipe)
     scales = ctx.act_scales()
     chunks = ctx.calibration_chunks()
-    probe = chunks[:1, :PROBE_TOKENS]  # the same probe as sq-trt smooth
-    loaded: LoadedModel
     if ctx.recipe.model.offload:
-        from sq_trt.errors import ArtifactError
-        from sq_trt.offload import smooth_offloaded
+        _run_smooth_offloaded(ctx, path, config, scales, chunks)
+        return
+    original = ctx.original()
+    loaded = copy.copy(original)
+    loaded.model = copy.deepcopy(original.model)  # the unsmoothed model stays for naive candidates
+    smooth.run(config, loaded=loaded, scales=scales, chunks=chunks, out=path, force=True, progress=ctx.progress)
 
-        loaded = ctx.load_offloaded("smooth")
-        if loaded.fingerprint() != scales.meta.get("model_fingerprint"):
-            raise ArtifactError(
-                f"{ctx.stage_dir('calibrate')} was calibrated on other weights than {loaded.source!r}; "
-                "rerun with --from calibrate"
-            )
-        reference = reference_outputs(loaded.model, probe)
-        result = smooth_offloaded(loaded, scales, config)
-    else:
-        original = ctx.original()
-        check_recipe_overrides(ctx.recipe, original.model)  # before the alpha search
-        loaded = copy.copy(original)
-        loaded.model = copy.deepcopy(original.model)
-        search_inputs = collect_search_inputs(loaded.model, chunks, config, progress=ctx.progress)
-        reference = reference_outputs(loaded.model, probe)
-        result = smooth_model(loaded.model, scales, config, search_inputs=search_inputs)
+
+def _run_smooth_offloaded(
+    ctx: PipelineContext, path: Path, config: SmoothConfig, scales: ActScales, chunks: torch.Tensor
+) -> None:
+    """The smooth stage with one decoder layer in memory at a time (numeric alphas only)."""
+    from sq_trt.errors import ArtifactError
+    from sq_trt.offload import smooth_offloaded
+    from sq_trt.smooth import check_equivalence, reference_outputs, save_smoothed, smoothed_act_scales
+    from sq_trt.smooth_config import PROBE_TOKENS
+
+    loaded = ctx.load_offloaded("smooth")
+    if loaded.fingerprint() != scales.meta.get("model_fingerprint"):
+        raise ArtifactError(
+            f"{ctx.stage_dir('calibrate')} was calibrated on other weights than {loaded.source!r}; "
+            "rerun with --from calibrate"
+        )
+    probe = chunks[:1, :PROBE_TOKENS]  # the same probe as sq-trt smooth
+    reference = reference_outputs(loaded.model, probe)
+    result = smooth_offloaded(loaded, scales, config)
     check_equivalence(loaded.model, probe, reference)
     save_smoothed(
         path,

@@ -99,6 +99,7 @@ class SmoothResult:
     alphas: dict[str, float]
     searched: dict[str, dict[float, float]]
     groups: list[SmoothGroup]
+    max_difference: float = 0.0  # largest relative output difference on the probe (see :func:`run`)
 
 
 def _weight(module: Any, layout: str) -> torch.Tensor:
@@ -382,6 +383,60 @@ def describe_alphas(alphas: Mapping[str, float]) -> str:
     return ", ".join(f"{alpha:g} x {count}" for alpha, count in sorted(counts.items()))
 
 
+def run(
+    config: SmoothConfig,
+    *,
+    loaded: LoadedModel,
+    scales: ActScales,
+    chunks: torch.Tensor,
+    out: str | os.PathLike[str],
+    force: bool = False,
+    progress: bool = True,
+) -> SmoothResult:
+    """The smooth stage on an in-memory model: what ``sq-trt smooth`` and the pipeline both call.
+
+    Checks the override patterns against the model's groups (before the alpha search), samples
+    the search's activations from the calibration ``chunks``, smooths ``loaded.model`` in place,
+    checks it still computes the same outputs on the first :data:`PROBE_TOKENS` tokens, and
+    writes the artifact.
+
+    Args:
+        config: Alphas, overrides and the search's settings.
+        loaded: The model to smooth (modified in place; pass a copy to keep the original).
+        scales: Its act_scales (checked against it by the caller).
+        chunks: The calibration chunks the scales were recorded on.
+        out: The smoothed artifact directory to write.
+        force: Replace ``out``.
+        progress: Show progress bars.
+
+    Returns:
+        The factors and alphas, with ``max_difference`` of the equivalence check.
+
+    Raises:
+        ConfigError: An override pattern matching no group; ``auto`` without activations.
+    """
+    from sq_trt.autoalpha import collect_search_inputs
+
+    groups = smoothing_groups(loaded.model, include_optional=config.include_optional)
+    check_override_patterns(config, [group.name for group in groups])
+    source_fingerprint = scales.meta.get("model_fingerprint")
+    probe = chunks[:1, :PROBE_TOKENS]
+    reference = reference_outputs(loaded.model, probe)
+    search_inputs = collect_search_inputs(loaded.model, chunks, config, progress=progress)
+    result = smooth_model(loaded.model, scales, config, search_inputs=search_inputs)
+    result.max_difference = check_equivalence(loaded.model, probe, reference)
+    save_smoothed(
+        out,
+        loaded,
+        result,
+        smoothed_act_scales(scales, result),
+        force=force,
+        config=config,
+        source_fingerprint=source_fingerprint,
+    )
+    return result
+
+
 __all__: Sequence[str] = (
     "AUTO",
     "PROBE_TOKENS",
@@ -391,6 +446,7 @@ __all__: Sequence[str] = (
     "check_equivalence",
     "load_smoothed",
     "parse_override",
+    "run",
     "save_smoothed",
     "smooth_model",
     "smoothed_act_scales",

@@ -128,60 +128,35 @@ def calibration_chunks(meta: dict[str, Any], tokenizer: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model and its statistics, smooth, check equivalence, save."""
+    """Parse -> SmoothConfig -> load the model and its statistics -> :func:`sq_trt.smooth.run` -> print."""
+    from sq_trt import smooth
     from sq_trt.artifacts import check_writable_output
-    from sq_trt.autoalpha import collect_search_inputs
     from sq_trt.calibrate import load_act_scales
     from sq_trt.commands.common import load_model_from_args
     from sq_trt.models.loading import check_device
-    from sq_trt.models.registry import smoothing_groups
-    from sq_trt.smooth import (
-        PROBE_TOKENS,
-        check_equivalence,
-        check_override_patterns,
-        describe_alphas,
-        reference_outputs,
-        save_smoothed,
-        smooth_model,
-        smoothed_act_scales,
-    )
 
     config = _config(args)
     check_writable_output(args.out, force=args.force)
     check_device(args.device)
     started = time.perf_counter()
     loaded = load_model_from_args(args)
-    source_fingerprint = loaded.fingerprint()
     scales = load_act_scales(args.act_scales, model=loaded.model)
-    # Before the (expensive) alpha search: a mistyped --alpha-override fails now.
-    check_override_patterns(
-        config, [g.name for g in smoothing_groups(loaded.model, include_optional=config.include_optional)]
-    )
     print(f"[smooth] model and act_scales loaded in {time.perf_counter() - started:.1f} s")
     chunks = calibration_chunks(scales.meta, loaded.tokenizer)
-    probe = chunks[:1, :PROBE_TOKENS]
-    reference = reference_outputs(loaded.model, probe)
-    search_start = time.perf_counter()
-    search_inputs = collect_search_inputs(loaded.model, chunks, config, progress=not args.no_progress)
-    if search_inputs is not None:
-        print(
-            f"[smooth] sampled activations for the alpha search in {time.perf_counter() - search_start:.1f} s"
-        )
     stage_start = time.perf_counter()
-    result = smooth_model(loaded.model, scales, config, search_inputs=search_inputs)
-    difference = check_equivalence(loaded.model, probe, reference)
+    result = smooth.run(
+        config,
+        loaded=loaded,
+        scales=scales,
+        chunks=chunks,
+        out=args.out,
+        force=args.force,
+        progress=not args.no_progress,
+    )
     print(
         f"[smooth] {len(result.groups)} groups smoothed in {time.perf_counter() - stage_start:.1f} s; "
-        f"outputs unchanged (max relative difference {difference:.2e}); alphas: {describe_alphas(result.alphas)}"
-    )
-    save_smoothed(
-        args.out,
-        loaded,
-        result,
-        smoothed_act_scales(scales, result),
-        force=args.force,
-        config=config,
-        source_fingerprint=source_fingerprint,
+        f"outputs unchanged (max relative difference {result.max_difference:.2e}); "
+        f"alphas: {smooth.describe_alphas(result.alphas)}"
     )
     print(f"[smooth] total {time.perf_counter() - started:.1f} s")
     print(f"smoothed checkpoint written to {args.out} (alphas per group in its manifest.json)")
