@@ -14,9 +14,11 @@ Export the two ONNX files the engine builder consumes, into an artifact director
   model.fp16.onnx   the FP16 baseline (TensorRT 11 is strongly typed: the precision is in the ONNX)
   model.int8.onnx   W8A8: int8 weight initializers with per-output-channel DequantizeLinear, and
                     activations quantized either
-                      per-tensor  QuantizeLinear/DequantizeLinear with the calibrated constant scale
+                      per_tensor  QuantizeLinear/DequantizeLinear with the calibrated constant scale
                                   amax/127 (needs act_scales), or
-                      per-token   one scale per token, computed at run time:
+                      per_token   one scale per token, computed at run time (--per-token-encoding;
+                                  auto: fused-gemm with TensorRT proper and a GPU, else portable):
+                                    fused-gemm  one sq_trt W8A8 GEMM node per linear (TensorRT proper)
                                     plugin    sq_trt::PerTokenQuant node -> TensorRT plugin (sq_trt.plugins)
                                     portable  the same maths in standard ONNX ops (ONNX Runtime,
                                               TensorRT-RTX, or TensorRT without the plugin)
@@ -30,7 +32,7 @@ BERT takes input_ids and attention_mask and returns last_hidden_state. Batch and
 
 examples:
   sq-trt export --smoothed out/smooth --out out/export
-  sq-trt export --smoothed out/smooth --act-mode per-tensor --out out/export-static
+  sq-trt export --smoothed out/smooth --act-mode per_tensor --out out/export-static
   sq-trt export --model demo --act-scales out/calib --per-token-encoding portable --out out/export-nosmooth
   sq-trt export --smoothed out/smooth --exclude '*.mlp.down_proj' --out out/export
   sq-trt export --smoothed out/smooth --with-past --per-token-encoding portable --out out/export-gen
@@ -48,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--act-scales",
         metavar="DIR",
-        help="act_scales artifact (sq-trt calibrate) of --model; required with --act-mode per-tensor",
+        help="act_scales artifact (sq-trt calibrate) of --model; required with --act-mode per_tensor",
     )
     add_model_args(parser)
     from sq_trt.export.config import ExportConfig
