@@ -134,28 +134,7 @@ def compare_models(config: CompareConfig) -> GateVerdict:
         ConfigError, DataError, ArtifactError: Invalid inputs.
     """
     gate = Gate.parse(config.gate)
-    if config.save_iterations < -1:
-        raise ConfigError(f"save_iterations must be -1 (all) or >= 0, got {config.save_iterations}")
-    specs = [_as_spec(spec) for spec in config.candidates]
-    baseline_spec = _as_spec(config.baseline, default_name="baseline") if config.baseline else None
-    names = [s.name for s in specs] + ([baseline_spec.name] if baseline_spec else [])
-    if len(set(names)) != len(names):
-        raise ConfigError(f"runner names must be unique, got {names}")
-
-    loaded_meta: dict[str, Any] | None = None
-    if config.load_results is not None:
-        # Every saved iteration is re-hashed: replayed outputs are evidence for the gate.
-        loaded_meta = load_comparison(config.load_results, verify_files=True)
-        baseline_name = baseline_spec.name if baseline_spec else loaded_meta["baseline"]["name"]
-        data = dict(loaded_meta["data"])
-    else:
-        if baseline_spec is None:
-            raise ConfigError("give --baseline (e.g. fp16=out/export/model.fp16.onnx), or --load-results")
-        if not specs:
-            raise ConfigError("give at least one --candidate NAME=SPEC to compare against the baseline")
-        baseline_name = baseline_spec.name
-        data = {}
-
+    specs, baseline_spec, loaded_meta, baseline_name, data = _runners_and_data(config)
     live_specs = ([baseline_spec] if baseline_spec else []) + specs
     # Provenance is checked before any model runs: a tampered ONNX fails in a second, not after the run.
     described = {spec.name: _describe_runner(spec) for spec in live_specs}
@@ -193,27 +172,49 @@ def compare_models(config: CompareConfig) -> GateVerdict:
         data.update(
             iterations=result.iterations, tokens=result.tokens, saved_iterations=result.saved_iterations
         )
-        write_comparison(
-            tmp,
-            {
-                "baseline": described[baseline_name],
-                "candidates": [described[name] for name in result.candidates],
-                "model": {"source": config.model},
-                "data": data,
-                "gate": verdict.to_json(),
-                "gate_conditions": [str(c) for c in gate.conditions],
-                "metrics": result.metrics,
-                "histograms": result.histograms,
-                "timing": result.timing,
-                "provenance": provenance(config.model),
-                **({"generation": generation} if generation else {}),
-            },
-        )
+        record = {
+            "baseline": described[baseline_name],
+            "candidates": [described[name] for name in result.candidates],
+            "model": {"source": config.model},
+            "data": data,
+            "gate": verdict.to_json(),
+            "gate_conditions": [str(c) for c in gate.conditions],
+            "metrics": result.metrics,
+            "histograms": result.histograms,
+            "timing": result.timing,
+            "provenance": provenance(config.model),
+        }
+        write_comparison(tmp, {**record, **({"generation": generation} if generation else {})})
         if config.rank_layers:
             ranking = _rank_layers(config)
             atomic_write_text(tmp / LAYERS_FILE, json.dumps(ranking, indent=2) + "\n")
     raise_if_failed(verdict, str(config.out))
     return verdict
+
+
+def _runners_and_data(
+    config: CompareConfig,
+) -> tuple[list[RunnerSpec], RunnerSpec | None, dict[str, Any] | None, str, dict[str, Any]]:
+    """The candidates, the baseline, the replayed comparison (if any), the baseline's name and data record.
+
+    Raises:
+        ConfigError: Duplicate runner names, or nothing to compare.
+    """
+    specs = [_as_spec(spec) for spec in config.candidates]
+    baseline_spec = _as_spec(config.baseline, default_name="baseline") if config.baseline else None
+    names = [s.name for s in specs] + ([baseline_spec.name] if baseline_spec else [])
+    if len(set(names)) != len(names):
+        raise ConfigError(f"runner names must be unique, got {names}")
+    if config.load_results is not None:
+        # Every saved iteration is re-hashed: replayed outputs are evidence for the gate.
+        loaded_meta = load_comparison(config.load_results, verify_files=True)
+        baseline_name = baseline_spec.name if baseline_spec else loaded_meta["baseline"]["name"]
+        return specs, baseline_spec, loaded_meta, baseline_name, dict(loaded_meta["data"])
+    if baseline_spec is None:
+        raise ConfigError("give --baseline (e.g. fp16=out/export/model.fp16.onnx), or --load-results")
+    if not specs:
+        raise ConfigError("give at least one --candidate NAME=SPEC to compare against the baseline")
+    return specs, baseline_spec, None, baseline_spec.name, {}
 
 
 def _generation_accuracy(
