@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from sq_trt.artifacts import library_versions
-from sq_trt.build.backends import Backend, select_backend
-from sq_trt.build.builder import build_engine
-from sq_trt.build.recipe import resolve_settings
+from sq_trt.engine.backends import Backend, select_backend
+from sq_trt.engine.builder import build_engine
+from sq_trt.engine.recipe import resolve_settings
 
 PROFILE = {"name": "interactive", "batch": [1, 1, 4], "seq": [1, 128, 512]}
 

@@ -47,7 +47,7 @@ HOST="$(nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,nohe
 log "GPU: $HOST"
 # The NVIDIA release this runs in (NVIDIA_TENSORRT_VERSION in the TensorRT container): recorded in every
 # engine manifest, so export-triton pairs the engines with the tritonserver release of the same TensorRT.
-RELEASE="$(python -c 'from sq_trt.build.releases import container_release; print(container_release() or "")')"
+RELEASE="$(python -c 'from sq_trt.engine.releases import container_release; print(container_release() or "")')"
 export SQ_TRT_CONTAINER_RELEASE="$RELEASE"
 log "container release: ${RELEASE:-unknown}"
 

@@ -38,7 +38,7 @@ def target_arch() -> int:
     """The GPU architecture the AOT compile targets.
 
     In order: :func:`set_target_arch`, the first GPU the CUDA driver reports
-    (:func:`sq_trt.build.gpu.visible_gpus`, the query the builder uses: TensorRT
+    (:func:`sq_trt.engine.gpu.visible_gpus`, the query the builder uses: TensorRT
     builds for the GPU it runs on, and NVIDIA's container has the driver but
     ships sq-trt's CPU build of torch), then ``$SQ_TRT_CUDA_ARCH`` for builds
     with no visible GPU.
@@ -47,7 +47,7 @@ def target_arch() -> int:
         ConfigError: None of these gives an architecture, or the GPU's is not one
             the kernels support.
     """
-    from sq_trt.build.gpu import visible_gpus
+    from sq_trt.engine.gpu import visible_gpus
     from sq_trt.plugins.aot import normalize_arch
 
     if _ARCH_OVERRIDE is not None:

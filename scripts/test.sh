@@ -32,5 +32,6 @@ fi
 ruff check sq_trt plugins tests bench scripts
 mypy sq_trt plugins
 python scripts/check_imports.py
+python scripts/check_function_length.py
 # pytest exits 5 when it collects no test; `set -e` turns that into a failed run.
 python -m pytest -q --durations=25 "$@"

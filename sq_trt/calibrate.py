@@ -17,84 +17,96 @@ per linear ``L`` (float32):
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
+from sq_trt.artifact_types import (
+    SCALES_FILE,
+    ActScales,
+    check_model_matches,
+    read_safetensors,
+    read_scales_file,
+    write_scales_file,
+)
 from sq_trt.artifacts import artifact_dir, load_manifest
-from sq_trt.errors import ArtifactError, CalibrationError, DataError
+from sq_trt.errors import CalibrationError, DataError
 from sq_trt.models import adapter
 from sq_trt.models.registry import quantizable_linears
 from sq_trt.quant.attention import BMM_FAMILIES, BmmObserver, eager_attention_with
+from sq_trt.stage_config import StageConfig
 
 if TYPE_CHECKING:
     import torch
 
+    from sq_trt.data import TextSlice
     from sq_trt.models.loading import LoadedModel
 
 STAGE = "calibrate"
-SCALES_FILE = "act_scales.safetensors"
-_KEYS = ("input_channel_amax", "input_amax", "output_amax", "output_channel_amax", "bmm_amax")
+__all__ = [
+    "SCALES_FILE",
+    "ActScales",
+    "CalibrateConfig",
+    "calibrate",
+    "check_model_matches",
+    "load_act_scales",
+    "read_safetensors",
+    "read_scales_file",
+    "run",
+    "save_act_scales",
+    "write_scales_file",
+]
 
 
-@dataclass
-class ActScales:
-    """Activation statistics of every quantized linear, keyed by full module name.
+class CalibrateConfig(StageConfig):
+    """How much calibration text: the recipe's ``calibrate`` section and ``sq-trt calibrate``'s flags."""
 
-    Attributes:
-        input_channel_amax: Name -> float32 ``[in_features]`` per-channel max ``|X|``.
-        input_amax: Name -> float32 0-dim per-tensor max ``|X|``.
-        output_amax: Name -> float32 0-dim per-tensor max ``|Y|``.
-        meta: The manifest ``extra`` (model fingerprint, data, sample count, ...).
-        output_channel_amax: Name -> float32 ``[out_features]`` per-channel max ``|Y|``
-            (may be empty for artifacts written by other tools).
-        bmm_amax: ``"<attention module>.<q|k|p>"`` -> float32 0-dim max ``|x|`` of the
-            attention BMM inputs (see :mod:`sq_trt.quant.attention`; empty for families
-            it does not hook and for older artifacts).
+    samples: int = Field(default=32, ge=1, description="calibration samples of seq_len tokens each")
+    seq_len: int = Field(default=512, ge=2, description="tokens per calibration sample")
+
+
+def calibration_chunks(config: CalibrateConfig, loaded: LoadedModel, text: TextSlice) -> torch.Tensor:
+    """The calibration token chunks ``[<= samples, seq_len]`` cut from ``text`` (the calibration slice)."""
+    from sq_trt.data import tokenize_chunks
+
+    return tokenize_chunks(loaded.tokenizer, text, seq_len=config.seq_len, max_chunks=config.samples)
+
+
+def run(
+    config: CalibrateConfig,
+    *,
+    loaded: LoadedModel,
+    text: TextSlice,
+    text_column: str,
+    out: str | os.PathLike[str],
+    force: bool = False,
+    chunks: torch.Tensor | None = None,
+    progress: bool = True,
+) -> ActScales:
+    """The calibrate stage: what ``sq-trt calibrate`` and the pipeline both call.
+
+    Args:
+        config: Samples and sequence length.
+        loaded: The model (offloaded or in memory).
+        text: The calibration slice of the data source.
+        text_column: The field the text was read from (recorded: smooth re-reads the same text).
+        out: The act_scales artifact directory to write.
+        force: Replace ``out``.
+        chunks: The chunks of ``text`` already cut with :func:`calibration_chunks` (else cut here).
+        progress: Show a progress bar.
+
+    Returns:
+        The statistics written.
     """
-
-    input_channel_amax: dict[str, torch.Tensor]
-    input_amax: dict[str, torch.Tensor]
-    output_amax: dict[str, torch.Tensor]
-    meta: dict[str, Any] = field(default_factory=dict)
-    output_channel_amax: dict[str, torch.Tensor] = field(default_factory=dict)
-    bmm_amax: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def linears(self) -> list[str]:
-        """Names of the linears covered, in insertion order."""
-        return list(self.input_channel_amax)
-
-    def to_tensors(self) -> dict[str, torch.Tensor]:
-        """Flat ``{L.key: tensor}`` mapping, as stored in ``act_scales.safetensors``."""
-        flat: dict[str, torch.Tensor] = {}
-        for key in _KEYS:
-            for name, tensor in getattr(self, key).items():
-                flat[f"{name}.{key}"] = tensor.detach().float().cpu().contiguous()
-        return flat
-
-    @classmethod
-    def from_tensors(cls, flat: Mapping[str, torch.Tensor], meta: dict[str, Any]) -> ActScales:
-        """Inverse of :meth:`to_tensors`."""
-        tables: dict[str, dict[str, torch.Tensor]] = {key: {} for key in _KEYS}
-        for flat_name, tensor in flat.items():
-            name, _, key = flat_name.rpartition(".")
-            if key not in tables:
-                raise ArtifactError(
-                    f"unexpected tensor {flat_name!r} in {SCALES_FILE}; expected <linear>.{_KEYS}"
-                )
-            _check_statistic(flat_name, tensor)
-            tables[key][name] = tensor
-        return cls(
-            tables["input_channel_amax"],
-            tables["input_amax"],
-            tables["output_amax"],
-            meta,
-            tables["output_channel_amax"],
-            tables["bmm_amax"],
-        )
+    if chunks is None:
+        chunks = calibration_chunks(config, loaded, text)
+    scales = calibrate(loaded, chunks, progress=progress)
+    scales.meta["data"] = text.describe()
+    scales.meta["text_column"] = text_column
+    save_act_scales(out, scales, force=force)
+    return scales
 
 
 def _channel_amax(t: torch.Tensor) -> torch.Tensor:
@@ -103,21 +115,6 @@ def _channel_amax(t: torch.Tensor) -> torch.Tensor:
     (``torch.aminmax(t, dim=0)`` would avoid the ``|t|`` copy but measured 13x slower on CPU.)
     """
     return t.abs().reshape(-1, t.shape[-1]).amax(dim=0).float()
-
-
-def _check_statistic(name: str, tensor: torch.Tensor) -> None:
-    """Refuse a NaN, infinite or negative range: it would become a scale of 1, 0 or inf downstream."""
-    import torch
-    if not tensor.is_floating_point():
-        raise ArtifactError(f"{SCALES_FILE}: {name} has dtype {tensor.dtype}, expected a float tensor")
-    values = tensor.float()
-    bad = ~torch.isfinite(values) | (values < 0)
-    if bool(bad.any()):
-        first = values[bad].flatten()[0].item()
-        raise ArtifactError(
-            f"{SCALES_FILE}: {name} holds {int(bad.sum())} non-finite or negative values (first: {first}); "
-            "the statistics are corrupt. Rerun `sq-trt calibrate` (check the model's activations for NaN/inf)"
-        )
 
 
 class _RunningAmax:
@@ -216,15 +213,6 @@ def calibrate(loaded: LoadedModel, chunks: torch.Tensor, *, progress: bool = Tru
     return scales
 
 
-def write_scales_file(directory: str | os.PathLike[str], scales: ActScales) -> Path:
-    """Write ``act_scales.safetensors`` into ``directory`` (no manifest; see :func:`save_act_scales`)."""
-    from safetensors.torch import save_file
-
-    path = Path(directory) / SCALES_FILE
-    save_file(scales.to_tensors(), str(path))
-    return path
-
-
 def save_act_scales(path: str | os.PathLike[str], scales: ActScales, *, force: bool = False) -> Path:
     """Write an ``act_scales`` artifact directory (stage ``calibrate``).
 
@@ -244,51 +232,6 @@ def save_act_scales(path: str | os.PathLike[str], scales: ActScales, *, force: b
     with artifact_dir(path, stage=STAGE, config=config, inputs=inputs, extra=meta, force=force) as tmp:
         write_scales_file(tmp, scales)
     return Path(path)
-
-
-def read_scales_file(directory: str | os.PathLike[str], meta: dict[str, Any]) -> ActScales:
-    """Read ``act_scales.safetensors`` from an artifact directory whose manifest is already checked."""
-    path = Path(directory) / SCALES_FILE
-    if not path.is_file():
-        raise ArtifactError(f"{directory} has no {SCALES_FILE}; rerun `sq-trt calibrate`")
-    return ActScales.from_tensors(read_safetensors(path), meta)
-
-
-def read_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Load a ``.safetensors`` file, turning a corrupt header or truncated body into one line.
-
-    Raises:
-        ArtifactError: The file cannot be parsed.
-    """
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises SafetensorError / OSError / ValueError on corrupt input
-        raise ArtifactError(
-            f"{path} is not a readable safetensors file ({type(exc).__name__}: {str(exc)[:100]}); "
-            "rerun the stage that wrote it"
-        ) from exc
-
-
-def check_model_matches(scales: ActScales, model: Any, where: str) -> None:
-    """Refuse statistics recorded on another model.
-
-    Raises:
-        ArtifactError: Fingerprints differ (both named) or linears are missing.
-    """
-    from sq_trt.models.loading import weights_fingerprint
-
-    expected = scales.meta.get("model_fingerprint")
-    actual = weights_fingerprint(model)
-    if expected != actual:
-        raise ArtifactError(
-            f"{where} was calibrated on model {expected} ({scales.meta.get('model_source')!r}), but the model "
-            f"given has weights {actual}; calibrate this model (sq-trt calibrate) or pass the matching --model"
-        )
-    missing = [name for name in quantizable_linears(model) if name not in scales.input_channel_amax]
-    if missing:
-        raise ArtifactError(f"{where} has no statistics for {len(missing)} linears (first: {missing[0]})")
 
 
 def load_act_scales(path: str | os.PathLike[str], *, model: Any = None) -> ActScales:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sq_trt.artifacts import atomic_write_text
-from sq_trt.build.releases import container_release
+from sq_trt.engine.releases import container_release
 from sq_trt.errors import ArtifactError, SqTrtError
 from sq_trt.gpu_kit_kernels import classify_engine, encoding_of, parse_layer_log, verdict
 

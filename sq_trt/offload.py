@@ -35,7 +35,7 @@ from sq_trt.models.loading import LoadedModel
 if TYPE_CHECKING:
     import torch
 
-    from sq_trt.calibrate import ActScales
+    from sq_trt.artifact_types import ActScales
     from sq_trt.smooth import SmoothConfig, SmoothResult
 
 

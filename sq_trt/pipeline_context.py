@@ -17,8 +17,9 @@ from sq_trt.recipe import Recipe
 if TYPE_CHECKING:
     import torch
 
-    from sq_trt.calibrate import ActScales
+    from sq_trt.artifact_types import ActScales
     from sq_trt.data import TextSlice
+    from sq_trt.export.stage import FloatGraphs
     from sq_trt.models.loading import LoadedModel
     from sq_trt.offload import OffloadedModel
 
@@ -131,15 +132,21 @@ class PipelineContext:
 
     def calibration_chunks(self) -> torch.Tensor:
         """Calibration token chunks ``[calibrate.samples, calibrate.seq_len]``."""
-        from sq_trt.data import tokenize_chunks
+        from sq_trt.calibrate import calibration_chunks
 
-        c = self.recipe.calibrate
         return self._memo(
             "calib_chunks",
-            lambda: tokenize_chunks(
-                self.calibration_model().tokenizer, self.slices()[0], seq_len=c.seq_len, max_chunks=c.samples
-            ),
+            lambda: calibration_chunks(self.recipe.calibrate, self.calibration_model(), self.slices()[0]),
         )
+
+    def float_graphs(self) -> FloatGraphs:
+        """The float ONNX graphs the exports of this run share (traced once per model and dtype).
+
+        An offloaded model is too large to keep its float graph in memory between candidates.
+        """
+        from sq_trt.export.stage import FloatGraphs
+
+        return self._memo("float_graphs", lambda: FloatGraphs(keep=not self.recipe.model.offload))
 
     def build_plan(self) -> BuildPlan:
         """The backend that builds engines in this run (resolved once)."""
@@ -190,7 +197,7 @@ def choose_backend(recipe: Recipe) -> BuildPlan:
     Raises:
         MissingDependencyError: An explicitly requested backend is not installed.
     """
-    from sq_trt.build.backends import select_backend
+    from sq_trt.engine.backends import select_backend
     from sq_trt.errors import MissingDependencyError
 
     wanted = recipe.build.backend

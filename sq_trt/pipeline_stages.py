@@ -20,35 +20,44 @@ report              gate, report (+ compare's artifact)        ``<work>/report``
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sq_trt.compare.config import CompareOptions
 from sq_trt.pipeline import Stage, StageReport, StageSkipped
 from sq_trt.pipeline_context import BuildPlan, PipelineContext, model_identity
 from sq_trt.recipe import Candidate, Recipe
 
 if TYPE_CHECKING:
+    import torch
+
+    from sq_trt.artifact_types import ActScales
     from sq_trt.export.qdq import Encoding
-    from sq_trt.models.loading import LoadedModel
+    from sq_trt.smooth_config import SmoothConfig
 
 # ----------------------------------------------------------------------------- calibrate and smooth
 
 
 def _run_calibrate(ctx: PipelineContext, path: Path) -> None:
-    from sq_trt.calibrate import calibrate, save_act_scales
+    from sq_trt import calibrate
 
     loaded = ctx.calibration_model()
     check_recipe_positions(ctx.recipe, loaded.model)
     check_recipe_overrides(ctx.recipe, loaded.model)  # a typo fails before calibrating, not after
-    chunks = ctx.calibration_chunks()
-    scales = calibrate(loaded, chunks, progress=ctx.progress)
-    scales.meta["data"] = ctx.slices()[0].describe()
-    save_act_scales(path, scales, force=True)
+    calibrate.run(
+        ctx.recipe.calibrate,
+        loaded=loaded,
+        text=ctx.slices()[0],
+        text_column=ctx.recipe.data.text_column,
+        out=path,
+        force=True,
+        chunks=ctx.calibration_chunks(),
+        progress=ctx.progress,
+    )
 
 
 def check_recipe_positions(recipe: Recipe, model: Any) -> None:
@@ -114,59 +123,44 @@ def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
             check_recipe_overrides(recipe, skeleton)
 
 
-def smooth_config(recipe: Recipe) -> Any:
-    """The recipe's smooth section as :class:`sq_trt.smooth.SmoothConfig`."""
-    from sq_trt.smooth import AlphaSearchConfig, SmoothConfig
-
-    s = recipe.smooth
-    return SmoothConfig(
-        alpha=s.alpha,  # type: ignore[arg-type]
-        overrides=tuple(s.overrides.items()),  # type: ignore[arg-type]
-        include_optional=s.include_optional,
-        search=AlphaSearchConfig(
-            grid=tuple(s.search.grid),
-            act_mode=s.search.act_mode,
-            samples=s.search.samples,
-            tokens_per_sample=s.search.tokens_per_sample,
-        ),
-    )
+def smooth_config(recipe: Recipe) -> SmoothConfig:
+    """The recipe's smooth section: the smooth stage's own :class:`~sq_trt.smooth_config.SmoothConfig`."""
+    return recipe.smooth
 
 
 def _run_smooth(ctx: PipelineContext, path: Path) -> None:
-    from sq_trt.autoalpha import collect_search_inputs
-    from sq_trt.smooth import (
-        check_equivalence,
-        reference_outputs,
-        save_smoothed,
-        smooth_model,
-        smoothed_act_scales,
-    )
+    from sq_trt import smooth
 
     config = smooth_config(ctx.recipe)
     scales = ctx.act_scales()
     chunks = ctx.calibration_chunks()
-    probe = chunks[:1, : min(64, chunks.shape[1])]
-    loaded: LoadedModel
     if ctx.recipe.model.offload:
-        from sq_trt.errors import ArtifactError
-        from sq_trt.offload import smooth_offloaded
+        _run_smooth_offloaded(ctx, path, config, scales, chunks)
+        return
+    original = ctx.original()
+    loaded = copy.copy(original)
+    loaded.model = copy.deepcopy(original.model)  # the unsmoothed model stays for naive candidates
+    smooth.run(config, loaded=loaded, scales=scales, chunks=chunks, out=path, force=True, progress=ctx.progress)
 
-        loaded = ctx.load_offloaded("smooth")
-        if loaded.fingerprint() != scales.meta.get("model_fingerprint"):
-            raise ArtifactError(
-                f"{ctx.stage_dir('calibrate')} was calibrated on other weights than {loaded.source!r}; "
-                "rerun with --from calibrate"
-            )
-        reference = reference_outputs(loaded.model, probe)
-        result = smooth_offloaded(loaded, scales, config)
-    else:
-        original = ctx.original()
-        check_recipe_overrides(ctx.recipe, original.model)  # before the alpha search
-        loaded = copy.copy(original)
-        loaded.model = copy.deepcopy(original.model)
-        search_inputs = collect_search_inputs(loaded.model, chunks, config, progress=ctx.progress)
-        reference = reference_outputs(loaded.model, probe)
-        result = smooth_model(loaded.model, scales, config, search_inputs=search_inputs)
+
+def _run_smooth_offloaded(
+    ctx: PipelineContext, path: Path, config: SmoothConfig, scales: ActScales, chunks: torch.Tensor
+) -> None:
+    """The smooth stage with one decoder layer in memory at a time (numeric alphas only)."""
+    from sq_trt.errors import ArtifactError
+    from sq_trt.offload import smooth_offloaded
+    from sq_trt.smooth import check_equivalence, reference_outputs, save_smoothed, smoothed_act_scales
+    from sq_trt.smooth_config import PROBE_TOKENS
+
+    loaded = ctx.load_offloaded("smooth")
+    if loaded.fingerprint() != scales.meta.get("model_fingerprint"):
+        raise ArtifactError(
+            f"{ctx.stage_dir('calibrate')} was calibrated on other weights than {loaded.source!r}; "
+            "rerun with --from calibrate"
+        )
+    probe = chunks[:1, :PROBE_TOKENS]  # the same probe as sq-trt smooth
+    reference = reference_outputs(loaded.model, probe)
+    result = smooth_offloaded(loaded, scales, config)
     check_equivalence(loaded.model, probe, reference)
     save_smoothed(
         path,
@@ -195,14 +189,14 @@ def candidate_encoding(ctx: PipelineContext, candidate: Candidate) -> Encoding:
 
     TensorRT proper hosts the sq-trt plugins, so it gets ``fused-gemm`` (its INT8 GEMM is the
     plugin's own); TensorRT-RTX cannot, and no build at all compares in ONNX Runtime, so
-    those get ``portable``.
+    those get ``portable`` (:func:`sq_trt.export.config.resolve_encoding`, as ``sq-trt export``).
     """
-    if candidate.encoding != "auto":
-        return candidate.encoding
-    if candidate.act_mode == "per_tensor":
-        return "portable"  # not used: per-tensor graphs are standard Q/DQ
+    from sq_trt.export.config import resolve_encoding
+
+    if candidate.encoding != "auto" or candidate.act_mode == "per_tensor":
+        return resolve_encoding(candidate.encoding, candidate.act_mode, plugins=False)
     backend = ctx.build_plan().backend
-    return "fused-gemm" if backend is not None and backend.supports_plugins else "portable"
+    return resolve_encoding("auto", "per_token", plugins=backend is not None and backend.supports_plugins)
 
 
 def plan_stages(ctx: PipelineContext) -> list[Stage]:
@@ -250,72 +244,20 @@ def _baseline_candidate(recipe: Recipe) -> Candidate:
     return next((c for c in recipe.export.candidates if not c.smooth), recipe.export.candidates[0])
 
 
-@contextlib.contextmanager
-def reuse_float_exports() -> Iterator[None]:
-    """Within this block, export each model's float ONNX graph once and hand out copies.
-
-    ``export_model`` traces the model with ``torch.onnx.export`` for every call, but
-    candidates of the same model (per-tensor, per-token portable, per-token plugin)
-    differ only in the Q/DQ rewrite applied to that graph; tracing dominates the
-    stage's time. Until the export stage accepts a pre-exported graph, its tracer is
-    wrapped here for the duration of one pipeline run (keyed by model object, dtype
-    and opset; every caller gets its own copy, so no export sees another's edits).
-    """
-    import onnx
-
-    from sq_trt.export import stage as export_stage
-
-    # The plain graph and the generation graph (export.with_past) are traced by two functions.
-    names = [n for n in ("export_float_onnx", "export_float_onnx_with_past") if hasattr(export_stage, n)]
-    if not names:
-        yield
-        return
-    originals = {name: getattr(export_stage, name) for name in names}
-    cache: dict[tuple[str, int, str, int], onnx.ModelProto] = {}
-
-    def caching(name: str) -> Any:
-        def cached(
-            model: Any, spec: Any, *, dtype: str = "float16", opset: int = export_stage.DEFAULT_OPSET
-        ) -> Any:
-            key = (name, id(model), dtype, opset)
-            if key not in cache:
-                cache[key] = originals[name](model, spec, dtype=dtype, opset=opset)
-            graph = onnx.ModelProto()
-            graph.CopyFrom(cache[key])
-            return graph
-
-        return cached
-
-    for name in names:
-        setattr(export_stage, name, caching(name))
-    try:
-        yield
-    finally:
-        for name, original in originals.items():
-            setattr(export_stage, name, original)
-        cache.clear()
-
-
 def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
-    from sq_trt.export.stage import ExportConfig, export_model
+    from sq_trt.export.stage import export_model
+    from sq_trt.recipe import export_config
 
-    e = ctx.recipe.export
-    options: dict[str, Any] = {"opset": e.opset} if e.opset is not None else {}
-    config = ExportConfig(
-        act_mode=candidate.act_mode,
-        encoding=candidate_encoding(ctx, candidate),
-        exclude=tuple(e.exclude),
-        quantize_bmm=candidate.quantize_bmm,
-        with_past=e.with_past,
-        **options,
-    )
+    config = export_config(ctx.recipe.export, candidate, encoding=candidate_encoding(ctx, candidate))
     if candidate.smooth:
         loaded, scales = ctx.smoothed()
         inputs = {"smoothed": ctx.stage_fingerprint("smooth")}
     else:
         loaded, scales = ctx.original(), ctx.act_scales()
         inputs = {"act_scales": ctx.stage_fingerprint("calibrate")}
-    export_model(loaded, path, scales=scales, config=config, inputs=inputs, force=True)
+    export_model(
+        loaded, path, scales=scales, config=config, inputs=inputs, force=True, float_graphs=ctx.float_graphs()
+    )
 
 
 def _engine_target(plan: BuildPlan) -> str:
@@ -323,9 +265,10 @@ def _engine_target(plan: BuildPlan) -> str:
 
 
 def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plugin: bool) -> None:
-    from sq_trt.build.builder import build_engine
-    from sq_trt.build.profiles import RequiredShape
-    from sq_trt.build.recipe import BuildSettings
+    from sq_trt.engine.builder import build_engine
+    from sq_trt.engine.config import BuildOptions
+    from sq_trt.engine.profiles import RequiredShape
+    from sq_trt.engine.recipe import BuildSettings
 
     if plan.backend is None:
         raise StageSkipped(plan.reason)
@@ -336,16 +279,14 @@ def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plu
         )
     b = ctx.recipe.build
     c = ctx.recipe.compare
+    options = {name: getattr(b, name) for name in BuildOptions.model_fields if name not in ("profiles", "generation")}
     settings = BuildSettings(
         onnx=onnx,
         name=name,
         target=_engine_target(plan),
         backend=plan.backend.name,
         engines_dir=ctx.engines_dir,
-        opt_level=b.opt_level,
-        workspace_mb=b.workspace_mb,
-        timing_cache=b.timing_cache,
-        compute_capabilities=b.compute_capabilities,
+        **options,
         # Generation engines get their prefill/decode profiles from the limits instead.
         **(
             {"generation": b.generation}
@@ -379,33 +320,34 @@ def _compare_runner(recipe: Recipe, plan: BuildPlan) -> str:
 
 
 def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> None:
+    from sq_trt.compare.runners import RunnerSpec
     from sq_trt.compare.stage import CompareConfig, compare_models
     from sq_trt.export.stage import FP16_FILE, INT8_FILE
 
     r = ctx.recipe
     baseline = _baseline_candidate(r)
     if runner == "tensorrt":
-        baseline_spec = f"fp16={ctx.engines_dir / 'fp16' / (target + '.plan')}"
-        candidates = [
-            f"{c.name}={ctx.engines_dir / c.name / (target + '.plan')}" for c in r.export.candidates
-        ]
+        plan = target + ".plan"
+        baseline_spec = RunnerSpec.for_file("fp16", ctx.engines_dir / "fp16" / plan)
+        candidates = [RunnerSpec.for_file(c.name, ctx.engines_dir / c.name / plan) for c in r.export.candidates]
     else:
-        baseline_spec = f"fp16={ctx.stage_dir('export', baseline.name, FP16_FILE)}"
-        candidates = [f"{c.name}={ctx.stage_dir('export', c.name, INT8_FILE)}" for c in r.export.candidates]
+        baseline_spec = RunnerSpec.for_file("fp16", ctx.stage_dir("export", baseline.name, FP16_FILE))
+        candidates = [
+            RunnerSpec.for_file(c.name, ctx.stage_dir("export", c.name, INT8_FILE)) for c in r.export.candidates
+        ]
     smoothed = next((c for c in r.export.candidates if c.smooth), None)
     rank = r.compare.layer_ranking and ctx.original().spec.kind == "decoder"
+    options = {name: getattr(r.compare, name) for name in CompareOptions.model_fields}
     compare_models(
         CompareConfig(
+            **options,
             out=path,
             baseline=baseline_spec,
-            candidates=candidates,
+            candidates=list(candidates),
             model=r.model.source,
             data=r.data.source,
             text_column=r.data.text_column,
             calib_fraction=r.data.calib_fraction,
-            seq_len=r.compare.seq_len,
-            samples=r.compare.samples,
-            batch_size=r.compare.batch_size,
             # The gate is applied by the report stage, so changing it never reruns the comparison.
             gate=[],
             rank_layers=str(ctx.stage_dir("smooth"))
@@ -413,8 +355,6 @@ def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> 
             else (r.model.source if rank else None),
             rank_act_mode=smoothed.act_mode if smoothed else "per_token",
             device=r.model.device,
-            generation_prompts=r.compare.generation_prompts,
-            generation_tokens=r.compare.generation_tokens,
             progress=ctx.progress,
             force=True,
         )
@@ -431,58 +371,29 @@ def evaluate_gate(recipe: Recipe, compare_dir: Path) -> Any:
     return Gate.parse(recipe.gate).evaluate(summaries)
 
 
-def _gated_view(compare_dir: Path, view_dir: Path, verdict: Any, conditions: list[str]) -> Path:
-    """A compare artifact identical to ``compare_dir`` but carrying the recipe's gate verdict.
-
-    ``write_report`` reads the verdict from ``comparison.json``; the pipeline decides the
-    gate after the comparison (so a gate change reruns only the report), hence this view.
-    """
-    import json
-    import shutil
-
-    from sq_trt.artifacts import artifact_dir, load_manifest
-    from sq_trt.compare.results import COMPARISON_FILE
-    from sq_trt.compare.stage import LAYERS_FILE
-
-    manifest = load_manifest(compare_dir, stage="compare")
-    comparison = json.loads((compare_dir / COMPARISON_FILE).read_text())
-    comparison["gate"] = verdict.to_json()
-    comparison["gate_conditions"] = conditions
-    with artifact_dir(
-        view_dir,
-        stage="compare",
-        config=manifest.config,
-        inputs={"compare": manifest.fingerprint},
-        force=True,
-    ) as tmp:
-        (tmp / COMPARISON_FILE).write_text(json.dumps(comparison, indent=2) + "\n")
-        if (compare_dir / LAYERS_FILE).is_file():
-            shutil.copy2(compare_dir / LAYERS_FILE, tmp / LAYERS_FILE)
-    return view_dir
-
-
 def _run_report(ctx: PipelineContext, compare_dir: Path, path: Path) -> None:
     from sq_trt.report import activation_picture, load_sweep, write_report
 
     r = ctx.recipe
-    verdict = evaluate_gate(r, compare_dir)
-    view = _gated_view(compare_dir, ctx.stage_dir(".pipeline", "gated-compare"), verdict, list(r.gate))
     activation = None
     if (ctx.stage_dir("smooth") / "manifest.json").is_file() and any(c.smooth for c in r.export.candidates):
         activation = activation_picture(
             ctx.stage_dir("calibrate"), ctx.stage_dir("smooth"), r.report.activation_layer
         )
     sweep = load_sweep(r.report.sweep) if r.report.sweep is not None else None
-    write_report(view, path, activation=activation, sweep=sweep, force=True)
+    # The comparison ran without a gate; the report applies the recipe's to the verified metrics.
+    write_report(compare_dir, path, activation=activation, sweep=sweep, gate=list(r.gate), force=True)
 
 
 def _later_stages(ctx: PipelineContext) -> list[Stage]:
     """Export, build, compare and report."""
-    from sq_trt.export.qdq import PLUGIN_ENCODINGS
+    builds, build_stages = _build_stages(ctx)
+    return [*_export_stages(ctx), *build_stages, *_compare_and_report_stages(ctx, builds)]
 
+
+def _export_stages(ctx: PipelineContext) -> list[Stage]:
     r = ctx.recipe
     stages: list[Stage] = []
-    export_code = (*_ADAPTERS, "sq_trt.export")
     for candidate in r.export.candidates:
         path = ctx.stage_dir("export", candidate.name)
         stages.append(
@@ -496,14 +407,21 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
                         **_candidate_config(candidate),
                         "encoding": candidate_encoding(ctx, candidate),
                     },
-                    "exclude": r.export.exclude,
-                    "opset": r.export.opset,
+                    # Every shared export option (opset, exclude, int8_dtype, with_past) reruns the exports.
+                    "graph": r.export.model_dump(mode="json", exclude={"candidates"}),
                 },
                 after=("smooth",) if candidate.smooth else ("calibrate",),
-                code=export_code,
+                code=(*_ADAPTERS, "sq_trt.export"),
             )
         )
+    return stages
 
+
+def _build_stages(ctx: PipelineContext) -> tuple[list[str], list[Stage]]:
+    """The engine builds: the names of the engines, and their stages."""
+    from sq_trt.export.qdq import PLUGIN_ENCODINGS
+
+    r = ctx.recipe
     plan = ctx.build_plan()
     target = _engine_target(plan)
     build_config = {
@@ -515,70 +433,64 @@ def _later_stages(ctx: PipelineContext) -> list[Stage]:
     builds: list[tuple[str, str, Path, bool]] = []
     baseline = _baseline_candidate(r)
     if r.build.fp16_engine:
-        builds.append(
-            (
-                "fp16",
-                f"export/{baseline.name}",
-                ctx.stage_dir("export", baseline.name, "model.fp16.onnx"),
-                False,
-            )
-        )
+        fp16 = ctx.stage_dir("export", baseline.name, "model.fp16.onnx")
+        builds.append(("fp16", f"export/{baseline.name}", fp16, False))
     for candidate in r.export.candidates:
         onnx = ctx.stage_dir("export", candidate.name, "model.int8.onnx")
         plugin = candidate.act_mode == "per_token" and candidate_encoding(ctx, candidate) in PLUGIN_ENCODINGS
         builds.append((candidate.name, f"export/{candidate.name}", onnx, plugin))
-    for name, source, onnx, plugin in builds:
-        stages.append(
-            Stage(
-                name=f"build/{name}",
-                kind="build",
-                path=ctx.engines_dir / name,
-                run=functools.partial(_run_build, ctx, plan, onnx, name, plugin),
-                config={**build_config, "target": target, "plugin": plugin},
-                after=(source,),
-                code=(*_ADAPTERS, "sq_trt.build"),
-            )
+    stages = [
+        Stage(
+            name=f"build/{name}",
+            kind="build",
+            path=ctx.engines_dir / name,
+            run=functools.partial(_run_build, ctx, plan, onnx, name, plugin),
+            config={**build_config, "target": target, "plugin": plugin},
+            after=(source,),
+            code=(*_ADAPTERS, "sq_trt.engine"),
         )
+        for name, source, onnx, plugin in builds
+    ]
+    return [name for name, *_ in builds], stages
 
+
+def _compare_and_report_stages(ctx: PipelineContext, builds: list[str]) -> list[Stage]:
+    r = ctx.recipe
+    plan = ctx.build_plan()
+    target = _engine_target(plan)
     runner = _compare_runner(r, plan)
     compare_dir = ctx.stage_dir("compare")
+    smoothing = any(c.smooth for c in r.export.candidates)
     after = tuple(f"export/{c.name}" for c in r.export.candidates)
     if runner == "tensorrt":
-        after += tuple(f"build/{name}" for name, *_ in builds)
-    if r.compare.layer_ranking and any(c.smooth for c in r.export.candidates):
+        after += tuple(f"build/{name}" for name in builds)
+    if r.compare.layer_ranking and smoothing:
         after += ("smooth",)
-    stages.append(
-        Stage(
-            name="compare",
-            kind="compare",
-            path=compare_dir,
-            run=lambda: _run_compare(ctx, runner, target, compare_dir),
-            config={
-                "compare": r.compare.model_dump(mode="json"),
-                "runner": runner,
-                "data": r.data.model_dump(mode="json"),
-                "baseline": baseline.name,
-            },
-            after=tuple(dict.fromkeys(after)),
-            code=(*_ADAPTERS, "sq_trt.compare"),
-        )
+    compare = Stage(
+        name="compare",
+        kind="compare",
+        path=compare_dir,
+        run=lambda: _run_compare(ctx, runner, target, compare_dir),
+        config={
+            "compare": r.compare.model_dump(mode="json"),
+            "runner": runner,
+            "data": r.data.model_dump(mode="json"),
+            "baseline": _baseline_candidate(r).name,
+        },
+        after=tuple(dict.fromkeys(after)),
+        code=(*_ADAPTERS, "sq_trt.compare"),
     )
     report_dir = ctx.stage_dir("report")
-    stages.append(
-        Stage(
-            name="report",
-            kind="report",
-            path=report_dir,
-            run=lambda: _run_report(ctx, compare_dir, report_dir),
-            config={"gate": r.gate, "report": r.report.model_dump(mode="json")},
-            after=(
-                "compare",
-                *(("calibrate", "smooth") if any(c.smooth for c in r.export.candidates) else ()),
-            ),
-            code=(*_ADAPTERS, "sq_trt.report", "sq_trt.compare.gate"),
-        )
+    report = Stage(
+        name="report",
+        kind="report",
+        path=report_dir,
+        run=lambda: _run_report(ctx, compare_dir, report_dir),
+        config={"gate": r.gate, "report": r.report.model_dump(mode="json")},
+        after=("compare", *(("calibrate", "smooth") if smoothing else ())),
+        code=(*_ADAPTERS, "sq_trt.report", "sq_trt.compare.gate"),
     )
-    return stages
+    return [compare, report]
 
 
 @dataclass
@@ -599,6 +511,25 @@ class PipelineResult:
                 f"accuracy gate failed: {self.gate_detail}. The report is {self.report_path}; its per-layer "
                 "ranking names the layers to exclude or re-smooth"
             )
+
+
+def _print_summary(
+    recipe: Recipe, result: PipelineResult, table: str, total: float, log: Callable[[str], None] | None
+) -> None:
+    """The stage table, wall time, report path and verdict: to stdout, or to ``log`` when given."""
+    conditions = ", ".join(recipe.gate) or "no conditions"
+    lines = [
+        "",
+        table,
+        f"wall time {total:.1f} s",
+        f"report: {result.report_path}",
+        f"gate ({conditions}): " + ("PASS" if result.gate_passed else f"FAIL ({result.gate_detail})"),
+    ]
+    for line in lines:
+        if log is None:
+            print(line, flush=True)
+        else:
+            log(line)
 
 
 def run_pipeline(
@@ -636,9 +567,10 @@ def run_pipeline(
     )
     emit(f"[pipeline] comparison runner: {_compare_runner(recipe, plan)}")
     stages = plan_stages(ctx)
-    # An offloaded model is too large to keep its float graph in memory between candidates.
-    with reuse_float_exports() if not recipe.model.offload else contextlib.nullcontext():
+    try:
         reports = run_stages(stages, ctx.work_dir, from_kind=from_kind, hook=hook, log=emit)
+    finally:
+        ctx.float_graphs().clear()
     report_dir = ctx.stage_dir("report")
     verdict = evaluate_gate(recipe, ctx.stage_dir("compare"))
     result = PipelineResult(
@@ -648,19 +580,7 @@ def run_pipeline(
         gate_detail=verdict.describe_failures() if not verdict.passed else "",
     )
     total = time.perf_counter() - started
-    conditions = ", ".join(recipe.gate) or "no conditions"
-    lines = [
-        "",
-        format_summary(reports),
-        f"wall time {total:.1f} s",
-        f"report: {result.report_path}",
-        f"gate ({conditions}): " + ("PASS" if verdict.passed else f"FAIL ({result.gate_detail})"),
-    ]
-    for line in lines:
-        if log is None:
-            print(line, flush=True)
-        else:
-            log(line)
+    _print_summary(recipe, result, format_summary(reports), total, log)
     write_summary(
         ctx.work_dir / "pipeline_summary.json",
         reports,

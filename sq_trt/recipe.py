@@ -26,17 +26,21 @@ and engine manifest.
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sq_trt.build.profiles import ProfileSpec
-from sq_trt.build.recipe import GenerationLimits
+from sq_trt import stage_config
+from sq_trt.calibrate import CalibrateConfig
+from sq_trt.compare.config import CompareOptions
+from sq_trt.engine.config import BuildOptions
 from sq_trt.errors import ConfigError
+from sq_trt.export.config import CandidateOptions, ExportConfig, GraphOptions
+from sq_trt.report.config import ReportOptions
+from sq_trt.smooth_config import SmoothConfig
 from sq_trt.yaml_io import read_text_file, safe_load_bounded, short_repr, shorten
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -101,110 +105,24 @@ class DataSection(_Section):
     calib_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
 
 
-class CalibrateSection(_Section):
-    """Calibration: how many samples of how many tokens."""
-
-    samples: int = Field(default=32, ge=1)
-    seq_len: int = Field(default=512, ge=2)
-
-
-def _alpha(value: Any, where: str) -> float | str:
-    if value == "auto":
-        return "auto"
-    if isinstance(value, bool) or not isinstance(value, float | int) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{where} must be a number in [0, 1] or 'auto', got {value!r}")
-    return float(value)
-
-
-class AlphaSearchSection(_Section):
-    """The automatic alpha search (used where an alpha is ``auto``); see :class:`sq_trt.smooth.AlphaSearchConfig`.
-
-    Attributes:
-        grid: Candidate alphas.
-        act_mode: Activation quantization the search minimises the error under.
-        samples: Calibration samples whose activations are kept for the search.
-        tokens_per_sample: Evenly spaced tokens kept per sample (bounds memory).
-    """
-
-    grid: list[float] = Field(default_factory=lambda: [round(0.05 * i, 2) for i in range(21)])
-    act_mode: Literal["per_token", "per_tensor"] = "per_token"
-    samples: int = Field(default=4, ge=1)
-    tokens_per_sample: int = Field(default=128, ge=1)
-
-    @field_validator("grid")
-    @classmethod
-    def _grid(cls, value: list[float]) -> list[float]:
-        if not value or any(not 0.0 <= a <= 1.0 for a in value):
-            raise ValueError(f"must be a non-empty list of alphas in [0, 1], got {value}")
-        return value
-
-
-class SmoothSection(_Section):
-    """SmoothQuant migration strength (see :class:`sq_trt.smooth.SmoothConfig`).
-
-    Attributes:
-        alpha: A global alpha in [0, 1], or ``auto`` (per-group search on ``search.grid``).
-        overrides: Group glob -> alpha or ``auto`` (``layers.*.mlp_in: 0.7``); the last match wins.
-        include_optional: Also smooth the linear->linear pairs (v->o, up->down).
-        search: Settings of the automatic search.
-    """
-
-    alpha: float | str = 0.5
-    overrides: dict[str, float | str] = Field(default_factory=dict)
-    include_optional: bool = False
-    search: AlphaSearchSection = Field(default_factory=AlphaSearchSection)
-
-    @field_validator("alpha", mode="before")
-    @classmethod
-    def _alpha_range(cls, value: Any) -> float | str:
-        return _alpha(value, "alpha")
-
-    @field_validator("overrides", mode="before")
-    @classmethod
-    def _override_range(cls, value: Any) -> dict[str, float | str]:
-        if not isinstance(value, dict):
-            # pydantic turns only ValueError into a field-level message; a TypeError would escape as a bug.
-            raise ValueError(  # noqa: TRY004
-                f"must map group globs to alphas, e.g. {{'layers.*.mlp_in': 0.7}}, got {value!r}"
-            )
-        return {str(k): _alpha(v, f"the alpha of {k!r}") for k, v in value.items()}
-
-
-class Candidate(_Section):
+class Candidate(CandidateOptions):
     """One INT8 candidate exported, built and compared against the FP16 baseline.
+
+    Its quantization fields (``act_mode``, ``encoding``, ``quantize_bmm``) are
+    :class:`sq_trt.export.config.CandidateOptions`, the same as ``sq-trt export``'s flags.
 
     Attributes:
         name: Directory-safe name (``sq-per-token``); gate conditions may name it.
         smooth: Export the smoothed model (True) or the original one (naive W8A8).
-        act_mode: ``per_token`` (dynamic, at run time) or ``per_tensor`` (static, calibrated).
-        encoding: For per-token: ``auto`` (default: ``fused-gemm`` when this run builds with
-            TensorRT proper, else ``portable``), ``portable`` (standard ONNX ops; ONNX Runtime
-            and TensorRT-RTX), ``fused-gemm`` (one sq-trt W8A8 GEMM node per linear; TensorRT
-            proper) or ``plugin`` (the sq-trt ``PerTokenQuant`` node before a Q/DQ MatMul;
-            TensorRT proper).
-        quantize_bmm: Also quantize the attention BMM inputs (Q K^T, P V) with static
-            per-tensor scales, the paper's O3 option (Llama family).
     """
 
-    name: str
-    smooth: bool = True
-    act_mode: Literal["per_token", "per_tensor"] = "per_token"
-    encoding: Literal["auto", "portable", "plugin", "fused-gemm"] = "auto"
-    quantize_bmm: bool = False
+    name: str = Field(description="directory-safe candidate name; gate conditions may name it")
+    smooth: bool = Field(default=True, description="export the smoothed model (false: naive W8A8)")
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _plain_name(value, "candidate name")
-
-    @model_validator(mode="after")
-    def _encoding_needs_per_token(self) -> Candidate:
-        if self.act_mode == "per_tensor" and self.encoding not in ("auto", "portable"):
-            raise ValueError(
-                f"encoding {self.encoding!r} is per-token only; a per_tensor candidate uses standard Q/DQ "
-                "(drop `encoding` or set act_mode: per_token)"
-            )
-        return self
 
 
 def _default_candidates() -> list[Candidate]:
@@ -216,20 +134,16 @@ def _default_candidates() -> list[Candidate]:
     ]
 
 
-class ExportSection(_Section):
-    """ONNX export: the candidates and what stays in floating point.
+class ExportSection(GraphOptions):
+    """ONNX export: the candidates, and the :class:`sq_trt.export.config.GraphOptions` they share.
 
     Attributes:
         candidates: INT8 candidates (each gets an export directory and engines).
-        exclude: Full module names of linears kept in floating point.
-        opset: ONNX opset (``None``: the exporter's default).
-        with_past: Export generation graphs with a KV cache (``sq-trt export --with-past``).
     """
 
-    candidates: list[Candidate] = Field(default_factory=_default_candidates)
-    exclude: list[str] = Field(default_factory=list)
-    opset: int | None = Field(default=None, ge=17)
-    with_past: bool = Field(default=False, description="KV-cache generation graphs (prefill + decode)")
+    candidates: list[Candidate] = Field(
+        default_factory=_default_candidates, description="INT8 candidates (each exported, built, compared)"
+    )
 
     @field_validator("candidates")
     @classmethod
@@ -242,67 +156,75 @@ class ExportSection(_Section):
             raise ValueError(f"candidate names must be unique, got duplicates {dupes}")
         return value
 
+    @model_validator(mode="after")
+    def _exporter_accepts_every_candidate(self) -> ExportSection:
+        # Whatever the exporter refuses for a combination (with_past + quantize_bmm...) fails here,
+        # when the recipe is loaded, not after calibrate and smooth have run.
+        for candidate in self.candidates:
+            try:
+                export_config(self, candidate)
+            except ValidationError as exc:
+                problems = "; ".join(stage_config.format_errors(exc, ExportConfig, root_label=""))
+                raise ValueError(f"candidate {candidate.name!r}: {problems}") from None
+        return self
 
-class BuildSection(_Section):
+
+def export_config(section: GraphOptions, candidate: CandidateOptions, *, encoding: str | None = None) -> ExportConfig:
+    """The :class:`~sq_trt.export.config.ExportConfig` of one candidate (the one recipe -> export conversion).
+
+    Args:
+        section: The recipe's ``export`` section (the shared graph options).
+        candidate: The candidate.
+        encoding: The resolved encoding (``None``: the candidate's own, possibly ``auto``).
+
+    Raises:
+        ValidationError: A combination the exporter refuses.
+    """
+    shared = {name: getattr(section, name) for name in GraphOptions.model_fields}
+    own = {name: getattr(candidate, name) for name in CandidateOptions.model_fields}
+    if encoding is not None:
+        own["encoding"] = encoding
+    return ExportConfig(**shared, **own)
+
+
+class BuildSection(BuildOptions):
     """Engine builds (one FP16 engine per export, one INT8 per candidate).
 
-    Attributes:
-        backend: ``auto`` (``tensorrt`` when it is importable and a GPU is visible, else
-            ``tensorrt_rtx``), ``tensorrt``, ``tensorrt_rtx``, or ``none`` (skip the stage).
-        profiles: Optimization profiles, written as in a build recipe
-            (``batch: [min, opt, max]``, ``seq: [min, opt, max]``; see :mod:`sq_trt.build.profiles`).
-        opt_level: Builder optimization level (0-5).
-        workspace_mb: Workspace limit in MiB (``None``: TensorRT's default).
-        timing_cache: Timing cache file (TensorRT proper).
-        compute_capabilities: TensorRT-RTX targets (empty: its default set).
-        fp16_engine: Also build the FP16 baseline engine.
-        generation: For ``export.with_past``: max batch / input / context of the generation
-            engines (their ``prefill`` and ``decode`` profiles replace ``profiles``).
+    The shared fields are :class:`sq_trt.engine.config.BuildOptions` (a build recipe's and
+    ``sq-trt build``'s); the two below are what a run of several engines decides.
     """
 
-    backend: Literal["auto", "tensorrt", "tensorrt_rtx", "none"] = "auto"
-    profiles: list[ProfileSpec] = Field(default_factory=lambda: [ProfileSpec()], min_length=1)
-    opt_level: int = Field(default=3, ge=0, le=5)
-    workspace_mb: int | None = Field(default=None, ge=1)
-    timing_cache: Path | None = None
-    compute_capabilities: list[str] = Field(default_factory=list)
-    fp16_engine: bool = True
-    generation: GenerationLimits | None = None
+    backend: Literal["auto", "tensorrt", "tensorrt_rtx", "none"] = Field(
+        default="auto",
+        description="auto (tensorrt when importable with a GPU visible, else tensorrt_rtx), tensorrt, "
+        "tensorrt_rtx, or none (skip the build stage)",
+        json_schema_extra={"cli": "--backend"},
+    )
+    fp16_engine: bool = Field(
+        default=True,
+        description="also build the FP16 baseline engine (sq-trt build: run it on model.fp16.onnx)",
+        json_schema_extra={"cli": "--onnx", "cli_form": "a second sq-trt build of model.fp16.onnx"},
+    )
 
 
-class CompareSection(_Section):
+class CompareSection(CompareOptions):
     """Accuracy comparison of every candidate against the FP16 baseline on held-out text.
 
-    Attributes:
-        runner: ``auto`` (TensorRT engines on a GPU host, else ONNX Runtime), ``onnxruntime``, ``tensorrt``.
-        samples: Evaluation samples (never from the calibration slice).
-        seq_len: Tokens per sample.
-        batch_size: Samples per inference call.
-        layer_ranking: Also rank the quantized layers by their error contribution (PyTorch, slower).
-        generation_prompts: Held-out prompts for generation-level accuracy (0: off; needs ``export.with_past``).
-        generation_tokens: Greedy tokens generated per prompt.
+    The shared fields are :class:`sq_trt.compare.config.CompareOptions` (``sq-trt compare``'s
+    flags); the two below choose what a multi-candidate run compares, which ``sq-trt compare``
+    states directly with ``--baseline`` / ``--candidate`` and ``--rank-layers``.
     """
 
-    runner: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
-    samples: int = Field(default=8, ge=1)
-    seq_len: int = Field(default=512, ge=2)
-    batch_size: int = Field(default=1, ge=1)
-    layer_ranking: bool = True
-    generation_prompts: int = Field(default=0, ge=0)
-    generation_tokens: int = Field(default=32, ge=1)
-
-
-class ReportSection(_Section):
-    """The report (HTML page, Markdown summary, JSON; see :func:`sq_trt.report.write_report`).
-
-    Attributes:
-        activation_layer: Linear shown in the SmoothQuant picture (default: the one with
-            the strongest outlier channels).
-        sweep: Alpha-sweep JSON file to plot (optional).
-    """
-
-    activation_layer: str | None = None
-    sweep: Path | None = None
+    runner: Literal["auto", "onnxruntime", "tensorrt"] = Field(
+        default="auto",
+        description="auto (TensorRT engines on a GPU host, else ONNX Runtime), onnxruntime or tensorrt",
+        json_schema_extra={"cli": "--candidate", "cli_form": "NAME=model.int8.onnx runs ONNX Runtime, NAME=x.plan TensorRT"},
+    )
+    layer_ranking: bool = Field(
+        default=True,
+        description="also rank the quantized layers by their error contribution (PyTorch, slower)",
+        json_schema_extra={"cli": "--rank-layers", "cli_form": "--rank-layers MODEL turns it on"},
+    )
 
 
 class Recipe(_Section):
@@ -324,13 +246,13 @@ class Recipe(_Section):
     engines_dir: Path | None = None
     model: ModelSection
     data: DataSection = Field(default_factory=DataSection)
-    calibrate: CalibrateSection = Field(default_factory=CalibrateSection)
-    smooth: SmoothSection = Field(default_factory=SmoothSection)
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
+    smooth: SmoothConfig = Field(default_factory=SmoothConfig)
     export: ExportSection = Field(default_factory=ExportSection)
     build: BuildSection = Field(default_factory=BuildSection)
     compare: CompareSection = Field(default_factory=CompareSection)
     gate: list[str] = Field(default_factory=lambda: ["sq-per-token:ppl_increase_pct<=5"])
-    report: ReportSection = Field(default_factory=ReportSection)
+    report: ReportOptions = Field(default_factory=ReportOptions)
 
     @field_validator("name")
     @classmethod
@@ -359,7 +281,7 @@ class Recipe(_Section):
                 f"model.offload streams layers from a saved checkpoint; {source!r} has none "
                 "(set model.offload: false, or save the model with save_pretrained and give its directory)"
             )
-        if self.smooth.alpha == "auto" or "auto" in self.smooth.overrides.values():
+        if self.smooth.needs_search:
             raise ValueError(
                 "model.offload supports numeric alphas only; set smooth.alpha to a number in [0, 1]"
             )
@@ -391,47 +313,12 @@ class Recipe(_Section):
 # ----------------------------------------------------------------------------- loading and overrides
 
 
-def _model_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """Field names valid at ``loc`` (for "did you mean" on unknown fields)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if (
-            not (isinstance(current, type) and issubclass(current, BaseModel))
-            or part not in current.model_fields
-        ):
-            return []
-        annotation = current.model_fields[part].annotation
-        args = getattr(annotation, "__args__", ())
-        current = next(
-            (a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
-        )
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
 def format_errors(exc: ValidationError) -> list[str]:
     """One line per error: ``section.field: what is wrong (got X)``, with a hint for unknown fields."""
-    lines = []
-    for err in exc.errors():
-        loc = [p for p in err["loc"]]
-        where = ".".join(str(p) for p in loc) or "<recipe>"
-        if err["type"] == "extra_forbidden":
-            known = _model_fields(Recipe, [str(p) if not isinstance(p, int) else p for p in loc[:-1]])
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            hint = f"; did you mean `{close[0]}`?" if close else ""
-            lines.append(f"{where}: unknown field{hint} (known fields here: {', '.join(known)})")
-        elif err["type"] == "missing":
-            hint = f" ({MODEL_HINT})" if where in ("model", "model.source") else ""
-            lines.append(f"{where}: required field is missing{hint}")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            value = err.get("input")
-            got = "" if "got " in msg or isinstance(value, dict) else f" (got {short_repr(value)})"
-            lines.append(f"{where}: {msg}{got}")
-    return lines
+    hint = f" ({MODEL_HINT})"
+    return stage_config.format_errors(
+        exc, Recipe, missing_hint={"model": hint, "model.source": hint}, root_label="<recipe>"
+    )
 
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:

@@ -54,8 +54,8 @@ def _driver_version() -> str | None:
 
 def check_env(require_tensorrt: bool) -> bool:
     """TensorRT, driver and GPU lines; without ``require_tensorrt`` a missing one is INFO, not FAIL."""
-    from sq_trt.build.gpu import visible_gpus
-    from sq_trt.build.releases import container_release
+    from sq_trt.engine.gpu import visible_gpus
+    from sq_trt.engine.releases import container_release
 
     def report(ok: bool, what: str) -> bool:
         if ok or require_tensorrt:

@@ -22,126 +22,35 @@ space and its statistics are the max over the repeated blocks.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from sq_trt.artifacts import artifact_dir, load_manifest
-from sq_trt.calibrate import (
+from sq_trt.artifact_types import (
     ActScales,
     check_model_matches,
     read_safetensors,
     read_scales_file,
     write_scales_file,
 )
+from sq_trt.artifacts import artifact_dir, load_manifest
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.models import adapter
 from sq_trt.models.registry import SmoothGroup, find_spec, smoothing_groups
 from sq_trt.quant.smoothing import expand_to_inputs, reduce_to_prev, smoothing_factor
+from sq_trt.smooth_config import AUTO, PROBE_TOKENS, AlphaSearchConfig, SmoothConfig, check_alpha
 
 if TYPE_CHECKING:
     from sq_trt.models.loading import LoadedModel
 
 STAGE = "smooth"
 FACTORS_FILE = "smoothing.safetensors"
-AUTO: Literal["auto"] = "auto"
 Alpha = float | Literal["auto"]
-
-
-def _check_alpha(value: Any, where: str) -> Alpha:
-    if value == AUTO:
-        return AUTO
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ConfigError(f"{where} must be a number in [0, 1] or 'auto', got {value!r}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class AlphaSearchConfig:
-    """How the automatic alpha search scores candidates.
-
-    Attributes:
-        grid: Candidate alphas, each in [0, 1].
-        act_mode: Activation quantization the error is measured under
-            (``"per_token"`` or ``"per_tensor"``): search for the mode you deploy.
-        samples: Calibration samples whose activations are kept for the search.
-        tokens_per_sample: Evenly spaced tokens kept from each sample (bounds memory).
-    """
-
-    grid: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
-    act_mode: Literal["per_token", "per_tensor"] = "per_token"
-    samples: int = 4
-    tokens_per_sample: int = 128
-
-    def __post_init__(self) -> None:
-        if not self.grid:
-            raise ConfigError("the alpha search grid is empty; give at least one alpha in [0, 1]")
-        for value in self.grid:
-            if value == AUTO:
-                raise ConfigError("the alpha search grid must hold numbers, not 'auto'")
-            _check_alpha(value, "every alpha of the search grid")
-        if self.act_mode not in ("per_token", "per_tensor"):
-            raise ConfigError(f"search act_mode must be 'per_token' or 'per_tensor', got {self.act_mode!r}")
-        if self.samples < 1 or self.tokens_per_sample < 1:
-            raise ConfigError(
-                f"alpha search needs samples >= 1 and tokens_per_sample >= 1, got {self.samples} and "
-                f"{self.tokens_per_sample}"
-            )
-
-
-@dataclass(frozen=True)
-class SmoothConfig:
-    """What to smooth and how.
-
-    Attributes:
-        alpha: Migration strength for every group: a number in [0, 1] (0 = weights
-            untouched, 1 = all range moved into the weights) or ``"auto"``.
-        overrides: ``(glob, alpha)`` pairs matched against group names
-            (``layers.3.mlp_in``, ``layers.*.up_down``); the last match wins.
-        include_optional: Also smooth the linear->linear pairs (v->o, up->down).
-        min_scale: Lower clamp of every factor.
-        search: Settings of the automatic search (used by groups whose alpha is ``"auto"``).
-    """
-
-    alpha: Alpha = 0.5
-    overrides: tuple[tuple[str, Alpha], ...] = ()
-    include_optional: bool = False
-    min_scale: float = 1e-5
-    search: AlphaSearchConfig = field(default_factory=AlphaSearchConfig)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "alpha", _check_alpha(self.alpha, "alpha"))
-        checked = []
-        for pattern, value in self.overrides:
-            if not isinstance(pattern, str) or not pattern:
-                raise ConfigError(f"an alpha override needs a non-empty group pattern, got {pattern!r}")
-            checked.append((pattern, _check_alpha(value, f"the alpha override for {pattern!r}")))
-        object.__setattr__(self, "overrides", tuple(checked))
-        if not (math.isfinite(self.min_scale) and self.min_scale > 0):
-            raise ConfigError(f"min_scale must be a positive finite number, got {self.min_scale!r}")
-
-    def alpha_for(self, group_name: str) -> Alpha:
-        """The alpha of one group: the last matching override, else the global alpha."""
-        alpha: Alpha = self.alpha
-        for pattern, value in self.overrides:
-            if fnmatchcase(group_name, pattern):
-                alpha = value
-        return alpha
-
-    @property
-    def needs_search(self) -> bool:
-        """Whether any group's alpha may be ``"auto"``."""
-        return self.alpha == AUTO or any(value == AUTO for _, value in self.overrides)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-friendly form (for manifests)."""
-        return asdict(self)
 
 
 def check_override_patterns(config: SmoothConfig, group_names: Sequence[str]) -> None:
@@ -170,7 +79,7 @@ def parse_override(text: str) -> tuple[str, Alpha]:
     if value == "auto":
         return pattern.strip(), AUTO
     try:
-        return pattern.strip(), _check_alpha(float(value), f"the alpha override {text!r}")
+        return pattern.strip(), check_alpha(float(value), f"the alpha override {text!r}")
     except ValueError:
         raise ConfigError(f"alpha override {text!r}: {value!r} is not a number in [0, 1] or 'auto'") from None
 
@@ -190,6 +99,7 @@ class SmoothResult:
     alphas: dict[str, float]
     searched: dict[str, dict[float, float]]
     groups: list[SmoothGroup]
+    max_difference: float = 0.0  # largest relative output difference on the probe (see :func:`run`)
 
 
 def _weight(module: Any, layout: str) -> torch.Tensor:
@@ -473,13 +383,70 @@ def describe_alphas(alphas: Mapping[str, float]) -> str:
     return ", ".join(f"{alpha:g} x {count}" for alpha, count in sorted(counts.items()))
 
 
+def run(
+    config: SmoothConfig,
+    *,
+    loaded: LoadedModel,
+    scales: ActScales,
+    chunks: torch.Tensor,
+    out: str | os.PathLike[str],
+    force: bool = False,
+    progress: bool = True,
+) -> SmoothResult:
+    """The smooth stage on an in-memory model: what ``sq-trt smooth`` and the pipeline both call.
+
+    Checks the override patterns against the model's groups (before the alpha search), samples
+    the search's activations from the calibration ``chunks``, smooths ``loaded.model`` in place,
+    checks it still computes the same outputs on the first :data:`PROBE_TOKENS` tokens, and
+    writes the artifact.
+
+    Args:
+        config: Alphas, overrides and the search's settings.
+        loaded: The model to smooth (modified in place; pass a copy to keep the original).
+        scales: Its act_scales (checked against it by the caller).
+        chunks: The calibration chunks the scales were recorded on.
+        out: The smoothed artifact directory to write.
+        force: Replace ``out``.
+        progress: Show progress bars.
+
+    Returns:
+        The factors and alphas, with ``max_difference`` of the equivalence check.
+
+    Raises:
+        ConfigError: An override pattern matching no group; ``auto`` without activations.
+    """
+    from sq_trt.autoalpha import collect_search_inputs
+
+    groups = smoothing_groups(loaded.model, include_optional=config.include_optional)
+    check_override_patterns(config, [group.name for group in groups])
+    source_fingerprint = scales.meta.get("model_fingerprint")
+    probe = chunks[:1, :PROBE_TOKENS]
+    reference = reference_outputs(loaded.model, probe)
+    search_inputs = collect_search_inputs(loaded.model, chunks, config, progress=progress)
+    result = smooth_model(loaded.model, scales, config, search_inputs=search_inputs)
+    result.max_difference = check_equivalence(loaded.model, probe, reference)
+    save_smoothed(
+        out,
+        loaded,
+        result,
+        smoothed_act_scales(scales, result),
+        force=force,
+        config=config,
+        source_fingerprint=source_fingerprint,
+    )
+    return result
+
+
 __all__: Sequence[str] = (
+    "AUTO",
+    "PROBE_TOKENS",
     "AlphaSearchConfig",
     "SmoothConfig",
     "SmoothResult",
     "check_equivalence",
     "load_smoothed",
     "parse_override",
+    "run",
     "save_smoothed",
     "smooth_model",
     "smoothed_act_scales",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from sq_trt.build.backends import BACKEND_CHOICES, select_backend
-from sq_trt.build.builder import build_engine
-from sq_trt.build.recipe import load_recipe, resolve_settings
+from sq_trt.engine.backends import BACKEND_CHOICES, select_backend
+from sq_trt.engine.builder import build_engine
+from sq_trt.engine.recipe import load_recipe, resolve_settings
 from sq_trt.errors import ConfigError
 
 HELP = "Build TensorRT / TensorRT-RTX .plan engines from ONNX."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from sq_trt.commands.common import add_data_args, add_model_args
+from sq_trt.commands.common import add_config_args, add_data_args, add_model_args
 
 HELP = "Record per-channel activation ranges of every quantizable linear (act_scales artifact)."
 DESCRIPTION = (
@@ -27,9 +27,12 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Model, data and output arguments."""
+    """Model, data and output arguments; --samples/--seq-len are the fields of CalibrateConfig."""
+    from sq_trt.calibrate import CalibrateConfig
+
     add_model_args(parser)
-    add_data_args(parser, seq_len=512, samples=32)
+    add_data_args(parser, sizes=False)
+    add_config_args(parser.add_argument_group("calibration"), CalibrateConfig)
     out = parser.add_argument_group("output")
     out.add_argument(
         "--out", default="work/act_scales", help="artifact directory to write (default work/act_scales)"
@@ -39,34 +42,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load, tokenize the calibration slice, calibrate, save."""
+    """Parse -> CalibrateConfig -> load -> :func:`sq_trt.calibrate.run` -> print."""
 
+    from sq_trt import calibrate
     from sq_trt.artifacts import check_writable_output
-    from sq_trt.calibrate import calibrate, save_act_scales
-    from sq_trt.commands.common import load_model_from_args
-    from sq_trt.data import check_data_source, load_slices, tokenize_chunks
-    from sq_trt.errors import ConfigError
+    from sq_trt.commands.common import config_from_args, load_model_from_args
+    from sq_trt.data import check_data_source, load_slices
     from sq_trt.models.loading import check_device, check_seq_len
 
+    config = config_from_args(calibrate.CalibrateConfig, args)
     # Every input is checked before the model loads: no error after a full calibration.
     check_writable_output(args.out, force=args.force)
     check_data_source(args.data, local_files_only=args.local_files_only)
     check_device(args.device)
-    if args.samples < 1:
-        raise ConfigError(f"--samples must be >= 1, got {args.samples}")
     started = time.perf_counter()
     loaded = load_model_from_args(args)
-    check_seq_len(loaded.model, args.seq_len)
+    check_seq_len(loaded.model, config.seq_len)
     calibration, _ = load_slices(args.data, text_column=args.text_column, calib_fraction=args.calib_fraction)
-    chunks = tokenize_chunks(loaded.tokenizer, calibration, seq_len=args.seq_len, max_chunks=args.samples)
-    if chunks.shape[0] < args.samples:
-        print(f"note: the calibration text holds only {chunks.shape[0]} samples of {args.seq_len} tokens")
+    chunks = calibrate.calibration_chunks(config, loaded, calibration)
+    if chunks.shape[0] < config.samples:
+        print(f"note: the calibration text holds only {chunks.shape[0]} samples of {config.seq_len} tokens")
     print(f"[calibrate] model {args.model!r} loaded in {time.perf_counter() - started:.1f} s")
     stage_start = time.perf_counter()
-    scales = calibrate(loaded, chunks, progress=not args.no_progress)
-    scales.meta["data"] = calibration.describe()
-    scales.meta["text_column"] = args.text_column
-    save_act_scales(args.out, scales, force=args.force)
+    scales = calibrate.run(
+        config,
+        loaded=loaded,
+        text=calibration,
+        text_column=args.text_column,
+        out=args.out,
+        force=args.force,
+        chunks=chunks,
+        progress=not args.no_progress,
+    )
     print(
         f"[calibrate] {len(scales.linears)} linears, {chunks.shape[0]} x {chunks.shape[1]} tokens in "
         f"{time.perf_counter() - stage_start:.1f} s (total {time.perf_counter() - started:.1f} s)"

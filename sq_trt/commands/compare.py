@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from sq_trt.commands.common import add_data_args, add_model_args
+from sq_trt.commands.common import add_config_args, add_data_args, add_model_args
+from sq_trt.stage_config import ACT_MODE_CHOICES, normalize_act_mode
 
 HELP = "Compare INT8 candidates against the FP16 baseline on held-out text (Polygraphy)."
 DESCRIPTION = (
@@ -58,9 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     runners.add_argument(
         "--load-results", metavar="DIR", help="replay the saved iterations of an earlier compare output"
     )
+    from sq_trt.compare.config import CompareOptions
+
     add_model_args(parser)
-    add_data_args(parser, seq_len=512, samples=32)
-    parser.add_argument("--batch-size", type=int, default=1, help="samples per inference call (default 1)")
+    add_data_args(parser, sizes=False)
+    # The fields of CompareOptions (the recipe's compare section): flags, defaults and bounds come from it.
+    add_config_args(
+        parser.add_argument_group("held-out text"), CompareOptions, ("samples", "seq_len", "batch_size")
+    )
     gate = parser.add_argument_group("gate")
     gate.add_argument(
         "--gate", action="append", default=[], metavar="COND", help="e.g. ppl_increase_pct<=1 (repeatable)"
@@ -69,43 +75,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     layers.add_argument(
         "--rank-layers", metavar="MODEL", help="smoothed artifact dir or model source to rank layers on"
     )
-    layers.add_argument("--rank-act-mode", choices=("per_token", "per_tensor"), default="per_token")
-    layers.add_argument("--rank-samples", type=int, default=2, help="samples for the ranking (default 2)")
     layers.add_argument(
-        "--rank-seq-len", type=int, default=256, help="tokens per ranking sample (default 256)"
+        "--rank-act-mode",
+        choices=ACT_MODE_CHOICES,
+        type=normalize_act_mode,
+        default="per_token",
+        help="activation mode of the ranking (default per_token)",
     )
+    add_config_args(layers, CompareOptions, ("rank_samples", "rank_seq_len"))
     gen = parser.add_argument_group("generation accuracy (generation graphs or engines: export --with-past)")
-    gen.add_argument(
-        "--generation-prompts",
-        type=int,
-        default=0,
-        metavar="N",
-        help="held-out prompts to generate from greedily with baseline and candidates (default 0: off); adds "
-        "exact_match_rate, mean_first_divergence and teacher_forced_top1 (gate metrics too)",
-    )
-    gen.add_argument(
-        "--generation-prompt-tokens", type=int, default=32, help="tokens per prompt (default 32)"
-    )
-    gen.add_argument(
-        "--generation-tokens", type=int, default=32, help="tokens generated per prompt (default 32)"
+    add_config_args(
+        gen, CompareOptions, ("generation_prompts", "generation_prompt_tokens", "generation_tokens")
     )
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, help="compare artifact directory to write")
-    out.add_argument(
-        "--save-iterations",
-        type=int,
-        default=1,
-        help="batches whose full outputs are saved (-1: all; default 1)",
-    )
+    add_config_args(out, CompareOptions, ("save_iterations",))
     out.add_argument("--force", action="store_true", help="replace --out if it exists")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the config from the flags, compare, print the summary; the gate sets the exit code."""
-    from pathlib import Path
 
     from sq_trt.artifacts import check_writable_output
+    from sq_trt.commands.common import config_from_args
     from sq_trt.compare.stage import CompareConfig, compare_models
     from sq_trt.data import check_data_source
     from sq_trt.errors import GateFailedError
@@ -114,30 +107,12 @@ def run(args: argparse.Namespace) -> int:
     check_writable_output(args.out, force=args.force)
     check_data_source(args.data, local_files_only=args.local_files_only)
     check_device(args.device)
-    config = CompareConfig(
-        out=Path(args.out),
-        baseline=args.baseline,
+    config = config_from_args(
+        CompareConfig,
+        args,
         candidates=list(args.candidate),
-        model=args.model,
-        data=args.data,
-        text_column=args.text_column,
-        calib_fraction=args.calib_fraction,
-        seq_len=args.seq_len,
-        samples=args.samples,
-        batch_size=args.batch_size,
-        save_iterations=args.save_iterations,
         gate=list(args.gate),
-        load_results=Path(args.load_results) if args.load_results else None,
-        rank_layers=args.rank_layers,
-        rank_act_mode=args.rank_act_mode,
-        rank_samples=args.rank_samples,
-        rank_seq_len=args.rank_seq_len,
-        device=args.device,
-        generation_prompts=args.generation_prompts,
-        generation_prompt_tokens=args.generation_prompt_tokens,
-        generation_tokens=args.generation_tokens,
         progress=not args.no_progress,
-        force=args.force,
     )
     try:
         compare_models(config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sq_trt.commands.common import add_model_args
+from sq_trt.commands.common import add_config_args, add_model_args
 
 HELP = "Export model.fp16.onnx and model.int8.onnx (explicit Q/DQ, per-tensor or per-token)."
 
@@ -14,9 +14,11 @@ Export the two ONNX files the engine builder consumes, into an artifact director
   model.fp16.onnx   the FP16 baseline (TensorRT 11 is strongly typed: the precision is in the ONNX)
   model.int8.onnx   W8A8: int8 weight initializers with per-output-channel DequantizeLinear, and
                     activations quantized either
-                      per-tensor  QuantizeLinear/DequantizeLinear with the calibrated constant scale
+                      per_tensor  QuantizeLinear/DequantizeLinear with the calibrated constant scale
                                   amax/127 (needs act_scales), or
-                      per-token   one scale per token, computed at run time:
+                      per_token   one scale per token, computed at run time (--per-token-encoding;
+                                  auto: fused-gemm with TensorRT proper and a GPU, else portable):
+                                    fused-gemm  one sq_trt W8A8 GEMM node per linear (TensorRT proper)
                                     plugin    sq_trt::PerTokenQuant node -> TensorRT plugin (sq_trt.plugins)
                                     portable  the same maths in standard ONNX ops (ONNX Runtime,
                                               TensorRT-RTX, or TensorRT without the plugin)
@@ -30,7 +32,7 @@ BERT takes input_ids and attention_mask and returns last_hidden_state. Batch and
 
 examples:
   sq-trt export --smoothed out/smooth --out out/export
-  sq-trt export --smoothed out/smooth --act-mode per-tensor --out out/export-static
+  sq-trt export --smoothed out/smooth --act-mode per_tensor --out out/export-static
   sq-trt export --model demo --act-scales out/calib --per-token-encoding portable --out out/export-nosmooth
   sq-trt export --smoothed out/smooth --exclude '*.mlp.down_proj' --out out/export
   sq-trt export --smoothed out/smooth --with-past --per-token-encoding portable --out out/export-gen
@@ -48,54 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--act-scales",
         metavar="DIR",
-        help="act_scales artifact (sq-trt calibrate) of --model; required with --act-mode per-tensor",
+        help="act_scales artifact (sq-trt calibrate) of --model; required with --act-mode per_tensor",
     )
     add_model_args(parser)
-    quant = parser.add_argument_group("quantization")
-    quant.add_argument(
-        "--act-mode",
-        choices=("per-token", "per-tensor"),
-        default="per-token",
-        help="activation quantization: per-token (dynamic, default) or per-tensor (static, calibrated)",
-    )
-    quant.add_argument(
-        "--per-token-encoding",
-        choices=("fused-gemm", "plugin", "portable"),
-        default="fused-gemm",
-        help="fused-gemm: one sq_trt W8A8 GEMM node per linear, fed by fused norm + quantization "
-        "nodes, for TensorRT proper (default); plugin: sq_trt::PerTokenQuant node before a Q/DQ MatMul, "
-        "for TensorRT proper; portable: standard ONNX ops (ONNX Runtime, TensorRT-RTX)",
-    )
-    quant.add_argument(
-        "--int8-dtype",
-        choices=("float16", "float32"),
-        default="float16",
-        help="activation dtype of model.int8.onnx (float16 for deployment, default; float32 to compare "
-        "bit-for-bit with the PyTorch reference)",
-    )
-    quant.add_argument(
-        "--exclude",
-        nargs="+",
-        default=[],
-        metavar="GLOB",
-        help="linears to keep in floating point, as fnmatch patterns of full module names "
-        "(e.g. 'model.layers.0.*' '*.down_proj')",
-    )
-    quant.add_argument(
-        "--quantize-bmm",
-        action="store_true",
-        help="also quantize the attention BMM inputs (q, k after RoPE for Q K^T; softmax output and v for "
-        "P V) with static per-tensor scales from calibration: the SmoothQuant paper's O3 setting. Llama "
-        "family only; needs act_scales from `sq-trt calibrate` of this version. Costs accuracy (see "
-        "docs/benchmarks/export.md); lets TensorRT run the attention matmuls in INT8",
-    )
-    quant.add_argument("--opset", type=int, default=20, help="ONNX opset, 19..22 (default 20)")
-    quant.add_argument(
-        "--with-past",
-        action="store_true",
-        help="export generation graphs: input_ids, position_ids and past_key_values.<i>.key/value in; "
-        "logits and present.<i>.key/value out (one graph for prefill and decode, for `sq-trt generate`)",
-    )
+    from sq_trt.export.config import ExportConfig
+
+    # Every quantization flag is a field of ExportConfig, the recipe's export section and candidates.
+    add_config_args(parser.add_argument_group("quantization"), ExportConfig)
     output = parser.add_argument_group("output")
     output.add_argument("--out", required=True, metavar="DIR", help="artifact directory to write")
     output.add_argument("--force", action="store_true", help="replace an existing --out directory")
@@ -106,17 +67,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sq_trt.artifacts import check_writable_output, load_manifest
-    from sq_trt.export.stage import ExportConfig, export_model
+    from sq_trt.commands.common import config_from_args
+    from sq_trt.export.config import ExportConfig
+    from sq_trt.export.stage import export_model
 
-    config = ExportConfig(
-        act_mode="per_tensor" if args.act_mode == "per-tensor" else "per_token",
-        encoding=args.per_token_encoding,
-        int8_dtype=args.int8_dtype,
-        exclude=tuple(args.exclude),
-        opset=args.opset,
-        quantize_bmm=args.quantize_bmm,
-        with_past=args.with_past,
-    )
+    config = config_from_args(ExportConfig, args)
     check_writable_output(args.out, force=args.force)
     inputs: dict[str, str] = {}
     if args.smoothed:

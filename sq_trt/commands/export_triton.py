@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sq_trt.build.triton_repo import write_model_repository
+from sq_trt.engine.triton_repo import write_model_repository
 from sq_trt.errors import ArtifactError
 
 HELP = "Write a Triton Inference Server model repository for a built engine."
@@ -47,7 +47,7 @@ def _generation_sources(engine_dir: str, target: str) -> tuple[Path, dict[str, o
     """(tokenizer dir, kv_cache record) of a generation engine's export, or None for other engines."""
     import json
 
-    from sq_trt.build.engine_manifest import load_engine_record
+    from sq_trt.engine.engine_manifest import load_engine_record
 
     record = load_engine_record(engine_dir, target)
     if not {"prefill", "decode"} <= {str(p.get("name")) for p in record.profiles}:
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     """Write the model repository and print how to serve it."""
     generation = _generation_sources(args.engine_dir, args.target)
     if generation is not None:
-        from sq_trt.build.triton_generate import write_generation_repository
+        from sq_trt.engine.triton_generate import write_generation_repository
 
         model_dir = write_generation_repository(
             args.engine_dir,

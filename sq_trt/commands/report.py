@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sq_trt.commands.common import add_config_args
+
 HELP = "Write the HTML/Markdown/JSON accuracy report of a compare output."
 DESCRIPTION = (
     HELP
@@ -38,12 +40,21 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Inputs, optional plot data and output."""
+    from sq_trt.report.config import ReportOptions
+
     parser.add_argument("--results", required=True, metavar="DIR", help="the compare output directory")
     plots = parser.add_argument_group("optional plot data")
     plots.add_argument("--calibration", metavar="DIR", help="act_scales artifact of the original model")
     plots.add_argument("--smoothed", metavar="DIR", help="smoothed artifact (its act_scales after smoothing)")
-    plots.add_argument("--act-layer", metavar="NAME", help="linear to show in the SmoothQuant picture")
-    plots.add_argument("--sweep", metavar="FILE", help="alpha sweep JSON (see above)")
+    add_config_args(plots, ReportOptions)
+    parser.add_argument(
+        "--gate",
+        action="append",
+        default=None,
+        metavar="COND",
+        help="apply these gate conditions to the verified metrics instead of the comparison's own "
+        "(repeatable; a recipe's `gate`)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, help="report directory to write")
     out.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -54,19 +65,24 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sq_trt.artifacts import check_writable_output
+    from sq_trt.commands.common import config_from_args
     from sq_trt.errors import ConfigError, GateFailedError
     from sq_trt.report import activation_picture, load_sweep, write_report
+    from sq_trt.report.config import ReportOptions
 
+    options = config_from_args(ReportOptions, args)
     check_writable_output(args.out, force=args.force)
     if bool(args.calibration) != bool(args.smoothed):
         raise ConfigError(
             "--calibration and --smoothed go together (before and after smoothing); give both or neither"
         )
     activation = (
-        activation_picture(args.calibration, args.smoothed, args.act_layer) if args.calibration else None
+        activation_picture(args.calibration, args.smoothed, options.activation_layer) if args.calibration else None
     )
-    sweep = load_sweep(args.sweep) if args.sweep else None
-    report = write_report(args.results, args.out, activation=activation, sweep=sweep, force=args.force)
+    sweep = load_sweep(options.sweep) if options.sweep else None
+    report = write_report(
+        args.results, args.out, activation=activation, sweep=sweep, gate=args.gate, force=args.force
+    )
     passed = report.verdict.get("passed") is True  # recomputed from the verified metrics, never read back
     verdict = "PASSED" if passed else "FAILED"
     print(f"gate {verdict}; {len(report.plots)} plots; report: {Path(args.out) / 'report.html'}")

@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from sq_trt.commands.common import add_model_args
+from sq_trt.commands.common import add_config_args, add_model_args
 
 HELP = "Apply SmoothQuant: fold per-channel factors into norms and linears (smoothed checkpoint)."
 DESCRIPTION = (
@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--act-scales", required=True, help="act_scales artifact of --model (sq-trt calibrate)"
     )
+    from sq_trt.smooth_config import AlphaSearchConfig, SmoothConfig
+
+    # The fields of SmoothConfig (the recipe's smooth section); --alpha and --alpha-override
+    # are written by hand because their text forms (a number or auto, GLOB=ALPHA) are parsed.
     alpha = parser.add_argument_group("alpha")
     alpha.add_argument(
         "--alpha", default="0.5", help="migration strength in [0, 1] for every group, or 'auto' (default 0.5)"
@@ -54,20 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="GLOB=ALPHA",
         help="per-group alpha, e.g. 'layers.3.*=0.7' or 'layers.*.up_down=auto' (repeatable; last match wins)",
     )
-    alpha.add_argument(
-        "--smooth-linear-pairs",
-        action="store_true",
-        help="also smooth the linear->linear pairs (v_proj->o_proj, up_proj->down_proj); off by default",
-    )
-    alpha.add_argument(
-        "--search-act-mode",
-        choices=("per_token", "per_tensor"),
-        default="per_token",
-        help="activation quantization the auto search optimises for: the mode you deploy (default per_token)",
-    )
-    alpha.add_argument(
-        "--search-samples", type=int, default=4, help="calibration samples the auto search uses (default 4)"
-    )
+    add_config_args(alpha, SmoothConfig, ("include_optional", "min_scale"))
+    add_config_args(parser.add_argument_group("alpha search"), AlphaSearchConfig, prefix="search")
     out = parser.add_argument_group("output")
     out.add_argument(
         "--out", default="work/smoothed", help="artifact directory to write (default work/smoothed)"
@@ -77,8 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
+    from sq_trt.commands.common import config_values
     from sq_trt.errors import ConfigError
-    from sq_trt.smooth import AUTO, AlphaSearchConfig, SmoothConfig, parse_override
+    from sq_trt.smooth import AUTO, parse_override
+    from sq_trt.smooth_config import AlphaSearchConfig, SmoothConfig
 
     if args.alpha == AUTO:
         alpha: Any = AUTO
@@ -87,11 +81,17 @@ def _config(args: argparse.Namespace) -> Any:
             alpha = float(args.alpha)
         except ValueError:
             raise ConfigError(f"--alpha must be a number in [0, 1] or 'auto', got {args.alpha!r}") from None
-    return SmoothConfig(
+    search = AlphaSearchConfig.create(
+        labels={name: f"--search-{name.replace('_', '-')}" for name in AlphaSearchConfig.model_fields},
+        **config_values(AlphaSearchConfig, args, prefix="search"),
+    )
+    return SmoothConfig.create(
+        labels={"alpha": "--alpha"},
         alpha=alpha,
         overrides=tuple(parse_override(text) for text in args.alpha_override),
-        include_optional=args.smooth_linear_pairs,
-        search=AlphaSearchConfig(act_mode=args.search_act_mode, samples=args.search_samples),
+        include_optional=args.include_optional,
+        min_scale=args.min_scale,
+        search=search,
     )
 
 
@@ -128,59 +128,35 @@ def calibration_chunks(meta: dict[str, Any], tokenizer: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model and its statistics, smooth, check equivalence, save."""
+    """Parse -> SmoothConfig -> load the model and its statistics -> :func:`sq_trt.smooth.run` -> print."""
+    from sq_trt import smooth
     from sq_trt.artifacts import check_writable_output
-    from sq_trt.autoalpha import collect_search_inputs
     from sq_trt.calibrate import load_act_scales
     from sq_trt.commands.common import load_model_from_args
     from sq_trt.models.loading import check_device
-    from sq_trt.models.registry import smoothing_groups
-    from sq_trt.smooth import (
-        check_equivalence,
-        check_override_patterns,
-        describe_alphas,
-        reference_outputs,
-        save_smoothed,
-        smooth_model,
-        smoothed_act_scales,
-    )
 
     config = _config(args)
     check_writable_output(args.out, force=args.force)
     check_device(args.device)
     started = time.perf_counter()
     loaded = load_model_from_args(args)
-    source_fingerprint = loaded.fingerprint()
     scales = load_act_scales(args.act_scales, model=loaded.model)
-    # Before the (expensive) alpha search: a mistyped --alpha-override fails now.
-    check_override_patterns(
-        config, [g.name for g in smoothing_groups(loaded.model, include_optional=config.include_optional)]
-    )
     print(f"[smooth] model and act_scales loaded in {time.perf_counter() - started:.1f} s")
     chunks = calibration_chunks(scales.meta, loaded.tokenizer)
-    probe = chunks[:1, :128]
-    reference = reference_outputs(loaded.model, probe)
-    search_start = time.perf_counter()
-    search_inputs = collect_search_inputs(loaded.model, chunks, config, progress=not args.no_progress)
-    if search_inputs is not None:
-        print(
-            f"[smooth] sampled activations for the alpha search in {time.perf_counter() - search_start:.1f} s"
-        )
     stage_start = time.perf_counter()
-    result = smooth_model(loaded.model, scales, config, search_inputs=search_inputs)
-    difference = check_equivalence(loaded.model, probe, reference)
+    result = smooth.run(
+        config,
+        loaded=loaded,
+        scales=scales,
+        chunks=chunks,
+        out=args.out,
+        force=args.force,
+        progress=not args.no_progress,
+    )
     print(
         f"[smooth] {len(result.groups)} groups smoothed in {time.perf_counter() - stage_start:.1f} s; "
-        f"outputs unchanged (max relative difference {difference:.2e}); alphas: {describe_alphas(result.alphas)}"
-    )
-    save_smoothed(
-        args.out,
-        loaded,
-        result,
-        smoothed_act_scales(scales, result),
-        force=args.force,
-        config=config,
-        source_fingerprint=source_fingerprint,
+        f"outputs unchanged (max relative difference {result.max_difference:.2e}); "
+        f"alphas: {smooth.describe_alphas(result.alphas)}"
     )
     print(f"[smooth] total {time.perf_counter() - started:.1f} s")
     print(f"smoothed checkpoint written to {args.out} (alphas per group in its manifest.json)")

@@ -260,7 +260,7 @@ def trt_debug_tensors(
         TrtRunner,
     )
 
-    from sq_trt.build.plugin_loader import register_plugins_for_onnx
+    from sq_trt.engine.plugin_loader import register_plugins_for_onnx
 
     # One profile pinned to the feed's shapes: the dynamic batch/sequence dims need one to build.
     profile = Profile()

@@ -49,6 +49,30 @@ class RunnerSpec:
         """JSON-friendly description for the results."""
         return {"name": self.name, "kind": self.kind, "target": self.target}
 
+    def text(self) -> str:
+        """The ``NAME=SPEC`` form (as given on the command line; recorded in manifests)."""
+        return f"{self.name}={self.target}" if self.kind in ("onnx", "plan") else f"{self.name}={self.kind}:{self.target}"
+
+    @classmethod
+    def for_file(cls, name: str, path: str | Path, *, given: str | None = None) -> RunnerSpec:
+        """The runner of an ONNX file or a TensorRT engine (typed: the pipeline's way in).
+
+        Raises:
+            ConfigError: Another suffix, or a missing file.
+        """
+        path = Path(path)
+        shown = given if given is not None else f"{name}={path}"
+        if path.suffix not in (".onnx", ".plan", ".engine"):
+            raise ConfigError(
+                f"runner {shown!r}: expected a .onnx file, a .plan engine, 'torch:<model>', 'torch-w8a8:<smoothed dir>' "
+                "or 'torch-w8a8-per-tensor:<smoothed dir>'"
+            )
+        if not path.is_file():
+            raise ConfigError(
+                f"runner {shown!r}: file {path} does not exist; run `sq-trt export`/`sq-trt build` first"
+            )
+        return cls(name, "onnx" if path.suffix == ".onnx" else "plan", str(path))
+
 
 _TORCH_PREFIXES = ("torch-w8a8-per-tensor", "torch-w8a8", "torch")
 
@@ -75,17 +99,7 @@ def parse_runner_spec(text: str, default_name: str | None = None) -> RunnerSpec:
                     f"runner {text!r}: nothing after '{prefix}:'; give a model or artifact directory"
                 )
             return RunnerSpec(name, prefix, target)
-    path = Path(spec)
-    if path.suffix not in (".onnx", ".plan", ".engine"):
-        raise ConfigError(
-            f"runner {text!r}: expected a .onnx file, a .plan engine, 'torch:<model>', 'torch-w8a8:<smoothed dir>' "
-            "or 'torch-w8a8-per-tensor:<smoothed dir>'"
-        )
-    if not path.is_file():
-        raise ConfigError(
-            f"runner {text!r}: file {path} does not exist; run `sq-trt export`/`sq-trt build` first"
-        )
-    return RunnerSpec(name, "onnx" if path.suffix == ".onnx" else "plan", str(path))
+    return RunnerSpec.for_file(name, spec, given=text)
 
 
 class TorchRunner(BaseRunner):
@@ -193,5 +207,5 @@ def _trt_runner(spec: RunnerSpec) -> BaseRunner:
 
     # No plugin registration: the sq_trt plugins are AOT Quickly Deployable Plugins whose kernels are
     # serialized into the engine, so the .plan deserializes with no Python plugin (docs/PLUGIN.md).
-    # Parsing an ONNX with sq_trt nodes is what needs it (sq_trt.build.plugin_loader).
+    # Parsing an ONNX with sq_trt nodes is what needs it (sq_trt.engine.plugin_loader).
     return TrtRunner(EngineFromBytes(BytesFromPath(spec.target)), name=spec.name)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import ConfigDict, Field
 
 from sq_trt.artifacts import (
     artifact_dir,
@@ -21,68 +22,55 @@ from sq_trt.artifacts import (
     library_versions,
     verified_parent_manifest,
 )
+from sq_trt.compare.config import CompareOptions
 from sq_trt.compare.gate import Gate, GateVerdict, raise_if_failed
 from sq_trt.compare.results import COMPARISON_FILE, STAGE, load_comparison, write_comparison
 from sq_trt.compare.runners import RunnerSpec, make_runner, parse_runner_spec
 from sq_trt.errors import ArtifactError, ConfigError
+from sq_trt.stage_config import ActMode
 
 LAYERS_FILE = "layers.json"
 
 
-@dataclass
-class CompareConfig:
-    """Everything one comparison needs (filled the same way from CLI flags and the recipe).
+class CompareConfig(CompareOptions):
+    """One comparison: the shared :class:`~sq_trt.compare.config.CompareOptions` plus what it compares.
+
+    Filled from ``sq-trt compare``'s flags and from the recipe (whose ``compare`` section is
+    the options). Attributes beyond the options:
 
     Attributes:
         out: The compare artifact directory to write.
-        baseline: ``[NAME=]SPEC`` of the baseline (see :mod:`sq_trt.compare.runners`); may be
-            omitted with ``load_results`` (the saved baseline is used).
-        candidates: ``NAME=SPEC`` of each candidate run live.
+        baseline: ``[NAME=]SPEC`` of the baseline (see :mod:`sq_trt.compare.runners`), or a
+            :class:`RunnerSpec`; may be omitted with ``load_results`` (the saved baseline is used).
+        candidates: ``NAME=SPEC`` (or :class:`RunnerSpec`) of each candidate run live.
         model: Model whose tokenizer cuts the text (``demo``, ``tiny:<family>``, a directory).
         data: Text source; its evaluation slice (never the calibration slice) is used.
         text_column: Field holding the text in json/parquet data.
         calib_fraction: Fraction of the source reserved for calibration.
-        seq_len: Tokens per sample (the engine's sequence length).
-        samples: Number of held-out samples (``seq_len`` tokens each).
-        batch_size: Samples per inference call.
-        save_iterations: Iterations whose full outputs are saved as Polygraphy JSON (-1: all).
         gate: Gate conditions (empty: no gate, the verdict passes).
         load_results: A compare artifact whose saved iterations are replayed instead of running text.
         rank_layers: Model for the per-layer ranking: a smoothed artifact directory, or a
             model source (``demo``); None skips it.
         rank_act_mode: Activation mode of the ranking (``per_token`` / ``per_tensor``).
-        rank_samples: Samples used by the ranking (one forward per layer per sample batch).
-        rank_seq_len: Tokens per ranking sample.
         device: Torch device of PyTorch runners and the ranking.
-        generation_prompts: Held-out prompts for generation-level accuracy (0: off). Needs
-            generation graphs (``export --with-past``) or engines as baseline and candidates.
-        generation_prompt_tokens: Tokens per prompt (cut from the held-out text).
-        generation_tokens: Greedy tokens generated per prompt.
         progress: Show progress bars.
         force: Replace an existing ``out`` directory.
     """
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     out: Path
-    baseline: str | None = None
-    candidates: list[str] = field(default_factory=list)
+    baseline: str | RunnerSpec | None = None
+    candidates: list[str | RunnerSpec] = Field(default_factory=list)
     model: str = "demo"
     data: str = "embedded"
     text_column: str = "text"
-    calib_fraction: float = 0.5
-    seq_len: int = 512
-    samples: int = 32
-    batch_size: int = 1
-    save_iterations: int = 1
-    gate: list[str] = field(default_factory=list)
+    calib_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+    gate: list[str] = Field(default_factory=list)
     load_results: Path | None = None
     rank_layers: str | None = None
-    rank_act_mode: str = "per_token"
-    rank_samples: int = 2
-    rank_seq_len: int = 256
+    rank_act_mode: ActMode = "per_token"
     device: str = "cpu"
-    generation_prompts: int = 0
-    generation_prompt_tokens: int = 32
-    generation_tokens: int = 32
     progress: bool = True
     force: bool = False
 
@@ -123,7 +111,7 @@ def _check_onnx_loads(name: str, path: Path) -> None:
 
 def provenance(model: str) -> dict[str, Any]:
     """Model, library versions, host and GPU of this run."""
-    from sq_trt.build.gpu import visible_gpus
+    from sq_trt.engine.gpu import visible_gpus
 
     gpus = visible_gpus()
     return {
@@ -146,28 +134,7 @@ def compare_models(config: CompareConfig) -> GateVerdict:
         ConfigError, DataError, ArtifactError: Invalid inputs.
     """
     gate = Gate.parse(config.gate)
-    if config.save_iterations < -1:
-        raise ConfigError(f"save_iterations must be -1 (all) or >= 0, got {config.save_iterations}")
-    specs = [parse_runner_spec(text) for text in config.candidates]
-    baseline_spec = parse_runner_spec(config.baseline, default_name="baseline") if config.baseline else None
-    names = [s.name for s in specs] + ([baseline_spec.name] if baseline_spec else [])
-    if len(set(names)) != len(names):
-        raise ConfigError(f"runner names must be unique, got {names}")
-
-    loaded_meta: dict[str, Any] | None = None
-    if config.load_results is not None:
-        # Every saved iteration is re-hashed: replayed outputs are evidence for the gate.
-        loaded_meta = load_comparison(config.load_results, verify_files=True)
-        baseline_name = baseline_spec.name if baseline_spec else loaded_meta["baseline"]["name"]
-        data = dict(loaded_meta["data"])
-    else:
-        if baseline_spec is None:
-            raise ConfigError("give --baseline (e.g. fp16=out/export/model.fp16.onnx), or --load-results")
-        if not specs:
-            raise ConfigError("give at least one --candidate NAME=SPEC to compare against the baseline")
-        baseline_name = baseline_spec.name
-        data = {}
-
+    specs, baseline_spec, loaded_meta, baseline_name, data = _runners_and_data(config)
     live_specs = ([baseline_spec] if baseline_spec else []) + specs
     # Provenance is checked before any model runs: a tampered ONNX fails in a second, not after the run.
     described = {spec.name: _describe_runner(spec) for spec in live_specs}
@@ -205,27 +172,49 @@ def compare_models(config: CompareConfig) -> GateVerdict:
         data.update(
             iterations=result.iterations, tokens=result.tokens, saved_iterations=result.saved_iterations
         )
-        write_comparison(
-            tmp,
-            {
-                "baseline": described[baseline_name],
-                "candidates": [described[name] for name in result.candidates],
-                "model": {"source": config.model},
-                "data": data,
-                "gate": verdict.to_json(),
-                "gate_conditions": [str(c) for c in gate.conditions],
-                "metrics": result.metrics,
-                "histograms": result.histograms,
-                "timing": result.timing,
-                "provenance": provenance(config.model),
-                **({"generation": generation} if generation else {}),
-            },
-        )
+        record = {
+            "baseline": described[baseline_name],
+            "candidates": [described[name] for name in result.candidates],
+            "model": {"source": config.model},
+            "data": data,
+            "gate": verdict.to_json(),
+            "gate_conditions": [str(c) for c in gate.conditions],
+            "metrics": result.metrics,
+            "histograms": result.histograms,
+            "timing": result.timing,
+            "provenance": provenance(config.model),
+        }
+        write_comparison(tmp, {**record, **({"generation": generation} if generation else {})})
         if config.rank_layers:
             ranking = _rank_layers(config)
             atomic_write_text(tmp / LAYERS_FILE, json.dumps(ranking, indent=2) + "\n")
     raise_if_failed(verdict, str(config.out))
     return verdict
+
+
+def _runners_and_data(
+    config: CompareConfig,
+) -> tuple[list[RunnerSpec], RunnerSpec | None, dict[str, Any] | None, str, dict[str, Any]]:
+    """The candidates, the baseline, the replayed comparison (if any), the baseline's name and data record.
+
+    Raises:
+        ConfigError: Duplicate runner names, or nothing to compare.
+    """
+    specs = [_as_spec(spec) for spec in config.candidates]
+    baseline_spec = _as_spec(config.baseline, default_name="baseline") if config.baseline else None
+    names = [s.name for s in specs] + ([baseline_spec.name] if baseline_spec else [])
+    if len(set(names)) != len(names):
+        raise ConfigError(f"runner names must be unique, got {names}")
+    if config.load_results is not None:
+        # Every saved iteration is re-hashed: replayed outputs are evidence for the gate.
+        loaded_meta = load_comparison(config.load_results, verify_files=True)
+        baseline_name = baseline_spec.name if baseline_spec else loaded_meta["baseline"]["name"]
+        return specs, baseline_spec, loaded_meta, baseline_name, dict(loaded_meta["data"])
+    if baseline_spec is None:
+        raise ConfigError("give --baseline (e.g. fp16=out/export/model.fp16.onnx), or --load-results")
+    if not specs:
+        raise ConfigError("give at least one --candidate NAME=SPEC to compare against the baseline")
+    return specs, baseline_spec, None, baseline_spec.name, {}
 
 
 def _generation_accuracy(
@@ -337,7 +326,19 @@ def _rank_layers(config: CompareConfig) -> dict[str, Any]:
 
 
 def _config_json(config: CompareConfig) -> dict[str, Any]:
-    return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()}
+    values = config.model_dump(exclude={"baseline", "candidates"})
+    values["baseline"] = _spec_text(config.baseline) if config.baseline is not None else None
+    values["candidates"] = [_spec_text(c) for c in config.candidates]
+    return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
+
+
+def _spec_text(spec: str | RunnerSpec) -> str:
+    return spec if isinstance(spec, str) else spec.text()
+
+
+def _as_spec(spec: str | RunnerSpec, default_name: str | None = None) -> RunnerSpec:
+    """A command-line ``[NAME=]SPEC`` parsed; a typed spec (the pipeline's) as it is."""
+    return parse_runner_spec(spec, default_name=default_name) if isinstance(spec, str) else spec
 
 
 def _inputs(specs: list[RunnerSpec], loaded: dict[str, Any] | None) -> dict[str, str]:

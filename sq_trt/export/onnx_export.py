@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sq_trt.errors import ExportError
+from sq_trt.export.config import DEFAULT_OPSET
 
 if TYPE_CHECKING:
     import onnx
@@ -25,10 +26,9 @@ if TYPE_CHECKING:
 
     from sq_trt.models.registry import ArchSpec
 
-# Opset 20: what the dynamo exporter emits by default with torch 2.13, supported by
+# DEFAULT_OPSET (20): what the dynamo exporter emits by default with torch 2.13, supported by
 # TensorRT's ONNX parser (10.x/11.x) and TensorRT-RTX; DequantizeLinear takes
 # float16 scales from opset 19 on, which the FP16 INT8 graph needs.
-DEFAULT_OPSET = 20
 # Prefix the exporter puts on parameter names: the attribute holding the model in the wrapper.
 WRAPPED_PREFIX = "model."
 DECODER_OUTPUT = "logits"

@@ -12,35 +12,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sq_trt.artifacts import artifact_dir, hash_json
 from sq_trt.errors import ArtifactError, ConfigError, ExportError
-from sq_trt.export import onnx_export
 from sq_trt.export.bmm import quantize_bmm_inputs
+from sq_trt.export.config import ExportConfig, resolve_encoding
 from sq_trt.export.fused import norm_groups_from_model
 from sq_trt.export.lint import lint_qdq
 from sq_trt.export.onnx_export import (
-    DEFAULT_OPSET,
     WRAPPED_PREFIX,
     export_float_onnx,
     graph_io,
     initializer_bytes,
 )
 from sq_trt.export.past import export_float_onnx_with_past
-from sq_trt.export.qdq import (
-    ACT_MODES,
-    DEFAULT_ENCODING,
-    ENCODINGS,
-    ActMode,
-    Encoding,
-    quantize_graph,
-    targets_from_model,
-)
+from sq_trt.export.qdq import quantize_graph, targets_from_model
 from sq_trt.models.cache import cache_layout
 from sq_trt.models.loading import max_positions
 from sq_trt.models.registry import quantizable_linears
@@ -49,7 +39,7 @@ from sq_trt.quant.attention import attention_modules, bmm_ranges, check_family, 
 if TYPE_CHECKING:
     import onnx
 
-    from sq_trt.calibrate import ActScales
+    from sq_trt.artifact_types import ActScales
     from sq_trt.models.loading import LoadedModel
 
 STAGE = "export"
@@ -68,54 +58,145 @@ _BYTES_PER_PARAM = {"float16": 12, "float32": 16}
 _MEMORY_SLACK = 512 * 2**20
 
 
-@dataclass(frozen=True)
-class ExportConfig:
-    """How to export.
+def _bmm_inputs(
+    loaded: LoadedModel, scales: ActScales | None, config: ExportConfig
+) -> tuple[list[str], dict[str, float]]:
+    """O3: the attention modules and their BMM-input ranges (empty without ``quantize_bmm``)."""
+    if not config.quantize_bmm:
+        return [], {}
+    check_family(loaded.spec.family)
+    if scales is None:
+        raise ExportError("--quantize-bmm needs act_scales with the attention ranges (sq-trt calibrate)")
+    bmm = bmm_ranges(loaded.model, scales.bmm_amax, scales.output_amax)
+    return list(attention_modules(loaded.model).values()), bmm
 
-    Attributes:
-        act_mode: ``"per_token"`` (dynamic, one scale per token) or ``"per_tensor"``
-            (static, calibrated ``amax``).
-        encoding: Per-token encoding: ``"fused-gemm"`` (one ``sq_trt`` W8A8 GEMM node per
-            linear, fed by fused norm + quantization nodes where a norm feeds only quantized
-            linears; TensorRT proper, the default), ``"plugin"`` (``sq_trt::PerTokenQuant``
-            before a Q/DQ MatMul; TensorRT proper) or ``"portable"`` (standard ONNX ops; runs
-            anywhere, including TensorRT-RTX).
-        int8_dtype: Activation dtype of the INT8 graph (``"float16"`` for deployment,
-            ``"float32"`` to compare bit-for-bit with the PyTorch reference).
-        exclude: ``fnmatch`` patterns of linears to keep in floating point.
-        opset: ONNX opset of the default domain.
-        quantize_bmm: Also quantize the inputs of the attention BMMs (``Q K^T`` and
-            ``P V``) with static per-tensor scales, the SmoothQuant paper's O3 option
-            (Llama family; needs act_scales from this version's calibrate).
-        with_past: Export generation graphs: KV-cache inputs and outputs
-            (:mod:`sq_trt.export.past`), one graph for prefill and decode.
+
+def _trace_int8(trace: FloatGraphs, loaded: LoadedModel, config: ExportConfig) -> onnx.ModelProto:
+    """The float graph the INT8 rewrite starts from, when it cannot be the FP16 one."""
+    model = loaded.model
+    if config.quantize_bmm:
+        # O3 rewrites the eager attention graph, whose MatMuls read exactly q, k, p and v: traced
+        # here, never shared (the shared graphs are of the model's own attention implementation).
+        with eager_attention(model):
+            tracer = export_float_onnx_with_past if config.with_past else export_float_onnx
+            return tracer(model, loaded.spec, dtype=config.int8_dtype, opset=config.opset)
+    return trace.graph(model, loaded.spec, with_past=config.with_past, dtype=config.int8_dtype, opset=config.opset)
+
+
+def _manifest_extra(
+    loaded: LoadedModel, config: ExportConfig, fp16: onnx.ModelProto, fingerprint: str, scales_hash: str | None
+) -> dict[str, Any]:
+    """What the export manifest records before the INT8 rewrite (which adds its own results)."""
+    model = loaded.model
+    return {
+        "model_source": loaded.source,
+        "family": loaded.spec.family,
+        "kind": loaded.spec.kind,
+        "model_fingerprint": fingerprint,
+        "max_positions": max_positions(model),  # lets `build` refuse profiles past it
+        "act_scales_hash": scales_hash,
+        "io": {key: [t.to_json() for t in values] for key, values in graph_io(fp16).items()},
+        "act_mode": config.act_mode,
+        "per_token_encoding": config.encoding if config.act_mode == "per_token" else None,
+        "int8_dtype": config.int8_dtype,
+        "opset": config.opset,
+        "files": {"fp16": FP16_FILE, "int8": INT8_FILE},
+        **({"kv_cache": {**cache_layout(model).to_json(), "dtype": "graph"}} if config.with_past else {}),
+        "float_weights_bytes": {"fp16": _float_bytes(fp16)},
+    }
+
+
+def _rewrite_int8(
+    int8: onnx.ModelProto,
+    tmp: Path,
+    config: ExportConfig,
+    targets: Any,
+    norm_groups: Any,
+    bmm: tuple[list[str], dict[str, float]],
+    extra: dict[str, Any],
+) -> Any:
+    """Rewrite the float graph in place into the INT8 one, lint and write it; record what was quantized."""
+    report = quantize_graph(
+        int8,
+        targets,
+        act_mode=config.act_mode,
+        encoding=resolve_encoding(config.encoding, config.act_mode, plugins=False),  # concrete already
+        act_dtype=config.int8_dtype,
+        norm_groups=norm_groups,
+    )
+    if config.quantize_bmm:
+        extra["quantized_bmm_inputs"] = quantize_bmm_inputs(int8, *bmm, act_dtype=config.int8_dtype)
+    _internalize(int8, tmp)
+    lint_qdq(int8)
+    extra["quantized_linears"] = report.quantized
+    extra["activation_quantizers"] = report.activation_quantizers
+    extra["fused_norms"] = report.fused_norms
+    save_onnx(int8, tmp / INT8_FILE)
+    return report
+
+
+def _record_sizes(tmp: Path, extra: dict[str, Any]) -> dict[str, int]:
+    """File sizes of both graphs (and the FP32 estimate) into ``extra``; returned too."""
+    sizes = {"fp16": _onnx_bytes(tmp, FP16_FILE), "int8": _onnx_bytes(tmp, INT8_FILE)}
+    # The FP32 export is not written; its size is the FP16 file with every float weight doubled.
+    sizes["fp32_estimate"] = sizes["fp16"] + extra["float_weights_bytes"]["fp16"]
+    extra["sizes"] = sizes
+    extra["size_ratio_int8_over_fp16"] = round(sizes["int8"] / sizes["fp16"], 4)
+    extra["size_ratio_int8_over_fp32"] = round(sizes["int8"] / sizes["fp32_estimate"], 4)
+    return sizes
+
+
+class FloatGraphs:
+    """Float ONNX graphs traced once per (model, graph kind, dtype, opset) and handed out as copies.
+
+    Candidates of one model (per-tensor, per-token portable, plugin...) differ only in the Q/DQ
+    rewrite of the same float graph, and tracing dominates an export; the pipeline passes one
+    instance to every export of a run. Each caller gets its own copy: no export sees another's
+    rewrite. The model object identifies the model, so keep an instance no longer than the models.
     """
 
-    act_mode: ActMode = "per_token"
-    encoding: Encoding = DEFAULT_ENCODING
-    int8_dtype: str = "float16"
-    exclude: tuple[str, ...] = ()
-    opset: int = DEFAULT_OPSET
-    quantize_bmm: bool = False
-    with_past: bool = False
+    def __init__(self, *, keep: bool = True) -> None:
+        self._keep = keep
+        self._graphs: dict[tuple[int, bool, str, int], onnx.ModelProto] = {}
 
-    def __post_init__(self) -> None:
-        if self.act_mode not in ACT_MODES:
-            raise ConfigError(f"act_mode must be one of {ACT_MODES}, got {self.act_mode!r}")
-        if self.encoding not in ENCODINGS:
-            raise ConfigError(f"per-token encoding must be one of {ENCODINGS}, got {self.encoding!r}")
-        if self.int8_dtype not in _BYTES_PER_PARAM:
-            raise ConfigError(f"int8_dtype must be float16 or float32, got {self.int8_dtype!r}")
-        if not 19 <= self.opset <= 22:
-            raise ConfigError(
-                f"opset must be 19..22 (float16 DequantizeLinear scales need 19; TensorRT's parser "
-                f"supports up to 22), got {self.opset}"
-            )
-        if self.with_past and self.quantize_bmm:
-            raise ConfigError(
-                "--quantize-bmm is not supported with --with-past yet (the BMM rewrite matches the graph "
-                "without a cache); drop one of them"
-            )
+    def graph(self, model: Any, spec: Any, *, with_past: bool, dtype: str, opset: int) -> onnx.ModelProto:
+        """The float graph of ``model``: a fresh trace, or a copy of the one traced before."""
+        import onnx
+
+        tracer = export_float_onnx_with_past if with_past else export_float_onnx
+        if not self._keep:
+            return tracer(model, spec, dtype=dtype, opset=opset)
+        key = (id(model), with_past, dtype, opset)
+        if key not in self._graphs:
+            self._graphs[key] = tracer(model, spec, dtype=dtype, opset=opset)
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self._graphs[key])
+        return copy
+
+    def clear(self) -> None:
+        """Drop every kept graph."""
+        self._graphs.clear()
+
+
+def _plugins_available() -> bool:
+    """Whether ``auto`` would build with TensorRT proper here (importable and a GPU visible)."""
+    from sq_trt.engine.backends import load_tensorrt, visible_gpus
+    from sq_trt.errors import BuildError, MissingDependencyError
+
+    try:
+        load_tensorrt()
+    except (MissingDependencyError, BuildError):
+        return False
+    return bool(visible_gpus())
+
+
+def _resolved(config: ExportConfig) -> ExportConfig:
+    """``encoding="auto"`` made concrete, the way the pipeline decides it from its engine builder."""
+    if config.encoding != "auto":
+        return config
+    plugins = config.act_mode == "per_token" and _plugins_available()
+    encoding = resolve_encoding(config.encoding, config.act_mode, plugins=plugins)
+    return config.model_copy(update={"encoding": encoding})
 
 
 @dataclass
@@ -262,6 +343,7 @@ def export_model(
     config: ExportConfig | None = None,
     inputs: dict[str, str] | None = None,
     force: bool = False,
+    float_graphs: FloatGraphs | None = None,
 ) -> ExportResult:
     """Write the export artifact: ``model.fp16.onnx`` and ``model.int8.onnx`` (linted).
 
@@ -272,6 +354,8 @@ def export_model(
         config: Export settings.
         inputs: Extra input hashes for the manifest (e.g. the smoothed artifact's fingerprint).
         force: Replace an existing artifact.
+        float_graphs: Float graphs already traced from this model (the pipeline's candidates of one
+            model share them); ``None`` traces here.
 
     Returns:
         Paths, quantized/excluded linears and file sizes.
@@ -280,7 +364,7 @@ def export_model(
         ExportError, ArtifactError, ConfigError: See :func:`check_scales`, :func:`check_memory`,
             :func:`select_linears` and :func:`sq_trt.export.lint.lint_qdq`.
     """
-    config = config or ExportConfig()
+    config = _resolved(config or ExportConfig())
     model = loaded.model
     num_params = sum(p.numel() for p in model.parameters())
     check_memory(num_params, config.int8_dtype)
@@ -291,18 +375,9 @@ def export_model(
         hash_json({k: v.tolist() for k, v in scales.to_tensors().items()}) if scales is not None else None
     )
 
-    bmm_layers: list[str] = []
-    bmm: dict[str, float] = {}
-    if config.quantize_bmm:
-        check_family(loaded.spec.family)
-        if scales is None:
-            raise ExportError("--quantize-bmm needs act_scales with the attention ranges (sq-trt calibrate)")
-        bmm = bmm_ranges(model, scales.bmm_amax, scales.output_amax)
-        bmm_layers = list(attention_modules(model).values())
-    if config.with_past:
-        fp16 = export_float_onnx_with_past(model, loaded.spec, dtype="float16", opset=config.opset)
-    else:
-        fp16 = export_float_onnx(model, loaded.spec, dtype="float16", opset=config.opset)
+    bmm_layers, bmm = _bmm_inputs(loaded, scales, config)
+    trace = float_graphs or FloatGraphs(keep=False)
+    fp16 = trace.graph(model, loaded.spec, with_past=config.with_past, dtype="float16", opset=config.opset)
     targets = targets_from_model(
         model,
         quantized,
@@ -310,31 +385,14 @@ def export_model(
         input_amax=scales.input_amax if scales is not None else None,
         prefix=WRAPPED_PREFIX,
     )
-    io = {key: [t.to_json() for t in values] for key, values in graph_io(fp16).items()}
-    extra: dict[str, Any] = {
-        "model_source": loaded.source,
-        "family": loaded.spec.family,
-        "kind": loaded.spec.kind,
-        "model_fingerprint": fingerprint,
-        "max_positions": max_positions(loaded.model),  # lets `build` refuse profiles past it
-        "act_scales_hash": scales_hash,
-        "io": io,
-        "act_mode": config.act_mode,
-        "per_token_encoding": config.encoding if config.act_mode == "per_token" else None,
-        "int8_dtype": config.int8_dtype,
-        "opset": config.opset,
-        "files": {"fp16": FP16_FILE, "int8": INT8_FILE},
-        **({"kv_cache": {**cache_layout(model).to_json(), "dtype": "graph"}} if config.with_past else {}),
-        "float_weights_bytes": {"fp16": _float_bytes(fp16)},
-    }
+    extra = _manifest_extra(loaded, config, fp16, fingerprint, scales_hash)
     manifest_inputs = {
         "model": fingerprint,
         **({"act_scales": scales_hash} if scales_hash else {}),
         **(inputs or {}),
     }
-    sizes: dict[str, int] = {}
     with artifact_dir(
-        out, stage=STAGE, config=asdict(config), inputs=manifest_inputs, extra=extra, force=force
+        out, stage=STAGE, config=config.model_dump(mode="json"), inputs=manifest_inputs, extra=extra, force=force
     ) as tmp:
         # One float graph in memory at a time: the FP16 file is written first, then the same
         # graph is rewritten in place into the INT8 one (a copy would double the peak memory,
@@ -347,39 +405,10 @@ def export_model(
             int8 = fp16
         else:
             del fp16
-            # O3 rewrites the eager attention graph, whose MatMuls read exactly q, k, p and v.
-            # Called on the module, not this module's name, which the pipeline wraps with a
-            # cache keyed without the attention implementation.
-            with eager_attention(model) if config.quantize_bmm else nullcontext():
-                float_export = (
-                    export_float_onnx_with_past if config.with_past else onnx_export.export_float_onnx
-                )
-                int8 = float_export(model, loaded.spec, dtype=config.int8_dtype, opset=config.opset)
+            int8 = _trace_int8(trace, loaded, config)
         norm_groups = norm_groups_from_model(model, quantized, prefix=WRAPPED_PREFIX)
-        report = quantize_graph(
-            int8,
-            targets,
-            act_mode=config.act_mode,
-            encoding=config.encoding,
-            act_dtype=config.int8_dtype,
-            norm_groups=norm_groups,
-        )
-        if config.quantize_bmm:
-            extra["quantized_bmm_inputs"] = quantize_bmm_inputs(
-                int8, bmm_layers, bmm, act_dtype=config.int8_dtype
-            )
-        _internalize(int8, tmp)
-        lint_qdq(int8)
-        extra["quantized_linears"] = report.quantized
+        report = _rewrite_int8(int8, tmp, config, targets, norm_groups, (bmm_layers, bmm), extra)
         extra["excluded_linears"] = excluded
-        extra["activation_quantizers"] = report.activation_quantizers
-        extra["fused_norms"] = report.fused_norms
-        save_onnx(int8, tmp / INT8_FILE)
         del int8
-        sizes = {"fp16": _onnx_bytes(tmp, FP16_FILE), "int8": _onnx_bytes(tmp, INT8_FILE)}
-        # The FP32 export is not written; its size is the FP16 file with every float weight doubled.
-        sizes["fp32_estimate"] = sizes["fp16"] + extra["float_weights_bytes"]["fp16"]
-        extra["sizes"] = sizes
-        extra["size_ratio_int8_over_fp16"] = round(sizes["int8"] / sizes["fp16"], 4)
-        extra["size_ratio_int8_over_fp32"] = round(sizes["int8"] / sizes["fp32_estimate"], 4)
+        sizes = _record_sizes(tmp, extra)
     return ExportResult(Path(out), report.quantized, excluded, sizes)

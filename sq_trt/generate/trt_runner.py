@@ -1,7 +1,7 @@
 """A generation engine in TensorRT (GPU host): the step runner of :mod:`sq_trt.generate.runners` on a ``.plan``.
 
 The engine has two optimization profiles (``sq-trt build`` with a ``generation``
-section, :func:`sq_trt.build.recipe.generation_profiles`): ``prefill`` (many
+section, :func:`sq_trt.engine.recipe.generation_profiles`): ``prefill`` (many
 tokens, empty or short past) and ``decode`` (one token, past up to the
 context). One execution context is created per profile, so no step switches
 profiles. Like the ONNX Runtime runner, the cache lives in two preallocated
@@ -176,8 +176,8 @@ def open_engine_runner(
         ArtifactError, MissingDependencyError: Not an engine directory; no TensorRT.
     """
     from sq_trt.artifacts import load_manifest
-    from sq_trt.build.backends import load_tensorrt
-    from sq_trt.build.engine_manifest import engine_records, load_engine_record
+    from sq_trt.engine.backends import load_tensorrt
+    from sq_trt.engine.engine_manifest import engine_records, load_engine_record
 
     directory = Path(engine_dir)
     records = engine_records(load_manifest(directory))

@@ -111,24 +111,10 @@ def recompute_verdict(comparison: Mapping[str, Any], where: str | os.PathLike[st
     Raises:
         ArtifactError: Malformed conditions or metrics, or a stored verdict that differs.
     """
-    from sq_trt.compare.gate import Gate
-
     conditions = comparison.get("gate_conditions", [])
-    metrics = comparison["metrics"]
     if not isinstance(conditions, list) or not all(isinstance(c, str) for c in conditions):
         raise ArtifactError(f"{where}: 'gate_conditions' is not a list of strings; rerun `sq-trt compare`")
-    try:
-        gate = Gate.parse(conditions)
-        summaries = {
-            entry["name"]: _numeric_summary(metrics[entry["name"]]["summary"])
-            for entry in comparison["candidates"]
-        }
-        verdict = gate.evaluate(summaries).to_json()
-    except (KeyError, TypeError, ConfigError) as exc:
-        raise ArtifactError(
-            f"{where}: the metrics or gate conditions of comparison.json are malformed ({exc}); "
-            "rerun `sq-trt compare`"
-        ) from exc
+    verdict = evaluate_conditions(comparison, conditions, where)
     stored = comparison.get("gate")
     if not isinstance(stored, dict) or stored.get("passed") is not verdict["passed"]:
         stored_passed = stored.get("passed") if isinstance(stored, dict) else stored
@@ -136,6 +122,33 @@ def recompute_verdict(comparison: Mapping[str, Any], where: str | os.PathLike[st
             f"{where}: comparison.json records gate passed={stored_passed!r}, but its metrics and conditions "
             f"give passed={verdict['passed']}; the file was edited. Rerun `sq-trt compare`"
         )
+    return verdict
+
+
+def evaluate_conditions(
+    comparison: Mapping[str, Any], conditions: list[str], where: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """The verdict of gate ``conditions`` on a (verified) comparison's metrics, as JSON.
+
+    Raises:
+        ArtifactError: Malformed metrics, or conditions naming what the comparison lacks.
+    """
+    from sq_trt.compare.gate import Gate
+
+    metrics = comparison["metrics"]
+    try:
+        gate = Gate.parse(conditions)
+        summaries = {
+            entry["name"]: _numeric_summary(metrics[entry["name"]]["summary"])
+            for entry in comparison["candidates"]
+        }
+        result = gate.evaluate(summaries)
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise ArtifactError(
+            f"{where}: the metrics or gate conditions of comparison.json are malformed ({exc}); "
+            "rerun `sq-trt compare`"
+        ) from exc
+    verdict: dict[str, Any] = result.to_json()
     return verdict
 
 
@@ -155,6 +168,7 @@ def write_report(
     *,
     activation: ActivationPicture | None = None,
     sweep: Mapping[str, Any] | None = None,
+    gate: list[str] | None = None,
     force: bool = True,
 ) -> Report:
     """Write the report of one compare artifact.
@@ -165,6 +179,9 @@ def write_report(
         out_dir: The report directory to write (atomically).
         activation: The SmoothQuant picture's data (optional).
         sweep: Alpha sweep (:func:`load_sweep`), optional.
+        gate: The gate conditions this report applies to the verified metrics (``None``: the
+            comparison's own, whose stored verdict must then agree). The pipeline passes its
+            recipe's gate, so a gate change reruns only the report.
         force: Replace an existing report directory.
 
     Returns:
@@ -177,7 +194,14 @@ def write_report(
     # Every file read below is checked against the manifest, and the verdict is recomputed
     # from the (verified) metrics and gate conditions: a stored boolean decides nothing.
     comparison = load_comparison(results_dir, verify_files=True)
-    comparison["gate"] = recompute_verdict(comparison, results_dir)
+    if gate is None:
+        comparison["gate"] = recompute_verdict(comparison, results_dir)
+    else:
+        from sq_trt.compare.gate import Gate
+
+        Gate.parse(list(gate))  # a malformed condition is the caller's error, not the artifact's
+        comparison["gate_conditions"] = list(gate)
+        comparison["gate"] = evaluate_conditions(comparison, list(gate), results_dir)
     layers_path = Path(results_dir) / LAYERS_FILE
     layers = None
     if layers_path.is_file():
@@ -198,7 +222,11 @@ def write_report(
     report = assemble(comparison, layers=layers, activation=activation, sweep=sweep)
     inputs = {"comparison": hash_file(Path(results_dir) / COMPARISON_FILE)}
     with artifact_dir(
-        out_dir, stage=STAGE, inputs=inputs, extra={"passed": report.verdict.get("passed")}, force=force
+        out_dir,
+        stage=STAGE,
+        inputs=inputs,
+        extra={"passed": report.verdict.get("passed"), "gate_conditions": comparison.get("gate_conditions", [])},
+        force=force,
     ) as tmp:
         for plot in report.plots:
             atomic_write_bytes(tmp / "plots" / plot.filename, plot.png)

@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from sq_trt.build.gpu import visible_gpus
+from sq_trt.engine.gpu import visible_gpus
 
 pytestmark = pytest.mark.gpu
 
@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_build_graphs import GRAPHS, K, N
 
 from sq_trt.artifacts import load_manifest
-from sq_trt.build.backends import load_tensorrt
-from sq_trt.build.builder import build_engine
-from sq_trt.build.recipe import resolve_settings
+from sq_trt.engine.backends import load_tensorrt
+from sq_trt.engine.builder import build_engine
+from sq_trt.engine.recipe import resolve_settings
 
 PROFILE = {"name": "p0", "batch": [1, 4, 8], "seq": [1, 64, 256]}
 

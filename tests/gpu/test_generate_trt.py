@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sq_trt.build.gpu import visible_gpus
+from sq_trt.engine.gpu import visible_gpus
 
 pytestmark = pytest.mark.gpu
 
@@ -21,9 +21,9 @@ trt = pytest.importorskip(
 if not visible_gpus():
     pytest.skip("no GPU visible to the CUDA driver: TensorRT proper builds on a GPU", allow_module_level=True)
 
-from sq_trt.build.backends import load_tensorrt
-from sq_trt.build.builder import build_engine
-from sq_trt.build.recipe import resolve_settings
+from sq_trt.engine.backends import load_tensorrt
+from sq_trt.engine.builder import build_engine
+from sq_trt.engine.recipe import resolve_settings
 from sq_trt.export.stage import ExportConfig, export_model
 from sq_trt.generate.loop import generate
 from sq_trt.generate.runners import OrtStepRunner

@@ -409,7 +409,7 @@ def compare_cases() -> list[Case]:
         ("gate-nan", ("--baseline", "torch:tiny:llama", "--candidate", "c=torch:tiny:llama", "--gate", "kl_mean<=nan"), "finite"),
         ("gate-garbage", ("--baseline", "torch:tiny:llama", "--candidate", "c=torch:tiny:llama", "--gate", "%%%"), "not of the form"),
         ("gate-unknown-candidate", ("--baseline", "torch:tiny:llama", "--candidate", "c=torch:tiny:llama", "--gate", "zz:kl_mean<=1"), "zz"),
-        ("save-iterations", ("--baseline", "torch:tiny:llama", "--candidate", "c=torch:tiny:llama", "--save-iterations", "-5"), "save_iterations"),
+        ("save-iterations", ("--baseline", "torch:tiny:llama", "--candidate", "c=torch:tiny:llama", "--save-iterations", "-5"), "--save-iterations"),
         ("load-results-missing", ("--load-results", "{case}/none"), "does not exist"),
         ("load-results-wrong-stage", ("--load-results", "{scales}"), "expected an artifact of stage"),
         ("per-tensor-without-scales", ("--baseline", "torch:tiny:llama", "--candidate", "c=torch-w8a8-per-tensor:tiny:llama"), "calibrated ranges"),

@@ -78,17 +78,17 @@ class Finding:
         return (self.path, self.line, self.message)
 
     def describe(self, label: str) -> str:
-        """``"TensorRT 11.4.0.106: sq_trt/build/x.py:12: Module "tensorrt" has no attribute "Y""``."""
+        """``"TensorRT 11.4.0.106: sq_trt/engine/x.py:12: Module "tensorrt" has no attribute "Y""``."""
         return f"{label}: {self.path}:{self.line}: {self.message} [{self.code}]"
 
 
 def tensorrt_files(repo: Path = REPO) -> list[Path]:
-    """The project's modules that use TensorRT: ``sq_trt/build``, ``plugins`` and any other that names it."""
+    """The project's modules that use TensorRT: ``sq_trt/engine``, ``plugins`` and any other that names it."""
     found: set[Path] = set()
     for folder in (repo / "sq_trt", repo / "plugins"):
         for path in folder.rglob("*.py"):
             text = path.read_text(encoding="utf-8", errors="replace")
-            in_scope = path.is_relative_to(repo / "sq_trt" / "build") or path.is_relative_to(repo / "plugins")
+            in_scope = path.is_relative_to(repo / "sq_trt" / "engine") or path.is_relative_to(repo / "plugins")
             if in_scope or re.search(r"\btensorrt\b|\btrt\.\w", text):
                 found.add(path)
     return sorted(found)

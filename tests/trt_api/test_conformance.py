@@ -33,10 +33,10 @@ def test_check_covers_the_builder_and_the_plugin(
     trt_env: BindingsEnv, mypy_work: Path, conformance: Memo
 ) -> None:
     _, checked = check(trt_env, mypy_work, conformance)
-    expected = ["sq_trt/build/backends.py", "sq_trt/build/builder.py", "plugins/qdp.py"]
+    expected = ["sq_trt/engine/backends.py", "sq_trt/engine/builder.py", "plugins/qdp.py"]
     missing = [path for path in expected if (REPO / path).exists() and path not in checked]
     assert not missing, f"not checked: {missing} (checked: {checked})"
-    assert any(path.startswith("sq_trt/build/") for path in checked)
+    assert any(path.startswith("sq_trt/engine/") for path in checked)
 
 
 def test_every_tensorrt_module_value_is_resolved() -> None:
@@ -70,7 +70,7 @@ def test_unresolved_module_name_is_detected(tmp_path: Path) -> None:
 # that receive the TensorRT object as a parameter (typed `Any`, those escaped every check: a misspelled
 # `config.set_memory_pool_limt` in `_configure(backend, builder: Any, ...)` passed all four APIs).
 _TYPOS = {
-    "sq_trt/build/builder.py": [
+    "sq_trt/engine/builder.py": [
         ("trt.MemoryPoolType.WORKSPACE", "trt.MemoryPoolType.WORKSPAC"),
         ("trt.OnnxParser(network, logger)", "trt.OnnxParsr(network, logger)"),
         ("builder.create_network(", "builder.create_netwrk("),
@@ -83,7 +83,7 @@ _TYPOS = {
         ("if engine.get_tensor_mode(name) ==", "if engine.get_tensor_mod(name) =="),
         (".deserialize_cuda_engine(plan)", ".deserialize_cuda_engin(plan)"),
     ],
-    "sq_trt/build/inspect.py": [
+    "sq_trt/engine/inspect.py": [
         ("raw = inspector.get_engine_information(", "raw = inspector.get_engine_informaton("),
     ],
     "plugins/qdp.py": [("trtp.KernelLaunchParams()", "trtp.KernelLaunchParam()")],
@@ -109,8 +109,8 @@ def test_misspelled_api_fails_naming_attribute_and_version(
         if present:
             edits[path] = present
     # The self-test must misspell the real builder: if it no longer contains these calls, update _TYPOS.
-    assert "sq_trt/build/builder.py" in edits, (
-        "sq_trt/build/builder.py has none of the calls _TYPOS misspells"
+    assert "sq_trt/engine/builder.py" in edits, (
+        "sq_trt/engine/builder.py has none of the calls _TYPOS misspells"
     )
     findings, _ = conformance_errors(trt_env, mypy_work / "selftest", edits=edits)
     message = format_failure(trt_env.label, findings)

@@ -32,7 +32,7 @@ def test_project_backend_sees_the_real_version(trt_env: BindingsEnv) -> None:
     # and the Backend properties the conformance check fixes per backend have the values it assumes.
     proc = trt_env.run_python(
         "import json\n"
-        "from sq_trt.build.backends import load_tensorrt\n"
+        "from sq_trt.engine.backends import load_tensorrt\n"
         "from sq_trt.errors import BuildError\n"
         "b = load_tensorrt()\n"
         "try:\n"
@@ -49,7 +49,7 @@ def test_project_backend_sees_the_real_version(trt_env: BindingsEnv) -> None:
 
 
 def test_backend_conditions_flip_for_tensorrt_rtx(rtx_env: BindingsEnv) -> None:
-    from sq_trt.build.backends import load_tensorrt_rtx
+    from sq_trt.engine.backends import load_tensorrt_rtx
 
     backend = load_tensorrt_rtx()
     assert backend.version == rtx_env.version
@@ -64,7 +64,7 @@ def test_network_flags_follow_the_real_versions_api(trt_env: BindingsEnv) -> Non
     proc = trt_env.run_python(
         "import json\n"
         "import tensorrt as trt\n"
-        "from sq_trt.build.backends import load_tensorrt\n"
+        "from sq_trt.engine.backends import load_tensorrt\n"
         "flag = getattr(trt.NetworkDefinitionCreationFlag, 'STRONGLY_TYPED', None)\n"
         "print(json.dumps({'flags': load_tensorrt().network_flags(),\n"
         "                  'member': None if flag is None else int(flag)}))"
@@ -78,7 +78,7 @@ def test_network_flags_follow_the_real_versions_api(trt_env: BindingsEnv) -> Non
 
 
 def test_network_flags_keep_strongly_typed_for_tensorrt_rtx(rtx_env: BindingsEnv) -> None:
-    from sq_trt.build.backends import load_tensorrt_rtx
+    from sq_trt.engine.backends import load_tensorrt_rtx
 
     backend = load_tensorrt_rtx()
     assert backend.network_flags() == 1 << int(backend.trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -89,10 +89,10 @@ import json, sys
 from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
-from sq_trt.build import builder
-from sq_trt.build.backends import load_tensorrt
-from sq_trt.build.gpu import GpuInfo
-from sq_trt.build.recipe import BuildSettings
+from sq_trt.engine import builder
+from sq_trt.engine.backends import load_tensorrt
+from sq_trt.engine.gpu import GpuInfo
+from sq_trt.engine.recipe import BuildSettings
 
 out = Path(sys.argv[1])
 graph = helper.make_graph(

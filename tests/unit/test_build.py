@@ -18,13 +18,13 @@ from onnx import TensorProto, helper
 from test_build_graphs import GRAPHS, K, N, make_fp16, make_per_tensor
 
 from sq_trt.artifacts import artifact_dir, hash_file, load_manifest
-from sq_trt.build.backends import Backend, load_tensorrt, load_tensorrt_rtx, select_backend
-from sq_trt.build.builder import build_engine
-from sq_trt.build.engine_manifest import REQUIRED_FIELDS, load_engine_record
-from sq_trt.build.gpu import visible_gpus
-from sq_trt.build.plugin_loader import register_plugins
-from sq_trt.build.recipe import resolve_settings
-from sq_trt.build.source import PluginNode
+from sq_trt.engine.backends import Backend, load_tensorrt, load_tensorrt_rtx, select_backend
+from sq_trt.engine.builder import build_engine
+from sq_trt.engine.engine_manifest import REQUIRED_FIELDS, load_engine_record
+from sq_trt.engine.gpu import visible_gpus
+from sq_trt.engine.plugin_loader import register_plugins
+from sq_trt.engine.recipe import resolve_settings
+from sq_trt.engine.source import PluginNode
 from sq_trt.errors import ArtifactError, BuildError, ConfigError, MissingDependencyError
 
 trt_rtx = pytest.importorskip(
@@ -315,7 +315,7 @@ def test_exporter_artifact_builds_and_its_calibration_hash_reaches_the_engine_ma
 
 
 def test_layer_summary_finds_int8_gemms_in_inspector_json():
-    from sq_trt.build.inspect import summarize_layers
+    from sq_trt.engine.inspect import summarize_layers
 
     info = {
         "Layers": [

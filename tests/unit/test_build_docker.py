@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sq_trt.build.releases import BUILD_CONTAINER_RELEASE, TRITON_TENSORRT
+from sq_trt.engine.releases import BUILD_CONTAINER_RELEASE, TRITON_TENSORRT
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sq_trt.build.profiles import ProfileSpec, RequiredShape, resolve_profiles
-from sq_trt.build.recipe import load_recipe, resolve_settings
+from sq_trt.engine.profiles import ProfileSpec, RequiredShape, resolve_profiles
+from sq_trt.engine.recipe import load_recipe, resolve_settings
 from sq_trt.errors import ConfigError
 
 BUILDERS = Path(__file__).resolve().parents[2] / "builders"

@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 from sq_trt.artifacts import load_manifest
-from sq_trt.build.engine_manifest import REQUIRED_FIELDS
+from sq_trt.engine.engine_manifest import REQUIRED_FIELDS
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX (the `rtx` extra) is not installed")
@@ -54,9 +54,9 @@ def onnx_files(module_tmp):
 
 
 def test_smollm2_engines_build_with_tensorrt_rtx(onnx_files, tmp_path):
-    from sq_trt.build.backends import load_tensorrt_rtx
-    from sq_trt.build.builder import build_engine
-    from sq_trt.build.recipe import load_recipe, resolve_settings
+    from sq_trt.engine.backends import load_tensorrt_rtx
+    from sq_trt.engine.builder import build_engine
+    from sq_trt.engine.recipe import load_recipe, resolve_settings
 
     backend = load_tensorrt_rtx()
     recipe = load_recipe(RECIPE)

@@ -276,7 +276,7 @@ def test_plan_runner_matches_onnx_runtime(lm_files: dict[str, object], tmp_path:
         "tensorrt",
         reason="TensorRT proper (GPU hosts / NVIDIA's container) is not installable on this CPU machine",
     )
-    from sq_trt.build.gpu import visible_gpus
+    from sq_trt.engine.gpu import visible_gpus
 
     if not visible_gpus():
         pytest.skip("running a TensorRT engine needs an NVIDIA GPU")

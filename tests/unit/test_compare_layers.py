@@ -109,7 +109,7 @@ def test_tensorrt_debug_tensor_matches_numpy(tmp_path: object) -> None:
         "tensorrt",
         reason="TensorRT proper (GPU hosts / NVIDIA's container) is not installable on this CPU machine",
     )
-    from sq_trt.build.gpu import visible_gpus
+    from sq_trt.engine.gpu import visible_gpus
 
     if not visible_gpus():
         pytest.skip("TensorRT debug tensors need an NVIDIA GPU to run the engine")

@@ -223,10 +223,10 @@ def test_excluded_linear_keeps_its_norm_in_float() -> None:
 def test_tensorrt_rtx_refuses_the_fused_export(tmp_path: Path) -> None:
     """TensorRT-RTX cannot host plugins: the real build stops before parsing, naming the nodes and the fix."""
     pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX (the `rtx` extra) is not installed")
-    from sq_trt.build.backends import load_tensorrt_rtx
-    from sq_trt.build.builder import build_engine
-    from sq_trt.build.recipe import resolve_settings
-    from sq_trt.build.source import read_onnx_source
+    from sq_trt.engine.backends import load_tensorrt_rtx
+    from sq_trt.engine.builder import build_engine
+    from sq_trt.engine.recipe import resolve_settings
+    from sq_trt.engine.source import read_onnx_source
     from sq_trt.errors import BuildError
 
     fam = _FAMILIES.get("llama") or Family("llama")

@@ -400,8 +400,11 @@ def test_failure_while_writing_leaves_nothing(llama: Exported, tmp_path: Path, m
 def test_bad_exclude_pattern_and_config_are_refused(llama: Exported, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="matches no quantizable linear"):
         export_model(llama.loaded, tmp_path / "out", config=ExportConfig(exclude=("*.q_prj",)))
+    # create() is the user-facing constructor (the CLI's): a user error, naming the field.
     with pytest.raises(ConfigError, match="act_mode"):
-        ExportConfig(act_mode="per_channel")
+        ExportConfig.create(act_mode="per_channel")
     with pytest.raises(ConfigError, match="opset"):
-        ExportConfig(opset=13)
+        ExportConfig.create(opset=13)
+    with pytest.raises(ConfigError, match="opset"):
+        ExportConfig.create(opset=23)
     _assert_nothing_written(tmp_path)

@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 import pytest
 
-from sq_trt.build.engine_manifest import EngineRecord, IoTensor
-from sq_trt.build.recipe import GenerationLimits, resolve_settings
+from sq_trt.engine.engine_manifest import EngineRecord, IoTensor
+from sq_trt.engine.recipe import GenerationLimits, resolve_settings
 from sq_trt.errors import ConfigError, GenerationError
 from sq_trt.export.past import export_float_onnx_with_past
 from sq_trt.export.stage import ExportConfig, export_model
@@ -80,8 +80,8 @@ def test_generation_limits_make_prefill_and_decode_profiles():
 @pytest.mark.parametrize("graph", ["model.fp16.onnx", "model.int8.onnx"])
 def test_rtx_builds_generation_engines_with_both_profiles(tiny_llama_export, tmp_path, graph):
     pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX (the `rtx` extra) is not installed")
-    from sq_trt.build.backends import load_tensorrt_rtx
-    from sq_trt.build.builder import build_engine
+    from sq_trt.engine.backends import load_tensorrt_rtx
+    from sq_trt.engine.builder import build_engine
 
     _, out = tiny_llama_export
     settings = resolve_settings(
@@ -174,7 +174,7 @@ def test_triton_generation_repository_configs_parse_into_model_config(tmp_path, 
     from google.protobuf import text_format
 
     from sq_trt.artifacts import artifact_dir
-    from sq_trt.build.triton_generate import write_generation_repository
+    from sq_trt.engine.triton_generate import write_generation_repository
 
     loaded, out = tiny_llama_export
     record = _generation_record()
@@ -255,8 +255,8 @@ def test_compare_scores_generation_graphs_and_gates_on_generation_metrics(tiny_l
 
 def test_cli_build_takes_generation_limits(tiny_llama_export, tmp_path):
     pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX (the `rtx` extra) is not installed")
-    from sq_trt.build.engine_manifest import load_engine_record
     from sq_trt.cli import main
+    from sq_trt.engine.engine_manifest import load_engine_record
 
     _, out = tiny_llama_export
     argv = ["build", "--onnx", str(out / "model.fp16.onnx"), "--name", "g", "--target", "rtx"]

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from sq_trt.build.backends import Backend
+from sq_trt.engine.backends import Backend
 from sq_trt.pipeline_context import BuildPlan, PipelineContext
 from sq_trt.pipeline_stages import candidate_encoding
 from sq_trt.recipe import Candidate, validate_recipe

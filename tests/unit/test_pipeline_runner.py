@@ -181,7 +181,7 @@ def test_float_exports_are_traced_once_per_model_and_copied(monkeypatch: pytest.
     import onnx
 
     from sq_trt.export import stage as export_stage
-    from sq_trt.pipeline_stages import reuse_float_exports
+    from sq_trt.export.stage import FloatGraphs
 
     calls: list[tuple[int, str]] = []
 
@@ -189,14 +189,20 @@ def test_float_exports_are_traced_once_per_model_and_copied(monkeypatch: pytest.
         calls.append((id(model), dtype))
         return onnx.helper.make_model(onnx.helper.make_graph([], f"g{len(calls)}", [], []))
 
+    # Counts the traces; the exporter itself is what is under test (FloatGraphs is passed in, not patched in).
     monkeypatch.setattr(export_stage, "export_float_onnx", tracer)
     first, second = object(), object()
-    with reuse_float_exports():
-        a = export_stage.export_float_onnx(first, None, dtype="float16")
-        b = export_stage.export_float_onnx(first, None, dtype="float16")
-        c = export_stage.export_float_onnx(second, None, dtype="float16")
-        b.graph.name = "edited by one export"
+    graphs = FloatGraphs()
+    a = graphs.graph(first, None, with_past=False, dtype="float16", opset=20)
+    b = graphs.graph(first, None, with_past=False, dtype="float16", opset=20)
+    c = graphs.graph(second, None, with_past=False, dtype="float16", opset=20)
+    b.graph.name = "edited by one export"
     assert calls == [(id(first), "float16"), (id(second), "float16")]
     assert a is not b and a.graph.name == "g1"  # copies: one export's edits never reach another
     assert c.graph.name == "g2"
-    assert export_stage.export_float_onnx is tracer  # restored after the run
+    graphs.graph(first, None, with_past=False, dtype="float32", opset=20)
+    assert calls[-1] == (id(first), "float32")  # another dtype is another graph
+    unkept = FloatGraphs(keep=False)  # an offloaded model: nothing kept between candidates
+    unkept.graph(first, None, with_past=False, dtype="float16", opset=20)
+    unkept.graph(first, None, with_past=False, dtype="float16", opset=20)
+    assert len(calls) == 5

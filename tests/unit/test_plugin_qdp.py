@@ -89,7 +89,7 @@ def test_triton_dtype_refuses_int8() -> None:
 
 def _driver_reports(monkeypatch: pytest.MonkeyPatch, *capabilities: str) -> None:
     """Make the CUDA driver query (the boundary with the machine) report these GPUs."""
-    from sq_trt.build import gpu
+    from sq_trt.engine import gpu
 
     gpus = [gpu.GpuInfo(i, f"gpu{i}", cc) for i, cc in enumerate(capabilities)]
     monkeypatch.setattr(gpu, "visible_gpus", lambda: gpus)
@@ -217,7 +217,7 @@ def test_qdp_definitions_against_real_tensorrt_plugin(tmp_path, monkeypatch: pyt
 def test_builder_pins_the_plugin_arch_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     # register_plugins (called before the parser) resolves the architecture from the driver query and
     # pins it, so the compile inside TensorRT's build cannot fail with a buried error.
-    from sq_trt.build.plugin_loader import pin_plugin_arch
+    from sq_trt.engine.plugin_loader import pin_plugin_arch
     from sq_trt.errors import BuildError
 
     monkeypatch.delenv(qdp.ARCH_ENV, raising=False)

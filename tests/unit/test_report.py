@@ -222,3 +222,27 @@ def test_chromium_renders_the_report(report_dir: Path, tmp_path: Path) -> None:
     assert (np.abs(top - np.array([0x1E, 0x84, 0x49])).sum(-1) <= 6).sum() > 10_000
     # The page shows images, not just text: many distinct colours below the fold.
     assert len(np.unique(pixels[600:].reshape(-1, 3), axis=0)) > 200
+
+
+def test_the_report_applies_the_gate_it_is_given_to_the_verified_metrics(
+    artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """The pipeline's way: the comparison ran with its own gate; the report applies the recipe's."""
+    from sq_trt.compare.gate import Gate
+    from sq_trt.compare.results import load_comparison
+    from sq_trt.errors import ConfigError
+
+    comparison = load_comparison(artifacts["compare"])
+    kl = comparison["metrics"]["sq"]["summary"]["kl_mean"]
+    # Independent reference: the gate evaluated directly on the stored summaries.
+    for conditions in ([f"sq:kl_mean<={kl * 2}"], [f"sq:kl_mean<={kl / 2}"], []):
+        expected = Gate.parse(conditions).evaluate(
+            {name: m["summary"] for name, m in comparison["metrics"].items()}
+        ).passed
+        out = tmp_path / f"report-{len(conditions)}-{expected}"
+        report = write_report(artifacts["compare"], out, gate=conditions)
+        assert report.verdict["passed"] is expected
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["extra"]["gate_conditions"] == conditions
+    with pytest.raises(ConfigError):
+        write_report(artifacts["compare"], tmp_path / "bad", gate=["sq:kl_mean<<1"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from sq_trt.build.gpu import visible_gpus
+from sq_trt.engine.gpu import visible_gpus
 from sq_trt.export.lint import find_qdq_problems
 from sq_trt.smoke import ENCODINGS, relative_error
 

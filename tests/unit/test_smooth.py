@@ -127,7 +127,7 @@ def test_smoothed_statistics_equal_a_recalibration_of_the_smoothed_model() -> No
 @pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan"), "0.5", None])
 def test_alpha_outside_unit_interval_is_a_config_error(alpha) -> None:
     with pytest.raises(ConfigError, match="alpha"):
-        SmoothConfig(alpha=alpha)
+        SmoothConfig.create(alpha=alpha)
 
 
 def test_overrides_parse_and_last_match_wins() -> None:
@@ -142,7 +142,7 @@ def test_overrides_parse_and_last_match_wins() -> None:
         with pytest.raises(ConfigError):
             parse_override(bad)
     with pytest.raises(ConfigError, match="grid"):
-        AlphaSearchConfig(grid=(0.5, 2.0))
+        AlphaSearchConfig.create(grid=(0.5, 2.0))
 
 
 def test_auto_alpha_needs_activations() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sq_trt.artifacts import artifact_dir
-from sq_trt.build.engine_manifest import EngineRecord, IoTensor
-from sq_trt.build.releases import TRITON_TENSORRT, container_release, serving_release
-from sq_trt.build.triton_repo import write_model_repository
+from sq_trt.engine.engine_manifest import EngineRecord, IoTensor
+from sq_trt.engine.releases import TRITON_TENSORRT, container_release, serving_release
+from sq_trt.engine.triton_repo import write_model_repository
 from sq_trt.errors import ArtifactError
 
 model_config_pb2 = pytest.importorskip(

@@ -119,7 +119,7 @@ def _onnx_artifact(directory: Path) -> Path:
 
 
 def test_tampered_onnx_never_inherits_the_export_fingerprint(tmp_path: Path) -> None:
-    from sq_trt.build.source import read_onnx_source
+    from sq_trt.engine.source import read_onnx_source
 
     path = _onnx_artifact(tmp_path / "export")
     assert read_onnx_source(path).export_manifest["stage"] == "export"

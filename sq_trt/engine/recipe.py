@@ -11,58 +11,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sq_trt.build.profiles import ProfileSpec, RequiredShape
+from sq_trt.engine.config import BuildOptions, GenerationLimits
+from sq_trt.engine.profiles import RequiredShape
 from sq_trt.errors import ConfigError
-from sq_trt.yaml_io import read_text_file, safe_load_bounded, short_repr
+from sq_trt.stage_config import format_errors
+from sq_trt.yaml_io import read_text_file, safe_load_bounded
 
 
-class GenerationLimits(BaseModel):
-    """Shapes of a generation engine (a ``--with-past`` export): its two optimization profiles.
-
-    Attributes:
-        max_batch: Sequences decoded together.
-        max_input: Longest prompt one prefill step takes.
-        max_context: Prompt + generated tokens, at most (the KV cache's length).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_batch: int = Field(default=1, ge=1, description="sequences per step")
-    max_input: int = Field(default=256, ge=1, description="longest prompt of one prefill step")
-    max_context: int = Field(default=1024, ge=2, description="prompt + generated tokens (KV cache length)")
-
-    @model_validator(mode="after")
-    def _input_fits(self) -> GenerationLimits:
-        if self.max_input >= self.max_context:
-            raise ValueError(
-                f"max_input ({self.max_input}) must be below max_context ({self.max_context}): "
-                "decoding needs room after the prompt"
-            )
-        return self
-
-    def profiles(self) -> list[ProfileSpec]:
-        """``prefill`` (1..max_input tokens, past 0..max_context - max_input) and ``decode`` (1 token, past 1..)."""
-        prefill_past = self.max_context - self.max_input
-        return [
-            ProfileSpec(
-                name="prefill",
-                batch=(1, 1, self.max_batch),
-                seq=(1, max(1, self.max_input // 2), self.max_input),
-                past=(0, 0, prefill_past),
-            ),
-            ProfileSpec(
-                name="decode",
-                batch=(1, 1, self.max_batch),
-                seq=(1, 1, 1),
-                past=(1, max(1, self.max_context // 2), self.max_context - 1),
-            ),
-        ]
-
-
-class BuildSettings(BaseModel):
-    """Everything one engine build needs, validated.
+class BuildSettings(BuildOptions):
+    """Everything one engine build needs, validated: the shared :class:`BuildOptions` and what it names.
 
     Attributes:
         onnx: The source ONNX file.
@@ -81,20 +40,15 @@ class BuildSettings(BaseModel):
             with the ``prefill`` and ``decode`` profiles (:meth:`GenerationLimits.profiles`).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # The generation validator below assigns `profiles`; validating that assignment would rerun it.
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
     onnx: Path | None = None
     name: str | None = None
     target: str | None = None
     backend: Literal["tensorrt", "tensorrt_rtx", "auto"] = "auto"
     engines_dir: Path = Path("engines")
-    profiles: list[ProfileSpec] = Field(default_factory=lambda: [ProfileSpec()])
     required_shapes: list[RequiredShape] = Field(default_factory=list)
-    opt_level: int = Field(default=3, ge=0, le=5)
-    workspace_mb: int | None = Field(default=None, ge=1)
-    timing_cache: Path | None = None
-    compute_capabilities: list[str] = Field(default_factory=list)
-    generation: GenerationLimits | None = None
 
     @model_validator(mode="after")
     def _generation_profiles(self) -> BuildSettings:
@@ -115,10 +69,11 @@ class BuildSettings(BaseModel):
 
 
 def _format_validation(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']} (got {short_repr(err.get('input'))})"
-        for err in exc.errors()
-    )
+    # The pipeline recipe's formatter: the same "did you mean" for a misspelled field.
+    return "; ".join(format_errors(exc, BuildSettings, root_label="<root>"))
+
+
+__all__ = ["BuildOptions", "BuildSettings", "GenerationLimits", "load_recipe", "resolve_settings"]
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:

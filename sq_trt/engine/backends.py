@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
 
-from sq_trt.build.gpu import visible_gpus
 from sq_trt.deps import require
+from sq_trt.engine.gpu import visible_gpus
 from sq_trt.errors import BuildError, MissingDependencyError
 
 BackendName = Literal["tensorrt", "tensorrt_rtx"]

@@ -22,8 +22,8 @@ import shutil
 from pathlib import Path
 
 from sq_trt.artifacts import atomic_dir
-from sq_trt.build.engine_manifest import EngineRecord, load_engine_record
-from sq_trt.build.triton_repo import TRITON_DTYPES, write_model_repository
+from sq_trt.engine.engine_manifest import EngineRecord, load_engine_record
+from sq_trt.engine.triton_repo import TRITON_DTYPES, write_model_repository
 from sq_trt.errors import ArtifactError
 
 ENGINE_SUFFIX = "_engine"

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from sq_trt.build.backends import Backend
-from sq_trt.build.source import PluginNode, read_onnx_source
+from sq_trt.engine.backends import Backend
+from sq_trt.engine.source import PluginNode, read_onnx_source
 from sq_trt.errors import BuildError
 
 # Quickly Deployable Plugins with an AOT implementation: TensorRT >= 10.9 (tensorrt.plugin.aot_impl).
@@ -95,7 +95,7 @@ def pin_plugin_arch() -> int:
 def register_plugins_for_onnx(trt: ModuleType, onnx_path: str | Path) -> tuple[PluginNode, ...]:
     """Register the sq-trt plugin with TensorRT proper ``trt`` if ``onnx_path`` has ``sq_trt`` nodes.
 
-    For code that parses an ONNX outside :func:`sq_trt.build.builder.build_engine`
+    For code that parses an ONNX outside :func:`sq_trt.engine.builder.build_engine`
     (Polygraphy's ``NetworkFromOnnxPath``): the parser can only map a node to a plugin
     already in the registry. A deserialized engine needs no registration (its AOT
     kernels are embedded), so only parsing calls this.

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sq_trt.artifacts import atomic_dir
-from sq_trt.build.engine_manifest import EngineRecord, IoTensor, load_engine_record
-from sq_trt.build.releases import serving_release
+from sq_trt.engine.engine_manifest import EngineRecord, IoTensor, load_engine_record
+from sq_trt.engine.releases import serving_release
 from sq_trt.errors import ArtifactError
 
 TRITON_DTYPES = {
@@ -101,7 +101,7 @@ def write_model_repository(
         instances: Instances per GPU.
         release: Triton container release (``yy.mm``); default: the one the engine was built in,
             else the newest release known to carry the engine's TensorRT
-            (:func:`sq_trt.build.releases.serving_release`).
+            (:func:`sq_trt.engine.releases.serving_release`).
         force: Replace an existing ``<repo>/<name>``.
 
     Raises:

@@ -1,6 +1,6 @@
 """ONNX -> strongly typed network -> serialized engine, written as ``engines/<name>/<target>.plan``.
 
-The same code builds with TensorRT and TensorRT-RTX (:class:`~sq_trt.build.backends.Backend`).
+The same code builds with TensorRT and TensorRT-RTX (:class:`~sq_trt.engine.backends.Backend`).
 Precision comes from the ONNX itself (FP16 graph, INT8 Q/DQ, per-token plugin or
 its portable encoding): the network is always strongly typed, which TensorRT 11
 requires and TensorRT-RTX always is. The engine directory is an sq-trt artifact
@@ -21,15 +21,15 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
 from sq_trt.artifacts import MANIFEST_NAME, artifact_dir, atomic_write_bytes, load_manifest
-from sq_trt.build.backends import Backend
-from sq_trt.build.engine_manifest import STAGE, EngineRecord, IoTensor, dtype_name, engine_records
-from sq_trt.build.gpu import visible_gpus
-from sq_trt.build.inspect import engine_layer_info
-from sq_trt.build.plugin_loader import refuse_plugins_on_rtx, register_plugins
-from sq_trt.build.profiles import ResolvedProfile, resolve_profiles
-from sq_trt.build.recipe import BuildSettings
-from sq_trt.build.releases import container_release
-from sq_trt.build.source import OnnxSource, check_profile_positions, read_onnx_source
+from sq_trt.engine.backends import Backend
+from sq_trt.engine.engine_manifest import STAGE, EngineRecord, IoTensor, dtype_name, engine_records
+from sq_trt.engine.gpu import visible_gpus
+from sq_trt.engine.inspect import engine_layer_info
+from sq_trt.engine.plugin_loader import refuse_plugins_on_rtx, register_plugins
+from sq_trt.engine.profiles import ResolvedProfile, resolve_profiles
+from sq_trt.engine.recipe import BuildSettings
+from sq_trt.engine.releases import container_release
+from sq_trt.engine.source import OnnxSource, check_profile_positions, read_onnx_source
 from sq_trt.errors import ArtifactError, BuildError, ConfigError
 
 if TYPE_CHECKING:

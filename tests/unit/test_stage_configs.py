@@ -1,0 +1,212 @@
+"""Stage configs are defined once: the recipe and the CLI reach every field, with one default and one check."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sq_trt.cli import build_parser, main
+from sq_trt.errors import ConfigError
+from sq_trt.export.config import ExportConfig
+from sq_trt.recipe import load_recipe, validate_recipe
+
+BUILDERS = Path(__file__).resolve().parents[2] / "builders"
+
+
+def _minimal(**extra: object) -> dict[str, object]:
+    return {"kind": "pipeline", "name": "t", "model": {"source": "tiny:llama"}, **extra}
+
+
+def _subparser(command: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    found: argparse.ArgumentParser = sub.choices[command]
+    return found
+
+
+@pytest.mark.parametrize("opset", [16, 17, 18, 19, 20, 22, 23])
+def test_recipe_accepts_exactly_the_opsets_the_exporter_accepts(opset: int) -> None:
+    try:
+        ExportConfig.create(opset=opset)
+        exporter_ok = True
+    except ConfigError:
+        exporter_ok = False
+    try:
+        load_recipe(BUILDERS / "smollm2-135m.yaml", [f"export.opset={opset}"])
+        recipe_ok = True
+    except ConfigError as exc:
+        assert "export.opset" in str(exc)
+        recipe_ok = False
+    assert recipe_ok == exporter_ok
+    assert exporter_ok == (19 <= opset <= 22)
+
+
+def test_a_combination_the_exporter_refuses_fails_at_recipe_validation() -> None:
+    with pytest.raises(ConfigError, match="candidate 'a'.*quantize_bmm is not supported with with_past"):
+        validate_recipe(
+            _minimal(export={"with_past": True, "candidates": [{"name": "a", "quantize_bmm": True}]}, gate=[])
+        )
+
+
+def test_set_export_opset_18_fails_before_calibrate_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "work"
+    code = main(
+        [
+            "pipeline",
+            "--recipe",
+            str(BUILDERS / "smollm2-135m.yaml"),
+            "--set",
+            f"work_dir={work}",
+            "--set",
+            f"engines_dir={tmp_path / 'engines'}",
+            "--set",
+            "export.opset=18",
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "export.opset" in err and "greater than or equal to 19" in err
+    assert not work.exists()  # nothing ran: no calibrate directory, no cache record
+
+
+@pytest.mark.parametrize("spelling", ["per-tensor", "per_tensor"])
+def test_act_mode_has_one_spelling_and_accepts_the_other_everywhere(spelling: str) -> None:
+    recipe = validate_recipe(_minimal(export={"candidates": [{"name": "a", "act_mode": spelling}]}, gate=[]))
+    assert recipe.export.candidates[0].act_mode == "per_tensor"
+    args = _subparser("export").parse_args(["--out", "x", "--act-mode", spelling])
+    assert args.act_mode == "per_tensor"
+    assert ExportConfig.create(act_mode=spelling).act_mode == "per_tensor"
+
+
+def _flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {option: action for action in parser._actions for option in action.option_strings}
+
+
+def _cli_default(action: argparse.Action) -> Any:
+    if isinstance(action, argparse._StoreTrueAction):
+        return False
+    if isinstance(action, argparse._StoreFalseAction):
+        return True
+    default = action.default
+    return tuple(default) if isinstance(default, list) else default
+
+
+def test_every_export_config_field_is_a_flag_and_a_recipe_field_with_one_default() -> None:
+    from sq_trt.recipe import Candidate, ExportSection
+    from sq_trt.stage_config import cli_flag
+
+    flags = _flags(_subparser("export"))
+    recipe_fields = set(ExportSection.model_fields) | set(Candidate.model_fields)
+    for name, info in ExportConfig.model_fields.items():
+        flag = cli_flag(ExportConfig, name)
+        assert flag is not None, f"ExportConfig.{name} has no command-line flag"
+        action = flags.get(flag) or flags.get("--no-" + flag.removeprefix("--"))
+        assert action is not None, f"sq-trt export has no {flag} for ExportConfig.{name}"
+        assert action.dest == name
+        default = info.get_default(call_default_factory=True)
+        assert _cli_default(action) == default, f"{flag}: CLI default {action.default!r} != {default!r}"
+        assert name in recipe_fields, f"ExportConfig.{name} is not settable in a recipe"
+        section = ExportSection if name in ExportSection.model_fields else Candidate
+        assert section.model_fields[name].get_default(call_default_factory=True) == default
+
+
+def _stage_models() -> list[tuple[str, type[Any], list[type[Any]]]]:
+    """(subcommand, the stage's config, the recipe models that hold its fields)."""
+    from sq_trt.calibrate import CalibrateConfig
+    from sq_trt.compare.config import CompareOptions
+    from sq_trt.engine.config import BuildOptions
+    from sq_trt.recipe import BuildSection, Candidate, CompareSection, ExportSection, Recipe
+    from sq_trt.report.config import ReportOptions
+    from sq_trt.smooth_config import SmoothConfig
+
+    fields = Recipe.model_fields
+    assert fields["calibrate"].annotation is CalibrateConfig  # the sections ARE the stage configs
+    assert fields["smooth"].annotation is SmoothConfig
+    assert fields["report"].annotation is ReportOptions
+    return [
+        ("calibrate", CalibrateConfig, [CalibrateConfig]),
+        ("smooth", SmoothConfig, [SmoothConfig]),
+        ("export", ExportConfig, [ExportSection, Candidate]),
+        ("build", BuildSection, [BuildSection]),
+        ("compare", CompareSection, [CompareSection]),
+        ("report", ReportOptions, [ReportOptions]),
+    ] + [("build", BuildOptions, [BuildSection]), ("compare", CompareOptions, [CompareSection])]
+
+
+def _flag_of(model: type[Any], name: str, prefix: str = "") -> list[str]:
+    from sq_trt.stage_config import cli_flag
+
+    flag = cli_flag(model, name)
+    assert flag is not None, f"{model.__name__}.{name} has no command-line flag"
+    flags = flag.split()
+    return [f"--{prefix}-{f.removeprefix('--')}" if prefix else f for f in flags]
+
+
+def _normalized(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_normalized(v) for v in value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # --alpha's text form
+        except ValueError:
+            return value
+    return value
+
+
+def _check_field(command: str, model: type[Any], name: str, flags: dict[str, argparse.Action], prefix: str = "") -> None:
+    from pydantic import BaseModel
+
+    info = model.model_fields[name]
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+        # A nested config (smooth's search): every field of it, under the prefix its flag names.
+        nested_prefix = _flag_of(model, name)[0].strip("-")
+        for nested in info.annotation.model_fields:
+            _check_field(command, info.annotation, nested, flags, prefix=nested_prefix)
+        return
+    names = _flag_of(model, name, prefix)
+    for flag in names:
+        action = flags.get(flag) or flags.get("--no-" + flag.removeprefix("--"))
+        assert action is not None, f"sq-trt {command} has no {flag} for {model.__name__}.{name}"
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    if len(names) > 1 or "cli_form" in extra:
+        return  # a different form on the command line (ranges, a runner spec): the flag's existence is the check
+    action = flags.get(names[0]) or flags["--no-" + names[0].removeprefix("--")]
+    default = info.get_default(call_default_factory=True)
+    if command == "build" and action.default is None:
+        return  # sq-trt build merges flags over a build recipe: "not given" keeps the field's default
+    assert _normalized(_cli_default(action)) == _normalized(default), (
+        f"sq-trt {command} {names[0]} defaults to {action.default!r}, {model.__name__}.{name} to {default!r}"
+    )
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_every_stage_config_field_is_reachable_from_the_cli_and_the_recipe(index: int) -> None:
+    command, model, recipe_models = _stage_models()[index]
+    flags = _flags(_subparser(command))
+    for name in model.model_fields:
+        _check_field(command, model, name, flags)
+        holder = next((m for m in recipe_models if name in m.model_fields), None)
+        assert holder is not None, f"{model.__name__}.{name} is not a field of the recipe"
+        ours = model.model_fields[name].get_default(call_default_factory=True)
+        theirs = holder.model_fields[name].get_default(call_default_factory=True)
+        assert ours == theirs, f"{model.__name__}.{name}: default {ours!r}, recipe {theirs!r}"
+
+
+def test_a_field_added_to_a_stage_config_appears_as_a_flag_with_its_bounds() -> None:
+    from pydantic import Field
+
+    from sq_trt.calibrate import CalibrateConfig
+    from sq_trt.commands.common import add_config_args, config_from_args
+
+    class Extended(CalibrateConfig):
+        warmup: int = Field(default=2, ge=0, description="warm-up samples")
+
+    parser = argparse.ArgumentParser()
+    add_config_args(parser, Extended)
+    assert parser.parse_args([]).warmup == 2
+    assert config_from_args(Extended, parser.parse_args(["--warmup", "5"])).warmup == 5
+    with pytest.raises(ConfigError, match="--warmup"):
+        config_from_args(Extended, parser.parse_args(["--warmup", "-1"]))
