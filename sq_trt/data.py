@@ -17,7 +17,10 @@ Calibration and evaluation take disjoint character ranges of one source
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -165,10 +168,13 @@ def load_text(source: str = EMBEDDED, *, text_column: str = "text") -> str:
         else:
             import datasets
 
-            # Its "Generating train split" bars would make every message after them multi-line noise.
+            # Its "Generating train split" bars would make every message after them multi-line noise,
+            # and a file it cannot parse is also logged at ERROR before the exception this turns into
+            # one line (printed or not depending on who configured `logging` first).
             datasets.disable_progress_bars()
             try:
-                dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
+                with _quiet_logger("datasets"):
+                    dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
             except Exception as exc:  # datasets raises many types for unreadable files
                 message = " ".join(str(exc).split())[:200]
                 raise DataError(f"could not read {path} as {builder}: {type(exc).__name__}: {message}") from exc
@@ -176,6 +182,18 @@ def load_text(source: str = EMBEDDED, *, text_column: str = "text") -> str:
     if not text.strip():
         raise DataError(f"text source {source!r} is empty; give calibration text with some content")
     return text
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Drop a library logger's records below CRITICAL while the caller turns its failure into a DataError."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _load_hub_text(spec: str, text_column: str) -> str:
