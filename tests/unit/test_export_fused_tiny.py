@@ -252,14 +252,31 @@ def test_tensorrt_rtx_refuses_the_fused_export(tmp_path: Path) -> None:
     assert not (tmp_path / "engines").exists() or not any((tmp_path / "engines").rglob("*.plan"))
 
 
-def test_export_defaults_to_fused_gemm_and_records_it(tmp_path: Path) -> None:
-    """`sq-trt export` without --per-token-encoding writes the fused-gemm file (TensorRT proper's default)."""
+def test_export_default_encoding_is_auto_resolved_for_this_machine(tmp_path: Path) -> None:
+    """Without --per-token-encoding, `auto` picks fused-gemm where TensorRT proper and a GPU can build it,
+    portable elsewhere (this CPU machine); the manifest records the concrete choice."""
+    import json
+
+    from sq_trt.cli import main
+    from sq_trt.export.stage import _plugins_available
+
+    out = tmp_path / "export"
+    assert main(["export", "--model", "tiny:llama", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected = "fused-gemm" if _plugins_available() else "portable"
+    assert manifest["config"]["encoding"] == expected
+    assert manifest["extra"]["per_token_encoding"] == expected
+
+
+def test_export_fused_gemm_from_the_cli_writes_and_records_it(tmp_path: Path) -> None:
+    """`sq-trt export --per-token-encoding fused-gemm` writes the fused nodes and records them."""
     import json
 
     from sq_trt.cli import main
 
     out = tmp_path / "export"
-    assert main(["export", "--model", "tiny:llama", "--out", str(out)]) == 0
+    argv = ["export", "--model", "tiny:llama", "--per-token-encoding", "fused-gemm", "--out", str(out)]
+    assert main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["encoding"] == "fused-gemm"
     extra = manifest["extra"]
