@@ -23,7 +23,14 @@ from sq_trt.errors import ConfigError
 __all__ = ["LAYERNORM_PER_TOKEN_QUANT", "onnx_node_attributes", "register"]
 
 LAYERNORM_PER_TOKEN_QUANT: str = plugin_spec.LAYERNORM_PER_TOKEN_QUANT
-_NORM_OPS = (plugin_spec.RMSNORM_PER_TOKEN_QUANT, LAYERNORM_PER_TOKEN_QUANT)
+# Each plugin's own attributes (the fields TensorRT passes to it), beyond namespace/version/aot.
+_FIELDS: dict[str, tuple[str, ...]] = {
+    plugin_spec.PER_TOKEN_QUANT: (),
+    plugin_spec.RMSNORM_PER_TOKEN_QUANT: ("epsilon",),
+    LAYERNORM_PER_TOKEN_QUANT: ("epsilon",),
+    plugin_spec.W8A8_GEMM: ("has_bias",),
+    plugin_spec.QUANT_W8A8_GEMM: ("has_smooth", "has_bias"),
+}
 
 
 def register(trt_module: ModuleType | None = None, *, lazy: bool = False) -> dict[str, Callable[..., Any]]:
@@ -37,7 +44,14 @@ def register(trt_module: ModuleType | None = None, *, lazy: bool = False) -> dic
     return qdp.register(trt_module, lazy=lazy)
 
 
-def onnx_node_attributes(op_type: str, *, epsilon: float | None = None, aot: bool = True) -> dict[str, Any]:
+def onnx_node_attributes(
+    op_type: str,
+    *,
+    epsilon: float | None = None,
+    aot: bool = True,
+    has_bias: int | None = None,
+    has_smooth: int | None = None,
+) -> dict[str, Any]:
     """The attributes an ONNX node needs for TensorRT's parser to map it to the plugin.
 
     The parser's plugin fallback matches ``op_type`` to the plugin name, reads
@@ -47,9 +61,12 @@ def onnx_node_attributes(op_type: str, *, epsilon: float | None = None, aot: boo
     Give the node ``domain=plugin_spec.ONNX_DOMAIN`` as well.
 
     Args:
-        op_type: ``PerTokenQuant``, ``RMSNormPerTokenQuant`` or ``LayerNormPerTokenQuant``.
-        epsilon: Normalization epsilon (required for the fused ops, refused otherwise).
+        op_type: ``PerTokenQuant``, ``RMSNormPerTokenQuant``, ``LayerNormPerTokenQuant``,
+            ``W8A8Gemm`` or ``QuantW8A8Gemm``.
+        epsilon: Normalization epsilon (required for the fused norm ops, refused otherwise).
         aot: Request the AOT implementation (the only one these plugins have).
+        has_bias: 0/1, the GEMMs' bias switch (required for them, refused otherwise).
+        has_smooth: 0/1, ``QuantW8A8Gemm``'s smoothing switch (required for it, refused otherwise).
 
     Returns:
         Attribute name -> value, ready for ``onnx.helper.make_node(**attrs)``.
@@ -60,18 +77,21 @@ def onnx_node_attributes(op_type: str, *, epsilon: float | None = None, aot: boo
     }
     if aot:
         attrs["aot"] = 1  # ONNX has no bool attribute type; TensorRT reads an INT
-    if op_type in _NORM_OPS:
+    if op_type not in _FIELDS:
+        raise ConfigError(f"no sq_trt plugin is named {op_type!r}; expected one of {list(_FIELDS)}")
+    given = {"epsilon": epsilon, "has_bias": has_bias, "has_smooth": has_smooth}
+    for name, value in given.items():
+        if value is not None and name not in _FIELDS[op_type]:
+            hint = "; did you mean RMSNormPerTokenQuant?" if name == "epsilon" else ""
+            raise ConfigError(f"{op_type} takes no {name} (got {value!r}){hint}")
+    if "epsilon" in _FIELDS[op_type]:
         if epsilon is None or not epsilon > 0:
             raise ConfigError(f"{op_type} needs a positive epsilon attribute, got {epsilon!r}")
         attrs["epsilon"] = float(epsilon)
-    elif op_type == plugin_spec.PER_TOKEN_QUANT:
-        if epsilon is not None:
-            raise ConfigError(
-                f"{op_type} takes no epsilon (got {epsilon!r}); did you mean RMSNormPerTokenQuant?"
-            )
-    else:
-        raise ConfigError(
-            f"no sq_trt plugin is named {op_type!r}; expected one of "
-            f"{[plugin_spec.PER_TOKEN_QUANT, *_NORM_OPS]}"
-        )
+    for flag in ("has_smooth", "has_bias"):
+        if flag in _FIELDS[op_type]:
+            value = given[flag]
+            if value not in (0, 1):
+                raise ConfigError(f"{op_type} needs {flag} 0 or 1, got {value!r}")
+            attrs[flag] = 1 if value else 0
     return attrs

@@ -92,21 +92,15 @@ def norm_groups_from_model(torch_model: Any, quantized: Iterable[str], *, prefix
 def plugin_node(op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: str, **fields: Any) -> Any:
     """A ``sq_trt`` node TensorRT's parser maps to the plugin ``op_type`` (AOT implementation).
 
-    ``fields`` are the plugin's own attributes (``epsilon``, ``has_bias``, ...).
+    ``fields`` are the plugin's own attributes (``epsilon``, ``has_bias``, ``has_smooth``),
+    checked by :func:`sq_trt.plugins.onnx_node_attributes`, the one source of them.
     """
     from onnx.helper import make_node
 
-    return make_node(
-        op_type,
-        list(inputs),
-        list(outputs),
-        name=name,
-        domain=plugin_spec.ONNX_DOMAIN,
-        plugin_namespace=plugin_spec.PLUGIN_NAMESPACE,
-        plugin_version=plugin_spec.PLUGIN_VERSION,
-        aot=1,  # ONNX has no bool attribute; TensorRT reads the INT as the AOT switch
-        **fields,
-    )
+    from sq_trt.plugins import onnx_node_attributes
+
+    attributes = onnx_node_attributes(op_type, **fields)
+    return make_node(op_type, list(inputs), list(outputs), name=name, domain=plugin_spec.ONNX_DOMAIN, **attributes)
 
 
 @dataclass

@@ -85,8 +85,9 @@ def test_cuda_quant_gemm_codes_and_output_are_exact(dtype: torch.dtype, tactic: 
 def _gemm_attrs(**flags: int) -> dict[str, object]:
     from sq_trt.plugins import onnx_node_attributes
 
-    # namespace, version and `aot` as for every sq_trt plugin node, then the GEMM's own attributes.
-    return {**onnx_node_attributes(plugin_spec.PER_TOKEN_QUANT), **flags}
+    # The exporter's attributes for the GEMM node (namespace, version, aot and its flags).
+    op = plugin_spec.QUANT_W8A8_GEMM if "has_smooth" in flags else plugin_spec.W8A8_GEMM
+    return onnx_node_attributes(op, **flags)
 
 
 def _gemm_onnx(

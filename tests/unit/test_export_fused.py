@@ -257,13 +257,15 @@ def test_expansion_leaves_standard_ops_only() -> None:
     [
         (lambda n: n.input.pop(), r"has 4 inputs and 1 outputs, expected 5 and 1"),
         (
-            lambda n: n.attribute.append(helper.make_attribute("has_bias", 2)),
+            lambda n: next(a for a in n.attribute if a.name == "has_bias").CopyFrom(
+                helper.make_attribute("has_bias", 2)
+            ),
             r"has_bias=2, expected the int 0 or 1",
         ),
     ],
 )
 def test_malformed_gemm_node_is_refused_by_the_executor(mutate, message: str) -> None:
-    node = plugin_node(plugin_spec.W8A8_GEMM, ["x_q", "amax", "w", "s", "b"], ["y"], "gemm")
+    node = plugin_node(plugin_spec.W8A8_GEMM, ["x_q", "amax", "w", "s", "b"], ["y"], "gemm", has_bias=0)
     mutate(node)
     model = _model(
         [node],

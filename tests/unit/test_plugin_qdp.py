@@ -230,3 +230,15 @@ def test_builder_pins_the_plugin_arch_before_parsing(monkeypatch: pytest.MonkeyP
         qdp.set_target_arch(None)
     with pytest.raises(BuildError, match=qdp.ARCH_ENV):
         pin_plugin_arch()
+
+
+def test_onnx_attributes_of_the_gemm_plugins_carry_their_flags() -> None:
+    attrs = onnx_node_attributes(plugin_spec.QUANT_W8A8_GEMM, has_smooth=0, has_bias=1)
+    assert attrs == {"plugin_namespace": "sq_trt", "plugin_version": "1", "aot": 1, "has_smooth": 0, "has_bias": 1}
+    assert onnx_node_attributes(plugin_spec.W8A8_GEMM, has_bias=0)["has_bias"] == 0
+    with pytest.raises(ConfigError, match="needs has_bias 0 or 1"):
+        onnx_node_attributes(plugin_spec.W8A8_GEMM)
+    with pytest.raises(ConfigError, match="takes no has_smooth"):
+        onnx_node_attributes(plugin_spec.W8A8_GEMM, has_bias=1, has_smooth=1)
+    with pytest.raises(ConfigError, match="takes no epsilon"):
+        onnx_node_attributes(plugin_spec.QUANT_W8A8_GEMM, has_smooth=0, has_bias=0, epsilon=1e-5)
