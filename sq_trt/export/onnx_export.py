@@ -116,11 +116,7 @@ def export_float_onnx(
     """
     import torch
 
-    torch_dtype = {"float16": torch.float16, "float32": torch.float32}.get(dtype)
-    if torch_dtype is None:
-        raise ExportError(f"export dtype must be float16 or float32, got {dtype!r}")
-    source = model if next(model.parameters()).dtype == torch_dtype else copy.deepcopy(model).to(torch_dtype)
-    source.eval()
+    source = model_in_dtype(model, dtype)
     wrapper = _Wrapper.build(source, spec.kind).eval()
     # Example sizes > 1 so torch.export does not specialise the dynamic axes to 1.
     ids = torch.zeros(2, 8, dtype=torch.long)
@@ -133,6 +129,51 @@ def export_float_onnx(
         args = (ids, torch.ones_like(ids))
         dynamic = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
         outputs = [ENCODER_OUTPUT]
+    return dynamo_export(
+        wrapper,
+        args,
+        dynamic,
+        input_names=list(dynamic),
+        output_names=outputs,
+        opset=opset,
+        failure=f"torch.onnx.export (dynamo) failed for {type(model).__name__}",
+        hint="Check that the model runs with use_cache=False on CPU",
+    )
+
+
+def model_in_dtype(model: Any, dtype: str) -> Any:
+    """``model`` in eval mode with ``dtype`` (``float16``/``float32``) weights: itself, or a cast copy.
+
+    Raises:
+        ExportError: Another dtype.
+    """
+    import torch
+
+    torch_dtype = {"float16": torch.float16, "float32": torch.float32}.get(dtype)
+    if torch_dtype is None:
+        raise ExportError(f"export dtype must be float16 or float32, got {dtype!r}")
+    source = model if next(model.parameters()).dtype == torch_dtype else copy.deepcopy(model).to(torch_dtype)
+    return source.eval()
+
+
+def dynamo_export(
+    wrapper: Any,
+    args: tuple[Any, ...],
+    dynamic: Any,
+    *,
+    input_names: list[str],
+    output_names: list[str],
+    opset: int,
+    failure: str,
+    hint: str,
+) -> onnx.ModelProto:
+    """``torch.onnx.export(dynamo=True)`` then :func:`optimize_keeping_weights`; a failure is one ExportError.
+
+    Raises:
+        ExportError: ``"<failure>: <exporter's message>. <hint>"``.
+    """
+    import torch
+
     try:
         with torch.no_grad():
             program = torch.onnx.export(
@@ -140,17 +181,14 @@ def export_float_onnx(
                 args,
                 dynamo=True,
                 dynamic_shapes=dynamic,
-                input_names=list(dynamic),
-                output_names=outputs,
+                input_names=input_names,
+                output_names=output_names,
                 opset_version=opset,
                 optimize=False,
                 verbose=False,
             )
     except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
-        raise ExportError(
-            f"torch.onnx.export (dynamo) failed for {type(model).__name__}: {exc}. "
-            "Check that the model runs with use_cache=False on CPU"
-        ) from exc
+        raise ExportError(f"{failure}: {exc}. {hint}") from exc
     assert program is not None
     # Optimise the exporter's in-memory IR and serialise once: going through
     # `program.model_proto` first would hold a second full copy of the weights.

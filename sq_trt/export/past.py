@@ -22,11 +22,9 @@ seam for an INT8 cache later is :data:`KV_DTYPES` and the manifest's
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
-from sq_trt.errors import ExportError
-from sq_trt.export.onnx_export import DEFAULT_OPSET, optimize_keeping_weights
+from sq_trt.export.onnx_export import DEFAULT_OPSET, dynamo_export, model_in_dtype
 from sq_trt.models.cache import INPUT_IDS, LOGITS, POSITION_IDS, CacheLayout, cache_layout, forward_with_cache
 
 if TYPE_CHECKING:
@@ -115,11 +113,7 @@ def export_float_onnx_with_past(
     import torch
 
     layout = cache_layout(model)
-    torch_dtype = {"float16": torch.float16, "float32": torch.float32}.get(dtype)
-    if torch_dtype is None:
-        raise ExportError(f"export dtype must be float16 or float32, got {dtype!r}")
-    source = model if next(model.parameters()).dtype == torch_dtype else copy.deepcopy(model).to(torch_dtype)
-    source.eval()
+    source = model_in_dtype(model, dtype)
     wrapper = build_past_wrapper(source, layout)
     args = example_inputs(source, layout, batch=_EXAMPLE_BATCH, seq=_EXAMPLE_SEQ, past=_EXAMPLE_PAST)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
@@ -129,23 +123,13 @@ def export_float_onnx_with_past(
         POSITION_IDS: {0: batch, 1: seq},
         "past": [{0: batch, 2: past}] * (2 * layout.layers),
     }
-    try:
-        with torch.no_grad():
-            program = torch.onnx.export(
-                wrapper,
-                args,
-                dynamo=True,
-                dynamic_shapes=dynamic,
-                input_names=[INPUT_IDS, POSITION_IDS, *layout.past_names()],
-                output_names=[LOGITS, *layout.present_names()],
-                opset_version=opset,
-                optimize=False,
-                verbose=False,
-            )
-    except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
-        raise ExportError(
-            f"torch.onnx.export (dynamo) with a KV cache failed for {type(model).__name__}: {exc}. "
-            "Check that the model runs with use_cache=True on CPU"
-        ) from exc
-    assert program is not None
-    return optimize_keeping_weights(program.model)
+    return dynamo_export(
+        wrapper,
+        args,
+        dynamic,
+        input_names=[INPUT_IDS, POSITION_IDS, *layout.past_names()],
+        output_names=[LOGITS, *layout.present_names()],
+        opset=opset,
+        failure=f"torch.onnx.export (dynamo) with a KV cache failed for {type(model).__name__}",
+        hint="Check that the model runs with use_cache=True on CPU",
+    )
