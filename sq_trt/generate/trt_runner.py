@@ -168,7 +168,7 @@ class TrtStepRunner:
 
 def open_engine_runner(
     engine_dir: str | Path, *, target: str | None = None, max_context: int | None = None
-) -> Any:
+) -> TrtStepRunner:
     """A :class:`TrtStepRunner` for an engine directory (``sq-trt build`` of a ``--with-past`` export).
 
     Raises:
