@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field
+
 from sq_trt.errors import DataError
+from sq_trt.stage_config import StageConfig
 
 if TYPE_CHECKING:
     import torch
@@ -308,3 +311,25 @@ def check_slices_disjoint(calibration: TextSlice, evaluation: TextSlice) -> None
             f"calibration chars [{calibration.start}, {calibration.end}) overlap evaluation chars "
             f"[{evaluation.start}, {evaluation.end}) of {calibration.source!r}"
         )
+
+
+class DataConfig(StageConfig):
+    """Calibration and evaluation text (disjoint slices of one source).
+
+    The pipeline recipe's ``data`` section and the ``--data``, ``--text-column`` and
+    ``--calib-fraction`` flags of the commands that read text (calibrate, eval, compare).
+    """
+
+    source: str = Field(
+        default=EMBEDDED,
+        description="'embedded' (CPython's pydoc text), a .txt/.json/.jsonl/.parquet file, "
+        "or 'hub:<dataset>[:<config>][@<split>]'",
+        json_schema_extra={"cli": "--data", "dest": "data"},
+    )
+    text_column: str = Field(default="text", description="field holding the text in json/parquet/hub data")
+    calib_fraction: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="fraction of the text used for calibration; evaluation uses the rest",
+    )

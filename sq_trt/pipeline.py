@@ -249,16 +249,7 @@ def run_stages(
     fingerprints: dict[str, str] = {}
     reports: list[StageReport] = []
     for index, stage in enumerate(stages, start=1):
-        inputs = {dep: fingerprints[dep] for dep in stage.after}
-        key = hash_json(
-            {
-                "kind": stage.kind,
-                "config": stage.config,
-                "inputs": inputs,
-                "code": {module: code_hash(module) for module in stage.code},
-                "version": __version__,
-            }
-        )
+        key = _cache_key(stage, {dep: fingerprints[dep] for dep in stage.after})
         record_path = _record_path(work_dir, stage.name)
         prefix = f"[{index}/{len(stages)}] {stage.name}"
         forced = STAGE_KINDS.index(stage.kind) >= forced_from
@@ -268,46 +259,61 @@ def run_stages(
             log(f"{prefix}: reused {stage.path}")
             reports.append(StageReport(stage.name, stage.kind, "reused", 0.0, None, str(stage.path)))
             continue
-
         log(f"{prefix}: running -> {stage.path}")
-        with contextlib.suppress(FileNotFoundError):
-            record_path.unlink()
-        start = time.perf_counter()
-        cpu_start = time.process_time()
-        with _PeakRss() as rss:
-            if hook is not None:
-                hook("start", stage.name)
-            try:
-                stage.run()
-            except StageSkipped as skipped:
-                reason = str(skipped)
-                fingerprints[stage.name] = hash_json({"skipped": reason})
-                wall = time.perf_counter() - start
-                log(f"{prefix}: skipped ({reason})")
-                reports.append(
-                    StageReport(stage.name, stage.kind, "skipped", wall, rss.peak_mib, "-", reason)
-                )
-                continue
-        wall = time.perf_counter() - start
-        cpu = time.process_time() - cpu_start
-        fingerprint = artifact_fingerprint(stage.path)
-        if hook is not None:
-            hook("written", stage.name)
-        record = {
-            "stage": stage.name,
-            "key": key,
-            "fingerprint": fingerprint,
-            "path": str(stage.path),
-            "files": file_stats(stage.path),
-        }
-        atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
-        fingerprints[stage.name] = fingerprint
-        peak = f", peak RSS {rss.peak_mib:.0f} MiB" if rss.peak_mib else ""
-        log(f"{prefix}: ran in {wall:.1f} s{peak}")
-        reports.append(
-            StageReport(stage.name, stage.kind, "ran", wall, rss.peak_mib, str(stage.path), cpu_s=cpu)
-        )
+        fingerprints[stage.name], report = _run_stage(stage, key, record_path, prefix, hook, log)
+        reports.append(report)
     return reports
+
+
+def _cache_key(stage: Stage, inputs: Mapping[str, str]) -> str:
+    """What decides reuse: the stage's kind and config, its inputs' fingerprints, its code, sq-trt's version."""
+    return hash_json(
+        {
+            "kind": stage.kind,
+            "config": stage.config,
+            "inputs": dict(inputs),
+            "code": {module: code_hash(module) for module in stage.code},
+            "version": __version__,
+        }
+    )
+
+
+def _run_stage(
+    stage: Stage, key: str, record_path: Path, prefix: str, hook: Hook | None, log: Callable[[str], None]
+) -> tuple[str, StageReport]:
+    """Run one stage and write its cache record after its artifact; returns (fingerprint, report)."""
+    # No record while the stage runs: an interrupted run leaves nothing a rerun would trust.
+    with contextlib.suppress(FileNotFoundError):
+        record_path.unlink()
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    with _PeakRss() as rss:
+        if hook is not None:
+            hook("start", stage.name)
+        try:
+            stage.run()
+        except StageSkipped as skipped:
+            reason = str(skipped)
+            wall = time.perf_counter() - start
+            log(f"{prefix}: skipped ({reason})")
+            report = StageReport(stage.name, stage.kind, "skipped", wall, rss.peak_mib, "-", reason)
+            return hash_json({"skipped": reason}), report
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    fingerprint = artifact_fingerprint(stage.path)
+    if hook is not None:
+        hook("written", stage.name)
+    record = {
+        "stage": stage.name,
+        "key": key,
+        "fingerprint": fingerprint,
+        "path": str(stage.path),
+        "files": file_stats(stage.path),
+    }
+    atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    peak = f", peak RSS {rss.peak_mib:.0f} MiB" if rss.peak_mib else ""
+    log(f"{prefix}: ran in {wall:.1f} s{peak}")
+    return fingerprint, StageReport(stage.name, stage.kind, "ran", wall, rss.peak_mib, str(stage.path), cpu_s=cpu)
 
 
 def _reusable(record_path: Path, key: str, path: Path) -> str | None:

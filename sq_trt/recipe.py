@@ -36,15 +36,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sq_trt import stage_config
 from sq_trt.calibrate import CalibrateConfig
 from sq_trt.compare.config import CompareOptions
+from sq_trt.data import DataConfig
 from sq_trt.engine.config import BuildOptions
 from sq_trt.errors import ConfigError
 from sq_trt.export.config import CandidateOptions, ExportConfig, GraphOptions
+from sq_trt.models.config import MODEL_HINT, ModelConfig
 from sq_trt.report.config import ReportOptions
 from sq_trt.smooth_config import SmoothConfig
 from sq_trt.yaml_io import read_text_file, safe_load_bounded, short_repr, shorten
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-MODEL_HINT = "a hub id, a local model directory, a .gguf file, 'demo' or 'tiny:<family>'"
 
 
 def _plain_name(value: str, what: str) -> str:
@@ -60,49 +61,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ModelSection(_Section):
-    """Which model, and how to load it.
-
-    Attributes:
-        source: A hub id, a local directory, a ``.gguf`` file, ``demo`` or ``tiny:<family>``.
-        dtype: Dtype for calibration and smoothing (float32 recommended).
-        local_files_only: Never download.
-        trust_remote_code: Allow the model's own Python code (off by default).
-        device: Torch device for calibration and smoothing.
-        offload: Keep at most one decoder layer on ``device`` at a time (accelerate's
-            CPU/disk offload); for models larger than host or device memory.
-        offload_dir: Where offloaded weights go when they do not fit in host memory
-            (``None``: a directory inside the work dir).
-    """
-
-    source: str
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    local_files_only: bool = False
-    trust_remote_code: bool = False
-    device: str = "cpu"
-    offload: bool = False
-    offload_dir: Path | None = None
-
-    @field_validator("source")
-    @classmethod
-    def _non_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError(f"must name a model: {MODEL_HINT}")
-        return value
-
-
-class DataSection(_Section):
-    """Calibration and evaluation text (disjoint slices of one source).
-
-    Attributes:
-        source: ``embedded``, a .txt/.json/.jsonl/.parquet file, or ``hub:<dataset>[:<config>][@<split>]``.
-        text_column: Field holding the text in json/parquet/hub data.
-        calib_fraction: Fraction of the text used for calibration; evaluation uses the rest.
-    """
-
-    source: str = "embedded"
-    text_column: str = "text"
-    calib_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+# The `model` and `data` sections are the configs the subcommands' --model / --data flags are made from.
+ModelSection = ModelConfig
+DataSection = DataConfig
 
 
 class Candidate(CandidateOptions):
@@ -244,8 +205,8 @@ class Recipe(_Section):
     description: str = ""
     work_dir: Path | None = None
     engines_dir: Path | None = None
-    model: ModelSection
-    data: DataSection = Field(default_factory=DataSection)
+    model: ModelConfig
+    data: DataConfig = Field(default_factory=DataConfig)
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
     smooth: SmoothConfig = Field(default_factory=SmoothConfig)
     export: ExportSection = Field(default_factory=ExportSection)

@@ -46,19 +46,20 @@ def run(args: argparse.Namespace) -> int:
 
     from sq_trt import calibrate
     from sq_trt.artifacts import check_writable_output
-    from sq_trt.commands.common import config_from_args, load_model_from_args
+    from sq_trt.commands.common import config_from_args, data_config_from_args, load_model_from_args
     from sq_trt.data import check_data_source, load_slices
     from sq_trt.models.loading import check_device, check_seq_len
 
     config = config_from_args(calibrate.CalibrateConfig, args)
+    data = data_config_from_args(args)
     # Every input is checked before the model loads: no error after a full calibration.
     check_writable_output(args.out, force=args.force)
-    check_data_source(args.data, local_files_only=args.local_files_only)
+    check_data_source(data.source, local_files_only=args.local_files_only)
     check_device(args.device)
     started = time.perf_counter()
     loaded = load_model_from_args(args)
     check_seq_len(loaded.model, config.seq_len)
-    calibration, _ = load_slices(args.data, text_column=args.text_column, calib_fraction=args.calib_fraction)
+    calibration, _ = load_slices(data.source, text_column=data.text_column, calib_fraction=data.calib_fraction)
     chunks = calibrate.calibration_chunks(config, loaded, calibration)
     if chunks.shape[0] < config.samples:
         print(f"note: the calibration text holds only {chunks.shape[0]} samples of {config.seq_len} tokens")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         config,
         loaded=loaded,
         text=calibration,
-        text_column=args.text_column,
+        text_column=data.text_column,
         out=args.out,
         force=args.force,
         chunks=chunks,

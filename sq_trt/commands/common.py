@@ -6,61 +6,80 @@ import argparse
 from typing import Any
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """``--model`` and its loading switches."""
-    group = parser.add_argument_group("model")
-    group.add_argument(
-        "--model",
-        default="demo",
-        help="hub id | local directory | .gguf file | 'demo' (SmolLM2-135M, default) | 'tiny:<family>'",
-    )
-    group.add_argument(
-        "--local-files-only", action="store_true", help="never download; use only files already on disk"
-    )
-    group.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow the model's own Python code to run (off by default; only for models you trust)",
-    )
-    group.add_argument("--device", default="cpu", help="torch device for calibration/evaluation (cpu, cuda)")
+def add_model_args(parser: argparse.ArgumentParser, *, dtype: bool = True) -> None:
+    """``--model`` and its loading switches: the fields of :class:`sq_trt.models.config.ModelConfig`.
+
+    ``dtype=False``: for a command that loads in float32 whatever the flag (export, compare).
+    """
+    from sq_trt.models.config import ModelConfig
+
+    fields = tuple(name for name in ModelConfig.model_fields if dtype or name != "dtype")
+    add_config_args(parser.add_argument_group("model"), ModelConfig, fields)
 
 
 def load_model_from_args(args: argparse.Namespace) -> Any:
-    """Load the model named by the :func:`add_model_args` flags (``--model``, ``--device``...)."""
+    """Load the model named by the :func:`add_model_args` flags (``--model``, ``--device``...).
+
+    Raises:
+        ConfigError: A flag value :class:`~sq_trt.models.config.ModelConfig` refuses.
+    """
+    from sq_trt.models.config import ModelConfig
     from sq_trt.models.loading import load_model
 
+    config = config_from_args(ModelConfig, args)
     return load_model(
-        args.model,
-        local_files_only=args.local_files_only,
-        trust_remote_code=args.trust_remote_code,
-        device=args.device,
+        config.source,
+        dtype=config.dtype,
+        local_files_only=config.local_files_only,
+        trust_remote_code=config.trust_remote_code,
+        device=config.device,
     )
 
 
 def add_data_args(
     parser: argparse.ArgumentParser, *, seq_len: int = 512, samples: int = 32, sizes: bool = True
 ) -> None:
-    """``--data`` and how it is cut into chunks (``sizes=False``: the stage config adds those flags)."""
+    """``--data``, ``--text-column``, ``--calib-fraction`` (:class:`sq_trt.data.DataConfig`), and chunk sizes.
+
+    ``sizes=False``: the command's stage config adds ``--seq-len`` / ``--samples``.
+    """
+    from sq_trt.data import DataConfig
+
     group = parser.add_argument_group("data")
-    group.add_argument(
-        "--data",
-        default="embedded",
-        help="'embedded' (CPython's pydoc text, default), a .txt/.json/.jsonl/.parquet file, "
-        "or 'hub:<dataset>[:<config>][@<split>]'",
-    )
-    group.add_argument(
-        "--text-column", default="text", help="field holding the text in json/parquet/hub data"
-    )
+    add_config_args(group, DataConfig)
     if sizes:
         group.add_argument("--seq-len", type=int, default=seq_len, help=f"tokens per sample (default {seq_len})")
         group.add_argument("--samples", type=int, default=samples, help=f"number of samples (default {samples})")
-    group.add_argument(
-        "--calib-fraction",
-        type=float,
-        default=0.5,
-        help="fraction of the text used for calibration; evaluation uses the rest (default 0.5)",
-    )
 
+
+def data_config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`sq_trt.data.DataConfig` of the :func:`add_data_args` flags.
+
+    Raises:
+        ConfigError: A value it refuses (``--calib-fraction 1.5``), naming the flag.
+    """
+    from sq_trt.data import DataConfig
+
+    return config_from_args(DataConfig, args)
+
+
+class _CommaInts:
+    """argparse ``type=`` for ``1,8,16``: exactly ``count`` integers."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.__name__ = f"{count} comma-separated integers"
+
+    def __call__(self, text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != self.count:
+            raise argparse.ArgumentTypeError(
+                f"expected {self.count} comma-separated integers (e.g. 1,8,16), got {text!r}"
+            )
+        return values
 
 
 def _flag_kwargs(info: Any) -> dict[str, Any]:
@@ -84,6 +103,10 @@ def _flag_kwargs(info: Any) -> dict[str, Any]:
 
             normalize = normalize_act_mode  # per-token is accepted as well as per_token
         return {"choices": choices, **({"type": normalize} if normalize else {})}
+    items = typing.get_args(annotation)
+    if origin is tuple and items and all(item is int for item in items):
+        # A fixed-length range (a profile's batch: MIN,OPT,MAX) is one comma-separated value.
+        return {"type": _CommaInts(len(items)), "metavar": ",".join(["N"] * len(items))}
     if origin in (tuple, list):
         return {"nargs": "+", "metavar": "VALUE"}
     if annotation in (int, float, str, Path):
@@ -91,7 +114,9 @@ def _flag_kwargs(info: Any) -> dict[str, Any]:
     raise TypeError(f"no command-line form for a field of type {annotation!r}")  # a new field type: add it here
 
 
-def add_config_args(group: Any, model: Any, fields: tuple[str, ...] | None = None, *, prefix: str = "") -> None:
+def add_config_args(
+    group: Any, model: Any, fields: tuple[str, ...] | None = None, *, prefix: str = "", unset: bool = False
+) -> None:
     """Add one flag per field of a stage config (:class:`sq_trt.stage_config.StageConfig`).
 
     The flag, help text, default, type and choices all come from the field, so an
@@ -103,6 +128,8 @@ def add_config_args(group: Any, model: Any, fields: tuple[str, ...] | None = Non
         model: The config class.
         fields: The fields to add (default: all of them).
         prefix: For a nested config: ``search`` makes ``--search-samples`` with dest ``search_samples``.
+        unset: Flags merged over a recipe (``sq-trt build``): every flag defaults to None ("not
+            given", so the recipe's value stands) and a list flag is repeatable.
     """
     from sq_trt.stage_config import cli_flag
 
@@ -117,21 +144,36 @@ def add_config_args(group: Any, model: Any, fields: tuple[str, ...] | None = Non
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if "metavar" in extra:
             kwargs["metavar"] = extra["metavar"]
-        default = info.get_default(call_default_factory=True)
+        # A field a recipe must give (model.source) may still default on the command line (--model demo).
+        default = extra.get("cli_default") if info.is_required() else info.get_default(call_default_factory=True)
+        if default is None and info.is_required():
+            kwargs["required"] = True
         if kwargs.get("action") == "store_false":
             flag = "--no-" + flag.removeprefix("--")
         elif not kwargs.get("action"):
             kwargs["default"] = list(default) if isinstance(default, tuple) else default
+        if unset:
+            kwargs["default"] = None
+            if kwargs.get("nargs") == "+":
+                kwargs["action"] = "extend"  # --compute-capability 8.6 --compute-capability 8.9
         help_text = info.description or name
-        if "action" not in kwargs and default is not None:
+        shows_default = "action" not in kwargs or (kwargs["action"] == "extend" and default)
+        if shows_default and default is not None:
             help_text += f" (default {default if not isinstance(default, tuple) else list(default)})"
-        group.add_argument(flag, dest=f"{prefix}_{name}" if prefix else name, help=help_text, **kwargs)
+        group.add_argument(flag, dest=_dest(model, name, prefix), help=help_text, **kwargs)
+
+
+def _dest(model: Any, name: str, prefix: str) -> str:
+    """Where argparse stores a field: ``<prefix>_<name>``, or the field's ``dest`` extra (``--model`` -> ``model``)."""
+    extra = model.model_fields[name].json_schema_extra
+    base = str(extra["dest"]) if isinstance(extra, dict) and "dest" in extra else name
+    return f"{prefix}_{base}" if prefix else base
 
 
 def config_values(model: Any, args: argparse.Namespace, *, prefix: str = "") -> dict[str, Any]:
     """The field values :func:`add_config_args` parsed (by the same ``prefix``)."""
-    dest = (lambda name: f"{prefix}_{name}") if prefix else (lambda name: name)
-    return {name: getattr(args, dest(name)) for name in model.model_fields if hasattr(args, dest(name))}
+    dests = {name: _dest(model, name, prefix) for name in model.model_fields}
+    return {name: getattr(args, dest) for name, dest in dests.items() if hasattr(args, dest)}
 
 
 def config_from_args(model: Any, args: argparse.Namespace, **extra: Any) -> Any:

@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     from sq_trt.compare.config import CompareOptions
 
-    add_model_args(parser)
+    add_model_args(parser, dtype=False)
     add_data_args(parser, sizes=False)
     # The fields of CompareOptions (the recipe's compare section): flags, defaults and bounds come from it.
     add_config_args(

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, tokenize the evaluation slice, print the perplexity."""
-    from sq_trt.commands.common import load_model_from_args
+    from sq_trt.commands.common import data_config_from_args, load_model_from_args
     from sq_trt.data import check_data_source, load_slices, tokenize_chunks
     from sq_trt.errors import ConfigError
     from sq_trt.evaluate import perplexity
@@ -31,12 +31,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    check_data_source(args.data, local_files_only=args.local_files_only)
+    data = data_config_from_args(args)
+    check_data_source(data.source, local_files_only=args.local_files_only)
     loaded = load_model_from_args(args)
     check_seq_len(loaded.model, args.seq_len)
     if loaded.spec.kind != "decoder":
         raise ConfigError(f"perplexity needs a causal LM; {args.model!r} is a {loaded.spec.family} encoder")
-    _, evaluation = load_slices(args.data, text_column=args.text_column, calib_fraction=args.calib_fraction)
+    _, evaluation = load_slices(data.source, text_column=data.text_column, calib_fraction=data.calib_fraction)
     chunks = tokenize_chunks(loaded.tokenizer, evaluation, seq_len=args.seq_len, max_chunks=args.samples)
     ppl = perplexity(loaded.model, chunks, batch_size=args.batch_size)
     print(

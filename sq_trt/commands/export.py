@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="act_scales artifact (sq-trt calibrate) of --model; required with --act-mode per_tensor",
     )
-    add_model_args(parser)
+    add_model_args(parser, dtype=False)
     from sq_trt.export.config import ExportConfig
 
     # Every quantization flag is a field of ExportConfig, the recipe's export section and candidates.

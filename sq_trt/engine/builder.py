@@ -252,14 +252,10 @@ def build_engine(
         ArtifactError: The output exists (without ``force``).
         BuildError: Corrupt ONNX, parser errors (with node names), plugin problems, builder failure.
     """
-    if settings.onnx is None or settings.name is None or settings.target is None:
-        missing = [k for k in ("onnx", "name", "target") if getattr(settings, k) is None]
-        raise ConfigError(
-            f"build needs {', '.join(missing)}: pass --{' --'.join(missing)} or set them in the recipe"
-        )
+    onnx_path, name, target = _named_build(settings)
     trt = backend.trt
-    engine_dir = settings.engines_dir / settings.name
-    others = _existing_records(engine_dir, settings.target, force)
+    engine_dir = settings.engines_dir / name
+    others = _existing_records(engine_dir, target, force)
     if backend.needs_gpu_to_build and not visible_gpus():
         raise BuildError(
             "the `tensorrt` backend builds on a GPU and none is visible (run the container with --gpus all); "
@@ -267,43 +263,89 @@ def build_engine(
         )
 
     started = time.perf_counter()
-    source = read_onnx_source(settings.onnx)
+    source = read_onnx_source(onnx_path)
     check_profile_positions(settings.profiles, source.max_positions)
     refuse_plugins_on_rtx(backend, source.plugin_nodes)
     register_plugins(backend, source.plugin_nodes)
 
     logger, logged_errors = _make_logger(trt, log, verbose)
     builder = trt.Builder(logger)
-    network = builder.create_network(backend.network_flags())
-    parser = trt.OnnxParser(network, logger)
-    log(f"[build] parsing {settings.onnx} with {backend.name} {backend.version}")
-    if not parser.parse_from_file(str(settings.onnx)):
-        errors = _parser_errors(parser) or logged_errors or ["no error detail reported"]
-        raise BuildError(
-            f"the {backend.name} ONNX parser rejected {settings.onnx} ({len(errors)} error(s)): "
-            + " | ".join(errors[:10])
-            + "; fix the exported graph (ops/opset the parser supports) and rebuild"
-        )
+    log(f"[build] parsing {onnx_path} with {backend.name} {backend.version}")
+    # Keep the parser alive until the engine is built: it owns the weights the network points to.
+    network, _parser = _parse_onnx(backend, builder, logger, logged_errors, onnx_path)
     inputs, network_io = _network_io(network)
     profiles = resolve_profiles(settings.profiles, inputs, settings.required_shapes)
     config, builder_facts = _configure(backend, builder, settings, profiles, log)
     parsed = time.perf_counter()
-    log(f"[build] parsed in {parsed - started:.2f}s; building {settings.name}/{settings.target}.plan ...")
+    log(f"[build] parsed in {parsed - started:.2f}s; building {name}/{target}.plan ...")
 
     serialized = builder.build_serialized_network(network, config)
     build_seconds = time.perf_counter() - parsed
     if serialized is None:
         detail = " | ".join(logged_errors[-10:]) or "no error detail reported"
-        raise BuildError(f"{backend.name} failed to build {settings.onnx}: {detail}")
+        raise BuildError(f"{backend.name} failed to build {onnx_path}: {detail}")
     plan = bytes(serialized)
     log(f"[build] built in {build_seconds:.2f}s ({len(plan) / 2**20:.1f} MiB)")
     _save_timing_cache(config, builder_facts)
 
-    io, io_source, layer_info, layer_json = _read_back(trt, plan, logger, logged_errors, network_io)
+    read_back = _read_back(trt, plan, logger, logged_errors, network_io)
+    record = _engine_record(settings, backend, source, profiles, plan, read_back, builder_facts, build_seconds)
+    _write_engine_dir(engine_dir, record, plan, read_back[3], others)
+    log(f"[build] wrote {engine_dir / record.plan} and {engine_dir / MANIFEST_NAME}")
+    return record
 
-    record = EngineRecord(
-        target=settings.target,
-        plan=f"{settings.target}.plan",
+
+def _named_build(settings: BuildSettings) -> tuple[Path, str, str]:
+    """The ONNX file, engine name and target one build needs (ConfigError naming the missing ones)."""
+    if settings.onnx is None or settings.name is None or settings.target is None:
+        missing = [k for k in ("onnx", "name", "target") if getattr(settings, k) is None]
+        raise ConfigError(
+            f"build needs {', '.join(missing)}: pass --{' --'.join(missing)} or set them in the recipe"
+        )
+    return settings.onnx, settings.name, settings.target
+
+
+def _parse_onnx(
+    backend: Backend,
+    builder: tensorrt.Builder,
+    logger: tensorrt.ILogger,
+    logged_errors: list[str],
+    onnx_path: Path,
+) -> tuple[tensorrt.INetworkDefinition, tensorrt.OnnxParser]:
+    """The network parsed from ``onnx_path``, and its parser, which owns the weights until the build.
+
+    Raises:
+        BuildError: The parser's errors, with node names.
+    """
+    trt = backend.trt
+    network = builder.create_network(backend.network_flags())
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = _parser_errors(parser) or logged_errors or ["no error detail reported"]
+        raise BuildError(
+            f"the {backend.name} ONNX parser rejected {onnx_path} ({len(errors)} error(s)): "
+            + " | ".join(errors[:10])
+            + "; fix the exported graph (ops/opset the parser supports) and rebuild"
+        )
+    return network, parser
+
+
+def _engine_record(
+    settings: BuildSettings,
+    backend: Backend,
+    source: OnnxSource,
+    profiles: list[ResolvedProfile],
+    plan: bytes,
+    read_back: tuple[list[IoTensor], str, dict[str, Any], str | None],
+    builder_facts: dict[str, Any],
+    build_seconds: float,
+) -> EngineRecord:
+    """The engine manifest's record of one built ``.plan``."""
+    io, io_source, layer_info, _ = read_back
+    target = str(settings.target)
+    return EngineRecord(
+        target=target,
+        plan=f"{target}.plan",
         plan_bytes=len(plan),
         backend=backend.name,
         backend_version=backend.version,
@@ -320,9 +362,6 @@ def build_engine(
         build_seconds=round(build_seconds, 3),
         layer_info=layer_info,
     )
-    _write_engine_dir(engine_dir, record, plan, layer_json, others)
-    log(f"[build] wrote {engine_dir / record.plan} and {engine_dir / MANIFEST_NAME}")
-    return record
 
 
 def _write_engine_dir(

@@ -3,10 +3,11 @@
 :class:`BuildOptions` is what both set; :class:`sq_trt.engine.recipe.BuildSettings`
 adds what one build names (its ONNX file, engine name and target), and the pipeline
 recipe's ``build`` section adds what a multi-engine run decides (``backend: none``,
-the FP16 baseline engine). ``sq-trt build`` merges its flags over a build recipe
-(a flag left out keeps the recipe's value), so its flags default to "not given";
-each field names its flag in ``json_schema_extra`` and ``tests/unit/test_stage_configs.py``
-checks that every one exists.
+the FP16 baseline engine). ``sq-trt build``'s flags are generated from these fields
+(:func:`sq_trt.commands.common.add_config_args` with ``unset=True``: it merges its flags over
+a build recipe, so a flag left out keeps the recipe's value); a field whose flag has another
+form (``profiles``: ``--batch``/``--seq``) names it in ``json_schema_extra``, and
+``tests/unit/test_stage_configs.py`` checks that every one exists.
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ class BuildOptions(StageConfig):
     )
     compute_capabilities: list[str] = Field(
         default_factory=list,
-        description="TensorRT-RTX GPU targets, e.g. [8.6, 8.9] (empty: its default set)",
-        json_schema_extra={"cli": "--compute-capability"},
+        description="TensorRT-RTX GPU targets, e.g. [8.6, 8.9] (empty: its default set); "
+        "repeatable on the command line",
+        json_schema_extra={"cli": "--compute-capability", "metavar": "X.Y"},
     )
     generation: GenerationLimits | None = Field(
         default=None,

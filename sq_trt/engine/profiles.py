@@ -60,8 +60,12 @@ class ProfileSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "default"
-    batch: tuple[int, int, int] = (1, 1, 4)
-    seq: tuple[int, int, int] = (1, 128, 512)
+    batch: tuple[int, int, int] = Field(
+        default=(1, 1, 4), description="batch-size range", json_schema_extra={"metavar": "MIN,OPT,MAX"}
+    )
+    seq: tuple[int, int, int] = Field(
+        default=(1, 128, 512), description="sequence-length range", json_schema_extra={"metavar": "MIN,OPT,MAX"}
+    )
     past: tuple[int, int, int] | None = None
     shapes: dict[str, InputShapes] = Field(default_factory=dict)
 

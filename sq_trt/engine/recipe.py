@@ -43,12 +43,23 @@ class BuildSettings(BuildOptions):
     # The generation validator below assigns `profiles`; validating that assignment would rerun it.
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
-    onnx: Path | None = None
-    name: str | None = None
-    target: str | None = None
-    backend: Literal["tensorrt", "tensorrt_rtx", "auto"] = "auto"
-    engines_dir: Path = Path("engines")
-    required_shapes: list[RequiredShape] = Field(default_factory=list)
+    onnx: Path | None = Field(
+        default=None, description="ONNX file to build (e.g. the export stage's model.int8.onnx)"
+    )
+    name: str | None = Field(
+        default=None, description="engine directory name under --engines-dir (e.g. smollm2-135m-int8)"
+    )
+    target: str | None = Field(default=None, description="engine file stem inside it (e.g. rtx, h100): <target>.plan")
+    backend: Literal["tensorrt", "tensorrt_rtx", "auto"] = Field(
+        default="auto",
+        description="TensorRT flavour: auto (tensorrt when importable with a GPU visible, else tensorrt_rtx)",
+    )
+    engines_dir: Path = Field(default=Path("engines"), description="parent of the engine directories")
+    required_shapes: list[RequiredShape] = Field(
+        default_factory=list,
+        description="shapes later stages need; the build is refused if no profile covers one",
+        json_schema_extra={"cli": "--require", "cli_form": "BATCHxSEQ"},
+    )
 
     @model_validator(mode="after")
     def _generation_profiles(self) -> BuildSettings:

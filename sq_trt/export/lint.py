@@ -111,22 +111,33 @@ def _int8_producers(graph: Any) -> set[str]:
     return produced
 
 
+@dataclass
+class _GraphIndex:
+    """What every rule looks up: constants, who consumes and who produces each tensor."""
+
+    constants: _Constants
+    consumers: dict[str, list[Any]]
+    producers: dict[str, Any]
+    graph_outputs: set[str]
+    int8_made: set[str]
+
+    @classmethod
+    def of(cls, graph: Any) -> _GraphIndex:
+        consumers: dict[str, list[Any]] = {}
+        producers: dict[str, Any] = {}
+        for node in graph.node:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node)
+            for name in node.output:
+                producers[name] = node
+        graph_outputs = {value.name for value in graph.output}
+        return cls(_Constants(graph), consumers, producers, graph_outputs, _int8_producers(graph))
+
+
 def find_qdq_problems(model: onnx.ModelProto) -> list[LintProblem]:
     """Every Q/DQ rule broken in ``model`` (empty when it is clean)."""
-    import numpy as np
-    import onnx
-
     graph = model.graph
-    constants = _Constants(graph)
-    consumers: dict[str, list[Any]] = {}
-    producers: dict[str, Any] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-        for name in node.output:
-            producers[name] = node
-    graph_outputs = {value.name for value in graph.output}
-    int8_made = _int8_producers(graph)
+    index = _GraphIndex.of(graph)
     problems: list[LintProblem] = []
 
     def add(rule: str, node: Any, message: str) -> None:
@@ -135,78 +146,97 @@ def find_qdq_problems(model: onnx.ModelProto) -> list[LintProblem]:
     for node in graph.node:
         if node.op_type not in QDQ_OPS:
             continue
-        scale = node.input[1] if len(node.input) > 1 else ""
-        if not scale or scale not in constants:
-            add(
-                "constant-scale",
-                node,
-                f"scale {scale!r} is not an initializer or Constant; TensorRT needs it at build time",
-            )
-        else:
-            values = constants.array(scale)
-            if values is not None and (
-                not np.all(np.isfinite(values)) or np.any(values.astype(np.float64) <= 0)
-            ):
-                add("constant-scale", node, f"scale {scale!r} has non-positive or non-finite values")
-        zero_point = node.input[2] if len(node.input) > 2 else ""
-        if zero_point:
-            if zero_point not in constants:
-                add("zero-point", node, f"zero point {zero_point!r} is not a constant")
-            else:
-                values = constants.array(zero_point)
-                if constants.elem_type(zero_point) != onnx.TensorProto.INT8:
-                    add(
-                        "int8-only",
-                        node,
-                        f"zero point {zero_point!r} is not int8, so the quantized type is not INT8",
-                    )
-                if values is not None and np.any(values != 0):
-                    add(
-                        "zero-point", node, f"zero point {zero_point!r} is not 0 (TensorRT is symmetric only)"
-                    )
-        elif node.op_type == "QuantizeLinear":
-            add(
-                "int8-only",
-                node,
-                "QuantizeLinear without a zero point outputs uint8; give an int8 zero point of 0",
-            )
-        if _attr(node, "output_dtype", 0) not in (0, onnx.TensorProto.INT8):
-            add("int8-only", node, f"output_dtype {_attr(node, 'output_dtype', 0)} is not INT8")
-
+        _check_scale(node, index.constants, add)
+        _check_zero_point(node, index.constants, add)
         if node.op_type == "QuantizeLinear":
-            users = consumers.get(node.output[0], [])
-            if not users or any(user.op_type != "DequantizeLinear" for user in users):
-                add(
-                    "dangling",
-                    node,
-                    f"its output feeds {[u.op_type for u in users] or 'nothing'}, expected DequantizeLinear",
-                )
-            continue
-
-        x = node.input[0]
-        if node.output[0] not in graph_outputs and not consumers.get(node.output[0]):
-            add("dangling", node, "its output is not used")
-        if x in constants:
-            if constants.elem_type(x) != onnx.TensorProto.INT8:
-                add("int8-only", node, f"quantized input {x!r} is not an int8 tensor")
-            _check_weight_axis(node, x, constants, consumers, add)
-        elif x not in int8_made:
-            source = producers.get(x)
-            if source is None or source.op_type != "QuantizeLinear":
-                add(
-                    "dangling",
-                    node,
-                    f"its input {x!r} comes from {source.op_type if source else 'a graph input'}, not a Q",
-                )
+            _check_quantize_users(node, index, add)
+        else:
+            _check_dequantize_input(node, index, add)
 
     for node in graph.node:
         if node.domain == plugin_spec.ONNX_DOMAIN:
             _check_plugin_attributes(node, add)
-            if node.op_type in _GEMM_OPS or _feeds_gemm(node, consumers):
-                _check_fused_gemm(node, constants, consumers, producers, model, add)
+            if node.op_type in _GEMM_OPS or _feeds_gemm(node, index.consumers):
+                _check_fused_gemm(node, index.constants, index.consumers, index.producers, model, add)
             else:
-                _check_plugin(node, constants, consumers, model, add)
+                _check_plugin(node, index.constants, index.consumers, model, add)
     return problems
+
+
+def _check_scale(node: Any, constants: _Constants, add: Any) -> None:
+    import numpy as np
+
+    scale = node.input[1] if len(node.input) > 1 else ""
+    if not scale or scale not in constants:
+        add(
+            "constant-scale",
+            node,
+            f"scale {scale!r} is not an initializer or Constant; TensorRT needs it at build time",
+        )
+        return
+    values = constants.array(scale)
+    if values is not None and (not np.all(np.isfinite(values)) or np.any(values.astype(np.float64) <= 0)):
+        add("constant-scale", node, f"scale {scale!r} has non-positive or non-finite values")
+
+
+def _check_zero_point(node: Any, constants: _Constants, add: Any) -> None:
+    """The zero point (and output_dtype) make the quantized type INT8, symmetric."""
+    import numpy as np
+    import onnx
+
+    zero_point = node.input[2] if len(node.input) > 2 else ""
+    if zero_point:
+        if zero_point not in constants:
+            add("zero-point", node, f"zero point {zero_point!r} is not a constant")
+        else:
+            values = constants.array(zero_point)
+            if constants.elem_type(zero_point) != onnx.TensorProto.INT8:
+                add(
+                    "int8-only",
+                    node,
+                    f"zero point {zero_point!r} is not int8, so the quantized type is not INT8",
+                )
+            if values is not None and np.any(values != 0):
+                add("zero-point", node, f"zero point {zero_point!r} is not 0 (TensorRT is symmetric only)")
+    elif node.op_type == "QuantizeLinear":
+        add(
+            "int8-only",
+            node,
+            "QuantizeLinear without a zero point outputs uint8; give an int8 zero point of 0",
+        )
+    if _attr(node, "output_dtype", 0) not in (0, onnx.TensorProto.INT8):
+        add("int8-only", node, f"output_dtype {_attr(node, 'output_dtype', 0)} is not INT8")
+
+
+def _check_quantize_users(node: Any, index: _GraphIndex, add: Any) -> None:
+    users = index.consumers.get(node.output[0], [])
+    if not users or any(user.op_type != "DequantizeLinear" for user in users):
+        add(
+            "dangling",
+            node,
+            f"its output feeds {[u.op_type for u in users] or 'nothing'}, expected DequantizeLinear",
+        )
+
+
+def _check_dequantize_input(node: Any, index: _GraphIndex, add: Any) -> None:
+    """A DQ's output is used, and its input is an int8 constant (a weight), a Q or an int8 producer."""
+    import onnx
+
+    x = node.input[0]
+    if node.output[0] not in index.graph_outputs and not index.consumers.get(node.output[0]):
+        add("dangling", node, "its output is not used")
+    if x in index.constants:
+        if index.constants.elem_type(x) != onnx.TensorProto.INT8:
+            add("int8-only", node, f"quantized input {x!r} is not an int8 tensor")
+        _check_weight_axis(node, x, index.constants, index.consumers, add)
+    elif x not in index.int8_made:
+        source = index.producers.get(x)
+        if source is None or source.op_type != "QuantizeLinear":
+            add(
+                "dangling",
+                node,
+                f"its input {x!r} comes from {source.op_type if source else 'a graph input'}, not a Q",
+            )
 
 
 def _check_weight_axis(

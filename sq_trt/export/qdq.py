@@ -166,16 +166,7 @@ def quantize_graph(
     Raises:
         ExportError: A linear's pattern is not found, or a per-tensor scale is missing.
     """
-    import onnx
-    from onnx.helper import make_node
-
-    if act_mode not in ACT_MODES:
-        raise ExportError(f"act_mode must be one of {ACT_MODES}, got {act_mode!r}")
-    if encoding not in ENCODINGS:
-        raise ExportError(f"per-token encoding must be one of {ENCODINGS}, got {encoding!r}")
-    dtype = {"float16": onnx.TensorProto.FLOAT16, "float32": onnx.TensorProto.FLOAT}.get(act_dtype)
-    if dtype is None:
-        raise ExportError(f"act_dtype must be float16 or float32, got {act_dtype!r}")
+    dtype = _graph_dtype(act_mode, encoding, act_dtype)
     graph = _Graph(model.graph)
     builder = GraphBuilder(dtype)
     builder.reserve(graph.initializers)
@@ -195,11 +186,7 @@ def quantize_graph(
         _check_weight_shape(graph, target, match)
         node = match.matmul
         x = node.input[0]
-        if act_mode == "per_tensor" and target.input_amax is None:
-            raise ExportError(
-                f"{target.name}: per-tensor activation quantization needs its calibrated input_amax, "
-                "which the act_scales do not have; calibrate this model again or use --act-mode per-token"
-            )
+        _check_has_amax(target, act_mode)
         key = (x, target.input_amax if act_mode == "per_tensor" else None)
         if key not in shared:
             act_nodes, x_dq, amax = _activation_nodes(x, target, act_mode, encoding, builder)
@@ -210,30 +197,56 @@ def quantize_graph(
         weight_nodes, w_dq = _weight_nodes(target, match, builder)
         before.setdefault(id(node), []).extend(weight_nodes)
         drop.update(id(n) for n in match.removed)
-
-        y = node.output[0]
-        bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
-        matmul_out = builder.unique(f"{target.name}/matmul") if (amax or bias) else y
-        new_nodes = [
-            make_node("MatMul", [x_dq, w_dq], [matmul_out], name=builder.unique(f"{target.name}/MatMul"))
-        ]
-        scaled = matmul_out
-        if amax:
-            scaled = y if not bias else builder.unique(f"{target.name}/scaled")
-            new_nodes.append(
-                make_node("Mul", [matmul_out, amax], [scaled], name=builder.unique(f"{target.name}/MulAmax"))
-            )
-        if bias:
-            new_nodes.append(
-                make_node("Add", [scaled, bias], [y], name=builder.unique(f"{target.name}/AddBias"))
-            )
-        replace[id(node)] = new_nodes
+        replace[id(node)] = _int8_matmul_nodes(target, node, x_dq, w_dq, amax, builder)
         report.quantized.append(target.name)
 
     splice_nodes(model, builder, before=before, replace=replace, drop=drop)
     if act_mode == "per_token" and encoding == "plugin":
         add_opset(model, plugin_spec.ONNX_DOMAIN, 1)
     return report
+
+
+def _graph_dtype(act_mode: str, encoding: str, act_dtype: str) -> int:
+    """The ONNX element type of the graph's activations, after checking the modes (ExportError)."""
+    import onnx
+
+    if act_mode not in ACT_MODES:
+        raise ExportError(f"act_mode must be one of {ACT_MODES}, got {act_mode!r}")
+    if encoding not in ENCODINGS:
+        raise ExportError(f"per-token encoding must be one of {ENCODINGS}, got {encoding!r}")
+    dtype = {"float16": onnx.TensorProto.FLOAT16, "float32": onnx.TensorProto.FLOAT}.get(act_dtype)
+    if dtype is None:
+        raise ExportError(f"act_dtype must be float16 or float32, got {act_dtype!r}")
+    return dtype
+
+
+def _check_has_amax(target: QuantTarget, act_mode: str) -> None:
+    if act_mode == "per_tensor" and target.input_amax is None:
+        raise ExportError(
+            f"{target.name}: per-tensor activation quantization needs its calibrated input_amax, "
+            "which the act_scales do not have; calibrate this model again or use --act-mode per-token"
+        )
+
+
+def _int8_matmul_nodes(
+    target: QuantTarget, node: Any, x_dq: str, w_dq: str, amax: str | None, builder: GraphBuilder
+) -> list[Any]:
+    """What replaces the float MatMul/Gemm: MatMul of the dequantized inputs, ``* amax``, ``+ bias``."""
+    from onnx.helper import make_node
+
+    y = node.output[0]
+    bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
+    matmul_out = builder.unique(f"{target.name}/matmul") if (amax or bias) else y
+    new_nodes = [make_node("MatMul", [x_dq, w_dq], [matmul_out], name=builder.unique(f"{target.name}/MatMul"))]
+    scaled = matmul_out
+    if amax:
+        scaled = y if not bias else builder.unique(f"{target.name}/scaled")
+        new_nodes.append(
+            make_node("Mul", [matmul_out, amax], [scaled], name=builder.unique(f"{target.name}/MulAmax"))
+        )
+    if bias:
+        new_nodes.append(make_node("Add", [scaled, bias], [y], name=builder.unique(f"{target.name}/AddBias")))
+    return new_nodes
 
 
 def per_tensor_qdq_nodes(x: str, amax: float, prefix: str, builder: GraphBuilder) -> tuple[list[Any], str]:

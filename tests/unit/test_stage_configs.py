@@ -210,3 +210,102 @@ def test_a_field_added_to_a_stage_config_appears_as_a_flag_with_its_bounds() -> 
     assert config_from_args(Extended, parser.parse_args(["--warmup", "5"])).warmup == 5
     with pytest.raises(ConfigError, match="--warmup"):
         config_from_args(Extended, parser.parse_args(["--warmup", "-1"]))
+
+
+def test_the_model_and_data_sections_are_the_flags_of_every_command_that_loads_a_model_or_text() -> None:
+    from sq_trt.data import DataConfig
+    from sq_trt.models.config import ModelConfig
+    from sq_trt.recipe import Recipe
+
+    assert Recipe.model_fields["model"].annotation is ModelConfig  # one definition, the recipe's section
+    assert Recipe.model_fields["data"].annotation is DataConfig
+    recipe_only = {name for name in ModelConfig.model_fields if _cli_flag_or_none(ModelConfig, name) is None}
+    assert recipe_only == {"offload", "offload_dir"}  # the pipeline's layer streaming; every other field is a flag
+    loaders = {"calibrate": True, "smooth": True, "eval": True, "export": False, "compare": False}
+    for command, takes_dtype in loaders.items():
+        flags = _flags(_subparser(command))
+        for name in sorted(set(ModelConfig.model_fields) - recipe_only - ({"dtype"} if not takes_dtype else set())):
+            _check_section_flag(command, ModelConfig, name, flags)
+        assert ("--dtype" in flags) == takes_dtype
+    for command in ("calibrate", "eval", "compare"):
+        flags = _flags(_subparser(command))
+        for name in DataConfig.model_fields:
+            _check_section_flag(command, DataConfig, name, flags)
+
+
+def _cli_flag_or_none(model: type[Any], name: str) -> str | None:
+    from sq_trt.stage_config import cli_flag
+
+    return cli_flag(model, name)
+
+
+def _check_section_flag(command: str, model: type[Any], name: str, flags: dict[str, argparse.Action]) -> None:
+    from sq_trt.commands.common import _dest
+
+    info = model.model_fields[name]
+    flag = _cli_flag_or_none(model, name)
+    assert flag is not None
+    action = flags.get(flag)
+    assert action is not None, f"sq-trt {command} has no {flag} for {model.__name__}.{name}"
+    assert action.dest == _dest(model, name, "")
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    default = extra["cli_default"] if info.is_required() else info.get_default(call_default_factory=True)
+    assert _cli_default(action) == default, f"sq-trt {command} {flag}: {action.default!r} != {default!r}"
+
+
+def test_the_model_and_data_flags_are_checked_by_the_section_models() -> None:
+    from sq_trt.commands.common import data_config_from_args, load_model_from_args
+
+    args = _subparser("calibrate").parse_args(["--calib-fraction", "1.5", "--text-column", "body"])
+    with pytest.raises(ConfigError, match=r"--calib-fraction: Input should be less than 1"):
+        data_config_from_args(args)
+    assert data_config_from_args(_subparser("eval").parse_args(["--text-column", "body"])).text_column == "body"
+    with pytest.raises(ConfigError, match="--model: must name a model"):
+        load_model_from_args(_subparser("eval").parse_args(["--model", " "]))
+    assert _subparser("smooth").parse_args(["--act-scales", "x", "--out", "y"]).model == "demo"
+    # The recipe refuses the same value, naming the section's field.
+    with pytest.raises(ConfigError, match=r"data.calib_fraction: Input should be less than 1"):
+        validate_recipe(_minimal(data={"calib_fraction": 1.5}))
+
+
+def test_compare_configs_copy_of_the_model_and_data_fields_matches_them() -> None:
+    from sq_trt.compare.stage import CompareConfig
+    from sq_trt.data import DataConfig
+    from sq_trt.models.config import ModelConfig
+
+    fields = CompareConfig.model_fields
+    model_source = ModelConfig.model_fields["source"].json_schema_extra
+    assert isinstance(model_source, dict) and fields["model"].default == model_source["cli_default"]
+    assert fields["device"].default == ModelConfig.model_fields["device"].default
+    assert fields["data"].default == DataConfig.model_fields["source"].default
+    for name in ("text_column", "calib_fraction"):
+        assert fields[name].default == DataConfig.model_fields[name].default
+        assert fields[name].metadata == DataConfig.model_fields[name].metadata  # the same bounds
+
+
+def test_build_flags_are_generated_from_the_build_settings_and_default_to_not_given() -> None:
+    from sq_trt.engine.config import BuildOptions, GenerationLimits
+
+    parser = _subparser("build")
+    flags = _flags(parser)
+    legacy = {
+        "--recipe", "--onnx", "--name", "--target", "--engines-dir", "--force", "--backend",
+        "--compute-capability", "--batch", "--seq", "--require", "--max-batch", "--max-input",
+        "--max-context", "--opt-level", "--workspace-mb", "--timing-cache", "--verbose",
+    }  # fmt: skip
+    assert legacy <= set(flags)
+    for name in ("opt_level", "workspace_mb", "timing_cache", "compute_capabilities"):
+        assert flags[_flag_of(BuildOptions, name)[0]].dest == name
+    for name in GenerationLimits.model_fields:
+        assert flags["--" + name.replace("_", "-")].dest == name
+    given = parser.parse_args([])
+    assert all(getattr(given, flags[f].dest) is None for f in legacy - {"--force", "--verbose"})
+    args = parser.parse_args(
+        ["--compute-capability", "8.6", "--compute-capability", "8.9", "--batch", "1,2,4", "--opt-level", "2"]
+    )
+    assert args.compute_capabilities == ["8.6", "8.9"] and args.batch == (1, 2, 4) and args.opt_level == 2
+    assert parser.parse_args(["--backend", "tensorrt_rtx", "--max-input", "16"]).max_input == 16
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--batch", "1,2"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--backend", "rtx"])
