@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "--per-token-encoding", "portable", "--out", str(out), "--force",
     ]  # fmt: skip
     marks = work / "phases.log"
+    work.mkdir(parents=True, exist_ok=True)
     if args.phases:
         marks.unlink(missing_ok=True)
         command = [sys.executable, str(Path(__file__).resolve()), "--child-phases", str(marks), *export_args]
