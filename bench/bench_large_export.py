@@ -180,6 +180,9 @@ def _check_files(out: Path, ckpt: Path) -> tuple[dict, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the export and the checks; write the JSON."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child-phases"]:  # before argparse: the export's own flags (--out) pass through
+        return _child_with_phases(argv[1], argv[2:])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -191,10 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--phases", action="store_true", help="record the peak memory of each export phase")
     parser.add_argument("--export-only", action="store_true", help="skip the checker and ONNX Runtime checks")
-    parser.add_argument("--child-phases", help=argparse.SUPPRESS)
-    args, rest = parser.parse_known_args(argv)
-    if args.child_phases:
-        return _child_with_phases(args.child_phases, rest)
+    args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_pipeline import make_checkpoint
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.export_only:
         files, checks = _check_files(out, ckpt)
     result = {
-        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "command": "python " + " ".join([sys.argv[0], *argv]),
         "float_weights_bytes": manifest["extra"].get("float_weights_bytes"),
         "sizes": manifest["extra"]["sizes"],
         "files": files,
