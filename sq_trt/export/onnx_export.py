@@ -14,6 +14,7 @@ build-time constants, which the unoptimized graph computes at run time.
 from __future__ import annotations
 
 import copy
+import gc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -129,7 +130,7 @@ def export_float_onnx(
         args = (ids, torch.ones_like(ids))
         dynamic = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
         outputs = [ENCODER_OUTPUT]
-    return dynamo_export(
+    proto = dynamo_export(
         wrapper,
         args,
         dynamic,
@@ -139,6 +140,11 @@ def export_float_onnx(
         failure=f"torch.onnx.export (dynamo) failed for {type(model).__name__}",
         hint="Check that the model runs with use_cache=False on CPU",
     )
+    # The traced program leaves reference cycles to the cast copy: without a collection it stayed
+    # alive through the whole export (measured: +1.0 GB of fp16 weights at 0.5 B parameters).
+    del source, wrapper
+    gc.collect()
+    return proto
 
 
 def model_in_dtype(model: Any, dtype: str) -> Any:
