@@ -140,8 +140,9 @@ def export_float_onnx(
         failure=f"torch.onnx.export (dynamo) failed for {type(model).__name__}",
         hint="Check that the model runs with use_cache=False on CPU",
     )
-    # The traced program leaves reference cycles to the cast copy: without a collection it stayed
-    # alive through the whole export (measured: +1.0 GB of fp16 weights at 0.5 B parameters).
+    # The traced program keeps the cast copy in reference cycles; collect them now rather than at
+    # some later allocation (0.5 B parameters: 0.5 GB freed after the trace; the export's peak is
+    # elsewhere, see docs/benchmarks/large_export.md).
     del source, wrapper
     gc.collect()
     return proto
