@@ -127,15 +127,19 @@ LLAMA_1B = {
 }
 
 
-def make_checkpoint(path: Path) -> int:
-    """Save a random-weight 1B Llama (fp32) with the byte tokenizer; returns its parameter count."""
+def make_checkpoint(path: Path, layers: int | None = None) -> int:
+    """Save a random-weight 1B Llama (fp32; ``layers`` decoder layers instead of 16) with the byte tokenizer.
+
+    Returns:
+        Its parameter count.
+    """
     import torch
     import transformers
 
     from sq_trt.models.tiny import byte_tokenizer
 
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(**LLAMA_1B)
+    config = transformers.LlamaConfig(**{**LLAMA_1B, **({"num_hidden_layers": layers} if layers else {})})
     model = transformers.LlamaForCausalLM(config).eval()
     model.save_pretrained(path)
     byte_tokenizer().save_pretrained(path)

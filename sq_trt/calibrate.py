@@ -117,34 +117,66 @@ def _channel_amax(t: torch.Tensor) -> torch.Tensor:
     return t.abs().reshape(-1, t.shape[-1]).amax(dim=0).float()
 
 
-class _RunningAmax:
-    """Forward hook folding one linear's input/output into running maxima."""
+class _SharedInput:
+    """The last input tensor reduced, and its per-channel amax.
 
-    def __init__(self, name: str) -> None:
+    q/k/v (and gate/up) are called on the same tensor object, so its reduction is computed
+    once per forward and reused by the linears that read it. A strong reference (not an
+    ``id``) identifies it, so a freed tensor's reused address never matches.
+    """
+
+    def __init__(self) -> None:
+        self.source: torch.Tensor | None = None
+        self.amax: torch.Tensor | None = None
+
+    def channel_amax(self, x: torch.Tensor) -> torch.Tensor:
+        if self.source is not x:
+            self.source, self.amax = x, _channel_amax(x)
+        assert self.amax is not None
+        return self.amax
+
+    def clear(self) -> None:
+        self.source = self.amax = None
+
+
+class _RunningAmax:
+    """Forward hook folding one linear's input/output into running per-channel maxima, in place.
+
+    Per batch it does two reductions (one when the input was reduced for another linear) and
+    two in-place ``torch.maximum``; no host copy, no finiteness check: ``max`` propagates NaN
+    and inf, so :meth:`check_finite` on the maxima after the last batch catches any bad element.
+    """
+
+    def __init__(self, name: str, shared: _SharedInput) -> None:
         self.name = name
+        self.shared = shared
         self.input_channel: torch.Tensor | None = None
         self.output_channel: torch.Tensor | None = None
 
     def __call__(self, module: Any, inputs: tuple[Any, ...], output: Any) -> None:
         import torch
 
-        with torch.no_grad():
-            x_amax = _channel_amax(inputs[0].detach())
-            y_amax = _channel_amax(output.detach())
-        # max() propagates NaN and inf, so checking the reduced vectors catches any bad element.
-        for what, stat in (("input", x_amax), ("output", y_amax)):
+        x_amax = self.shared.channel_amax(inputs[0])
+        y_amax = _channel_amax(output)
+        if self.input_channel is None or self.output_channel is None:
+            # Copies: the shared input reduction must not become another linear's accumulator.
+            self.input_channel, self.output_channel = x_amax.clone(), y_amax
+            return
+        torch.maximum(self.input_channel, x_amax, out=self.input_channel)
+        torch.maximum(self.output_channel, y_amax, out=self.output_channel)
+
+    def check_finite(self) -> None:
+        """Raise if any recorded maximum is NaN/inf (a bad activation anywhere in any batch)."""
+        import torch
+
+        for what, stat in (("input", self.input_channel), ("output", self.output_channel)):
+            assert stat is not None, f"{self.name} never ran"
             if not bool(torch.isfinite(stat).all()):
                 raise CalibrationError(
                     f"non-finite (NaN/inf) {what} activations at linear {self.name!r} during calibration; "
                     "the model overflows in its dtype or its weights are corrupt. Calibrate in float32 "
                     "and check the model's FP32 perplexity first (sq-trt eval)"
                 )
-        self.input_channel = (
-            x_amax if self.input_channel is None else torch.maximum(self.input_channel, x_amax)
-        )
-        self.output_channel = (
-            y_amax if self.output_channel is None else torch.maximum(self.output_channel, y_amax)
-        )
 
 
 def calibrate(loaded: LoadedModel, chunks: torch.Tensor, *, progress: bool = True) -> ActScales:
@@ -180,7 +212,8 @@ def calibrate(loaded: LoadedModel, chunks: torch.Tensor, *, progress: bool = Tru
     missing = [name for name in names if name not in modules]
     assert not missing, f"registry names not in the model: {missing}"
     device = next(model.parameters()).device
-    hooks = {name: _RunningAmax(name) for name in names}
+    shared = _SharedInput()
+    hooks = {name: _RunningAmax(name, shared) for name in names}
     handles = [modules[name].register_forward_hook(hooks[name]) for name in names]
     # The attention BMM input ranges (the O3 option) come from eager attention with an observer;
     # families whose attention is not hooked simply have none.
@@ -192,6 +225,12 @@ def calibrate(loaded: LoadedModel, chunks: torch.Tensor, *, progress: bool = Tru
     finally:
         for handle in handles:
             handle.remove()
+        shared.clear()
+    # Model order: the first non-finite linear named is where the bad values started.
+    for hook in hooks.values():
+        hook.check_finite()
+    if bmm is not None:
+        bmm.check_finite()
 
     scales = ActScales({}, {}, {}, {}, {})
     for name, hook in hooks.items():

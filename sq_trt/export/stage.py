@@ -308,7 +308,59 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> None:
             location=f"{path.name}.data",
         )
     else:
-        onnx.save_model(model, str(path))
+        write_onnx_streamed(model, path)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | 0x80 if value else low)
+        if not value:
+            return bytes(out)
+
+
+def _fields_bytes(message: Any, keep: Any) -> bytes:
+    """The serialization of ``message``'s fields whose numbers pass ``keep`` (the others left out, not copied)."""
+    part = type(message)()
+    for descriptor, value in message.ListFields():
+        if not keep(descriptor.number):
+            continue
+        if isinstance(value, str | bytes | int | float):
+            setattr(part, descriptor.name, value)
+        elif hasattr(value, "extend"):
+            getattr(part, descriptor.name).extend(value)
+        else:
+            getattr(part, descriptor.name).CopyFrom(value)
+    return part.SerializeToString()
+
+
+def write_onnx_streamed(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` as one ``.onnx`` file, the bytes of ``SerializeToString()``, one initializer at a time.
+
+    ``onnx.save_model`` serialises the whole message into one ``bytes`` first: a second copy
+    of every weight (1.5 GB for the 1.24 B INT8 graph) at the export's last step. Protobuf
+    writes fields in field-number order, so the file is the model's fields before ``graph``,
+    the graph's fields before ``initializer``, each initializer, then the fields after them.
+    """
+    graph = model.graph
+    init_field = type(graph).DESCRIPTOR.fields_by_name["initializer"].number
+    graph_field = type(model).DESCRIPTOR.fields_by_name["graph"].number
+    head = _fields_bytes(graph, lambda n: n < init_field)
+    tail = _fields_bytes(graph, lambda n: n > init_field)
+    init_tag = _varint(init_field << 3 | 2)  # wire type 2: length-delimited
+    sizes = [init.ByteSize() for init in graph.initializer]
+    graph_size = len(head) + len(tail) + sum(len(init_tag) + len(_varint(n)) + n for n in sizes)
+    with open(path, "wb") as handle:
+        handle.write(_fields_bytes(model, lambda n: n < graph_field))
+        handle.write(_varint(graph_field << 3 | 2) + _varint(graph_size) + head)
+        for init, size in zip(graph.initializer, sizes, strict=True):
+            data = init.SerializeToString()
+            assert len(data) == size, f"initializer {init.name} changed size while being written"
+            handle.write(init_tag + _varint(size))
+            handle.write(data)
+        handle.write(tail)
+        handle.write(_fields_bytes(model, lambda n: n > graph_field))
 
 
 def _internalize(model: onnx.ModelProto, directory: Path) -> None:
