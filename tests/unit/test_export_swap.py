@@ -115,7 +115,9 @@ def _run(graph: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarra
 
 
 @pytest.mark.parametrize(("family", "with_past", "dtype"), CASES)
-def test_swapped_graph_equals_a_fresh_trace_of_the_smoothed_model(family: str, with_past: bool, dtype: str) -> None:
+def test_swapped_graph_equals_a_fresh_trace_of_the_smoothed_model(
+    family: str, with_past: bool, dtype: str
+) -> None:
     loaded, smoothed = _smoothed(family)
     traced = trace_swappable(loaded.model, dtype, lambda: _trace(loaded.model, loaded, with_past, dtype))
     assert traced.unswappable is None
