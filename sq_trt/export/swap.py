@@ -49,9 +49,19 @@ _FOLDED_FROM_KEY = "pkg.onnxscript.optimizer.folded_from"
 # onnx_ir's DeduplicateInitializersPass: tensors up to this many elements are merged when equal.
 DEDUP_SIZE_LIMIT = 1024
 _DEDUP_LOGGER = "onnx_ir.passes.common.initializer_deduplication"
-# Config entries that say where a model came from, not what it computes.
+# Config entries that say where a model came from or how to load it, not what it computes (the class
+# is in the fingerprint itself; the tensors' dtypes too). A checkpoint saved and reloaded (the smooth
+# stage's) gains ``architectures`` and ``dtype`` and another ``_name_or_path``.
 _PROVENANCE_KEYS = frozenset(
-    {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash", "use_cache"}
+    {
+        "_name_or_path",
+        "transformers_version",
+        "torch_dtype",
+        "dtype",
+        "_commit_hash",
+        "use_cache",
+        "architectures",
+    }
 )
 
 
