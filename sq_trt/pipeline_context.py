@@ -140,9 +140,11 @@ class PipelineContext:
         )
 
     def float_graphs(self) -> FloatGraphs:
-        """The float ONNX graphs the exports of this run share (traced once per model and dtype).
+        """The float ONNX graphs the exports of this run share: one trace per architecture, graph kind and dtype.
 
-        An offloaded model is too large to keep its float graph in memory between candidates.
+        Every other model of the architecture (the original for naive candidates and the FP16
+        baseline, each smoothing) gets the traced graph with its own weights swapped in. An
+        offloaded model is too large to keep its float graph in memory between candidates.
         """
         from sq_trt.export.stage import FloatGraphs
 

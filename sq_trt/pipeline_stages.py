@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -501,6 +501,8 @@ class PipelineResult:
     report_path: Path | None
     gate_passed: bool | None
     gate_detail: str = ""
+    # FloatGraphs.stats(): float graphs traced and reused (weights swapped in) by this run's exports.
+    float_graphs: dict[str, Any] = field(default_factory=dict)
 
     def raise_if_gate_failed(self) -> None:
         """Raise :class:`~sq_trt.errors.GateFailedError` (exit code 3) when the gate failed."""
@@ -571,6 +573,9 @@ def run_pipeline(
         reports = run_stages(stages, ctx.work_dir, from_kind=from_kind, hook=hook, log=emit)
     finally:
         ctx.float_graphs().clear()
+    graphs = ctx.float_graphs().stats()
+    if graphs["traces"] or graphs["reused"]:
+        emit(f"[pipeline] float graphs: {graphs['traces']} traced, {graphs['reused']} reused with swapped weights")
     report_dir = ctx.stage_dir("report")
     verdict = evaluate_gate(recipe, ctx.stage_dir("compare"))
     result = PipelineResult(
@@ -578,6 +583,7 @@ def run_pipeline(
         report_path=report_dir / "report.html",
         gate_passed=verdict.passed,
         gate_detail=verdict.describe_failures() if not verdict.passed else "",
+        float_graphs=graphs,
     )
     total = time.perf_counter() - started
     _print_summary(recipe, result, format_summary(reports), total, log)
@@ -591,6 +597,7 @@ def run_pipeline(
             "backend_reason": plan.reason,
             "report": str(result.report_path),
             "gate": verdict.to_json(),
+            "float_graphs": graphs,
         },
     )
     return result

@@ -31,6 +31,13 @@ from sq_trt.export.onnx_export import (
 )
 from sq_trt.export.past import export_float_onnx_with_past
 from sq_trt.export.qdq import quantize_graph, targets_from_model
+from sq_trt.export.swap import (
+    TracedGraph,
+    WeightSwapRefused,
+    architecture_fingerprint,
+    swap_weights,
+    trace_swappable,
+)
 from sq_trt.models.cache import cache_layout
 from sq_trt.models.loading import max_positions
 from sq_trt.models.registry import quantizable_linears
@@ -147,31 +154,67 @@ def _record_sizes(tmp: Path, extra: dict[str, Any]) -> dict[str, int]:
 
 
 class FloatGraphs:
-    """Float ONNX graphs traced once per (model, graph kind, dtype, opset) and handed out as copies.
+    """Float ONNX graphs traced once per (architecture, graph kind, dtype, opset), handed out as copies.
 
     Candidates of one model (per-tensor, per-token portable, plugin...) differ only in the Q/DQ
-    rewrite of the same float graph, and tracing dominates an export; the pipeline passes one
-    instance to every export of a run. Each caller gets its own copy: no export sees another's
-    rewrite. The model object identifies the model, so keep an instance no longer than the models.
+    rewrite of the same float graph, and models of one architecture (the original, each smoothing
+    of it) differ only in weight values; tracing dominates an export. The pipeline passes one
+    instance to every export of a run: the first model of an architecture is traced, every other
+    one gets that graph with its own weights swapped in (:func:`sq_trt.export.swap.swap_weights`,
+    equal to a fresh trace of it), or is traced afresh where the swap is refused. Each caller
+    gets its own copy: no export sees another's rewrite.
+
+    ``keep=False`` (an offloaded model, too large to keep a graph between candidates) traces
+    every call. :attr:`traces` counts the traces done, :attr:`reused` the graphs swapped,
+    :attr:`refused` why a swap was refused.
     """
 
     def __init__(self, *, keep: bool = True) -> None:
         self._keep = keep
-        self._graphs: dict[tuple[int, bool, str, int], onnx.ModelProto] = {}
+        self._graphs: dict[tuple[str, bool, str, int], TracedGraph] = {}
+        self.traces = 0
+        self.reused = 0
+        self.refused: list[str] = []
+        self.last: str | None = None  # "fresh" or "reused": what the latest call did
 
     def graph(self, model: Any, spec: Any, *, with_past: bool, dtype: str, opset: int) -> onnx.ModelProto:
-        """The float graph of ``model``: a fresh trace, or a copy of the one traced before."""
+        """The float graph of ``model``: a fresh trace, or the graph of its architecture with its weights.
+
+        Raises:
+            ExportError: The exporter failed (its message is included).
+        """
         import onnx
 
         tracer = export_float_onnx_with_past if with_past else export_float_onnx
-        if not self._keep:
+
+        def trace() -> onnx.ModelProto:
+            self.traces += 1
+            self.last = "fresh"
             return tracer(model, spec, dtype=dtype, opset=opset)
-        key = (id(model), with_past, dtype, opset)
-        if key not in self._graphs:
-            self._graphs[key] = tracer(model, spec, dtype=dtype, opset=opset)
+
+        if not self._keep:
+            return trace()
+        architecture = architecture_fingerprint(model)
+        key = (architecture, with_past, dtype, opset)
+        kept = self._graphs.get(key)
+        if kept is not None:
+            try:
+                swapped = swap_weights(kept, model, architecture=architecture)
+            except WeightSwapRefused as exc:
+                self.refused.append(str(exc))  # correct either way: this model gets its own trace
+            else:
+                self.reused += 1
+                self.last = "reused"
+                return swapped
+            return trace()
+        self._graphs[key] = trace_swappable(model, dtype, trace, architecture)
         copy = onnx.ModelProto()
-        copy.CopyFrom(self._graphs[key])
+        copy.CopyFrom(self._graphs[key].graph)
         return copy
+
+    def stats(self) -> dict[str, Any]:
+        """Traces done, graphs reused and refused swaps (for the pipeline's summary)."""
+        return {"traces": self.traces, "reused": self.reused, "refused": list(self.refused)}
 
     def clear(self) -> None:
         """Drop every kept graph."""

@@ -177,32 +177,30 @@ def test_code_change_reruns_the_stage(chain: Chain, tmp_path: Path, monkeypatch:
     assert statuses == {"a": "reused", "b": "ran", "c": "reused"}  # b rewrote identical bytes
 
 
-def test_float_exports_are_traced_once_per_model_and_copied(monkeypatch: pytest.MonkeyPatch) -> None:
-    import onnx
+def test_float_exports_are_traced_once_per_architecture_and_copied() -> None:
+    import copy
 
-    from sq_trt.export import stage as export_stage
+    import torch
+
     from sq_trt.export.stage import FloatGraphs
+    from sq_trt.models.loading import load_model
 
-    calls: list[tuple[int, str]] = []
-
-    def tracer(model: object, spec: object, *, dtype: str = "float16", opset: int = 20) -> onnx.ModelProto:
-        calls.append((id(model), dtype))
-        return onnx.helper.make_model(onnx.helper.make_graph([], f"g{len(calls)}", [], []))
-
-    # Counts the traces; the exporter itself is what is under test (FloatGraphs is passed in, not patched in).
-    monkeypatch.setattr(export_stage, "export_float_onnx", tracer)
-    first, second = object(), object()
+    loaded = load_model("tiny:llama")
+    other = copy.deepcopy(loaded.model)  # another model of the architecture, other weights
+    with torch.no_grad():
+        other.model.norm.weight.mul_(2.0)
     graphs = FloatGraphs()
-    a = graphs.graph(first, None, with_past=False, dtype="float16", opset=20)
-    b = graphs.graph(first, None, with_past=False, dtype="float16", opset=20)
-    c = graphs.graph(second, None, with_past=False, dtype="float16", opset=20)
+    a = graphs.graph(loaded.model, loaded.spec, with_past=False, dtype="float32", opset=20)
+    b = graphs.graph(loaded.model, loaded.spec, with_past=False, dtype="float32", opset=20)
+    c = graphs.graph(other, loaded.spec, with_past=False, dtype="float32", opset=20)
     b.graph.name = "edited by one export"
-    assert calls == [(id(first), "float16"), (id(second), "float16")]
-    assert a is not b and a.graph.name == "g1"  # copies: one export's edits never reach another
-    assert c.graph.name == "g2"
-    graphs.graph(first, None, with_past=False, dtype="float32", opset=20)
-    assert calls[-1] == (id(first), "float32")  # another dtype is another graph
+    assert (graphs.traces, graphs.reused, graphs.last) == (1, 2, "reused")
+    assert a is not b and a.graph.name != b.graph.name  # copies: one export's edits never reach another
+    norm = {i.name: i.raw_data for i in c.graph.initializer}["model.model.norm.weight"]
+    assert norm == (2.0 * loaded.model.model.norm.weight.detach()).numpy().tobytes()  # c has other's weights
+    graphs.graph(other, loaded.spec, with_past=False, dtype="float16", opset=20)
+    assert (graphs.traces, graphs.last) == (2, "fresh")  # another dtype is another graph
     unkept = FloatGraphs(keep=False)  # an offloaded model: nothing kept between candidates
-    unkept.graph(first, None, with_past=False, dtype="float16", opset=20)
-    unkept.graph(first, None, with_past=False, dtype="float16", opset=20)
-    assert len(calls) == 5
+    unkept.graph(loaded.model, loaded.spec, with_past=False, dtype="float32", opset=20)
+    unkept.graph(loaded.model, loaded.spec, with_past=False, dtype="float32", opset=20)
+    assert (unkept.traces, unkept.reused) == (2, 0)

@@ -59,6 +59,7 @@ class TinyRun:
 def tiny(module_tmp: Callable[[str], Path]) -> TinyRun:
     run = TinyRun(module_tmp("pipeline"))
     run.first = run.run()
+    run.first_result = run.last
     return run
 
 
@@ -94,6 +95,14 @@ def test_first_run_runs_every_stage_and_writes_every_artifact(tiny: TinyRun) -> 
 
 
 @pytest.mark.skipif(not _rtx_available(), reason="TensorRT-RTX (the `rtx` extra) is not installed")
+def test_one_trace_per_architecture_and_graph_kind_per_run(tiny: TinyRun) -> None:
+    # Both candidates' graphs and the FP16 baseline come from one float16 trace of the architecture:
+    # the naive candidate traces the original model, the smoothed one gets its weights swapped in.
+    assert tiny.first_result.float_graphs == {"traces": 1, "reused": 1, "refused": []}
+    summary = json.loads((tiny.root / "work" / "pipeline_summary.json").read_text())
+    assert set(summary["float_graphs"]) == {"traces", "reused", "refused"}  # recorded in every run's summary
+
+
 def test_engines_are_built_with_tensorrt_rtx_and_the_plugin_graph_is_skipped(tiny: TinyRun) -> None:
     assert tiny.first["build/fp16"] == "ran"
     assert tiny.first["build/naive-per-token"] == "ran"
