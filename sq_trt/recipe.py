@@ -12,7 +12,8 @@ default.
 Work directory layout (``work_dir``, default ``work/<name>``)::
 
     calibrate/                 act_scales artifact
-    smooth/                    smoothed checkpoint + smoothing factors
+    smooth/                    smoothed checkpoint + smoothing factors (the ``smooth`` section's)
+    smooth-<hash8>/            the same for a candidate's own ``smoothing`` (one per distinct config)
     export/<candidate>/        model.fp16.onnx + model.int8.onnx (one per INT8 candidate)
     compare/                   comparison results (ONNX Runtime on CPU, TensorRT on GPU hosts)
     report/                    report.html, report.md, report.json
