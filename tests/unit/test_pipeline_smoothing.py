@@ -238,3 +238,35 @@ def test_a_candidate_override_matching_no_group_fails_before_calibrate(
     assert main(argv) == 1
     assert "'layers.*.mpl_in' matches no smoothing group" in capsys.readouterr().err
     assert not (work / "calibrate" / "manifest.json").exists()
+
+
+def test_an_offloaded_model_runs_each_candidates_numeric_smoothing(tmp_path: Path) -> None:
+    from sq_trt.models.tiny import byte_tokenizer, tiny_model
+
+    checkpoint = tmp_path / "ckpt"
+    tiny_model("llama").save_pretrained(checkpoint)
+    byte_tokenizer().save_pretrained(checkpoint)
+    work = tmp_path / "work"
+    recipe = load_recipe(
+        RECIPE,
+        [
+            *TINY[1:],
+            f"model.source={checkpoint}",
+            "model.offload=true",
+            "compare.samples=1",
+            "smooth={alpha: 0.5}",
+            "export.candidates=[{name: a}, {name: b, act_mode: per_tensor, smoothing: {alpha: 0.8}}]",
+            "gate=[]",
+            f"work_dir={work}",
+            f"engines_dir={tmp_path / 'engines'}",
+        ],
+    )
+    own = smooth_stage_name(recipe, SmoothConfig(alpha=0.8))
+    statuses = {r.name: r.status for r in run_pipeline(recipe, progress=False, log=lambda _: None).reports}
+    assert statuses["smooth"] == statuses[own] == "ran"
+    assert set(_manifest(work / "smooth")["extra"]["alphas"].values()) == {0.5}
+    assert set(_manifest(work / own)["extra"]["alphas"].values()) == {0.8}
+    assert (work / ".offload" / own).is_dir()  # its own offload folder: the shared smoothing's stays intact
+    for name, stage in (("a", "smooth"), ("b", own)):
+        weights = _manifest(work / stage)["extra"]["model_fingerprint"]
+        assert _manifest(work / "export" / name)["extra"]["model_fingerprint"] == weights
