@@ -91,7 +91,7 @@ def collect_group_inputs(
     """
     from tqdm.auto import tqdm
 
-    from sq_trt.models.registry import find_spec
+    from sq_trt.models import adapter
 
     if chunks.dim() != 2 or chunks.shape[0] == 0:
         raise DataError(f"the alpha search needs calibration chunks [n>=1, seq], got {tuple(chunks.shape)}")
@@ -99,18 +99,32 @@ def collect_group_inputs(
     samplers = {group.name: _TokenSampler(tokens_per_sample) for group in groups}
     handles = [modules[group.linears[0]].register_forward_hook(samplers[group.name]) for group in groups]
     device = next(model.parameters()).device
-    decoder = find_spec(model).kind == "decoder"
     try:
         with torch.inference_mode():
             for row in tqdm(
                 chunks[:samples], desc="alpha search: sampling", unit="sample", disable=not progress
             ):
-                ids = row[None].to(device)
-                model(input_ids=ids, use_cache=False) if decoder else model(input_ids=ids)
+                # The body only: the LM head feeds no group, and its vocabulary-wide GEMM is pure cost.
+                adapter.forward_body(model, row[None].to(device))
     finally:
         for handle in handles:
             handle.remove()
     return {name: torch.cat(sampler.rows) for name, sampler in samplers.items()}
+
+
+def int8_matmul(x_q: torch.Tensor, w_q: torch.Tensor) -> torch.Tensor:
+    """``x_q @ w_q.T`` of int8 ``[T, K]`` and ``[N, K]`` in exact integer arithmetic, as float32 ``[T, N]``.
+
+    The INT8 GEMM the deployed engine runs (int32 accumulation, exact for ``K < 133,144``),
+    through torch's integer GEMM (several times faster than a float32 GEMM on CPUs with
+    8-bit dot products); where that kernel is missing, a float64 GEMM of the same integers,
+    exact too (every partial sum is an integer below 2**53). Both round once to float32.
+    """
+    try:
+        acc = torch._int_mm(x_q, w_q.t())
+    except (RuntimeError, NotImplementedError):
+        return (x_q.double() @ w_q.double().t()).float()
+    return acc.float()
 
 
 def quantized_output_error(
@@ -124,6 +138,11 @@ def quantized_output_error(
 ) -> float:
     """Sum over the group's linears of the MSE of the W8A8 output after smoothing by ``input_factor``.
 
+    The W8A8 output is the reference's (:func:`sq_trt.quant.reference.w8a8_gemm`): an exact
+    integer GEMM of the int8 activations and weights, then the per-token (or per-tensor) times
+    per-channel scales in float32; equal to the float GEMM of the fake-quantized operands up
+    to that GEMM's rounding, at a fraction of its cost (this GEMM is the search's whole cost).
+
     Args:
         x: Sampled group input ``[tokens, in]`` (unsmoothed).
         weights: The group's weights ``[out, in]`` (unsmoothed).
@@ -134,13 +153,17 @@ def quantized_output_error(
     """
     smoothed = x / input_factor
     if act_mode == "per_token":
-        x_fq = reference.fake_quant_per_token(smoothed)
+        x_q, amax = reference.quantize_per_token(smoothed)
+        token_scale = amax.float() / reference.QMAX  # [tokens, 1], as dequantize() scales each token
     else:
-        x_fq = reference.fake_quant_per_tensor(smoothed, (act_amax / input_factor).max())
+        tensor_amax = (act_amax / input_factor).max()
+        x_q = reference.quantize_per_tensor(smoothed, tensor_amax)
+        token_scale = reference.per_tensor_scale(tensor_amax)
     error = 0.0
     for weight, ref in zip(weights, references, strict=True):
-        w_fq = reference.fake_quant_weight(weight.float() * input_factor[None, :])
-        error += float((x_fq @ w_fq.t() - ref).pow(2).mean())
+        w_q, w_scale = reference.quantize_weight_per_channel(weight.float() * input_factor[None, :])
+        out = int8_matmul(x_q, w_q).mul_(token_scale).mul_(w_scale[None, :])
+        error += float(out.sub_(ref).square_().mean())
     return error
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sq_trt.export.stage import FloatGraphs
     from sq_trt.models.loading import LoadedModel
     from sq_trt.offload import OffloadedModel
+    from sq_trt.smooth_config import AlphaSearchConfig
 
 
 def model_identity(source: str) -> dict[str, Any]:
@@ -171,12 +172,34 @@ class PipelineContext:
             "act_scales", lambda: load_act_scales(self.stage_dir("calibrate"), model=self.original().model)
         )
 
-    def smoothed(self) -> tuple[LoadedModel, ActScales]:
-        """The smooth stage's model and statistics."""
+    def smoothed(self, stage: str = "smooth") -> tuple[LoadedModel, ActScales]:
+        """A smooth stage's model and statistics (``smooth``, or a candidate's own ``smooth-<hash8>``)."""
         from sq_trt.smooth import load_smoothed
 
         return self._memo(
-            "smoothed", lambda: load_smoothed(self.stage_dir("smooth"), device=self.recipe.model.device)
+            f"smoothed:{stage}", lambda: load_smoothed(self.stage_dir(stage), device=self.recipe.model.device)
+        )
+
+    def search_inputs(self, search: AlphaSearchConfig) -> dict[str, torch.Tensor]:
+        """The unsmoothed model's sampled group inputs for the alpha search, captured once per sampling size.
+
+        Every group, the optional linear->linear ones included, so each smoothing of the run
+        finds its groups in one capture (the calibration chunks are the same for all of them).
+        """
+        from sq_trt.autoalpha import collect_group_inputs
+        from sq_trt.models.registry import smoothing_groups
+
+        model = self.original().model
+        return self._memo(
+            f"search_inputs:{search.samples}:{search.tokens_per_sample}",
+            lambda: collect_group_inputs(
+                model,
+                self.calibration_chunks(),
+                smoothing_groups(model, include_optional=True),
+                samples=search.samples,
+                tokens_per_sample=search.tokens_per_sample,
+                progress=self.progress,
+            ),
         )
 
 

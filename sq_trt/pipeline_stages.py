@@ -11,6 +11,7 @@ stage               reads                                      writes
 ==================  =========================================  =====================================
 calibrate           model, data, calibrate                     ``<work>/calibrate``
 smooth              smooth (+ calibrate's artifact)            ``<work>/smooth``
+smooth-<hash8>      a candidate's own smoothing (+ calibrate)  ``<work>/smooth-<hash8>`` (one per distinct config)
 export/<cand>       export.exclude/opset, the candidate        ``<work>/export/<cand>``
 build/<cand>        build                                      ``<engines>/<cand>`` (``<target>.plan``)
 compare             compare, data (+ every export / engine)    ``<work>/compare``
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sq_trt.compare.config import CompareOptions
 from sq_trt.pipeline import Stage, StageReport, StageSkipped
 from sq_trt.pipeline_context import BuildPlan, PipelineContext, model_identity
-from sq_trt.recipe import Candidate, Recipe
+from sq_trt.recipe import Candidate, Recipe, smoothing_key
 
 if TYPE_CHECKING:
     import torch
@@ -82,7 +83,7 @@ def _check_positions(recipe: Recipe, limit: int | None, check: Any) -> None:
 
 
 def check_recipe_overrides(recipe: Recipe, model: Any) -> None:
-    """Refuse ``smooth.overrides`` patterns that match no smoothing group of ``model``.
+    """Refuse ``overrides`` patterns (the smooth section's or a candidate's) that match no smoothing group of ``model``.
 
     Raises:
         ConfigError: Naming the pattern (see :func:`sq_trt.smooth.check_override_patterns`).
@@ -90,9 +91,9 @@ def check_recipe_overrides(recipe: Recipe, model: Any) -> None:
     from sq_trt.models.registry import smoothing_groups
     from sq_trt.smooth import check_override_patterns
 
-    config = smooth_config(recipe)
-    groups = smoothing_groups(model, include_optional=config.include_optional)
-    check_override_patterns(config, [group.name for group in groups])
+    for config in {smoothing_key(recipe.smooth): recipe.smooth, **recipe.smoothings()}.values():
+        groups = smoothing_groups(model, include_optional=config.include_optional)
+        check_override_patterns(config, [group.name for group in groups])
 
 
 def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
@@ -117,7 +118,7 @@ def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
     check_device(recipe.model.device)
     limit = source_max_positions(recipe.model.source, trust_remote_code=recipe.model.trust_remote_code)
     _check_positions(recipe, limit, check_seq_len_limit)
-    if recipe.smooth.overrides:
+    if recipe.smooth.overrides or any(config.overrides for config in recipe.smoothings().values()):
         skeleton = source_skeleton(recipe.model.source, trust_remote_code=recipe.model.trust_remote_code)
         if skeleton is not None:
             check_recipe_overrides(recipe, skeleton)
@@ -128,23 +129,69 @@ def smooth_config(recipe: Recipe) -> SmoothConfig:
     return recipe.smooth
 
 
-def _run_smooth(ctx: PipelineContext, path: Path) -> None:
+SHARED_SMOOTH = "smooth"
+
+
+def smooth_stage_name(recipe: Recipe, config: SmoothConfig) -> str:
+    """The stage (and work directory) of one smoothing: ``smooth`` for the recipe's section, else ``smooth-<hash8>``.
+
+    Named by the config's canonical hash, so candidates with equal smoothing share one
+    stage, and going back to an earlier smoothing finds its artifact still there.
+    """
+    key = smoothing_key(config)
+    if key == smoothing_key(recipe.smooth):
+        return SHARED_SMOOTH
+    return f"{SHARED_SMOOTH}-{key.removeprefix('sha256:')[:8]}"
+
+
+def candidate_smooth_stage(recipe: Recipe, candidate: Candidate) -> str | None:
+    """The smooth stage a candidate exports from (None: naive, the original model)."""
+    config = candidate.smooth_config(recipe.smooth)
+    return smooth_stage_name(recipe, config) if config is not None else None
+
+
+def _primary_smoothed(recipe: Recipe) -> Candidate | None:
+    """The smoothed candidate the report's activation picture and the layer ranking show.
+
+    The first one on the recipe's shared smoothing, else the first smoothed candidate.
+    """
+    smoothed = [c for c in recipe.export.candidates if c.smooth]
+    shared = [c for c in smoothed if candidate_smooth_stage(recipe, c) == SHARED_SMOOTH]
+    return next(iter(shared or smoothed), None)
+
+
+def _run_smooth(ctx: PipelineContext, config: SmoothConfig, name: str, path: Path) -> None:
     from sq_trt import smooth
 
-    config = smooth_config(ctx.recipe)
     scales = ctx.act_scales()
     chunks = ctx.calibration_chunks()
     if ctx.recipe.model.offload:
-        _run_smooth_offloaded(ctx, path, config, scales, chunks)
+        _run_smooth_offloaded(ctx, path, config, scales, chunks, purpose=name)
         return
     original = ctx.original()
     loaded = copy.copy(original)
     loaded.model = copy.deepcopy(original.model)  # the unsmoothed model stays for naive candidates
-    smooth.run(config, loaded=loaded, scales=scales, chunks=chunks, out=path, force=True, progress=ctx.progress)
+    smooth.run(
+        config,
+        loaded=loaded,
+        scales=scales,
+        chunks=chunks,
+        out=path,
+        force=True,
+        progress=ctx.progress,
+        # Every search of the run samples the same unsmoothed activations: captured once.
+        search_inputs=ctx.search_inputs(config.search) if config.needs_search else None,
+    )
 
 
 def _run_smooth_offloaded(
-    ctx: PipelineContext, path: Path, config: SmoothConfig, scales: ActScales, chunks: torch.Tensor
+    ctx: PipelineContext,
+    path: Path,
+    config: SmoothConfig,
+    scales: ActScales,
+    chunks: torch.Tensor,
+    *,
+    purpose: str = SHARED_SMOOTH,
 ) -> None:
     """The smooth stage with one decoder layer in memory at a time (numeric alphas only)."""
     from sq_trt.errors import ArtifactError
@@ -152,7 +199,7 @@ def _run_smooth_offloaded(
     from sq_trt.smooth import check_equivalence, reference_outputs, save_smoothed, smoothed_act_scales
     from sq_trt.smooth_config import PROBE_TOKENS
 
-    loaded = ctx.load_offloaded("smooth")
+    loaded = ctx.load_offloaded(purpose)
     if loaded.fingerprint() != scales.meta.get("model_fingerprint"):
         raise ArtifactError(
             f"{ctx.stage_dir('calibrate')} was calibrated on other weights than {loaded.source!r}; "
@@ -203,7 +250,6 @@ def plan_stages(ctx: PipelineContext) -> list[Stage]:
     """The recipe's stages in order (see the module docstring for what each reads and writes)."""
     r = ctx.recipe
     calibrate_dir = ctx.stage_dir("calibrate")
-    smooth_dir = ctx.stage_dir("smooth")
     stages = [
         Stage(
             name="calibrate",
@@ -219,14 +265,15 @@ def plan_stages(ctx: PipelineContext) -> list[Stage]:
             code=(*_ADAPTERS, "sq_trt.calibrate", "sq_trt.data", "sq_trt.models", "sq_trt.offload"),
         )
     ]
-    if any(c.smooth for c in r.export.candidates):
+    for config in r.smoothings().values():
+        name = smooth_stage_name(r, config)
         stages.append(
             Stage(
-                name="smooth",
+                name=name,
                 kind="smooth",
-                path=smooth_dir,
-                run=lambda: _run_smooth(ctx, smooth_dir),
-                config={"smooth": r.smooth.model_dump(mode="json")},
+                path=ctx.stage_dir(name),
+                run=functools.partial(_run_smooth, ctx, config, name, ctx.stage_dir(name)),
+                config={"smooth": config.model_dump(mode="json")},
                 after=("calibrate",),
                 code=(*_ADAPTERS, "sq_trt.smooth", "sq_trt.autoalpha", "sq_trt.offload"),
             )
@@ -249,9 +296,10 @@ def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
     from sq_trt.recipe import export_config
 
     config = export_config(ctx.recipe.export, candidate, encoding=candidate_encoding(ctx, candidate))
-    if candidate.smooth:
-        loaded, scales = ctx.smoothed()
-        inputs = {"smoothed": ctx.stage_fingerprint("smooth")}
+    smooth_stage = candidate_smooth_stage(ctx.recipe, candidate)
+    if smooth_stage is not None:
+        loaded, scales = ctx.smoothed(smooth_stage)
+        inputs = {"smoothed": ctx.stage_fingerprint(smooth_stage)}
     else:
         loaded, scales = ctx.original(), ctx.act_scales()
         inputs = {"act_scales": ctx.stage_fingerprint("calibrate")}
@@ -335,7 +383,8 @@ def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> 
         candidates = [
             RunnerSpec.for_file(c.name, ctx.stage_dir("export", c.name, INT8_FILE)) for c in r.export.candidates
         ]
-    smoothed = next((c for c in r.export.candidates if c.smooth), None)
+    smoothed = _primary_smoothed(r)
+    smooth_stage = candidate_smooth_stage(r, smoothed) if smoothed is not None else None
     rank = r.compare.layer_ranking and ctx.original().spec.kind == "decoder"
     options = {name: getattr(r.compare, name) for name in CompareOptions.model_fields}
     compare_models(
@@ -350,8 +399,8 @@ def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> 
             calib_fraction=r.data.calib_fraction,
             # The gate is applied by the report stage, so changing it never reruns the comparison.
             gate=[],
-            rank_layers=str(ctx.stage_dir("smooth"))
-            if rank and smoothed
+            rank_layers=str(ctx.stage_dir(smooth_stage))
+            if rank and smooth_stage is not None
             else (r.model.source if rank else None),
             rank_act_mode=smoothed.act_mode if smoothed else "per_token",
             device=r.model.device,
@@ -376,9 +425,11 @@ def _run_report(ctx: PipelineContext, compare_dir: Path, path: Path) -> None:
 
     r = ctx.recipe
     activation = None
-    if (ctx.stage_dir("smooth") / "manifest.json").is_file() and any(c.smooth for c in r.export.candidates):
+    smoothed = _primary_smoothed(r)
+    smooth_stage = candidate_smooth_stage(r, smoothed) if smoothed is not None else None
+    if smooth_stage is not None and (ctx.stage_dir(smooth_stage) / "manifest.json").is_file():
         activation = activation_picture(
-            ctx.stage_dir("calibrate"), ctx.stage_dir("smooth"), r.report.activation_layer
+            ctx.stage_dir("calibrate"), ctx.stage_dir(smooth_stage), r.report.activation_layer
         )
     sweep = load_sweep(r.report.sweep) if r.report.sweep is not None else None
     # The comparison ran without a gate; the report applies the recipe's to the verified metrics.
@@ -410,7 +461,7 @@ def _export_stages(ctx: PipelineContext) -> list[Stage]:
                     # Every shared export option (opset, exclude, int8_dtype, with_past) reruns the exports.
                     "graph": r.export.model_dump(mode="json", exclude={"candidates"}),
                 },
-                after=("smooth",) if candidate.smooth else ("calibrate",),
+                after=(candidate_smooth_stage(r, candidate) or "calibrate",),
                 code=(*_ADAPTERS, "sq_trt.export"),
             )
         )
@@ -460,12 +511,13 @@ def _compare_and_report_stages(ctx: PipelineContext, builds: list[str]) -> list[
     target = _engine_target(plan)
     runner = _compare_runner(r, plan)
     compare_dir = ctx.stage_dir("compare")
-    smoothing = any(c.smooth for c in r.export.candidates)
+    primary = _primary_smoothed(r)
+    smooth_stage = candidate_smooth_stage(r, primary) if primary is not None else None
     after = tuple(f"export/{c.name}" for c in r.export.candidates)
     if runner == "tensorrt":
         after += tuple(f"build/{name}" for name in builds)
-    if r.compare.layer_ranking and smoothing:
-        after += ("smooth",)
+    if r.compare.layer_ranking and smooth_stage is not None:
+        after += (smooth_stage,)
     compare = Stage(
         name="compare",
         kind="compare",
@@ -487,7 +539,7 @@ def _compare_and_report_stages(ctx: PipelineContext, builds: list[str]) -> list[
         path=report_dir,
         run=lambda: _run_report(ctx, compare_dir, report_dir),
         config={"gate": r.gate, "report": r.report.model_dump(mode="json")},
-        after=("compare", *(("calibrate", "smooth") if smoothing else ())),
+        after=("compare", *(("calibrate", smooth_stage) if smooth_stage is not None else ())),
         code=(*_ADAPTERS, "sq_trt.report", "sq_trt.compare.gate"),
     )
     return [compare, report]

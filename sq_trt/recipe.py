@@ -12,7 +12,8 @@ default.
 Work directory layout (``work_dir``, default ``work/<name>``)::
 
     calibrate/                 act_scales artifact
-    smooth/                    smoothed checkpoint + smoothing factors
+    smooth/                    smoothed checkpoint + smoothing factors (the ``smooth`` section's)
+    smooth-<hash8>/            the same for a candidate's own ``smoothing`` (one per distinct config)
     export/<candidate>/        model.fp16.onnx + model.int8.onnx (one per INT8 candidate)
     compare/                   comparison results (ONNX Runtime on CPU, TensorRT on GPU hosts)
     report/                    report.html, report.md, report.json
@@ -34,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sq_trt import stage_config
+from sq_trt.artifacts import hash_json
 from sq_trt.calibrate import CalibrateConfig
 from sq_trt.compare.config import CompareOptions
 from sq_trt.data import DataConfig
@@ -74,16 +76,44 @@ class Candidate(CandidateOptions):
 
     Attributes:
         name: Directory-safe name (``sq-per-token``); gate conditions may name it.
-        smooth: Export the smoothed model (True) or the original one (naive W8A8).
+        smooth: Export a smoothed model (True) or the original one (naive W8A8).
+        smoothing: The candidate's own smoothing (a whole :class:`~sq_trt.smooth_config.SmoothConfig`,
+            its defaults where a field is not given); None: the recipe's ``smooth`` section.
+            Candidates whose smoothing is equal share one smooth stage.
     """
 
     name: str = Field(description="directory-safe candidate name; gate conditions may name it")
-    smooth: bool = Field(default=True, description="export the smoothed model (false: naive W8A8)")
+    smooth: bool = Field(default=True, description="export a smoothed model (false: naive W8A8)")
+    smoothing: SmoothConfig | None = Field(
+        default=None,
+        description="the candidate's own smoothing (a smooth section: alpha, include_optional, search...); "
+        "null: the recipe's smooth section",
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _plain_name(value, "candidate name")
+
+    @model_validator(mode="after")
+    def _smoothing_needs_smooth(self) -> Candidate:
+        if self.smoothing is not None and not self.smooth:
+            raise ValueError(
+                f"candidate {self.name!r} has smooth: false and its own smoothing; remove `smoothing` for "
+                "naive W8A8, or set smooth: true"
+            )
+        return self
+
+    def smooth_config(self, shared: SmoothConfig) -> SmoothConfig | None:
+        """The smoothing this candidate exports with: its own, the recipe's ``shared`` one, or None (naive)."""
+        if not self.smooth:
+            return None
+        return self.smoothing if self.smoothing is not None else shared
+
+
+def smoothing_key(config: SmoothConfig) -> str:
+    """The canonical hash of a smoothing config (equal configs, however spelled, share one smooth result)."""
+    return hash_json(config.model_dump(mode="json"))
 
 
 def _default_candidates() -> list[Candidate]:
@@ -246,7 +276,22 @@ class Recipe(_Section):
             raise ValueError(
                 "model.offload supports numeric alphas only; set smooth.alpha to a number in [0, 1]"
             )
+        for candidate in self.export.candidates:
+            if candidate.smoothing is not None and candidate.smoothing.needs_search:
+                raise ValueError(
+                    f"model.offload supports numeric alphas only; candidate {candidate.name!r} searches its "
+                    "alphas (auto): give its smoothing numeric alphas, or set model.offload: false"
+                )
         return self
+
+    def smoothings(self) -> dict[str, SmoothConfig]:
+        """Every distinct smoothing the candidates use, by :func:`smoothing_key`, in candidate order."""
+        found: dict[str, SmoothConfig] = {}
+        for candidate in self.export.candidates:
+            config = candidate.smooth_config(self.smooth)
+            if config is not None:
+                found.setdefault(smoothing_key(config), config)
+        return found
 
     @model_validator(mode="after")
     def _gate_names_candidates(self) -> Recipe:

@@ -392,6 +392,7 @@ def run(
     out: str | os.PathLike[str],
     force: bool = False,
     progress: bool = True,
+    search_inputs: Mapping[str, torch.Tensor] | None = None,
 ) -> SmoothResult:
     """The smooth stage on an in-memory model: what ``sq-trt smooth`` and the pipeline both call.
 
@@ -408,6 +409,9 @@ def run(
         out: The smoothed artifact directory to write.
         force: Replace ``out``.
         progress: Show progress bars.
+        search_inputs: The search's sampled group inputs of the unsmoothed model, when the
+            caller already captured them for another smoothing of the same model and chunks
+            (:func:`sq_trt.autoalpha.collect_group_inputs`); None: captured here when needed.
 
     Returns:
         The factors and alphas, with ``max_difference`` of the equivalence check.
@@ -422,7 +426,8 @@ def run(
     source_fingerprint = scales.meta.get("model_fingerprint")
     probe = chunks[:1, :PROBE_TOKENS]
     reference = reference_outputs(loaded.model, probe)
-    search_inputs = collect_search_inputs(loaded.model, chunks, config, progress=progress)
+    if search_inputs is None:
+        search_inputs = collect_search_inputs(loaded.model, chunks, config, progress=progress)
     result = smooth_model(loaded.model, scales, config, search_inputs=search_inputs)
     result.max_difference = check_equivalence(loaded.model, probe, reference)
     save_smoothed(

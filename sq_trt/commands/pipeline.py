@@ -28,6 +28,7 @@ gate or the report takes seconds. --from STAGE reruns that stage and all after i
 
 work directory (recipe `work_dir`, default work/<name>; --out DIR moves it):
   calibrate/  smooth/  export/<candidate>/  compare/  report/   (each with manifest.json)
+  smooth-<hash8>/ (a candidate's own `smoothing:`, one per distinct config)
   .pipeline/<stage>.json (cache records)   pipeline_summary.json (the last run's table)
 engines (recipe `engines_dir`, default engines/<name>; with --out, DIR/engines):
   <candidate>/<target>.plan + manifest.json, and fp16/ for the baseline
@@ -35,6 +36,7 @@ engines (recipe `engines_dir`, default engines/<name>; with --out, DIR/engines):
 examples:
   sq-trt pipeline                                       # the demo, end to end
   sq-trt pipeline --set smooth.alpha=0.7                # reruns smooth and what follows
+  sq-trt pipeline --set export.candidates.1.smoothing.search.grid=[0.8,0.9,1.0]   # that candidate's own smoothing
   sq-trt pipeline --set 'gate=["sq-per-token:ppl_increase_pct<=2"]'   # reruns the report only
   sq-trt pipeline --recipe builders/bert-base.yaml --set model.source=tiny:bert
 """
