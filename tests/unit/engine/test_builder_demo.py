@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX (the `rtx` extra) is not installed")
 
 VOCAB = 49152
-RECIPE = Path(__file__).resolve().parents[2] / "builders" / "smollm2-135m.rtx.yaml"
+RECIPE = Path(__file__).resolve().parents[3] / "builders" / "smollm2-135m.rtx.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,6 @@ def test_demo_perplexity_through_onnx_runtime_matches_pytorch(
     # 2.6 %; the FP16-graph-vs-reference gap in docs/benchmarks/compare.md is 2.8 %), while
     # on 16,384 tokens the two agree to 0.1 point (+2.97 % vs +2.98 % naive per-token,
     # docs/benchmarks/pipeline.md and smoothquant.md). So 5 % here; exactness of the encoding
-    # itself is tested bit for bit in float32 by tests/unit/test_export_semantics.py.
+    # itself is tested bit for bit in float32 by tests/unit/export/test_qdq.py.
     assert ort_int8 == pytest.approx(w8a8, rel=0.05)
     assert ort_int8 > ort_fp16  # quantization must cost something: a no-op rewrite would not
