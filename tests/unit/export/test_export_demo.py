@@ -26,12 +26,16 @@ CHUNKS = 2
 
 
 @pytest.fixture(scope="module")
-def demo_export(demo_loaded: Any, module_tmp: Callable[[str], Path]) -> tuple[Path, Any]:
+def demo_export(
+    demo_loaded: Any, demo_float_graphs: Any, module_tmp: Callable[[str], Path]
+) -> tuple[Path, Any]:
+    """The plugin-encoded export, rewritten from the session's float16 trace (tests/demo_fixtures.py)."""
     from sq_trt.data import load_slices, tokenize_chunks
     from sq_trt.export.stage import ExportConfig, export_model
 
     out = module_tmp("demo") / "export"
-    export_model(demo_loaded, out, config=ExportConfig(act_mode="per_token", encoding="plugin"))
+    config = ExportConfig(act_mode="per_token", encoding="plugin")
+    export_model(demo_loaded, out, config=config, float_graphs=demo_float_graphs)
     _, evaluation = load_slices()
     chunks = tokenize_chunks(demo_loaded.tokenizer, evaluation, seq_len=SEQ_LEN, max_chunks=CHUNKS)
     return out, chunks
