@@ -13,7 +13,7 @@
 # Exit code: 0 when every check passed, 1 otherwise.
 #
 # SQ_TRT_SMOKE_UNTIL=export stops before the first TensorRT call (what a CPU-only machine can run;
-# tests/unit/test_smoke_script.py does). SMOKE_STEP_TIMEOUT bounds each step (seconds, default 150).
+# tests/unit/test_smoke.py does). SMOKE_STEP_TIMEOUT bounds each step (seconds, default 150).
 set -uo pipefail
 
 OUT="${1:-smoke-out}"

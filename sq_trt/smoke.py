@@ -13,7 +13,7 @@ order (each a fresh process, so nothing one step imports helps another):
   no Python plugin is registered (AOT plugin kernels are embedded in the engine).
 
 Everything before the first TensorRT call (``env`` without TensorRT, ``export``) runs on
-any machine; ``tests/unit/test_smoke_script.py`` runs it with ``SQ_TRT_SMOKE_UNTIL=export``.
+any machine; ``tests/unit/test_smoke.py`` runs it with ``SQ_TRT_SMOKE_UNTIL=export``.
 """
 
 from __future__ import annotations

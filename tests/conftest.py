@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# The demo model's session-wide exports (one trace per run, shared by the export, compare and build tests).
+from demo_fixtures import demo_float_graphs, demo_naive_export, session_tmp  # noqa: F401
+
 # Keep torch from oversubscribing the 2-core CI machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 

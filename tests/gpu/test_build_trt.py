@@ -7,7 +7,6 @@ Run them with ``pytest tests/gpu`` inside ``sq-trt-builder`` (docker/README.md).
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -26,8 +25,7 @@ trt = pytest.importorskip(
 if not visible_gpus():
     pytest.skip("no GPU visible to the CUDA driver: TensorRT proper builds on a GPU", allow_module_level=True)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_build_graphs import GRAPHS, K, N
+from unit.engine.test_build_graphs import GRAPHS, K, N
 
 from sq_trt.artifacts import load_manifest
 from sq_trt.engine.backends import load_tensorrt

@@ -2,7 +2,7 @@
 
 Needs an NVIDIA GPU (and TensorRT >= 10.9 for the engine tests); skips otherwise. Run in NVIDIA's
 TensorRT container: ``pytest -m gpu tests/gpu``. The CPU proofs of the same kernels are
-``tests/unit/test_plugin_gemm_interp.py`` (interpreter) and ``tests/unit/test_plugin_gemm_ptx.py`` (PTX).
+``tests/unit/plugins/test_gemm_interp.py`` (interpreter) and ``tests/unit/plugins/test_gemm_ptx.py`` (PTX).
 """
 
 from __future__ import annotations

@@ -16,16 +16,22 @@ SAMPLES, SEQ_LEN = 2, 128
 
 
 @pytest.fixture(scope="module")
-def demo_export(module_tmp: Callable[[str], Path]) -> Path:
-    """Naive (unsmoothed) per-token W8A8 export of the demo model in portable ONNX ops, plus its FP16 twin."""
-    out = module_tmp("demo") / "export"
-    assert main(["export", "--model", "demo", "--per-token-encoding", "portable", "--out", str(out)]) == 0
-    return out
+def demo_export(demo_naive_export: Path) -> Path:
+    """Naive (unsmoothed) per-token W8A8 export of the demo model in portable ONNX ops, plus its FP16 twin.
+
+    The session's (tests/demo_fixtures.py), shared with the build test: one trace per run.
+    """
+    return demo_naive_export
 
 
 @pytest.fixture(scope="module")
-def comparison(demo_export: Path) -> dict[str, object]:
-    out = demo_export.parent / "compare"
+def compare_dir(module_tmp: Callable[[str], Path]) -> Path:
+    return module_tmp("demo") / "compare"
+
+
+@pytest.fixture(scope="module")
+def comparison(demo_export: Path, compare_dir: Path) -> dict[str, object]:
+    out = compare_dir
     argv = ["compare", "--baseline", f"fp16={demo_export / 'model.fp16.onnx'}"]
     argv += ["--candidate", f"int8={demo_export / 'model.int8.onnx'}", "--candidate", "fp32=torch:demo"]
     argv += ["--candidate", "fakequant=torch-w8a8:demo", "--model", "demo"]
@@ -57,7 +63,7 @@ def test_fp16_onnx_baseline_matches_the_pytorch_model(comparison: dict[str, obje
 
 
 def test_int8_onnx_is_close_to_the_fp16_baseline_and_to_its_pytorch_reference(
-    comparison: dict[str, object], demo_export: Path
+    comparison: dict[str, object], compare_dir: Path
 ) -> None:
     from sq_trt.compare.run import run_comparison
 
@@ -73,7 +79,7 @@ def test_int8_onnx_is_close_to_the_fp16_baseline_and_to_its_pytorch_reference(
     assert int8["ppl"] == pytest.approx(fakequant["ppl"], rel=0.05)
     # Replay the saved first batch with the reference as the baseline: the INT8 graph picks the
     # reference's next token almost everywhere (measured 94.5 %).
-    replay = run_comparison([], "fakequant", loaded=demo_export.parent / "compare", progress=False)
+    replay = run_comparison([], "fakequant", loaded=compare_dir, progress=False)
     assert replay.metrics["int8"]["summary"]["top1_agreement"] >= 0.9
     assert comparison["data"]["tokens"] == SAMPLES * SEQ_LEN  # type: ignore[index]
     assert comparison["data"]["role"] == "evaluation"  # type: ignore[index]

@@ -5,7 +5,7 @@ The GEMMs must be bit-exact with :func:`reference.w8a8_gemm` / :func:`reference.
 both sides compute the integer accumulator exactly (int64 there, float64 here: every partial
 sum is an integer far below 2**53), round it once to float32, and run the same float32
 multiply/divide/add sequence, which IEEE rounds correctly on both sides. The norm + quantization
-nodes are compared like the Triton kernels are (tests/unit/test_plugin_kernels_interp.py): the
+nodes are compared like the Triton kernels are (tests/unit/plugins/test_kernels_interp.py): the
 float32 sums run in another order than torch's, so a code may move one step, and only where
 the value sits within that rounding of a .5 tie.
 """

@@ -26,12 +26,16 @@ CHUNKS = 2
 
 
 @pytest.fixture(scope="module")
-def demo_export(demo_loaded: Any, module_tmp: Callable[[str], Path]) -> tuple[Path, Any]:
+def demo_export(
+    demo_loaded: Any, demo_float_graphs: Any, module_tmp: Callable[[str], Path]
+) -> tuple[Path, Any]:
+    """The plugin-encoded export, rewritten from the session's float16 trace (tests/demo_fixtures.py)."""
     from sq_trt.data import load_slices, tokenize_chunks
     from sq_trt.export.stage import ExportConfig, export_model
 
     out = module_tmp("demo") / "export"
-    export_model(demo_loaded, out, config=ExportConfig(act_mode="per_token", encoding="plugin"))
+    config = ExportConfig(act_mode="per_token", encoding="plugin")
+    export_model(demo_loaded, out, config=config, float_graphs=demo_float_graphs)
     _, evaluation = load_slices()
     chunks = tokenize_chunks(demo_loaded.tokenizer, evaluation, seq_len=SEQ_LEN, max_chunks=CHUNKS)
     return out, chunks
@@ -72,6 +76,6 @@ def test_demo_perplexity_through_onnx_runtime_matches_pytorch(
     # 2.6 %; the FP16-graph-vs-reference gap in docs/benchmarks/compare.md is 2.8 %), while
     # on 16,384 tokens the two agree to 0.1 point (+2.97 % vs +2.98 % naive per-token,
     # docs/benchmarks/pipeline.md and smoothquant.md). So 5 % here; exactness of the encoding
-    # itself is tested bit for bit in float32 by tests/unit/test_export_semantics.py.
+    # itself is tested bit for bit in float32 by tests/unit/export/test_qdq.py.
     assert ort_int8 == pytest.approx(w8a8, rel=0.05)
     assert ort_int8 > ort_fp16  # quantization must cost something: a no-op rewrite would not

@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("triton", reason="the `kernels` extra (triton) is not installed")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "bench_gemm_plugin.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "bench" / "bench_gemm_plugin.py"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,7 @@
 The references are independent: q/k after RoPE recomputed by hand from the
 projections, and the exported graph run by ONNX Runtime against the PyTorch
 reference (W8A8 linears + BMM fake quantization), both float32. The tolerance
-follows tests/unit/test_export_tiny.py: the ONNX-vs-reference discrepancy must
+follows tests/unit/export/test_export_tiny.py: the ONNX-vs-reference discrepancy must
 be under 10 % of the quantization error itself (float rounding occasionally
 flips one int8 step; a wrong scale, a missing or misplaced quantizer gives ~1).
 """

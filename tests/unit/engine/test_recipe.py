@@ -11,7 +11,7 @@ from sq_trt.engine.profiles import ProfileSpec, RequiredShape, resolve_profiles
 from sq_trt.engine.recipe import load_recipe, resolve_settings
 from sq_trt.errors import ConfigError
 
-BUILDERS = Path(__file__).resolve().parents[2] / "builders"
+BUILDERS = Path(__file__).resolve().parents[3] / "builders"
 BUILD_RECIPES = sorted(
     p for p in BUILDERS.glob("*.yaml") if (yaml.safe_load(p.read_text()) or {}).get("kind") is None
 )

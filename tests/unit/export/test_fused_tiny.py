@@ -5,7 +5,7 @@ the portable/plugin graphs compute ``((x_q / 127) @ W_dq) * amax`` in float32 (r
 partial sums), the fused nodes ``(exact int32 sum) * (amax / 127) * w_scale``. Those are
 ~1e-7 relative apart, which occasionally moves an activation across a rounding boundary
 downstream, so an int8 code moves by one step and the flip propagates. Hence, as in
-tests/unit/test_export_tiny.py:
+tests/unit/export/test_export_tiny.py:
 
 * int8 codes of the first layer's quantized inputs: equal, or one step apart on < 0.5 %
   of them (the first norm reads the same embedding in every encoding, so its codes differ

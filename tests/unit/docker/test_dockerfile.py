@@ -20,7 +20,7 @@ import pytest
 
 from sq_trt.engine.releases import BUILD_CONTAINER_RELEASE, TRITON_TENSORRT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 

@@ -1,7 +1,7 @@
 """The fused W8A8 GEMM kernels, run by Triton's CPU interpreter, against exact integer arithmetic and
 :mod:`sq_trt.quant.reference`.
 
-As in ``test_plugin_kernels_interp.py``, ``TRITON_INTERPRET=1`` must be set before Triton is imported,
+As in ``test_kernels_interp.py``, ``TRITON_INTERPRET=1`` must be set before Triton is imported,
 so every kernel runs in one subprocess (this file executed as a script) and every comparison happens
 here. The kernels' ``STORE_ACC`` constant (tests only) stores the int32 accumulator of the very main
 loop the plugin runs, so it is compared with numpy int64 directly.

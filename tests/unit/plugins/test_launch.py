@@ -1,4 +1,4 @@
-"""Input checks of the PyTorch launchers (the kernels themselves: test_plugin_kernels_interp.py)."""
+"""Input checks of the PyTorch launchers (the kernels themselves: test_kernels_interp.py)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
-from test_build_graphs import GRAPHS, K, N, make_fp16, make_per_tensor
 
 from sq_trt.artifacts import artifact_dir, hash_file, load_manifest
 from sq_trt.engine.backends import Backend, load_tensorrt, load_tensorrt_rtx, select_backend
@@ -26,6 +25,8 @@ from sq_trt.engine.plugin_loader import register_plugins
 from sq_trt.engine.recipe import resolve_settings
 from sq_trt.engine.source import PluginNode
 from sq_trt.errors import ArtifactError, BuildError, ConfigError, MissingDependencyError
+
+from .test_build_graphs import GRAPHS, K, N, make_fp16, make_per_tensor
 
 trt_rtx = pytest.importorskip(
     "tensorrt_rtx_bindings", reason="TensorRT-RTX (the `rtx` extra) is not installed"

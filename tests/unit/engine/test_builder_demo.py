@@ -1,7 +1,8 @@
 """SmolLM2-135M through sq-trt's exporter and TensorRT-RTX: FP16, per-tensor INT8, portable per-token INT8.
 
-One dynamo export (the FP16 graph, ~1 min on 2 cores); the two INT8 graphs are
-rewritten from it by the exporter's Q/DQ pass, so the test stays within its budget.
+No trace of its own: the FP16 and portable per-token files are the session's naive export
+(tests/demo_fixtures.py, shared with the compare test), and the per-tensor graph is rewritten by the
+exporter's Q/DQ pass from a copy of the same session trace.
 The per-tensor scales are a constant (amax 8): build time and engine structure do not
 depend on their values, and accuracy is the compare stage's business.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnx
 import pytest
 
 from sq_trt.artifacts import load_manifest
@@ -20,36 +20,34 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX (the `rtx` extra) is not installed")
 
 VOCAB = 49152
-RECIPE = Path(__file__).resolve().parents[2] / "builders" / "smollm2-135m.rtx.yaml"
+RECIPE = Path(__file__).resolve().parents[3] / "builders" / "smollm2-135m.rtx.yaml"
 
 
 @pytest.fixture(scope="module")
-def onnx_files(module_tmp):
-    from sq_trt.export.onnx_export import WRAPPED_PREFIX, export_float_onnx
+def onnx_files(demo_loaded, demo_float_graphs, demo_naive_export, module_tmp):
+    from sq_trt.export.config import DEFAULT_OPSET
+    from sq_trt.export.onnx_export import WRAPPED_PREFIX
     from sq_trt.export.qdq import quantize_graph, targets_from_model
     from sq_trt.export.stage import save_onnx
-    from sq_trt.models.loading import load_model
     from sq_trt.models.registry import quantizable_linears
 
-    work = module_tmp("smollm2")
-    loaded = load_model("demo")
-    fp16 = export_float_onnx(loaded.model, loaded.spec, dtype="float16")
+    paths = {"fp16": demo_naive_export / "model.fp16.onnx", "per_token": demo_naive_export / "model.int8.onnx"}
+    assert load_manifest(demo_naive_export, stage="export").config["encoding"] == "portable"
+    loaded = demo_loaded
     names = quantizable_linears(loaded.model)
-    paths = {"fp16": work / "model.fp16.onnx"}
-    save_onnx(fp16, paths["fp16"])
-    for mode, amax in (("per_tensor", dict.fromkeys(names, 8.0)), ("per_token", None)):
-        int8 = onnx.ModelProto()
-        int8.CopyFrom(fp16)
-        targets = targets_from_model(
-            loaded.model,
-            names,
-            weight_layout=loaded.spec.weight_layout,
-            input_amax=amax,
-            prefix=WRAPPED_PREFIX,
-        )
-        quantize_graph(int8, targets, act_mode=mode, encoding="portable", act_dtype="float16")
-        paths[mode] = work / f"model.{mode}.onnx"
-        save_onnx(int8, paths[mode])
+    int8 = demo_float_graphs.graph(
+        loaded.model, loaded.spec, with_past=False, dtype="float16", opset=DEFAULT_OPSET
+    )
+    targets = targets_from_model(
+        loaded.model,
+        names,
+        weight_layout=loaded.spec.weight_layout,
+        input_amax=dict.fromkeys(names, 8.0),
+        prefix=WRAPPED_PREFIX,
+    )
+    quantize_graph(int8, targets, act_mode="per_tensor", encoding="portable", act_dtype="float16")
+    paths["per_tensor"] = module_tmp("smollm2") / "model.per_tensor.onnx"
+    save_onnx(int8, paths["per_tensor"])
     return paths
 
 
