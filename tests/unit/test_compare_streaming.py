@@ -29,7 +29,10 @@ def _write_lm(path: Path, embedding: np.ndarray, head: np.ndarray, *, float16: b
 
     nodes = [helper.make_node("Gather", ["E", "input_ids"], ["h"])]
     if float16:
-        nodes += [helper.make_node("MatMul", ["h", "W"], ["l32"]), helper.make_node("Cast", ["l32"], ["logits"], to=10)]
+        nodes += [
+            helper.make_node("MatMul", ["h", "W"], ["l32"]),
+            helper.make_node("Cast", ["l32"], ["logits"], to=10),
+        ]
     else:
         nodes += [helper.make_node("MatMul", ["h", "W"], ["logits"])]
     out_type = TensorProto.FLOAT16 if float16 else TensorProto.FLOAT
@@ -114,7 +117,9 @@ class _CountingRunner(OnnxrtRunner):
 
 
 @pytest.mark.parametrize("candidates", [1, 3])
-def test_one_session_is_alive_whatever_the_number_of_candidates(lms: dict[str, Path], candidates: int) -> None:
+def test_one_session_is_alive_whatever_the_number_of_candidates(
+    lms: dict[str, Path], candidates: int
+) -> None:
     group: list[_CountingRunner] = []
     alive: list[int] = []
     names = ["base", "c0", "c1", "c2"][: 1 + candidates]
@@ -132,7 +137,9 @@ def test_saved_iterations_hold_every_runner_in_order(lms: dict[str, Path], tmp_p
     names = ["c1", "base", "c0"]  # the baseline runs first, the file still lists the runners as given
     save = tmp_path / "out"
     save.mkdir()
-    run_comparison(_runners(lms, names), "base", loader=_loader(), save_dir=save, save_iterations=2, progress=False)
+    run_comparison(
+        _runners(lms, names), "base", loader=_loader(), save_dir=save, save_iterations=2, progress=False
+    )
     saved = list(load_iterations(save))
     assert len(saved) == 2
     feeds = list(_loader())[:2]
@@ -165,19 +172,29 @@ def test_the_spool_is_removed_when_the_comparison_fails(lms: dict[str, Path], tm
 
 
 @pytest.mark.parametrize("runtime", [None, 0.25])
-def test_streamed_run_results_file_is_polygraphys_own_byte_for_byte(tmp_path: Path, runtime: float | None) -> None:
+def test_streamed_run_results_file_is_polygraphys_own_byte_for_byte(
+    tmp_path: Path, runtime: float | None
+) -> None:
     from polygraphy.comparator import IterationResult, RunResults
 
     rng = np.random.default_rng(1)
     runs = {
-        "fp16": {"logits": rng.normal(size=(2, 3, 5)).astype(np.float16), "hidden": np.arange(6.0).reshape(2, 3)},
-        "int8": {"logits": rng.normal(size=(2, 3, 5)).astype(np.float32), "hidden": np.zeros((0, 3), np.int64)},
+        "fp16": {
+            "logits": rng.normal(size=(2, 3, 5)).astype(np.float16),
+            "hidden": np.arange(6.0).reshape(2, 3),
+        },
+        "int8": {
+            "logits": rng.normal(size=(2, 3, 5)).astype(np.float32),
+            "hidden": np.zeros((0, 3), np.int64),
+        },
     }
     expected = RunResults()
     spooled = []
     with OutputSpool(tmp_path / "x") as spool:
         for name, outputs in runs.items():
-            expected.append((name, [IterationResult(outputs=dict(outputs), runtime=runtime, runner_name=name)]))
+            expected.append(
+                (name, [IterationResult(outputs=dict(outputs), runtime=runtime, runner_name=name)])
+            )
             spool.put_saved(0, name, runtime, outputs)
         spooled = spool._saved[0]
         assert all(isinstance(entry, SpooledResult) for entry in spooled)
@@ -206,3 +223,28 @@ def test_metrics_of_float16_blocks_equal_those_of_float32_copies() -> None:
     lm_whole.update(base.astype(np.float32), cand.astype(np.float32), ids)
     assert lm_block.summary() == lm_whole.summary()
     assert lm_block.summary()["kl_mean"] > 0
+
+
+def test_generation_accuracy_from_shared_baseline_continuations_is_the_same() -> None:
+    """compare generates the baseline's continuations once, closes it, then runs each candidate alone."""
+    import copy
+
+    import torch
+
+    from sq_trt.generate.accuracy import baseline_continuations, generation_accuracy
+    from sq_trt.generate.runners import TorchStepRunner
+    from sq_trt.models.tiny import tiny_model
+
+    model = tiny_model("llama")
+    noisy = copy.deepcopy(model)
+    with torch.no_grad():
+        noisy.lm_head.weight.add_(
+            torch.randn(noisy.lm_head.weight.shape, generator=torch.Generator().manual_seed(0))
+        )
+    prompts = [[5, 9, 200, 17], [40, 41, 42, 43, 44], [250, 3]]
+    shared = baseline_continuations(TorchStepRunner(model), prompts, new_tokens=6)
+    assert len({tuple(ids) for ids in shared}) == len(prompts)  # distinct: a misaligned reference would show
+    direct = generation_accuracy(TorchStepRunner(model), TorchStepRunner(noisy), prompts, new_tokens=6)
+    reused = generation_accuracy(None, TorchStepRunner(noisy), prompts, new_tokens=6, continuations=shared)
+    assert reused.to_json() == direct.to_json()
+    assert direct.metrics()["exact_match_rate"] < 1.0  # the noise changes some continuations
