@@ -20,10 +20,11 @@ process and its children, each runner's own footprint (a process that creates
 that one session and runs one batch), and the same for a tiny random Llama with
 a 128,256-token vocabulary (FP16 baseline + its INT8 export under four names).
 ``--before-src DIR`` (a checkout of an older sq-trt, e.g. ``git archive``) also
-runs the demo compare with that code and checks the metrics are identical.
-Hold the shared lock, the demo compare of the older code peaks at 6-9 GB:
+runs the demo compare with that code and checks the metrics are identical;
+``--parts`` measures a subset (``demo``, ``before``, ``vocab128k``), updating the
+JSON. Hold the shared lock: the demo compare of the older code peaks at 6-9 GB:
 
-    flock /tmp/bigmem.lock python bench/bench_compare.py --memory --work /tmp/sq-trt-bench-compare
+    flock /tmp/bigmem.lock python bench/bench_compare.py --memory --samples 8 --work /tmp/sq-trt-bench-compare
 """
 
 from __future__ import annotations
@@ -223,33 +224,39 @@ def _tiny_128k(work: Path) -> dict[str, Path]:
 
 
 def _memory_bench(args: argparse.Namespace, work: Path, exports: dict[str, Path]) -> None:
-    """Peak RSS of the demo compare (and of an older sq-trt's), and of a 128k-vocabulary model's."""
+    """Peak RSS of the demo compare (and of an older sq-trt's), and of a 128k-vocabulary model's.
+
+    ``--parts`` picks what to measure; the results update ``compare_memory.json`` part by part,
+    so the older tree's run (6-9 GB, under the shared lock) can be measured on its own.
+    """
     work.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / "compare_memory.json"
+    result: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    parts = set(args.parts.split(","))
     argv = _compare_argv(exports, args.baseline_export, "demo", args.samples, args.seq_len)
-    result: dict[str, Any] = {"command": "python bench/bench_compare.py " + " ".join(sys.argv[1:])}
-    result["demo"] = _measure_compare(argv, work / "compare-memory", 49152, args.seq_len)
-    if args.before_src is not None:
+    if "demo" in parts:
+        result["demo"] = _measure_compare(argv, work / "compare-memory", 49152, args.seq_len)
+    if "before" in parts and args.before_src is not None:
         before = _measure_compare(argv, work / "compare-memory-before", 49152, args.seq_len, args.before_src)
-        before["src"] = str(args.before_src)
-        before["metrics_identical"] = before.pop("summary") == result["demo"]["summary"]
-        result["demo_before"] = before
-    tiny = _tiny_128k(work)
-    model_dir = str(work / "tiny-128k")
-    tiny_argv = _compare_argv(tiny, "int8-a", model_dir, args.samples, args.seq_len)
-    result["vocab_128k"] = _measure_compare(tiny_argv, work / "compare-128k", 128256, args.seq_len)
+        result["demo_before"] = before | {"src": str(args.before_src)}
+    if "vocab128k" in parts:
+        tiny = _tiny_128k(work)
+        tiny_argv = _compare_argv(tiny, "int8-a", str(work / "tiny-128k"), args.samples, args.seq_len)
+        result["vocab_128k"] = _measure_compare(tiny_argv, work / "compare-128k", 128256, args.seq_len)
+    if "demo" in result and "demo_before" in result:
+        result["demo_metrics_identical_to_before"] = (
+            result["demo"]["summary"] == result["demo_before"]["summary"]
+        )
+    result["commands"] = sorted(
+        {*result.get("commands", []), "python bench/bench_compare.py " + " ".join(sys.argv[1:])}
+    )
     result |= {"host": f"{platform.machine()}, {os.cpu_count()} CPUs", "load_average_after": os.getloadavg()}
-    atomic_write_text(RESULTS_DIR / "compare_memory.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     for key in ("demo", "demo_before", "vocab_128k"):
         if key in result:
             entry = result[key]
-            print(
-                key,
-                entry["compare"],
-                "largest runner",
-                entry["largest_runner_mib"],
-                "ratio",
-                entry["ratio_to_largest_runner"],
-            )
+            ratio = entry["ratio_to_largest_runner"]
+            print(key, entry["compare"], "largest runner", entry["largest_runner_mib"], "ratio", ratio)
 
 
 def main_bench() -> None:
@@ -270,6 +277,9 @@ def main_bench() -> None:
     )
     parser.add_argument("--memory", action="store_true", help="measure peak RSS (compare_memory.json)")
     parser.add_argument("--before-src", type=Path, help="--memory: also run this older sq-trt source tree")
+    parser.add_argument(
+        "--parts", default="demo,before,vocab128k", help="--memory: what to measure (comma-separated)"
+    )
     parser.add_argument("--single-runner", help=argparse.SUPPRESS)  # internal: one runner's footprint
     parser.add_argument("--vocab", type=int, default=49152, help=argparse.SUPPRESS)
     args = parser.parse_args()
