@@ -163,6 +163,11 @@ def _cosine(dot: float, aa: float, bb: float) -> float:
     return dot / math.sqrt(aa * bb)
 
 
+def _float32(block: np.ndarray) -> np.ndarray:
+    """A block as contiguous float32 (no copy when it already is)."""
+    return np.ascontiguousarray(block, dtype=np.float32)
+
+
 def _check_same_shape(a: np.ndarray, b: np.ndarray) -> None:
     if np.shape(a) != np.shape(b):
         raise ValueError(f"shape mismatch: {np.shape(a)} vs {np.shape(b)}")
@@ -215,15 +220,15 @@ class OutputErrorAccumulator:
     def update(self, baseline: np.ndarray, candidate: np.ndarray) -> None:
         """Fold one batch in (arrays of the same shape)."""
         _check_same_shape(baseline, candidate)
-        b = np.ascontiguousarray(baseline, dtype=np.float32)
-        c = np.ascontiguousarray(candidate, dtype=np.float32)
+        b = np.asarray(baseline)
         width = b.shape[-1] if b.ndim and b.shape[-1] else 1
         rows_b = b.reshape(-1, width)
-        rows_c = c.reshape(rows_b.shape)
-        # Blocks of ~1M elements: the temporaries stay in cache instead of faulting in 100 MB arrays.
+        rows_c = np.asarray(candidate).reshape(rows_b.shape)
+        # Blocks of ~1M elements, converted to float32 one block at a time: the temporaries stay
+        # in cache, and a float16 batch is never copied whole (the conversion is exact either way).
         step = max(1, _BLOCK_ELEMENTS // width)
         for start in range(0, rows_b.shape[0], step):
-            self._update_rows(rows_b[start : start + step], rows_c[start : start + step])
+            self._update_rows(_float32(rows_b[start : start + step]), _float32(rows_c[start : start + step]))
 
     def _update_rows(self, b: np.ndarray, c: np.ndarray) -> None:
         absolute = np.abs(c - b)
@@ -322,8 +327,8 @@ def fold_next_token_metrics(
 ) -> None:
     """Fold one batch into several candidates' accumulators, computing the baseline's side once.
 
-    Works through blocks of ~1M logits (rows of positions) so the float32
-    temporaries stay small; the baseline's log-probabilities, arg-max and NLL
+    Works through blocks of ~1M logits (rows of positions), converted to
+    float32 block by block, so the temporaries stay small; the baseline's log-probabilities, arg-max and NLL
     are computed once per block and shared by every candidate. Same definitions
     as :func:`kl_divergence`, :func:`topk_agreement` and :func:`token_nll`.
 
@@ -332,7 +337,7 @@ def fold_next_token_metrics(
         candidates: ``(accumulator, candidate logits of the same shape)`` pairs.
         input_ids: ``[batch, seq]``; position ``t`` is scored on ``input_ids[:, t + 1]``.
     """
-    base = np.ascontiguousarray(baseline_logits, dtype=np.float32)
+    base = np.asarray(baseline_logits)
     if base.ndim != 3 or np.shape(input_ids) != base.shape[:2]:
         raise ValueError(f"need logits [b, s, v] and ids [b, s], got {base.shape} and {np.shape(input_ids)}")
     vocab = base.shape[-1]
@@ -345,19 +350,20 @@ def fold_next_token_metrics(
     rows_cands = []
     for acc, logits in candidates:
         _check_same_shape(base, logits)
-        rows_cands.append((acc, np.ascontiguousarray(logits, dtype=np.float32).reshape(-1, vocab)))
+        rows_cands.append((acc, np.asarray(logits).reshape(-1, vocab)))
     k = min(5, vocab)
     step = max(1, _BLOCK_ELEMENTS // vocab)
     for start in range(0, rows_base.shape[0], step):
         block = slice(start, start + step)
-        log_p = log_softmax(rows_base[block])
+        base_block = _float32(rows_base[block])
+        log_p = log_softmax(base_block)
         p = np.exp(log_p)
-        target = rows_base[block].argmax(axis=-1)
+        target = base_block.argmax(axis=-1)
         block_labels = labels[block]
         scored = np.flatnonzero(block_labels >= 0)
         nll_base = -float(log_p[scored, block_labels[scored]].sum(dtype=np.float64))
         for acc, rows_cand in rows_cands:
-            cand = rows_cand[block]
+            cand = _float32(rows_cand[block])
             log_q = log_softmax(cand)
             # Rounding can make the KL of identical distributions -1e-9; a divergence is never negative.
             kl = np.maximum((p * (log_p - log_q)).sum(axis=-1, dtype=np.float64), 0.0)

@@ -39,13 +39,12 @@ def iteration_paths(root: Path, index: int) -> tuple[Path, Path]:
     return base.with_suffix(".json"), Path(str(base) + ".inputs.json")
 
 
-def save_iteration(root: Path, index: int, feed: Any, run_results: Any) -> None:
-    """Save one iteration's feed dict and ``RunResults`` (Polygraphy JSON)."""
+def save_iteration_inputs(root: Path, index: int, feed: Any) -> None:
+    """Save one iteration's feed dict (Polygraphy JSON); its outputs come from :mod:`sq_trt.compare.spool`."""
     from polygraphy.json import save_json
 
-    outputs_path, inputs_path = iteration_paths(root, index)
-    outputs_path.parent.mkdir(parents=True, exist_ok=True)
-    run_results.save(str(outputs_path))
+    inputs_path = iteration_paths(root, index)[1]
+    inputs_path.parent.mkdir(parents=True, exist_ok=True)
     save_json(dict(feed), str(inputs_path))
 
 

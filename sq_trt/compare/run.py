@@ -1,28 +1,39 @@
-"""Run the baseline and candidates with Polygraphy's ``Comparator`` and fold the metrics per batch.
+"""Run the baseline and the candidates with Polygraphy's ``Comparator``, one runner at a time.
 
-``Comparator.run(..., streaming=True)`` activates every runner and yields one
-single-iteration ``RunResults`` per feed, so at most one batch of outputs per
-runner is alive at a time: the metrics of each candidate against the baseline
-are folded in (:mod:`sq_trt.compare.metrics`) and the outputs dropped, except
-the first ``save_iterations`` iterations, which are saved as Polygraphy JSON.
+Memory is one runner's, whatever the number of candidates. The baseline runs
+first over every batch (``Comparator.run([baseline], streaming=True)``); its
+outputs go to a scratch spool on disk (:mod:`sq_trt.compare.spool`). Then each
+candidate runs alone over the same feeds, its metrics folded batch by batch
+against the spooled baseline (:mod:`sq_trt.compare.metrics`), and its session
+is closed before the next one opens. Alive at any time: one session, one batch
+of the candidate's outputs, the baseline's batch (memory-mapped) and the metric
+blocks. Each candidate's accumulators see the same arrays in the same order as
+when every runner ran per batch, so the metrics are the same numbers, bit for bit.
+
+The first ``save_iterations`` batches are saved as Polygraphy JSON: every
+runner's outputs of such a batch are spooled as they come and written into one
+``RunResults`` file at the end, streamed from disk.
 
 Saved iterations from an earlier run (``loaded``) replay their recorded
-outputs; live runners given alongside them run on the recorded inputs, so a
-TensorRT run saved on a GPU host can be compared against ONNX Runtime here.
+outputs in the baseline's pass; live runners given alongside them run on the
+recorded inputs, so a TensorRT run saved on a GPU host can be compared against
+ONNX Runtime here.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sq_trt.compare.metrics import LanguageModelAccumulator, OutputErrorAccumulator, fold_next_token_metrics
-from sq_trt.compare.results import load_iterations, save_iteration
+from sq_trt.compare.metrics import LanguageModelAccumulator, OutputErrorAccumulator
+from sq_trt.compare.results import iteration_paths, load_iterations, save_iteration_inputs
+from sq_trt.compare.spool import OutputSpool, SpooledResult
 from sq_trt.errors import ArtifactError, ConfigError
 
 LOGITS = "logits"
@@ -92,7 +103,7 @@ def run_comparison(
     save_iterations: int = 1,
     progress: bool = True,
 ) -> ComparisonRun:
-    """Run (or replay) the runners and compare every candidate against the baseline.
+    """Run (or replay) the runners, one at a time, and compare every candidate against the baseline.
 
     Args:
         runners: Live Polygraphy runners (may be empty when ``loaded`` is given).
@@ -100,7 +111,8 @@ def run_comparison(
         loader: Feed source for live runs (an :class:`~sq_trt.compare.dataloader.EvalDataLoader`);
             ignored when ``loaded`` is given, whose recorded inputs are used instead.
         loaded: A compare directory whose saved iterations to replay.
-        save_dir: Where to save the first ``save_iterations`` iterations (None: save nothing).
+        save_dir: Where to save the first ``save_iterations`` iterations (None: save nothing); the
+            scratch spool is created next to it.
         save_iterations: How many iterations to save; ``-1`` saves all.
         progress: Show a progress bar.
 
@@ -110,46 +122,169 @@ def run_comparison(
     Raises:
         ConfigError: The baseline or a candidate is missing, or outputs do not match.
     """
-    from polygraphy.comparator import Comparator, RunResults
     from tqdm.auto import tqdm
 
     if loaded is None and loader is None:
         raise ConfigError("nothing to compare: give a data loader or saved results to load")
+    live_names = [runner.name for runner in runners]
+    if loaded is None and baseline not in live_names:
+        raise ConfigError(f"baseline {baseline!r} is not among the runners {live_names}")
+    base_runner = next((runner for runner in runners if runner.name == baseline), None)
+    total = len(loader) * len(runners) if loaded is None and hasattr(loader, "__len__") else None
+    start = time.perf_counter()
+    with (
+        OutputSpool(save_dir) as spool,
+        tqdm(total=total, desc="compare", unit="batch", disable=not progress) as bar,
+    ):
+        state = _FoldState(baseline, spool, save_dir, save_iterations, on_batch=bar.update)
+        feeds = _baseline_pass(base_runner, live_names, loader, loaded, state)
+        if not feeds:
+            raise ConfigError(
+                "the data loader produced no batches; give more evaluation text or a smaller batch"
+            )
+        for runner in runners:
+            if runner is not base_runner:
+                _candidate_pass(runner, feeds, state)
+        if save_dir is not None:
+            for index in spool.saved_iterations():
+                spool.write_iteration(iteration_paths(save_dir, index)[0], index, live_names)
+    wall = time.perf_counter() - start
+    iterations = len(feeds)
+    metrics, histograms = _summaries(state.accumulators)
+    timing = {
+        "wall_s": wall,
+        "metrics_s": state.metrics_seconds,
+        "inference_s": state.runtimes,
+        "replayed": loaded is not None,
+    }
+    return ComparisonRun(
+        baseline=baseline,
+        candidates=list(state.accumulators),
+        metrics=metrics,
+        histograms=histograms,
+        timing=timing,
+        iterations=iterations,
+        tokens=sum(int(np.asarray(feed["input_ids"]).size) for feed in feeds),
+        saved_iterations=iterations
+        if save_iterations < 0
+        else min(iterations, save_iterations)
+        if save_dir
+        else 0,
+    )
+
+
+@dataclass
+class _FoldState:
+    """What the passes over the runners share: the spool, the accumulators, the time spent."""
+
+    baseline: str
+    spool: OutputSpool
+    save_dir: Path | None
+    save_iterations: int
+    on_batch: Callable[[int], Any]
+    accumulators: dict[str, CandidateAccumulators] = field(default_factory=dict)
+    runtimes: dict[str, float] = field(default_factory=dict)
+    metrics_seconds: float = 0.0
+
+    def saves(self, index: int) -> bool:
+        """Whether batch ``index`` is one of the saved iterations."""
+        return self.save_dir is not None and (self.save_iterations < 0 or index < self.save_iterations)
+
+    def add(
+        self,
+        name: str,
+        index: int,
+        result: Any,
+        base_outputs: Mapping[str, Any],
+        input_ids: np.ndarray,
+        spooled: SpooledResult | None = None,
+    ) -> None:
+        """Take one runner's ``IterationResult`` of batch ``index``: its time, saved outputs, metrics."""
+        runtime = result.runtime
+        self.runtimes[name] = self.runtimes.get(name, 0.0) + (float(runtime) if runtime is not None else 0.0)
+        if self.saves(index):
+            self.spool.put_saved(index, name, runtime, dict(result.items()), reuse=spooled)
+        if name != self.baseline:
+            tick = time.perf_counter()
+            accumulators = self.accumulators.setdefault(name, CandidateAccumulators())
+            _fold_candidate(name, base_outputs, dict(result.items()), input_ids, accumulators)
+            self.metrics_seconds += time.perf_counter() - tick
+        self.on_batch(1)
+
+
+def _baseline_pass(
+    base_runner: Any, live_names: list[str], loader: Any, loaded: Path | None, state: _FoldState
+) -> list[dict[str, Any]]:
+    """Run the live baseline (or replay the recorded one) over every batch; returns the feeds.
+
+    The baseline's outputs are spooled for the candidates; recorded candidates are folded here.
+    """
+    from polygraphy.comparator import Comparator
+
     if loaded is not None:
         recording = _RecordingLoader(load_iterations(loaded))
     else:
         recording = _RecordingLoader(_live_pairs(loader), inner=loader)
-
-    if runners:
-        stream: Iterable[Any] = Comparator.run(list(runners), data_loader=recording, streaming=True)
+    stream: Iterable[Any]
+    if base_runner is not None:
+        stream = Comparator.run([base_runner], data_loader=recording, streaming=True)
     else:
         # Replay only: iterating the loader sets `recording.current`; there is nothing live to run.
         stream = (None for _ in recording)
-
-    accumulators: dict[str, CandidateAccumulators] = {}
-    runtimes: dict[str, float] = {}
-    metrics_seconds = 0.0
-    iterations = tokens = 0
-    total = len(loader) if loaded is None and hasattr(loader, "__len__") else None
-    start = time.perf_counter()
-    for single in tqdm(stream, total=total, desc="compare", unit="batch", disable=not progress):
+    feeds: list[dict[str, Any]] = []
+    for index, single in enumerate(stream):
         assert recording.current is not None
         feed, recorded = recording.current
-        merged = _merge(RunResults, single, recorded)
-        for name, iteration_results in merged.items():
-            runtime = iteration_results[0].runtime
-            runtimes[name] = runtimes.get(name, 0.0) + (float(runtime) if runtime is not None else 0.0)
-        if save_dir is not None and (save_iterations < 0 or iterations < save_iterations):
-            save_iteration(save_dir, iterations, feed, merged)
-        tick = time.perf_counter()
-        _fold(merged, baseline, np.asarray(feed["input_ids"]), accumulators)
-        metrics_seconds += time.perf_counter() - tick
-        iterations += 1
-        tokens += int(np.asarray(feed["input_ids"]).size)
-    wall = time.perf_counter() - start
-    if iterations == 0:
-        raise ConfigError("the data loader produced no batches; give more evaluation text or a smaller batch")
+        results = _iteration_results(single, recorded, live_names)
+        if state.baseline not in results:
+            raise ConfigError(f"baseline {state.baseline!r} is not among the runners {list(results)}")
+        base_outputs = OrderedDict(results[state.baseline].items())
+        spooled = state.spool.put_baseline(index, base_outputs)
+        if state.saves(index):
+            assert state.save_dir is not None
+            save_iteration_inputs(state.save_dir, index, feed)
+        input_ids = np.asarray(feed["input_ids"])
+        for name, result in results.items():
+            reuse = spooled if name == state.baseline else None
+            state.add(name, index, result, base_outputs, input_ids, reuse)
+        feeds.append(feed)
+    return feeds
 
+
+def _candidate_pass(runner: Any, feeds: list[dict[str, Any]], state: _FoldState) -> None:
+    """Run one live candidate alone over the baseline's feeds, folding each batch against the spool."""
+    from polygraphy.comparator import Comparator
+
+    # A plain list: Polygraphy coerces each feed to this runner's input metadata, as it did when
+    # every runner ran per batch on the feeds generated for the first runner.
+    for index, single in enumerate(Comparator.run([runner], data_loader=list(feeds), streaming=True)):
+        result = single[runner.name][0]
+        state.add(
+            runner.name, index, result, state.spool.baseline(index), np.asarray(feeds[index]["input_ids"])
+        )
+    # Comparator's generator has left its `with runner` block here: the session is closed.
+
+
+def _iteration_results(single: Any, recorded: Any, live_names: list[str]) -> OrderedDict[str, Any]:
+    """Runner name -> ``IterationResult`` of one batch: the recorded runners, then the live baseline."""
+    results: OrderedDict[str, Any] = OrderedDict()
+    for source in (recorded, single):
+        if source is None:
+            continue
+        for name, iteration_results in source.items():
+            if source is recorded and name in live_names:
+                raise ConfigError(
+                    f"runner name {name!r} is both in the loaded results and among the live runners; "
+                    "give the live runner another name"
+                )
+            results[name] = iteration_results[0]
+    return results
+
+
+def _summaries(
+    accumulators: dict[str, CandidateAccumulators],
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Per candidate: the metrics (outputs, LM, primary output, flat summary) and the histograms."""
     metrics: dict[str, dict[str, Any]] = {}
     histograms: dict[str, dict[str, Any]] = {}
     for name, acc in accumulators.items():
@@ -159,73 +294,31 @@ def run_comparison(
         summary = {**outputs[primary], **(lm or {})}
         metrics[name] = {"outputs": outputs, "lm": lm, "primary_output": primary, "summary": summary}
         histograms[name] = {out: a.histogram() for out, a in acc.outputs.items()}
-    timing = {
-        "wall_s": wall,
-        "metrics_s": metrics_seconds,
-        "inference_s": runtimes,
-        "replayed": loaded is not None,
-    }
-    return ComparisonRun(
-        baseline=baseline,
-        candidates=list(accumulators),
-        metrics=metrics,
-        histograms=histograms,
-        timing=timing,
-        iterations=iterations,
-        tokens=tokens,
-        saved_iterations=iterations
-        if save_iterations < 0
-        else min(iterations, save_iterations)
-        if save_dir
-        else 0,
-    )
+    return metrics, histograms
 
 
-def _merge(run_results_cls: Any, live: Any, recorded: Any) -> Any:
-    merged = run_results_cls()
-    for source in (recorded, live):
-        if source is None:
-            continue
-        for name, iteration_results in source.items():
-            if name in merged:
-                raise ConfigError(
-                    f"runner name {name!r} is both in the loaded results and among the live runners; "
-                    "give the live runner another name"
-                )
-            merged.append((name, iteration_results))
-    return merged
-
-
-def _fold(
-    merged: Any, baseline: str, input_ids: np.ndarray, accumulators: dict[str, CandidateAccumulators]
+def _fold_candidate(
+    name: str,
+    base_outputs: Mapping[str, Any],
+    cand_outputs: Mapping[str, Any],
+    input_ids: np.ndarray,
+    acc: CandidateAccumulators,
 ) -> None:
-    names = list(merged.keys())
-    if baseline not in names:
-        raise ConfigError(f"baseline {baseline!r} is not among the runners {names}")
-    base_outputs = dict(merged[baseline][0].items())
-    next_token: list[tuple[LanguageModelAccumulator, np.ndarray]] = []
-    for name in names:
-        if name == baseline:
-            continue
-        cand_outputs = dict(merged[name][0].items())
-        acc = accumulators.setdefault(name, CandidateAccumulators())
-        for out, base in base_outputs.items():
-            if out not in cand_outputs:
-                raise ArtifactError(
-                    f"candidate {name!r} has no output {out!r} (it has {sorted(cand_outputs)}); "
-                    "baseline and candidate must be exports of the same model"
-                )
-            cand = cand_outputs[out]
-            if np.shape(cand) != np.shape(base):
-                raise ArtifactError(
-                    f"output {out!r}: candidate {name!r} has shape {np.shape(cand)}, baseline {np.shape(base)}; "
-                    "they were not run on the same inputs"
-                )
-            acc.outputs.setdefault(out, OutputErrorAccumulator()).update(base, cand)
-        if LOGITS in base_outputs and np.ndim(base_outputs[LOGITS]) == 3:
-            if acc.lm is None:
-                acc.lm = LanguageModelAccumulator()
-            next_token.append((acc.lm, cand_outputs[LOGITS]))
-    if next_token:
-        # The baseline's log-probabilities are computed once for all candidates.
-        fold_next_token_metrics(base_outputs[LOGITS], next_token, input_ids)
+    """Fold one batch of one candidate against the baseline's outputs of the same batch."""
+    for out, base in base_outputs.items():
+        if out not in cand_outputs:
+            raise ArtifactError(
+                f"candidate {name!r} has no output {out!r} (it has {sorted(cand_outputs)}); "
+                "baseline and candidate must be exports of the same model"
+            )
+        cand = cand_outputs[out]
+        if np.shape(cand) != np.shape(base):
+            raise ArtifactError(
+                f"output {out!r}: candidate {name!r} has shape {np.shape(cand)}, baseline {np.shape(base)}; "
+                "they were not run on the same inputs"
+            )
+        acc.outputs.setdefault(out, OutputErrorAccumulator()).update(base, cand)
+    if LOGITS in base_outputs and np.ndim(base_outputs[LOGITS]) == 3:
+        if acc.lm is None:
+            acc.lm = LanguageModelAccumulator()
+        acc.lm.update(base_outputs[LOGITS], cand_outputs[LOGITS], input_ids)

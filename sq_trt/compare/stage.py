@@ -225,7 +225,7 @@ def _generation_accuracy(
         return {}
     from sq_trt.compare.dataloader import evaluation_slice, load_tokenizer
     from sq_trt.data import tokenize_chunks
-    from sq_trt.generate.accuracy import generation_accuracy
+    from sq_trt.generate.accuracy import baseline_continuations, generation_accuracy
 
     by_name = {spec.name: spec for spec in specs}
     missing = [name for name in (baseline_name, *candidates) if name not in by_name]
@@ -238,15 +238,19 @@ def _generation_accuracy(
     )
     prompts = [list(map(int, row)) for row in chunks]
     context = config.generation_prompt_tokens + config.generation_tokens
+    # One runner alive at a time: the baseline's continuations first, then each candidate alone.
     baseline = _step_runner(by_name[baseline_name], context, config.device)
+    continuations = baseline_continuations(baseline, prompts, new_tokens=config.generation_tokens)
+    del baseline
     out: dict[str, Any] = {}
     for name in candidates:
         accuracy = generation_accuracy(
-            baseline,
+            None,
             _step_runner(by_name[name], context, config.device),
             prompts,
             new_tokens=config.generation_tokens,
             decode=lambda ids: str(tokenizer.decode(list(ids), skip_special_tokens=True)),
+            continuations=continuations,
         )
         out[name] = {**accuracy.to_json(), "metrics": accuracy.metrics()}
     return out

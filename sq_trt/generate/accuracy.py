@@ -70,24 +70,38 @@ def first_divergence(a: Sequence[int], b: Sequence[int]) -> int:
     return min(len(a), len(b)) if len(a) != len(b) else len(a)
 
 
+def baseline_continuations(
+    baseline: StepRunner, prompts: Sequence[Sequence[int]], *, new_tokens: int
+) -> list[list[int]]:
+    """The baseline's greedy continuation of every prompt, to share between candidates.
+
+    Greedy decoding is deterministic, so computing these once and closing the
+    baseline before the candidates open gives every candidate the same
+    reference with one runner in memory at a time.
+    """
+    return [generate(baseline, prompt, max_new_tokens=new_tokens).token_ids for prompt in prompts]
+
+
 def generation_accuracy(
-    baseline: StepRunner,
+    baseline: StepRunner | None,
     candidate: StepRunner,
     prompts: Sequence[Sequence[int]],
     *,
     new_tokens: int,
     decode: Callable[[Sequence[int]], str] | None = None,
     keep_samples: int = 4,
+    continuations: Sequence[Sequence[int]] | None = None,
 ) -> GenerationAccuracy:
     """Greedy continuations of every prompt through both runners, and the three metrics.
 
     Args:
-        baseline: The reference (the FP16 graph or engine).
+        baseline: The reference (the FP16 graph or engine); None when ``continuations`` are given.
         candidate: The INT8 candidate.
         prompts: Token ids of each prompt.
         new_tokens: Tokens generated per prompt (no early stop: EOS is a token like any other here).
         decode: Token ids -> text, for the samples.
         keep_samples: How many samples to keep for the report.
+        continuations: The baseline's continuations (:func:`baseline_continuations`), instead of running it.
 
     Raises:
         DataError: No prompts.
@@ -96,10 +110,13 @@ def generation_accuracy(
 
     if not prompts:
         raise DataError("generation accuracy needs at least one prompt; give held-out text or a prompts file")
+    if continuations is None:
+        assert baseline is not None, "give the baseline runner or its continuations"
+        continuations = baseline_continuations(baseline, prompts, new_tokens=new_tokens)
     matches, divergences, agree, steps = 0, [], 0, 0
     samples: list[GenerationSample] = []
-    for prompt in prompts:
-        ours = generate(baseline, prompt, max_new_tokens=new_tokens).token_ids
+    for prompt, reference in zip(prompts, continuations, strict=True):
+        ours = list(reference)
         theirs = generate(candidate, prompt, max_new_tokens=new_tokens).token_ids
         where = first_divergence(ours, theirs)
         matches += ours == theirs
