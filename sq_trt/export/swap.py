@@ -4,7 +4,7 @@ Smoothing (and any later weight-only change) alters parameter *values*, never th
 tracing dominates an export. :func:`trace_swappable` traces a model once and records where
 every parameter and buffer went; :func:`swap_weights` then writes another model's tensors of
 the same architecture into a copy of that graph, by initializer name. The result equals a
-fresh trace of the other model (tests/unit/test_export_swap.py proves it per family).
+fresh trace of the other model (tests/unit/export/test_swap.py proves it per family).
 
 The traced graph is not a plain function of the module: onnxscript's optimizer
 (:func:`sq_trt.export.onnx_export.optimize_keeping_weights`) also looks at weight *values*:
