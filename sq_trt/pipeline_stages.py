@@ -124,11 +124,6 @@ def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
             check_recipe_overrides(recipe, skeleton)
 
 
-def smooth_config(recipe: Recipe) -> SmoothConfig:
-    """The recipe's smooth section: the smooth stage's own :class:`~sq_trt.smooth_config.SmoothConfig`."""
-    return recipe.smooth
-
-
 SHARED_SMOOTH = "smooth"
 
 
@@ -150,14 +145,16 @@ def candidate_smooth_stage(recipe: Recipe, candidate: Candidate) -> str | None:
     return smooth_stage_name(recipe, config) if config is not None else None
 
 
-def _primary_smoothed(recipe: Recipe) -> Candidate | None:
-    """The smoothed candidate the report's activation picture and the layer ranking show.
+def _primary_smoothed(recipe: Recipe) -> tuple[Candidate | None, str | None]:
+    """The smoothed candidate the report's activation picture and the layer ranking show, and its smooth stage.
 
-    The first one on the recipe's shared smoothing, else the first smoothed candidate.
+    The first one on the recipe's shared smoothing, else the first smoothed candidate; ``(None, None)``
+    when every candidate is naive.
     """
     smoothed = [c for c in recipe.export.candidates if c.smooth]
     shared = [c for c in smoothed if candidate_smooth_stage(recipe, c) == SHARED_SMOOTH]
-    return next(iter(shared or smoothed), None)
+    primary = next(iter(shared or smoothed), None)
+    return primary, (candidate_smooth_stage(recipe, primary) if primary is not None else None)
 
 
 def _run_smooth(ctx: PipelineContext, config: SmoothConfig, name: str, path: Path) -> None:
@@ -383,8 +380,7 @@ def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> 
         candidates = [
             RunnerSpec.for_file(c.name, ctx.stage_dir("export", c.name, INT8_FILE)) for c in r.export.candidates
         ]
-    smoothed = _primary_smoothed(r)
-    smooth_stage = candidate_smooth_stage(r, smoothed) if smoothed is not None else None
+    smoothed, smooth_stage = _primary_smoothed(r)
     rank = r.compare.layer_ranking and ctx.original().spec.kind == "decoder"
     options = {name: getattr(r.compare, name) for name in CompareOptions.model_fields}
     compare_models(
@@ -425,8 +421,7 @@ def _run_report(ctx: PipelineContext, compare_dir: Path, path: Path) -> None:
 
     r = ctx.recipe
     activation = None
-    smoothed = _primary_smoothed(r)
-    smooth_stage = candidate_smooth_stage(r, smoothed) if smoothed is not None else None
+    _, smooth_stage = _primary_smoothed(r)
     if smooth_stage is not None and (ctx.stage_dir(smooth_stage) / "manifest.json").is_file():
         activation = activation_picture(
             ctx.stage_dir("calibrate"), ctx.stage_dir(smooth_stage), r.report.activation_layer
@@ -511,8 +506,7 @@ def _compare_and_report_stages(ctx: PipelineContext, builds: list[str]) -> list[
     target = _engine_target(plan)
     runner = _compare_runner(r, plan)
     compare_dir = ctx.stage_dir("compare")
-    primary = _primary_smoothed(r)
-    smooth_stage = candidate_smooth_stage(r, primary) if primary is not None else None
+    _, smooth_stage = _primary_smoothed(r)
     after = tuple(f"export/{c.name}" for c in r.export.candidates)
     if runner == "tensorrt":
         after += tuple(f"build/{name}" for name in builds)

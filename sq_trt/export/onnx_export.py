@@ -14,7 +14,6 @@ build-time constants, which the unoptimized graph computes at run time.
 from __future__ import annotations
 
 import copy
-import gc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +129,7 @@ def export_float_onnx(
         args = (ids, torch.ones_like(ids))
         dynamic = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
         outputs = [ENCODER_OUTPUT]
-    proto = dynamo_export(
+    return dynamo_export(
         wrapper,
         args,
         dynamic,
@@ -140,12 +139,20 @@ def export_float_onnx(
         failure=f"torch.onnx.export (dynamo) failed for {type(model).__name__}",
         hint="Check that the model runs with use_cache=False on CPU",
     )
-    # The traced program keeps the cast copy in reference cycles; collect them now rather than at
-    # some later allocation (0.5 B parameters: 0.5 GB freed after the trace; the export's peak is
-    # elsewhere, see docs/benchmarks/large_export.md).
-    del source, wrapper
-    gc.collect()
-    return proto
+
+
+def export_torch_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype of an export precision (``float16``/``float32``).
+
+    Raises:
+        ExportError: Another dtype.
+    """
+    import torch
+
+    torch_dtype = {"float16": torch.float16, "float32": torch.float32}.get(dtype)
+    if torch_dtype is None:
+        raise ExportError(f"export dtype must be float16 or float32, got {dtype!r}")
+    return torch_dtype
 
 
 def model_in_dtype(model: Any, dtype: str) -> Any:
@@ -156,9 +163,7 @@ def model_in_dtype(model: Any, dtype: str) -> Any:
     """
     import torch
 
-    torch_dtype = {"float16": torch.float16, "float32": torch.float32}.get(dtype)
-    if torch_dtype is None:
-        raise ExportError(f"export dtype must be float16 or float32, got {dtype!r}")
+    torch_dtype = export_torch_dtype(dtype)
     if next(model.parameters()).dtype == torch_dtype:
         return model.eval()
     # deepcopy() then .to() would first copy every weight in the model's dtype (4.9 GB of fp32 at

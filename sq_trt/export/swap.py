@@ -38,7 +38,7 @@ from sq_trt.errors import ExportError
 
 # The parameter names in the graph are the wrapped model's FQNs under this attribute (the wrappers
 # in onnx_export.py and past.py hold the Hugging Face model as ``self.model``).
-from sq_trt.export.onnx_export import WRAPPED_PREFIX
+from sq_trt.export.onnx_export import WRAPPED_PREFIX, export_torch_dtype
 
 if TYPE_CHECKING:
     import onnx
@@ -73,13 +73,9 @@ class WeightSwapRefused(ExportError):
     """The traced graph depends on a weight value the new model changes (trace it instead)."""
 
 
-def _torch_dtype(dtype: str) -> torch.dtype:
-    import torch
-
-    torch_dtype = {"float16": torch.float16, "float32": torch.float32}.get(dtype)
-    if torch_dtype is None:
-        raise ExportError(f"export dtype must be float16 or float32, got {dtype!r}")
-    return torch_dtype
+def _named_tensors(model: Any) -> list[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer of ``model`` by its own name, tied names included."""
+    return [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
 
 
 def source_tensors(model: Any, dtype: str) -> Iterator[tuple[str, Any]]:
@@ -92,13 +88,9 @@ def source_tensors(model: Any, dtype: str) -> Iterator[tuple[str, Any]]:
     Yields:
         ``(graph name, tensor)`` with the wrapper's prefix, e.g. ``model.lm_head.weight``.
     """
-    torch_dtype = _torch_dtype(dtype)
+    torch_dtype = export_torch_dtype(dtype)
     cast = next(model.parameters()).dtype != torch_dtype
-    tensors = [
-        *model.named_parameters(remove_duplicate=False),
-        *model.named_buffers(remove_duplicate=False),
-    ]
-    for name, tensor in tensors:
+    for name, tensor in _named_tensors(model):
         value = tensor.detach()
         if cast and value.is_floating_point():
             value = value.to(torch_dtype)
@@ -119,10 +111,7 @@ def _onnx_dtype(tensor: Any) -> int:
 def _alias_groups(model: Any) -> list[list[str]]:
     """Names that are one tensor (tied embeddings): only groups of two or more."""
     groups: dict[int, list[str]] = {}
-    for name, tensor in [
-        *model.named_parameters(remove_duplicate=False),
-        *model.named_buffers(remove_duplicate=False),
-    ]:
+    for name, tensor in _named_tensors(model):
         groups.setdefault(id(tensor), []).append(WRAPPED_PREFIX + name)
     return sorted(sorted(names) for names in groups.values() if len(names) > 1)
 
@@ -137,13 +126,7 @@ def architecture_fingerprint(model: Any) -> str:
     if config is not None:
         settings = {k: v for k, v in config.to_dict().items() if k not in _PROVENANCE_KEYS}
         settings["attn_implementation"] = getattr(config, "_attn_implementation", None)
-    tensors = [
-        (name, list(tensor.shape), str(tensor.dtype))
-        for name, tensor in [
-            *model.named_parameters(remove_duplicate=False),
-            *model.named_buffers(remove_duplicate=False),
-        ]
-    ]
+    tensors = [(name, list(tensor.shape), str(tensor.dtype)) for name, tensor in _named_tensors(model)]
     payload = {
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "config": settings,
