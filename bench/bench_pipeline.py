@@ -23,6 +23,7 @@ Three modes:
     python bench/bench_pipeline.py demo [--recipe builders/smollm2-135m.yaml] [--set k=v ...]
     python bench/bench_pipeline.py offload [--ckpt /tmp/llama-1b-random]
     python bench/bench_pipeline.py goals --before /work/wt-before [--after .] [--parts demo,calibrate,large-export]
+        [--suite-log-before LOG --suite-log-after LOG] [--previous bench/results/pipeline_goals.json]
 """
 
 from __future__ import annotations
@@ -374,12 +375,18 @@ def goal_calibrate(repos: dict[str, Path], out: Path, repeats: int, modelopt_pyt
     return results
 
 
-def _suite_seconds(log: Path) -> float | None:
-    """pytest's own total from a CI log (``... passed ... in 842.31s (0:14:02)``)."""
+def _suite_run(log: Path) -> dict[str, Any]:
+    """pytest's own total from a CI log (``... passed ... in 842.31s (0:14:02)``) and the commit it tested."""
     import re
 
-    found = re.findall(r"passed.* in ([0-9.]+)s", log.read_text(errors="replace"))
-    return float(found[-1]) if found else None
+    text = log.read_text(errors="replace")
+    found = re.findall(r"passed.* in ([0-9.]+)s", text)
+    commit = re.findall(r"sq-trt tests: commit (.+)", text)  # scripts/test.sh prints it (since issue 16)
+    return {
+        "suite_s": float(found[-1]) if found else None,
+        "suite_log": str(log),
+        "suite_commit": commit[-1].strip() if commit else None,
+    }
 
 
 def _figures(result: dict[str, Any]) -> dict[str, float | None]:
@@ -416,15 +423,24 @@ def goals_table(results: dict[str, dict[str, Any]]) -> str:
 
 def bench_goals(args: argparse.Namespace) -> dict[str, Any]:
     repos = {"before": Path(args.before).resolve(), "after": Path(args.after).resolve()}
+    command = "python bench/bench_pipeline.py goals " + " ".join(sys.argv[2:])
+    commands = [command]
     work = Path(args.work)
     parts = set(args.parts.split(","))
     results: dict[str, dict[str, Any]] = {
         label: {"repo": str(repo), "commit": _commit(repo)} for label, repo in repos.items()
     }
+    if args.previous:  # keep the parts not measured this time (same checkouts only)
+        earlier = json.loads(Path(args.previous).read_text())
+        previous = earlier["results"]
+        commands = [*earlier.get("commands", [earlier.get("command")]), command]
+        for label, measured in results.items():
+            if previous[label]["commit"] != measured["commit"]:
+                raise SystemExit(f"--previous measured another {label} commit: {previous[label]['commit']}")
+            results[label] = {**previous[label], **measured}
     for label, log in (("before", args.suite_log_before), ("after", args.suite_log_after)):
         if log:
-            results[label]["suite_s"] = _suite_seconds(Path(log))
-            results[label]["suite_log"] = str(log)
+            results[label].update(_suite_run(Path(log)))
     for label, repo in repos.items():
         if "demo" in parts:
             results[label]["demo"] = goal_demo(repo, work / label / "demo")
@@ -439,7 +455,8 @@ def bench_goals(args: argparse.Namespace) -> dict[str, Any]:
     table = goals_table(results)
     print(table)
     return {
-        "command": "python bench/bench_pipeline.py goals " + " ".join(sys.argv[2:]),
+        "command": command,
+        "commands": commands,  # with --previous: every run whose figures are kept
         "host": _host(),
         "goals": {k: {"title": t, "op": op, "bound": b} for k, (t, op, b) in GOALS.items()},
         "results": results,
@@ -488,6 +505,9 @@ def main() -> None:
         "--suite-log-before", help="a CI log of the suite before (pytest's total is read from it)"
     )
     goals.add_argument("--suite-log-after", help="a CI log of the suite after")
+    goals.add_argument(
+        "--previous", help="an earlier result of the same two commits: parts not in --parts are kept from it"
+    )
     goals.add_argument("--result", default=str(RESULTS / "pipeline_goals.json"))
     args = parser.parse_args()
     if args.mode_name == "offload-child":

@@ -24,6 +24,7 @@ export SQ_TRT_ARTIFACTS="${SQ_TRT_ARTIFACTS:-$PWD/build/ci-artifacts}"
 # Disk: the venv (~3.1 GB), the demo cache (~0.8 GB) and the largest demo test (~1 GB at once)
 # need ~5 GB. Say so up front: a full disk otherwise shows up as scattered OSErrors mid-run.
 free_mb=$(df -Pm "${TMPDIR:-/tmp}" | awk 'NR==2 {print $4}')
+echo "sq-trt tests: commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 echo "sq-trt tests: ${free_mb} MB free in ${TMPDIR:-/tmp} before the run"
 if [ "${free_mb}" -lt 1500 ]; then
   echo "warning: under 1.5 GB free; the demo-model tests write up to ~1 GB at a time and may fail with ENOSPC" >&2
@@ -34,4 +35,7 @@ mypy sq_trt plugins
 python scripts/check_imports.py
 python scripts/check_function_length.py
 # pytest exits 5 when it collects no test; `set -e` turns that into a failed run.
-python -m pytest -q --durations=25 "$@"
+# Two workers (pytest-xdist), grouped by tests/conftest.py: the demo-model tests share one worker and
+# its session fixtures; much of the rest is single-threaded Python (tracing tiny models) that the
+# second core runs alongside.
+python -m pytest -q -n 2 --dist loadgroup --durations=25 "$@"

@@ -59,6 +59,8 @@ class PipelineContext:
     recipe: Recipe
     progress: bool = True
     log: Callable[[str], None] = print
+    # Float graphs traced before this run (a test session, a notebook tuning recipes); owned by the caller.
+    shared_float_graphs: FloatGraphs | None = None
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -145,10 +147,13 @@ class PipelineContext:
 
         Every other model of the architecture (the original for naive candidates and the FP16
         baseline, each smoothing) gets the traced graph with its own weights swapped in. An
-        offloaded model is too large to keep its float graph in memory between candidates.
+        offloaded model is too large to keep its float graph in memory between candidates. The
+        caller's :attr:`shared_float_graphs`, when given, are used instead.
         """
         from sq_trt.export.stage import FloatGraphs
 
+        if self.shared_float_graphs is not None:
+            return self.shared_float_graphs
         return self._memo("float_graphs", lambda: FloatGraphs(keep=not self.recipe.model.offload))
 
     def build_plan(self) -> BuildPlan:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from sq_trt.artifact_types import ActScales
     from sq_trt.export.qdq import Encoding
+    from sq_trt.export.stage import FloatGraphs
     from sq_trt.smooth_config import SmoothConfig
 
 # ----------------------------------------------------------------------------- calibrate and smooth
@@ -580,6 +581,15 @@ def _print_summary(
             log(line)
 
 
+def _stats_since(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """:meth:`FloatGraphs.stats` of one run on graphs that may have been used before it."""
+    return {
+        "traces": after["traces"] - before["traces"],
+        "reused": after["reused"] - before["reused"],
+        "refused": after["refused"][len(before["refused"]) :],
+    }
+
+
 def run_pipeline(
     recipe: Recipe,
     *,
@@ -587,6 +597,7 @@ def run_pipeline(
     progress: bool = True,
     hook: Any = None,
     log: Callable[[str], None] | None = None,
+    float_graphs: FloatGraphs | None = None,
 ) -> PipelineResult:
     """Run (or reuse) every stage of ``recipe``, print the summary and return the verdict.
 
@@ -596,6 +607,9 @@ def run_pipeline(
         progress: Show the stages' progress bars.
         hook: Test hook passed to :func:`sq_trt.pipeline.run_stages`.
         log: Where stage lines and the summary go (default: stderr through tqdm, and stdout).
+        float_graphs: Float graphs the caller traced before (kept after the run; the summary
+            counts only this run's traces and reuses). Default: the run traces its own and
+            drops them at the end.
 
     Returns:
         The stage reports, the report path and the gate verdict.
@@ -605,7 +619,8 @@ def run_pipeline(
     from sq_trt.pipeline import _log, format_summary, run_stages, write_summary
 
     emit = log or _log
-    ctx = PipelineContext(recipe, progress=progress, log=emit)
+    ctx = PipelineContext(recipe, progress=progress, log=emit, shared_float_graphs=float_graphs)
+    graphs_before = ctx.float_graphs().stats()
     preflight(recipe, ctx.work_dir, ctx.engines_dir)
     started = time.perf_counter()
     plan = ctx.build_plan()
@@ -618,8 +633,9 @@ def run_pipeline(
     try:
         reports = run_stages(stages, ctx.work_dir, from_kind=from_kind, hook=hook, log=emit)
     finally:
-        ctx.float_graphs().clear()
-    graphs = ctx.float_graphs().stats()
+        if float_graphs is None:
+            ctx.float_graphs().clear()
+    graphs = _stats_since(graphs_before, ctx.float_graphs().stats())
     if graphs["traces"] or graphs["reused"]:
         emit(f"[pipeline] float graphs: {graphs['traces']} traced, {graphs['reused']} reused with swapped weights")
     report_dir = ctx.stage_dir("report")

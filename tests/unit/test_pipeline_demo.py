@@ -3,7 +3,10 @@
 Sizes are cut so the test fits the CI budget: 4 calibration samples of 128
 tokens, 2 evaluation samples of 128 tokens, one candidate, no engine build
 (TensorRT-RTX builds of the demo's ONNX are covered by the build stage's own
-tests; the tiny-model pipeline test covers the pipeline's build stage).
+tests; the tiny-model pipeline test covers the pipeline's build stage). The run
+shares the session's float graphs (``demo_float_graphs``): the smoothed model's
+export swaps its weights into the demo's one trace instead of tracing again, as a
+pipeline run does for every model of an architecture after the first.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,11 +36,16 @@ REDUCED = [
 
 
 @pytest.mark.integration
-def test_demo_recipe_end_to_end_then_cached(demo_loaded: object, tmp_path: Path) -> None:
+def test_demo_recipe_end_to_end_then_cached(
+    demo_float_graphs: Any, demo_naive_export: Path, tmp_path: Path
+) -> None:
+    # demo_naive_export: the session's FP16 trace of the demo exists (made now if no test made it yet).
     recipe = load_recipe(
         RECIPE, [*REDUCED, f"work_dir={tmp_path / 'work'}", f"engines_dir={tmp_path / 'engines'}"]
     )
-    first = run_pipeline(recipe, progress=False, log=lambda _: None)
+    first = run_pipeline(recipe, progress=False, log=lambda _: None, float_graphs=demo_float_graphs)
+    # The smoothed candidate's float graph is the session's trace with its weights swapped in.
+    assert (first.float_graphs["traces"], first.float_graphs["reused"]) == (0, 1), first.float_graphs
     statuses = {r.name: r.status for r in first.reports}
     for stage in ("calibrate", "smooth", "export/sq-per-token", "compare", "report"):
         assert statuses[stage] == "ran", statuses
@@ -51,7 +60,7 @@ def test_demo_recipe_end_to_end_then_cached(demo_loaded: object, tmp_path: Path)
     assert math.isfinite(summary["ppl"])
 
     start = time.perf_counter()
-    cached = run_pipeline(recipe, progress=False, log=lambda _: None)
+    cached = run_pipeline(recipe, progress=False, log=lambda _: None, float_graphs=demo_float_graphs)
     elapsed = time.perf_counter() - start
     assert {r.status for r in cached.reports} <= {"reused", "skipped"}
     assert elapsed < 30.0, f"cached rerun took {elapsed:.1f} s"
