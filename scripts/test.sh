@@ -35,7 +35,4 @@ mypy sq_trt plugins
 python scripts/check_imports.py
 python scripts/check_function_length.py
 # pytest exits 5 when it collects no test; `set -e` turns that into a failed run.
-# Two workers (pytest-xdist), grouped by tests/conftest.py: the demo-model tests share one worker and
-# its session fixtures; much of the rest is single-threaded Python (tracing tiny models) that the
-# second core runs alongside.
-python -m pytest -q -n 2 --dist loadgroup --durations=25 "$@"
+python -m pytest -q --durations=25 "$@"

@@ -57,29 +57,3 @@ def module_tmp(
     if request.session.testsfailed == failed_before:
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n 2 --dist loadgroup``, what CI runs): which tests share a worker.
-
-    Every test of the real demo model runs on one worker, so the session's demo fixtures (the
-    model, its one FP16 trace, the naive export) are made once per run, not once per worker;
-    every other module runs whole on one worker, so its module fixtures are made once too.
-    The TensorRT API harness shares session fixtures across its modules: one group. The demo
-    group, the longest by far, is put first so a worker starts it at once. Without xdist the
-    marks are inert and the order is pytest's.
-    """
-    demo: list[pytest.Item] = []
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        if "demo_loaded" in getattr(item, "fixturenames", ()):
-            group = "demo"
-            demo.append(item)
-        elif path.startswith("tests/trt_api/"):
-            group = "trt_api"
-        else:
-            group = path
-        item.add_marker(pytest.mark.xdist_group(group))
-    if getattr(config.option, "numprocesses", None):
-        rest = [item for item in items if item not in demo]
-        items[:] = demo + rest
