@@ -581,15 +581,6 @@ def _print_summary(
             log(line)
 
 
-def _stats_since(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """:meth:`FloatGraphs.stats` of one run on graphs that may have been used before it."""
-    return {
-        "traces": after["traces"] - before["traces"],
-        "reused": after["reused"] - before["reused"],
-        "refused": after["refused"][len(before["refused"]) :],
-    }
-
-
 def run_pipeline(
     recipe: Recipe,
     *,
@@ -635,7 +626,7 @@ def run_pipeline(
     finally:
         if float_graphs is None:
             ctx.float_graphs().clear()
-    graphs = _stats_since(graphs_before, ctx.float_graphs().stats())
+    graphs = ctx.float_graphs().stats(since=graphs_before)
     if graphs["traces"] or graphs["reused"]:
         emit(f"[pipeline] float graphs: {graphs['traces']} traced, {graphs['reused']} reused with swapped weights")
     report_dir = ctx.stage_dir("report")

@@ -212,9 +212,19 @@ class FloatGraphs:
         copy.CopyFrom(self._graphs[key].graph)
         return copy
 
-    def stats(self) -> dict[str, Any]:
-        """Traces done, graphs reused and refused swaps (for the pipeline's summary)."""
-        return {"traces": self.traces, "reused": self.reused, "refused": list(self.refused)}
+    def stats(self, since: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Traces done, graphs reused and refused swaps (for the pipeline's summary).
+
+        Args:
+            since: An earlier :meth:`stats` of these graphs: count only what happened after it
+                (graphs shared by several pipeline runs).
+        """
+        before = since or {"traces": 0, "reused": 0, "refused": []}
+        return {
+            "traces": self.traces - before["traces"],
+            "reused": self.reused - before["reused"],
+            "refused": self.refused[len(before["refused"]) :],
+        }
 
     def clear(self) -> None:
         """Drop every kept graph."""

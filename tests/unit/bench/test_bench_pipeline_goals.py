@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[3]
+from script_module import load_script
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_pipeline", ROOT / "bench" / "bench_pipeline.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/bench_pipeline.py")
 
 
 def _repo(path: Path) -> str:
@@ -48,11 +42,13 @@ def test_suite_log_gives_pytests_total_and_the_tested_commit(tmp_path: Path) -> 
     log.write_text(
         "sq-trt tests: commit abc123\n....\n1285 passed, 50 skipped, 98 warnings in 924.15s (0:15:24)\n"
     )
-    run = _bench()._suite_run(log)
+    suite_run = _bench()._suite_run
+    run = suite_run(log)
     assert (run["suite_s"], run["suite_commit"]) == (924.15, "abc123")
     old = tmp_path / "old.log"
     old.write_text("1220 passed, 50 skipped in 951.06s (0:15:51)\n")  # before test.sh printed the commit
-    assert (_bench()._suite_run(old)["suite_s"], _bench()._suite_run(old)["suite_commit"]) == (951.06, None)
+    run = suite_run(old)
+    assert (run["suite_s"], run["suite_commit"]) == (951.06, None)
 
 
 def test_previous_results_are_kept_and_another_commit_is_refused(tmp_path: Path) -> None:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import textwrap
 from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[3]
+from script_module import load_script
 
 
 def _checker() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_function_length", ROOT / "scripts" / "check_function_length.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/check_function_length.py")
 
 
 def test_no_function_in_sq_trt_is_over_the_limit_beyond_the_shrinking_allowlist() -> None:

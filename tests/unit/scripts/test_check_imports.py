@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
+from types import ModuleType
+
+from script_module import load_script
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("check_imports", ROOT / "scripts" / "check_imports.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["check_imports"] = module
-    spec.loader.exec_module(module)
-    return module
+def _load() -> ModuleType:
+    return load_script("scripts/check_imports.py")
 
 
 def test_lazy_import_cycle_found_type_checking_ignored(tmp_path: Path) -> None:
