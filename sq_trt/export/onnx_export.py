@@ -2,7 +2,8 @@
 
 ``torch.onnx.export(..., dynamo=True)`` is the exporter that handles
 transformers' masking code (the TorchScript exporter fails on it). The graph is
-exported unoptimized, then optimized by onnxscript with one rule changed: a
+exported unoptimized, then optimized by onnxscript with one folding rule changed
+and one slow rewrite rule left out (:data:`_SLOW_RULES`): a
 ``Transpose`` of a parameter is not constant-folded. The default pass folds each
 linear's ``W -> Transpose`` into an anonymous constant, losing the
 ``<module>.weight`` name the Q/DQ rewrite uses to find each linear's MatMul;
@@ -230,6 +231,61 @@ def _keep_parameter_transposes(node: Any) -> bool | None:
     return None  # the optimizer's default rules
 
 
+# onnxscript's default rewrite rules minus this one. SlicesSplit (two Slices of one tensor -> a Split)
+# is a two-output pattern whose matcher walks the graph for every Slice: 26 s of the 38 s optimize_ir
+# spends on SmolLM2-135M, per iteration, and it rewrote nothing in any graph this tool exports
+# (tests/unit/export/test_onnx_export.py compares against the stock optimizer on every family).
+_SLOW_RULES = frozenset({"SlicesSplit"})
+
+
+def _optimize_ir(graph: Any) -> None:
+    """onnxscript's ``optimize_ir`` with the parameter-transpose rule, without :data:`_SLOW_RULES`.
+
+    The pass list is ``optimize_ir``'s own (onnxscript 0.7), rebuilt because it takes no rule set;
+    the rules and the folding pass are private names, so an onnxscript without them gets the
+    stock optimizer (same graph, slower).
+    """
+    import onnx_ir as ir
+    from onnx_ir.passes import common
+    from onnxscript import rewriter
+    from onnxscript.optimizer import optimize_ir
+
+    try:
+        from onnxscript.optimizer import _constant_folding as folding
+
+        rules = [rule for rule in rewriter._DEFAULT_REWRITE_RULES if rule.name not in _SLOW_RULES]
+    except (ImportError, AttributeError):
+        optimize_ir(graph, should_fold=_keep_parameter_transposes)
+        return
+    loop = ir.passes.PassManager(
+        [
+            folding.FoldConstantsPass(
+                shape_inference=True,
+                input_size_limit=folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
+                output_size_limit=folding.DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT,
+                should_fold=_keep_parameter_transposes,
+            ),
+            rewriter.RewritePass(rules),
+            common.RemoveUnusedNodesPass(),
+            common.RemoveUnusedFunctionsPass(),
+            common.RemoveUnusedOpsetsPass(),
+        ],
+        steps=2,
+        early_stop=True,
+    )
+    ir.passes.Sequential(
+        common.InlinePass(),
+        loop,
+        common.RemoveUnusedNodesPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.LiftSubgraphInitializersToMainGraphPass(),
+        common.DeduplicateInitializersPass(),
+        common.CommonSubexpressionEliminationPass(),
+        common.OutputFixPass(),
+        common.NameFixPass(),
+    )(graph)
+
+
 def optimize_keeping_weights(model: onnx.ModelProto | Any) -> onnx.ModelProto:
     """Constant-fold and clean an exported graph, keeping ``Transpose(weight)`` so weights keep their names.
 
@@ -241,10 +297,9 @@ def optimize_keeping_weights(model: onnx.ModelProto | Any) -> onnx.ModelProto:
     """
     import onnx
     import onnx_ir as ir
-    from onnxscript.optimizer import optimize_ir
 
     graph = ir.from_proto(model) if isinstance(model, onnx.ModelProto) else model
-    optimize_ir(graph, should_fold=_keep_parameter_transposes)
+    _optimize_ir(graph)
     proto = ir.to_proto(graph)
     for node in proto.graph.node:
         node.doc_string = ""
