@@ -19,6 +19,7 @@ are reused).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -26,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -56,6 +58,10 @@ class Stage:
         config: The recipe values the stage reads (JSON-serialisable).
         after: Names of the stages whose artifacts it consumes.
         code: Modules (or packages) whose source is part of the cache key.
+        background: Run on the background thread, beside the later stages that do not consume
+            it (background stages run one at a time, in order). For work that releases the GIL,
+            such as an engine build: TensorRT builds on one core while the comparison uses the
+            others.
     """
 
     name: str
@@ -65,11 +71,16 @@ class Stage:
     config: Mapping[str, Any] = field(default_factory=dict)
     after: tuple[str, ...] = ()
     code: tuple[str, ...] = ()
+    background: bool = False
 
 
 @dataclass
 class StageReport:
-    """What happened to one stage in one run."""
+    """What happened to one stage in one run.
+
+    ``peak_rss_mib`` and ``cpu_s`` are the whole process's while the stage ran, so they include
+    a background stage running at the same time (``background`` marks the stages that did).
+    """
 
     name: str
     kind: str
@@ -79,6 +90,7 @@ class StageReport:
     path: str
     detail: str = ""
     cpu_s: float = 0.0
+    background: bool = False
 
 
 # ----------------------------------------------------------------------------- fingerprints
@@ -225,7 +237,12 @@ def run_stages(
     hook: Hook | None = None,
     log: Callable[[str], None] = _log,
 ) -> list[StageReport]:
-    """Run (or reuse) every stage in order.
+    """Run (or reuse) every stage in order; ``background`` stages overlap the stages after them.
+
+    A stage that consumes a background stage waits for it; a background stage's failure is
+    raised at the next stage boundary (or at the end). When a stage fails, background stages
+    not yet started are cancelled and the one running is waited for: it completes (and records)
+    its artifact, as if it had run in order.
 
     Args:
         stages: The stages, each after the ones it consumes.
@@ -237,7 +254,7 @@ def run_stages(
         log: Where progress lines go.
 
     Returns:
-        One report per stage.
+        One report per stage, in the order of ``stages``.
 
     Raises:
         ConfigError: ``from_kind`` is not a stage kind.
@@ -246,23 +263,75 @@ def run_stages(
     if from_kind is not None and from_kind not in STAGE_KINDS:
         raise ConfigError(f"--from {from_kind!r} is not a stage; expected one of {', '.join(STAGE_KINDS)}")
     forced_from = STAGE_KINDS.index(from_kind) if from_kind is not None else len(STAGE_KINDS)
-    fingerprints: dict[str, str] = {}
-    reports: list[StageReport] = []
-    for index, stage in enumerate(stages, start=1):
-        key = _cache_key(stage, {dep: fingerprints[dep] for dep in stage.after})
-        record_path = _record_path(work_dir, stage.name)
-        prefix = f"[{index}/{len(stages)}] {stage.name}"
-        forced = STAGE_KINDS.index(stage.kind) >= forced_from
-        reused = None if forced else _reusable(record_path, key, stage.path)
-        if reused is not None:
-            fingerprints[stage.name] = reused
-            log(f"{prefix}: reused {stage.path}")
-            reports.append(StageReport(stage.name, stage.kind, "reused", 0.0, None, str(stage.path)))
-            continue
-        log(f"{prefix}: running -> {stage.path}")
-        fingerprints[stage.name], report = _run_stage(stage, key, record_path, prefix, hook, log)
-        reports.append(report)
-    return reports
+    lane = _BackgroundLane(log)
+    try:
+        for index, stage in enumerate(stages, start=1):
+            lane.collect(stage.after)
+            key = _cache_key(stage, {dep: lane.fingerprints[dep] for dep in stage.after})
+            record_path = _record_path(work_dir, stage.name)
+            prefix = f"[{index}/{len(stages)}] {stage.name}"
+            forced = STAGE_KINDS.index(stage.kind) >= forced_from
+            reused = None if forced else _reusable(record_path, key, stage.path)
+            if reused is not None:
+                log(f"{prefix}: reused {stage.path}")
+                lane.done(
+                    stage.name,
+                    reused,
+                    StageReport(stage.name, stage.kind, "reused", 0.0, None, str(stage.path)),
+                )
+                continue
+            run = functools.partial(_run_stage, stage, key, record_path, prefix, hook, log)
+            if stage.background:
+                log(f"{prefix}: running in the background -> {stage.path}")
+                lane.submit(stage.name, run)
+            else:
+                log(f"{prefix}: running -> {stage.path}")
+                lane.done(stage.name, *run())
+        lane.collect(lane.pending())
+    except BaseException:
+        lane.close(cancel=True)
+        raise
+    lane.close(cancel=False)
+    return [lane.reports[stage.name] for stage in stages]
+
+
+class _BackgroundLane:
+    """The background thread of :func:`run_stages`, and every stage's fingerprint and report."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self._log = log
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: dict[str, Future[tuple[str, StageReport]]] = {}
+        self.fingerprints: dict[str, str] = {}
+        self.reports: dict[str, StageReport] = {}
+
+    def done(self, name: str, fingerprint: str, report: StageReport) -> None:
+        self.fingerprints[name], self.reports[name] = fingerprint, report
+
+    def submit(self, name: str, run: Callable[[], tuple[str, StageReport]]) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sq-trt-stage")
+        self._futures[name] = self._pool.submit(run)
+
+    def pending(self) -> list[str]:
+        return [name for name in self._futures if name not in self.reports]
+
+    def collect(self, names: Sequence[str]) -> None:
+        """Wait for these background stages; first raise any background failure already known."""
+        for name, future in self._futures.items():
+            if name not in self.reports and future.done() and future.exception() is not None:
+                self.done(name, *future.result())  # raises the stage's exception
+        for name in names:
+            if name in self._futures and name not in self.reports:
+                self.done(name, *self._futures[name].result())
+
+    def close(self, *, cancel: bool) -> None:
+        if self._pool is None:
+            return
+        running = [n for n, f in self._futures.items() if f.running()]
+        if cancel and running:
+            self._log(f"[pipeline] waiting for {', '.join(running)} to finish (running in the background)")
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
 def _cache_key(stage: Stage, inputs: Mapping[str, str]) -> str:
@@ -296,7 +365,16 @@ def _run_stage(
             reason = str(skipped)
             wall = time.perf_counter() - start
             log(f"{prefix}: skipped ({reason})")
-            report = StageReport(stage.name, stage.kind, "skipped", wall, rss.peak_mib, "-", reason)
+            report = StageReport(
+                stage.name,
+                stage.kind,
+                "skipped",
+                wall,
+                rss.peak_mib,
+                "-",
+                reason,
+                background=stage.background,
+            )
             return hash_json({"skipped": reason}), report
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
@@ -313,7 +391,9 @@ def _run_stage(
     atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     peak = f", peak RSS {rss.peak_mib:.0f} MiB" if rss.peak_mib else ""
     log(f"{prefix}: ran in {wall:.1f} s{peak}")
-    return fingerprint, StageReport(stage.name, stage.kind, "ran", wall, rss.peak_mib, str(stage.path), cpu_s=cpu)
+    return fingerprint, StageReport(
+        stage.name, stage.kind, "ran", wall, rss.peak_mib, str(stage.path), cpu_s=cpu, background=stage.background
+    )
 
 
 def _reusable(record_path: Path, key: str, path: Path) -> str | None:
@@ -338,7 +418,8 @@ def format_summary(reports: Sequence[StageReport]) -> str:
     for r in reports:
         rss = f"{r.peak_rss_mib:.0f}" if r.peak_rss_mib is not None else "-"
         where = r.path if r.status != "skipped" else f"- ({r.detail})"
-        rows.append((r.name, r.status, f"{r.wall_s:.1f}", rss, where))
+        status = f"{r.status} (background)" if r.background else r.status
+        rows.append((r.name, status, f"{r.wall_s:.1f}", rss, where))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
     for i, row in enumerate(rows):
@@ -348,7 +429,8 @@ def format_summary(reports: Sequence[StageReport]) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 8)
     total = sum(r.wall_s for r in reports)
-    lines.append(f"total stage time {total:.1f} s")
+    overlap = " (background stages overlap the others)" if any(r.background for r in reports) else ""
+    lines.append(f"total stage time {total:.1f} s{overlap}")
     return "\n".join(lines)
 
 

@@ -495,6 +495,7 @@ def _build_stages(ctx: PipelineContext) -> tuple[list[str], list[Stage]]:
             config={**build_config, "target": target, "plugin": plugin},
             after=(source,),
             code=(*_ADAPTERS, "sq_trt.engine"),
+            background=r.background_builds,
         )
         for name, source, onnx, plugin in builds
     ]

@@ -228,6 +228,10 @@ class Recipe(_Section):
         work_dir: Stage artifacts (default ``work/<name>``).
         engines_dir: Engines (default ``engines/<name>``).
         gate: Conditions ``[candidate:]metric OP value`` (see :mod:`sq_trt.compare.gate`).
+        background_builds: Build engines on a background thread while the later stages that do
+            not run them (an ONNX Runtime comparison, the report) go on. Builds release the GIL
+            and use about one core; set false when host memory cannot hold a build and the
+            comparison at once (large models). Scheduling only: no artifact depends on it.
     """
 
     kind: Literal["pipeline"]
@@ -235,6 +239,7 @@ class Recipe(_Section):
     description: str = ""
     work_dir: Path | None = None
     engines_dir: Path | None = None
+    background_builds: bool = True
     model: ModelConfig
     data: DataConfig = Field(default_factory=DataConfig)
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)

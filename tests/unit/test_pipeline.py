@@ -8,9 +8,11 @@ the pipeline, in milliseconds; the tiny-model end-to-end tests are in
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import pytest
 
 from sq_trt.artifacts import artifact_dir
 from sq_trt.errors import ConfigError
-from sq_trt.pipeline import Stage, StageSkipped, code_hash, format_summary, run_stages
+from sq_trt.pipeline import Stage, StageReport, StageSkipped, code_hash, format_summary, run_stages
 
 
 class Chain:
@@ -175,6 +177,116 @@ def test_code_change_reruns_the_stage(chain: Chain, tmp_path: Path, monkeypatch:
     assert code_hash("pkg_h7_code") != before
     statuses = {r.name: r.status for r in run_stages(with_code, chain.root, log=lambda _: None)}
     assert statuses == {"a": "reused", "b": "ran", "c": "reused"}  # b rewrote identical bytes
+
+
+class Fork:
+    """a -> (b in the background, d in the foreground) -> c, which reads b's and d's artifacts.
+
+    With ``prove_overlap``, b waits for d to start before it writes: run in order on one
+    thread, b would time out, so a run that finishes proves the two overlapped.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.d_started = threading.Event()
+        self.b_started = threading.Event()
+        self.calls: list[str] = []
+        self.fail: str | None = None
+        self.prove_overlap = False
+
+    def _write(self, name: str) -> None:
+        self.calls.append(name)
+        (self.d_started if name == "d" else self.b_started if name == "b" else threading.Event()).set()
+        if name == "d" and self.fail == "d":
+            assert self.b_started.wait(timeout=10)  # fail while b is running, not queued
+        if name == "b" and self.prove_overlap and not self.d_started.wait(timeout=10):
+            raise RuntimeError("b ran alone: d never started beside it")
+        if self.fail == name:
+            raise RuntimeError(f"{name} failed")
+        with artifact_dir(self.root / name, stage=name, config={}) as tmp:
+            text = "".join((self.root / up / "out.txt").read_text() for up in ("b", "d") if name == "c")
+            (tmp / "out.txt").write_text(text + name)
+
+    def stages(self, *, background: bool = True) -> list[Stage]:
+        def stage(name: str, kind: str, after: tuple[str, ...], **kw: Any) -> Stage:
+            run = functools.partial(self._write, name)
+            return Stage(name=name, kind=kind, path=self.root / name, run=run, after=after, **kw)
+
+        return [
+            stage("a", "calibrate", ()),
+            stage("b", "build", ("a",), background=background),
+            stage("d", "compare", ("a",)),
+            stage("c", "report", ("b", "d")),
+        ]
+
+    def run(self, **kwargs: Any) -> list[StageReport]:
+        self.calls.clear()
+        self.d_started.clear()
+        self.b_started.clear()
+        return run_stages(self.stages(**kwargs), self.root, log=lambda _: None)
+
+
+def test_a_background_stage_overlaps_the_next_stage_and_its_consumer_waits_for_it(tmp_path: Path) -> None:
+    fork = Fork(tmp_path)
+    fork.prove_overlap = True
+    reports = fork.run()
+    assert [(r.name, r.status, r.background) for r in reports] == [
+        ("a", "ran", False),
+        ("b", "ran", True),
+        ("d", "ran", False),
+        ("c", "ran", False),
+    ]
+    assert (tmp_path / "c" / "out.txt").read_text() == "bdc"  # c saw b's finished artifact
+    assert "(background)" in format_summary(reports)
+    fork.prove_overlap = False
+    assert [r.status for r in fork.run()] == ["reused"] * 4  # b's record was written on its thread
+
+
+def test_a_background_failure_is_raised_and_leaves_no_record(tmp_path: Path) -> None:
+    fork = Fork(tmp_path)
+    fork.fail = "b"
+    with pytest.raises(RuntimeError, match="b failed"):
+        fork.run()
+    assert "c" not in fork.calls
+    assert not (tmp_path / ".pipeline" / "b.json").exists()
+    fork.fail = None
+    assert [r.status for r in fork.run()] == ["reused", "ran", "reused", "ran"]
+
+
+def test_a_foreground_failure_waits_for_the_running_background_stage(tmp_path: Path) -> None:
+    fork = Fork(tmp_path)
+    fork.fail = "d"
+    with pytest.raises(RuntimeError, match="d failed"):
+        fork.run()
+    # b was running beside d: it finished and recorded its artifact, so it is not built again.
+    assert (tmp_path / ".pipeline" / "b.json").exists()
+    fork.fail = None
+    assert [r.status for r in fork.run()] == ["reused", "reused", "ran", "ran"]
+
+
+def test_background_off_runs_in_order(tmp_path: Path) -> None:
+    fork = Fork(tmp_path)
+    reports = fork.run(background=False)
+    assert fork.calls == ["a", "b", "d", "c"]
+    assert not any(r.background for r in reports)
+
+
+def test_the_recipe_puts_builds_in_the_background_unless_told_not_to(tmp_path: Path) -> None:
+    from sq_trt.pipeline_context import PipelineContext
+    from sq_trt.pipeline_stages import plan_stages
+    from sq_trt.recipe import Recipe
+
+    def builds(**extra: Any) -> dict[str, bool]:
+        recipe = Recipe.model_validate(
+            {"kind": "pipeline", "name": "t", "work_dir": str(tmp_path), "model": {"source": "tiny:llama"}, **extra}
+        )
+        stages = plan_stages(PipelineContext(recipe, progress=False, log=lambda _: None))
+        return {s.name: s.background for s in stages if s.background or s.kind == "build"}
+
+    on = builds()
+    assert on and all(on.values()) and all(name.startswith("build/") for name in on)
+    off = builds(background_builds=False)
+    assert off.keys() == on.keys() and not any(off.values())
 
 
 def test_float_exports_are_traced_once_per_architecture_and_copied() -> None:
