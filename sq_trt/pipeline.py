@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -58,10 +58,9 @@ class Stage:
         config: The recipe values the stage reads (JSON-serialisable).
         after: Names of the stages whose artifacts it consumes.
         code: Modules (or packages) whose source is part of the cache key.
-        background: Run on the background thread, beside the later stages that do not consume
-            it (background stages run one at a time, in order). For work that releases the GIL,
-            such as an engine build: TensorRT builds on one core while the comparison uses the
-            others.
+        parallel: May run at the same time as the parallel stages next to it in the list (see
+            :func:`run_stages`'s ``jobs``). For independent work that releases the GIL and uses
+            about one core each, such as TensorRT-RTX engine builds.
     """
 
     name: str
@@ -71,7 +70,7 @@ class Stage:
     config: Mapping[str, Any] = field(default_factory=dict)
     after: tuple[str, ...] = ()
     code: tuple[str, ...] = ()
-    background: bool = False
+    parallel: bool = False
 
 
 @dataclass
@@ -79,7 +78,8 @@ class StageReport:
     """What happened to one stage in one run.
 
     ``peak_rss_mib`` and ``cpu_s`` are the whole process's while the stage ran, so they include
-    a background stage running at the same time (``background`` marks the stages that did).
+    the parallel stages running at the same time (``parallel`` marks the stages that may have),
+    and exclude child processes (a parallel engine build runs in its own).
     """
 
     name: str
@@ -90,7 +90,7 @@ class StageReport:
     path: str
     detail: str = ""
     cpu_s: float = 0.0
-    background: bool = False
+    parallel: bool = False
 
 
 # ----------------------------------------------------------------------------- fingerprints
@@ -219,14 +219,22 @@ def _log(message: str) -> None:
 
 
 def check_stage_graph(stages: Sequence[Stage]) -> None:
-    """Refuse duplicate names, unknown kinds and consumers listed before their producers (bugs)."""
+    """Refuse bugs: unknown kinds, duplicates, consumers before producers, parallel stages consuming a neighbour."""
     seen: set[str] = set()
+    group: set[str] = set()  # the parallel stages just before this one
     for stage in stages:
         assert stage.kind in STAGE_KINDS, f"stage {stage.name} has unknown kind {stage.kind}"
         assert stage.name not in seen, f"duplicate stage {stage.name}"
         missing = [dep for dep in stage.after if dep not in seen]
         assert not missing, f"stage {stage.name} consumes {missing} before they run"
+        group = group if stage.parallel else set()
+        assert not group & set(stage.after), f"parallel stage {stage.name} consumes one it runs beside"
         seen.add(stage.name)
+        if stage.parallel:
+            group.add(stage.name)
+
+
+Jobs = int | Callable[[Sequence[Stage]], int]
 
 
 def run_stages(
@@ -236,13 +244,15 @@ def run_stages(
     from_kind: str | None = None,
     hook: Hook | None = None,
     log: Callable[[str], None] = _log,
+    jobs: Jobs = 1,
 ) -> list[StageReport]:
-    """Run (or reuse) every stage in order; ``background`` stages overlap the stages after them.
+    """Run (or reuse) every stage in order; consecutive ``parallel`` stages run together.
 
-    A stage that consumes a background stage waits for it; a background stage's failure is
-    raised at the next stage boundary (or at the end). When a stage fails, background stages
-    not yet started are cancelled and the one running is waited for: it completes (and records)
-    its artifact, as if it had run in order.
+    A run of consecutive parallel stages (none consuming another) is one group: its stages to
+    run go on ``jobs`` threads, and the next stage starts when the whole group is done. When a
+    stage of the group fails, the ones not started are cancelled and the running ones are
+    waited for (they complete and record their artifacts, as if run in order); the first
+    failure in stage order is raised.
 
     Args:
         stages: The stages, each after the ones it consumes.
@@ -252,6 +262,8 @@ def run_stages(
             (before the stage runs) and ``"written"`` (its artifact is complete,
             its cache record not yet written).
         log: Where progress lines go.
+        jobs: Threads for a parallel group, or a function of the group's stages to run that
+            returns it (called when the group starts, so it can look at their inputs).
 
     Returns:
         One report per stage, in the order of ``stages``.
@@ -263,75 +275,61 @@ def run_stages(
     if from_kind is not None and from_kind not in STAGE_KINDS:
         raise ConfigError(f"--from {from_kind!r} is not a stage; expected one of {', '.join(STAGE_KINDS)}")
     forced_from = STAGE_KINDS.index(from_kind) if from_kind is not None else len(STAGE_KINDS)
-    lane = _BackgroundLane(log)
+    fingerprints: dict[str, str] = {}
+    reports: dict[str, StageReport] = {}
+    group: list[tuple[Stage, str, Callable[[], tuple[str, StageReport]]]] = []
+    for index, stage in enumerate(stages, start=1):
+        if group and not stage.parallel:
+            _run_group(group, jobs, fingerprints, reports, log)
+            group = []
+        key = _cache_key(stage, {dep: fingerprints[dep] for dep in stage.after})
+        record_path = _record_path(work_dir, stage.name)
+        prefix = f"[{index}/{len(stages)}] {stage.name}"
+        forced = STAGE_KINDS.index(stage.kind) >= forced_from
+        reused = None if forced else _reusable(record_path, key, stage.path)
+        if reused is not None:
+            log(f"{prefix}: reused {stage.path}")
+            fingerprints[stage.name] = reused
+            reports[stage.name] = StageReport(stage.name, stage.kind, "reused", 0.0, None, str(stage.path))
+            continue
+        run = functools.partial(_run_stage, stage, key, record_path, prefix, hook, log)
+        if stage.parallel:
+            group.append((stage, prefix, run))
+            continue
+        log(f"{prefix}: running -> {stage.path}")
+        fingerprints[stage.name], reports[stage.name] = run()
+    _run_group(group, jobs, fingerprints, reports, log)
+    return [reports[stage.name] for stage in stages]
+
+
+def _run_group(
+    group: Sequence[tuple[Stage, str, Callable[[], tuple[str, StageReport]]]],
+    jobs: Jobs,
+    fingerprints: dict[str, str],
+    reports: dict[str, StageReport],
+    log: Callable[[str], None],
+) -> None:
+    """Run a parallel group's stages on ``jobs`` threads; the first failure (in order) is raised."""
+    if not group:
+        return
+    threads = max(1, min(len(group), jobs if isinstance(jobs, int) else jobs([s for s, _, _ in group])))
+    if threads == 1:  # in order, on this thread: exactly like non-parallel stages
+        for stage, prefix, run in group:
+            log(f"{prefix}: running -> {stage.path}")
+            fingerprints[stage.name], reports[stage.name] = run()
+        return
+    for stage, prefix, _ in group:
+        log(f"{prefix}: running -> {stage.path} ({threads} at a time)")
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sq-trt-stage")
+    futures = [pool.submit(run) for _, _, run in group]
     try:
-        for index, stage in enumerate(stages, start=1):
-            lane.collect(stage.after)
-            key = _cache_key(stage, {dep: lane.fingerprints[dep] for dep in stage.after})
-            record_path = _record_path(work_dir, stage.name)
-            prefix = f"[{index}/{len(stages)}] {stage.name}"
-            forced = STAGE_KINDS.index(stage.kind) >= forced_from
-            reused = None if forced else _reusable(record_path, key, stage.path)
-            if reused is not None:
-                log(f"{prefix}: reused {stage.path}")
-                lane.done(
-                    stage.name,
-                    reused,
-                    StageReport(stage.name, stage.kind, "reused", 0.0, None, str(stage.path)),
-                )
-                continue
-            run = functools.partial(_run_stage, stage, key, record_path, prefix, hook, log)
-            if stage.background:
-                log(f"{prefix}: running in the background -> {stage.path}")
-                lane.submit(stage.name, run)
-            else:
-                log(f"{prefix}: running -> {stage.path}")
-                lane.done(stage.name, *run())
-        lane.collect(lane.pending())
-    except BaseException:
-        lane.close(cancel=True)
-        raise
-    lane.close(cancel=False)
-    return [lane.reports[stage.name] for stage in stages]
-
-
-class _BackgroundLane:
-    """The background thread of :func:`run_stages`, and every stage's fingerprint and report."""
-
-    def __init__(self, log: Callable[[str], None]) -> None:
-        self._log = log
-        self._pool: ThreadPoolExecutor | None = None
-        self._futures: dict[str, Future[tuple[str, StageReport]]] = {}
-        self.fingerprints: dict[str, str] = {}
-        self.reports: dict[str, StageReport] = {}
-
-    def done(self, name: str, fingerprint: str, report: StageReport) -> None:
-        self.fingerprints[name], self.reports[name] = fingerprint, report
-
-    def submit(self, name: str, run: Callable[[], tuple[str, StageReport]]) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sq-trt-stage")
-        self._futures[name] = self._pool.submit(run)
-
-    def pending(self) -> list[str]:
-        return [name for name in self._futures if name not in self.reports]
-
-    def collect(self, names: Sequence[str]) -> None:
-        """Wait for these background stages; first raise any background failure already known."""
-        for name, future in self._futures.items():
-            if name not in self.reports and future.done() and future.exception() is not None:
-                self.done(name, *future.result())  # raises the stage's exception
-        for name in names:
-            if name in self._futures and name not in self.reports:
-                self.done(name, *self._futures[name].result())
-
-    def close(self, *, cancel: bool) -> None:
-        if self._pool is None:
-            return
-        running = [n for n, f in self._futures.items() if f.running()]
-        if cancel and running:
-            self._log(f"[pipeline] waiting for {', '.join(running)} to finish (running in the background)")
-        self._pool.shutdown(wait=True, cancel_futures=cancel)
+        wait(futures, return_when=FIRST_EXCEPTION)
+    finally:
+        # A failure (or Ctrl-C here) cancels the stages not started; the running ones finish.
+        pool.shutdown(wait=True, cancel_futures=True)
+    for (stage, _, _), future in zip(group, futures, strict=True):
+        if not future.cancelled():
+            fingerprints[stage.name], reports[stage.name] = future.result()  # raises its failure
 
 
 def _cache_key(stage: Stage, inputs: Mapping[str, str]) -> str:
@@ -373,7 +371,7 @@ def _run_stage(
                 rss.peak_mib,
                 "-",
                 reason,
-                background=stage.background,
+                parallel=stage.parallel,
             )
             return hash_json({"skipped": reason}), report
     wall = time.perf_counter() - start
@@ -392,7 +390,7 @@ def _run_stage(
     peak = f", peak RSS {rss.peak_mib:.0f} MiB" if rss.peak_mib else ""
     log(f"{prefix}: ran in {wall:.1f} s{peak}")
     return fingerprint, StageReport(
-        stage.name, stage.kind, "ran", wall, rss.peak_mib, str(stage.path), cpu_s=cpu, background=stage.background
+        stage.name, stage.kind, "ran", wall, rss.peak_mib, str(stage.path), cpu_s=cpu, parallel=stage.parallel
     )
 
 
@@ -418,7 +416,7 @@ def format_summary(reports: Sequence[StageReport]) -> str:
     for r in reports:
         rss = f"{r.peak_rss_mib:.0f}" if r.peak_rss_mib is not None else "-"
         where = r.path if r.status != "skipped" else f"- ({r.detail})"
-        status = f"{r.status} (background)" if r.background else r.status
+        status = f"{r.status} (parallel)" if r.parallel else r.status
         rows.append((r.name, status, f"{r.wall_s:.1f}", rss, where))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
@@ -429,7 +427,7 @@ def format_summary(reports: Sequence[StageReport]) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 8)
     total = sum(r.wall_s for r in reports)
-    overlap = " (background stages overlap the others)" if any(r.background for r in reports) else ""
+    overlap = " (parallel stages overlap each other)" if any(r.parallel for r in reports) else ""
     lines.append(f"total stage time {total:.1f} s{overlap}")
     return "\n".join(lines)
 

@@ -17,13 +17,17 @@ build/<cand>        build                                      ``<engines>/<cand
 compare             compare, data (+ every export / engine)    ``<work>/compare``
 report              gate, report (+ compare's artifact)        ``<work>/report``
 ==================  =========================================  =====================================
+
+The builds are parallel stages: TensorRT-RTX builds run several at a time, each in its own
+process (:func:`build_jobs`, ``Recipe.build_jobs``).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -343,7 +347,52 @@ def _run_build(ctx: PipelineContext, plan: BuildPlan, onnx: Path, name: str, plu
             }
         ),
     )
-    build_engine(settings, plan.backend, force=True, log=ctx.log)
+    if _isolated_builds(ctx):
+        from sq_trt.engine.isolated import build_engine_isolated
+
+        build_engine_isolated(settings, plan.backend.name, force=True, log=ctx.log)
+    else:
+        build_engine(settings, plan.backend, force=True, log=ctx.log)
+
+
+def _isolated_builds(ctx: PipelineContext) -> bool:
+    """Builds run in child processes unless they always run one at a time (see :func:`build_jobs`)."""
+    return ctx.recipe.build_jobs != 1 and (ctx.recipe.build_jobs > 1 or ctx.build_plan().name == "tensorrt_rtx")
+
+
+# A TensorRT-RTX build of the demo model peaked at 1.53 GB of RSS in its own process for a
+# 257 MB FP16 ONNX: about six times the file. Budgeting that per build (plus the libraries) keeps
+# parallel builds of a large model from running the host out of memory.
+_BUILD_MEMORY_PER_ONNX_BYTE = 6
+_BUILD_MEMORY_BASE = 512 * 2**20
+
+
+def build_jobs(ctx: PipelineContext, group: Sequence[Stage]) -> int:
+    """How many of these engine builds run at once (``Recipe.build_jobs``; 0 decides here).
+
+    Called when the builds start, so the ONNX files they read exist: TensorRT-RTX gets one
+    build per CPU core, as many as ``MemAvailable`` holds at six times the largest model file of
+    their exports; TensorRT proper gets 1 (it times kernels on the GPU).
+    """
+    from sq_trt.export.stage import available_memory_bytes
+
+    if ctx.recipe.build_jobs:
+        return ctx.recipe.build_jobs
+    if not _isolated_builds(ctx):
+        return 1
+    largest = max((_largest_model_bytes(ctx.work_dir, stage) for stage in group), default=0)
+    fits = available_memory_bytes() // (_BUILD_MEMORY_BASE + _BUILD_MEMORY_PER_ONNX_BYTE * largest)
+    return max(1, min(len(os.sched_getaffinity(0)), fits))
+
+
+def _largest_model_bytes(work_dir: Path, stage: Stage) -> int:
+    """Bytes of the largest ONNX model (file plus external data) in the export a build reads."""
+    sizes: dict[str, int] = {}
+    for source in stage.after:
+        for path in (work_dir / source).glob("*.onnx*"):
+            model = path.name.removesuffix(".data")
+            sizes[model] = sizes.get(model, 0) + path.stat().st_size
+    return max(sizes.values(), default=0)
 
 
 def _compare_runner(recipe: Recipe, plan: BuildPlan) -> str:
@@ -495,7 +544,7 @@ def _build_stages(ctx: PipelineContext) -> tuple[list[str], list[Stage]]:
             config={**build_config, "target": target, "plugin": plugin},
             after=(source,),
             code=(*_ADAPTERS, "sq_trt.engine"),
-            background=r.background_builds,
+            parallel=True,
         )
         for name, source, onnx, plugin in builds
     ]
@@ -623,7 +672,9 @@ def run_pipeline(
     emit(f"[pipeline] comparison runner: {_compare_runner(recipe, plan)}")
     stages = plan_stages(ctx)
     try:
-        reports = run_stages(stages, ctx.work_dir, from_kind=from_kind, hook=hook, log=emit)
+        reports = run_stages(
+            stages, ctx.work_dir, from_kind=from_kind, hook=hook, log=emit, jobs=functools.partial(build_jobs, ctx)
+        )
     finally:
         if float_graphs is None:
             ctx.float_graphs().clear()

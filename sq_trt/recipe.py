@@ -228,10 +228,11 @@ class Recipe(_Section):
         work_dir: Stage artifacts (default ``work/<name>``).
         engines_dir: Engines (default ``engines/<name>``).
         gate: Conditions ``[candidate:]metric OP value`` (see :mod:`sq_trt.compare.gate`).
-        background_builds: Build engines on a background thread while the later stages that do
-            not run them (an ONNX Runtime comparison, the report) go on. Builds release the GIL
-            and use about one core; set false when host memory cannot hold a build and the
-            comparison at once (large models). Scheduling only: no artifact depends on it.
+        build_jobs: Engines built at once, each in its own process. 0 (default): one per CPU
+            core for TensorRT-RTX, as many as the available memory holds (about six times each
+            ONNX file's size); 1 for TensorRT proper, which times kernels on the GPU, where
+            concurrent builds would disturb each other's timing. Scheduling only: no artifact
+            depends on it.
     """
 
     kind: Literal["pipeline"]
@@ -239,7 +240,7 @@ class Recipe(_Section):
     description: str = ""
     work_dir: Path | None = None
     engines_dir: Path | None = None
-    background_builds: bool = True
+    build_jobs: int = Field(default=0, ge=0)
     model: ModelConfig
     data: DataConfig = Field(default_factory=DataConfig)
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)

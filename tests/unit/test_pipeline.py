@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -180,113 +182,138 @@ def test_code_change_reruns_the_stage(chain: Chain, tmp_path: Path, monkeypatch:
 
 
 class Fork:
-    """a -> (b in the background, d in the foreground) -> c, which reads b's and d's artifacts.
+    """a -> (b, e: a parallel group) -> c, which reads both.
 
-    With ``prove_overlap``, b waits for d to start before it writes: run in order on one
-    thread, b would time out, so a run that finishes proves the two overlapped.
+    With ``prove_overlap``, b and e each wait for the other to start: run one after the other
+    they would time out, so a run that finishes proves the two ran at the same time.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.d_started = threading.Event()
-        self.b_started = threading.Event()
+        self.started = {"b": threading.Event(), "e": threading.Event()}
         self.calls: list[str] = []
         self.fail: str | None = None
         self.prove_overlap = False
+        self.groups: list[list[str]] = []
 
     def _write(self, name: str) -> None:
         self.calls.append(name)
-        (self.d_started if name == "d" else self.b_started if name == "b" else threading.Event()).set()
-        if name == "d" and self.fail == "d":
-            assert self.b_started.wait(timeout=10)  # fail while b is running, not queued
-        if name == "b" and self.prove_overlap and not self.d_started.wait(timeout=10):
-            raise RuntimeError("b ran alone: d never started beside it")
+        if name in self.started:
+            self.started[name].set()
+            other = self.started["e" if name == "b" else "b"]
+            if (self.prove_overlap or self.fail) and not other.wait(timeout=10):
+                raise RuntimeError(f"{name} ran alone")
         if self.fail == name:
             raise RuntimeError(f"{name} failed")
+        if name == "e" and self.fail:
+            time.sleep(0.5)  # still running when b fails
         with artifact_dir(self.root / name, stage=name, config={}) as tmp:
-            text = "".join((self.root / up / "out.txt").read_text() for up in ("b", "d") if name == "c")
+            text = "".join((self.root / up / "out.txt").read_text() for up in ("b", "e") if name == "c")
             (tmp / "out.txt").write_text(text + name)
 
-    def stages(self, *, background: bool = True) -> list[Stage]:
+    def stages(self, *, parallel: bool = True) -> list[Stage]:
         def stage(name: str, kind: str, after: tuple[str, ...], **kw: Any) -> Stage:
             run = functools.partial(self._write, name)
             return Stage(name=name, kind=kind, path=self.root / name, run=run, after=after, **kw)
 
         return [
             stage("a", "calibrate", ()),
-            stage("b", "build", ("a",), background=background),
-            stage("d", "compare", ("a",)),
-            stage("c", "report", ("b", "d")),
+            stage("b", "build", ("a",), parallel=parallel),
+            stage("e", "build", ("a",), parallel=parallel),
+            stage("c", "report", ("b", "e")),
         ]
+
+    def jobs(self, group: Any) -> int:
+        self.groups.append([stage.name for stage in group])
+        return 2
 
     def run(self, **kwargs: Any) -> list[StageReport]:
         self.calls.clear()
-        self.d_started.clear()
-        self.b_started.clear()
-        return run_stages(self.stages(**kwargs), self.root, log=lambda _: None)
+        for event in self.started.values():
+            event.clear()
+        jobs = kwargs.pop("jobs", self.jobs)
+        return run_stages(self.stages(**kwargs), self.root, log=lambda _: None, jobs=jobs)
 
 
-def test_a_background_stage_overlaps_the_next_stage_and_its_consumer_waits_for_it(tmp_path: Path) -> None:
+def test_parallel_stages_run_at_the_same_time_and_their_consumer_waits_for_all(tmp_path: Path) -> None:
     fork = Fork(tmp_path)
     fork.prove_overlap = True
     reports = fork.run()
-    assert [(r.name, r.status, r.background) for r in reports] == [
+    assert [(r.name, r.status, r.parallel) for r in reports] == [
         ("a", "ran", False),
         ("b", "ran", True),
-        ("d", "ran", False),
+        ("e", "ran", True),
         ("c", "ran", False),
     ]
-    assert (tmp_path / "c" / "out.txt").read_text() == "bdc"  # c saw b's finished artifact
-    assert "(background)" in format_summary(reports)
+    assert (tmp_path / "c" / "out.txt").read_text() == "bec"  # c saw both finished artifacts
+    assert fork.groups == [["b", "e"]]  # jobs was asked once, with the group's stages to run
+    assert "(parallel)" in format_summary(reports)
     fork.prove_overlap = False
-    assert [r.status for r in fork.run()] == ["reused"] * 4  # b's record was written on its thread
+    assert [r.status for r in fork.run()] == ["reused"] * 4  # records written on the worker threads
+    assert fork.groups == [["b", "e"]]  # nothing to run: no group
 
 
-def test_a_background_failure_is_raised_and_leaves_no_record(tmp_path: Path) -> None:
+def test_one_job_runs_a_parallel_group_in_order(tmp_path: Path) -> None:
+    fork = Fork(tmp_path)
+    fork.run(jobs=1)
+    assert fork.calls == ["a", "b", "e", "c"]
+
+
+def test_a_failure_in_a_group_lets_the_others_finish_and_is_raised(tmp_path: Path) -> None:
     fork = Fork(tmp_path)
     fork.fail = "b"
     with pytest.raises(RuntimeError, match="b failed"):
         fork.run()
     assert "c" not in fork.calls
-    assert not (tmp_path / ".pipeline" / "b.json").exists()
+    # e was running beside b: it finished and recorded its artifact, b left none.
+    assert (tmp_path / ".pipeline" / "e.json").exists() and not (tmp_path / ".pipeline" / "b.json").exists()
     fork.fail = None
     assert [r.status for r in fork.run()] == ["reused", "ran", "reused", "ran"]
 
 
-def test_a_foreground_failure_waits_for_the_running_background_stage(tmp_path: Path) -> None:
-    fork = Fork(tmp_path)
-    fork.fail = "d"
-    with pytest.raises(RuntimeError, match="d failed"):
-        fork.run()
-    # b was running beside d: it finished and recorded its artifact, so it is not built again.
-    assert (tmp_path / ".pipeline" / "b.json").exists()
-    fork.fail = None
-    assert [r.status for r in fork.run()] == ["reused", "reused", "ran", "ran"]
+def test_a_parallel_stage_may_not_consume_its_neighbour() -> None:
+    from sq_trt.pipeline import check_stage_graph
+
+    def stage(name: str, after: tuple[str, ...]) -> Stage:
+        return Stage(name=name, kind="build", path=Path(name), run=lambda: None, after=after, parallel=True)
+
+    with pytest.raises(AssertionError, match="parallel stage y consumes one it runs beside"):
+        check_stage_graph([stage("x", ()), stage("y", ("x",))])
 
 
-def test_background_off_runs_in_order(tmp_path: Path) -> None:
-    fork = Fork(tmp_path)
-    reports = fork.run(background=False)
-    assert fork.calls == ["a", "b", "d", "c"]
-    assert not any(r.background for r in reports)
-
-
-def test_the_recipe_puts_builds_in_the_background_unless_told_not_to(tmp_path: Path) -> None:
+def test_builds_are_parallel_and_their_jobs_follow_cores_memory_and_the_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sq_trt.export import stage as export_stage
     from sq_trt.pipeline_context import PipelineContext
-    from sq_trt.pipeline_stages import plan_stages
+    from sq_trt.pipeline_stages import build_jobs, plan_stages
     from sq_trt.recipe import Recipe
 
-    def builds(**extra: Any) -> dict[str, bool]:
+    def context(**extra: Any) -> PipelineContext:
         recipe = Recipe.model_validate(
             {"kind": "pipeline", "name": "t", "work_dir": str(tmp_path), "model": {"source": "tiny:llama"}, **extra}
         )
-        stages = plan_stages(PipelineContext(recipe, progress=False, log=lambda _: None))
-        return {s.name: s.background for s in stages if s.background or s.kind == "build"}
+        return PipelineContext(recipe, progress=False, log=lambda _: None)
 
-    on = builds()
-    assert on and all(on.values()) and all(name.startswith("build/") for name in on)
-    off = builds(background_builds=False)
-    assert off.keys() == on.keys() and not any(off.values())
+    ctx = context()
+    builds = [s for s in plan_stages(ctx) if s.kind == "build"]
+    assert builds and all(s.parallel for s in builds)
+    assert not any(s.parallel for s in plan_stages(ctx) if s.kind != "build")
+    if ctx.build_plan().name != "tensorrt_rtx":
+        pytest.skip(f"the automatic choice is for TensorRT-RTX builds; this machine builds with {ctx.build_plan().name}")
+    export = tmp_path / builds[0].after[0]
+    export.mkdir(parents=True)
+    (export / "model.fp16.onnx").write_bytes(b"x" * 1000)
+    (export / "model.fp16.onnx.data").write_bytes(b"x" * 99_000)  # one model: file plus external data
+    monkeypatch.setattr(export_stage, "available_memory_bytes", lambda: 64 * 2**30)
+    cores = len(os.sched_getaffinity(0))
+    assert build_jobs(ctx, builds) == cores  # the group's own size caps it later, in run_stages
+    # Memory for one build only: 512 MiB + 6 x 100,000 bytes each.
+    monkeypatch.setattr(export_stage, "available_memory_bytes", lambda: 512 * 2**20 + 6 * 100_000)
+    assert build_jobs(ctx, builds) == 1
+    monkeypatch.setattr(export_stage, "available_memory_bytes", lambda: 64 * 2**30)
+    assert build_jobs(context(build_jobs=1), builds) == 1
+    assert build_jobs(context(build_jobs=3), builds) == 3
 
 
 def test_float_exports_are_traced_once_per_architecture_and_copied() -> None:
