@@ -39,7 +39,7 @@ def build_engine_isolated(settings: BuildSettings, backend: str, *, force: bool,
         BuildError: The child died without a result (killed, out of memory, a crash in TensorRT).
         SqTrtError: The error the build raised in the child, as the same class.
     """
-    request = json.dumps({"settings": settings.model_dump(mode="json"), "backend": backend, "force": force})
+    request = json.dumps({"settings": _settings_json(settings), "backend": backend, "force": force})
     child = subprocess.Popen(
         [sys.executable, "-m", "sq_trt.engine.isolated"],
         stdin=subprocess.PIPE,
@@ -66,6 +66,15 @@ def build_engine_isolated(settings: BuildSettings, backend: str, *, force: bool,
         raise (kind if isinstance(kind, type) and issubclass(kind, errors.SqTrtError) else errors.BuildError)(
             result["message"]
         )
+
+
+def _settings_json(settings: BuildSettings) -> dict[str, Any]:
+    """The settings as JSON the child validates back into equal settings (checked here, before spawning)."""
+    # Generation settings derive their two profiles; giving them back as well is refused.
+    data = settings.model_dump(mode="json", exclude={"profiles"} if settings.generation is not None else None)
+    if BuildSettings.model_validate(data) != settings:
+        raise errors.BuildError(f"the build settings of {settings.name} do not survive a JSON round trip (a bug)")
+    return data
 
 
 def _main() -> int:

@@ -41,3 +41,16 @@ def test_the_childs_error_comes_back_with_its_class_and_message(tmp_path: Path) 
     with pytest.raises(ArtifactError, match="exists") as raised:  # the same plan again, without force
         build_engine_isolated(_settings(tmp_path, onnx_path), "tensorrt_rtx", force=False, log=lambda _: None)
     assert type(raised.value) is ArtifactError  # the child's class, not a generic BuildError
+
+
+def test_generation_settings_reach_the_child_equal() -> None:
+    # Generation settings derive their profiles; sending them back as well would be refused in the child.
+    from sq_trt.engine.config import GenerationLimits
+    from sq_trt.engine.isolated import _settings_json
+    from sq_trt.engine.recipe import BuildSettings
+
+    for settings in (
+        BuildSettings(onnx=Path("a.onnx"), name="x", target="rtx", generation=GenerationLimits(max_batch=2)),
+        BuildSettings(onnx=Path("a.onnx"), name="x", target="rtx", profiles=[{"name": "p", "batch": [1, 1, 2]}]),
+    ):
+        assert BuildSettings.model_validate(_settings_json(settings)) == settings
