@@ -364,14 +364,7 @@ def _run_stage(
             wall = time.perf_counter() - start
             log(f"{prefix}: skipped ({reason})")
             report = StageReport(
-                stage.name,
-                stage.kind,
-                "skipped",
-                wall,
-                rss.peak_mib,
-                "-",
-                reason,
-                parallel=stage.parallel,
+                stage.name, stage.kind, "skipped", wall, rss.peak_mib, "-", reason, parallel=stage.parallel
             )
             return hash_json({"skipped": reason}), report
     wall = time.perf_counter() - start

@@ -374,25 +374,17 @@ def build_jobs(ctx: PipelineContext, group: Sequence[Stage]) -> int:
     build per CPU core, as many as ``MemAvailable`` holds at six times the largest model file of
     their exports; TensorRT proper gets 1 (it times kernels on the GPU).
     """
-    from sq_trt.export.stage import available_memory_bytes
-
     if ctx.recipe.build_jobs:
         return ctx.recipe.build_jobs
     if not _isolated_builds(ctx):
         return 1
-    largest = max((_largest_model_bytes(ctx.work_dir, stage) for stage in group), default=0)
+    from sq_trt.export.stage import FP16_FILE, INT8_FILE, available_memory_bytes, onnx_bytes
+
+    # Each build reads one model of its export; budget for the larger of the two.
+    exports = [ctx.work_dir / source for stage in group for source in stage.after]
+    largest = max((onnx_bytes(path, name) for path in exports for name in (FP16_FILE, INT8_FILE)), default=0)
     fits = available_memory_bytes() // (_BUILD_MEMORY_BASE + _BUILD_MEMORY_PER_ONNX_BYTE * largest)
     return max(1, min(len(os.sched_getaffinity(0)), fits))
-
-
-def _largest_model_bytes(work_dir: Path, stage: Stage) -> int:
-    """Bytes of the largest ONNX model (file plus external data) in the export a build reads."""
-    sizes: dict[str, int] = {}
-    for source in stage.after:
-        for path in (work_dir / source).glob("*.onnx*"):
-            model = path.name.removesuffix(".data")
-            sizes[model] = sizes.get(model, 0) + path.stat().st_size
-    return max(sizes.values(), default=0)
 
 
 def _compare_runner(recipe: Recipe, plan: BuildPlan) -> str:

@@ -144,7 +144,7 @@ def _rewrite_int8(
 
 def _record_sizes(tmp: Path, extra: dict[str, Any]) -> dict[str, int]:
     """File sizes of both graphs (and the FP32 estimate) into ``extra``; returned too."""
-    sizes = {"fp16": _onnx_bytes(tmp, FP16_FILE), "int8": _onnx_bytes(tmp, INT8_FILE)}
+    sizes = {"fp16": onnx_bytes(tmp, FP16_FILE), "int8": onnx_bytes(tmp, INT8_FILE)}
     # The FP32 export is not written; its size is the FP16 file with every float weight doubled.
     sizes["fp32_estimate"] = sizes["fp16"] + extra["float_weights_bytes"]["fp16"]
     extra["sizes"] = sizes
@@ -429,7 +429,7 @@ def _internalize(model: onnx.ModelProto, directory: Path) -> None:
     load_external_data_for_model(model, str(directory))
 
 
-def _onnx_bytes(directory: Path, name: str) -> int:
+def onnx_bytes(directory: Path, name: str) -> int:
     """Bytes of an ONNX file plus its external data file, if any."""
     return sum(p.stat().st_size for p in (directory / name, directory / f"{name}.data") if p.is_file())
 
