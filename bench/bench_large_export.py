@@ -15,7 +15,7 @@ A random-weight 1.24 B-parameter Llama (the Llama-3.2-1B shape, see
 
 Results: ``bench/results/large_export.json``. ``--layers N`` exports the same shape with N decoder
 layers (4: 0.5 B parameters, for measuring changes cheaply); ``--phases`` marks the export's
-phases (model load, fp16 copy, trace, IR -> proto, saves, INT8 rewrite) in the child and
+phases (model load, fp16 copy, trace, FP16 write, INT8 rewrite, INT8 save) in the child and
 reports the peak anonymous memory sampled inside each (``phases`` in the JSON).
 """
 
@@ -42,10 +42,11 @@ PHASES = (
     ("torch.onnx", "export", "torch.onnx.export (trace)"),
     ("onnxscript.optimizer", "optimize_ir", "optimize IR"),
     ("onnx_ir", "to_proto", "IR -> proto"),
+    ("sq_trt.export.onnx_export", "write_ir", "write FP16 file from the IR"),
     ("sq_trt.export.stage", "targets_from_model", "INT8 targets"),
     ("sq_trt.export.stage", "save_onnx", "save"),
+    ("sq_trt.export.stage", "internalize", "read back kept tensors"),
     ("sq_trt.export.stage", "quantize_graph", "INT8 rewrite"),
-    ("sq_trt.export.stage", "_internalize", "read back kept tensors"),
     ("sq_trt.export.stage", "lint_qdq", "lint"),
 )
 

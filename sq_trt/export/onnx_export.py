@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from sq_trt.errors import ExportError
 from sq_trt.export.config import DEFAULT_OPSET
+from sq_trt.export.onnx_files import write_ir
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import onnx
     import torch
 
@@ -94,7 +97,7 @@ class _Wrapper:
 
 
 def export_float_onnx(
-    model: Any, spec: ArchSpec, *, dtype: str = "float16", opset: int = DEFAULT_OPSET
+    model: Any, spec: ArchSpec, *, dtype: str = "float16", opset: int = DEFAULT_OPSET, save: Path | None = None
 ) -> onnx.ModelProto:
     """Export a Hugging Face model to an ONNX graph in ``dtype``, dynamic batch and sequence.
 
@@ -108,6 +111,7 @@ def export_float_onnx(
         spec: Its registry entry (decides decoder vs encoder I/O).
         dtype: ``"float16"`` or ``"float32"``: the precision of weights and activations in the graph.
         opset: ONNX opset of the default domain.
+        save: Also write the graph to this ``.onnx`` file (see :func:`dynamo_export`).
 
     Returns:
         The ONNX model, parameter initializers named ``model.<module>.<param>``.
@@ -139,6 +143,7 @@ def export_float_onnx(
         opset=opset,
         failure=f"torch.onnx.export (dynamo) failed for {type(model).__name__}",
         hint="Check that the model runs with use_cache=False on CPU",
+        save=save,
     )
 
 
@@ -191,12 +196,21 @@ def dynamo_export(
     opset: int,
     failure: str,
     hint: str,
+    save: Path | None = None,
 ) -> onnx.ModelProto:
-    """``torch.onnx.export(dynamo=True)`` then :func:`optimize_keeping_weights`; a failure is one ExportError.
+    """``torch.onnx.export(dynamo=True)``, optimised keeping ``Transpose(weight)`` (weights keep their names).
+
+    The exporter's in-memory graph is constant-folded and cleaned by :func:`_optimize_ir` and its
+    per-node debug metadata dropped; a failure is one ExportError.
+
+    With ``save``, the graph is also written to that file by :func:`sq_trt.export.onnx_files.write_ir`,
+    from the exporter's own tensors: a graph over the external-data threshold comes back holding
+    references into the file instead of its weights, and only the torch copy ever holds them.
 
     Raises:
         ExportError: ``"<failure>: <exporter's message>. <hint>"``.
     """
+    import onnx_ir as ir
     import torch
 
     try:
@@ -217,7 +231,17 @@ def dynamo_export(
     assert program is not None
     # Optimise the exporter's in-memory IR and serialise once: going through
     # `program.model_proto` first would hold a second full copy of the weights.
-    return optimize_keeping_weights(program.model)
+    graph = program.model
+    _optimize_ir(graph)
+    _drop_debug_info(graph)
+    proto = ir.to_proto(graph) if save is None else write_ir(graph, save)
+    # onnxscript's module-level rewrite rules keep the last graph they matched (their matchers'
+    # `_graph`), and with it every tensor of this one: the FP16 torch copy (2.5 GB at 1.24 B
+    # parameters) stayed alive until the next export. The graph's tensors are in `proto` or in
+    # the file now; drop them from the IR.
+    for value in graph.graph.initializers.values():
+        value.const_value = None
+    return proto
 
 
 def _keep_parameter_transposes(node: Any) -> bool | None:
@@ -286,48 +310,8 @@ def _optimize_ir(graph: Any) -> None:
     )(graph)
 
 
-def optimize_keeping_weights(model: onnx.ModelProto | Any) -> onnx.ModelProto:
-    """Constant-fold and clean an exported graph, keeping ``Transpose(weight)`` so weights keep their names.
-
-    Also drops per-node debug metadata (stack traces), which would otherwise
-    dominate the file size of small models.
-
-    Args:
-        model: A ``ModelProto``, or an ``onnx_ir.Model`` (optimised in place, no proto copy).
-    """
-    import onnx
-    import onnx_ir as ir
-
-    graph = ir.from_proto(model) if isinstance(model, onnx.ModelProto) else model
-    _optimize_ir(graph)
-    proto = ir.to_proto(graph)
-    for node in proto.graph.node:
-        node.doc_string = ""
-        del node.metadata_props[:]
-    return proto
-
-
-def initializer_bytes(model: onnx.ModelProto, *, types: tuple[int, ...] | None = None) -> int:
-    """Bytes of the in-memory initializers, from their shapes and element types.
-
-    Used instead of ``ModelProto.ByteSize()``, which serialises the whole message to
-    measure it: a transient copy of every weight (several GB at 1B parameters).
-    Tensors already moved to external data count zero.
-
-    Args:
-        model: The graph.
-        types: Only initializers of these ONNX element types (None: all).
-    """
-    import math
-
-    import onnx
-
-    total = 0
-    for init in model.graph.initializer:
-        if types is not None and init.data_type not in types:
-            continue
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            continue
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
-        total += math.prod(init.dims) * itemsize
-    return total
+def _drop_debug_info(graph: Any) -> None:
+    """Drop the per-node doc strings and metadata (the exporter's stack traces, most of a small model's file)."""
+    for node in graph.graph:
+        node.doc_string = None
+        node.metadata_props.clear()

@@ -28,6 +28,8 @@ from sq_trt.export.onnx_export import DEFAULT_OPSET, dynamo_export, model_in_dty
 from sq_trt.models.cache import INPUT_IDS, LOGITS, POSITION_IDS, CacheLayout, cache_layout, forward_with_cache
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import onnx
     import torch
 
@@ -93,7 +95,7 @@ def example_inputs(model: Any, layout: CacheLayout, *, batch: int, seq: int, pas
 
 
 def export_float_onnx_with_past(
-    model: Any, spec: ArchSpec, *, dtype: str = "float16", opset: int = DEFAULT_OPSET
+    model: Any, spec: ArchSpec, *, dtype: str = "float16", opset: int = DEFAULT_OPSET, save: Path | None = None
 ) -> onnx.ModelProto:
     """Export a decoder to an ONNX graph with KV-cache inputs and outputs (see the module docstring).
 
@@ -102,6 +104,7 @@ def export_float_onnx_with_past(
         spec: Its registry entry.
         dtype: ``"float16"`` or ``"float32"``: weights, activations and cache.
         opset: ONNX opset of the default domain.
+        save: Also write the graph to this ``.onnx`` file (see :func:`sq_trt.export.onnx_export.dynamo_export`).
 
     Returns:
         The ONNX model, parameter initializers named ``model.<module>.<param>``.
@@ -132,4 +135,5 @@ def export_float_onnx_with_past(
         opset=opset,
         failure=f"torch.onnx.export (dynamo) with a KV cache failed for {type(model).__name__}",
         hint="Check that the model runs with use_cache=True on CPU",
+        save=save,
     )

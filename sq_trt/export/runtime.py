@@ -155,7 +155,7 @@ def session_from_onnx(
     if not expand_plugin_nodes(proto) and path is not None:
         del proto
         return ort.InferenceSession(str(path), options, providers=list(providers))
-    from sq_trt.export.onnx_export import initializer_bytes
+    from sq_trt.export.onnx_files import initializer_bytes
 
     # Protobuf cannot serialise a message over 2 GiB: large models keep their weights beside it.
     external = initializer_bytes(proto) >= _PROTO_LIMIT - _GRAPH_MARGIN

@@ -23,12 +23,8 @@ from sq_trt.export.bmm import quantize_bmm_inputs
 from sq_trt.export.config import ExportConfig, resolve_encoding
 from sq_trt.export.fused import norm_groups_from_model
 from sq_trt.export.lint import lint_qdq
-from sq_trt.export.onnx_export import (
-    WRAPPED_PREFIX,
-    export_float_onnx,
-    graph_io,
-    initializer_bytes,
-)
+from sq_trt.export.onnx_export import WRAPPED_PREFIX, export_float_onnx, graph_io
+from sq_trt.export.onnx_files import initializer_bytes, internalize, onnx_bytes, save_onnx
 from sq_trt.export.past import export_float_onnx_with_past
 from sq_trt.export.qdq import quantize_graph, targets_from_model
 from sq_trt.export.swap import (
@@ -53,15 +49,15 @@ STAGE = "export"
 FP16_FILE = "model.fp16.onnx"
 INT8_FILE = "model.int8.onnx"
 TOKENIZER_DIR = "tokenizer"  # same name as sq_trt.generate.tokenizer.TOKENIZER_DIR
-# Protobuf refuses messages over 2 GiB; stay well below it before switching to external data.
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
-# Peak memory of an export, in bytes per parameter beyond the loaded fp32 model. Measured on a
-# 1.24 B-parameter Llama (bench/bench_large_export.py, docs/benchmarks/large_export.md): 12.8-13.4 GB
-# of anonymous memory at the peak over two runs, 10.4-10.8 B/param (the fp16 torch copy and its graph,
-# the FP16 file's external-data write, the INT8 rewrite and its serialisation); 12 leaves ~10 % margin.
-# float32 INT8 graphs hold a float32 graph instead of a float16 one: not measured at that size,
-# estimated 4 B/param higher.
-_BYTES_PER_PARAM = {"float16": 12, "float32": 16}
+# Peak memory of an export, in bytes per parameter beyond the loaded (memory-mapped) fp32 model.
+# Measured on a 1.24 B-parameter Llama (bench/bench_large_export.py, docs/benchmarks/large_export.md):
+# 4.0-4.5 GB of anonymous memory at the peak, 3.2-3.7 B/param (the fp16 torch copy while its graph is
+# written, then the INT8 graph and its streamed save); 4 leaves ~10 % margin. Not measured, estimated:
+# a float32 INT8 graph is traced again and held as a proto (4 B/param) beside its int8 weights;
+# graphs kept for other candidates (the pipeline's FloatGraphs) add the kept graph and the copy
+# handed out (2 B/param each in fp16, plus 4 each for a float32 one).
+_BYTES_PER_PARAM = {"float16": 4, "float32": 8}
+_KEPT_GRAPHS_BYTES_PER_PARAM = {"float16": 4, "float32": 12}
 _MEMORY_SLACK = 512 * 2**20
 
 
@@ -123,6 +119,9 @@ def _rewrite_int8(
     extra: dict[str, Any],
 ) -> Any:
     """Rewrite the float graph in place into the INT8 one, lint and write it; record what was quantized."""
+    # The kept float tensors first: the norm fusion reads its norms' weights, and the INT8 file
+    # must not point into the FP16 file's data. The replaced weights are never read back.
+    internalize(int8, tmp, skip={target.initializer for target in targets})
     report = quantize_graph(
         int8,
         targets,
@@ -133,7 +132,6 @@ def _rewrite_int8(
     )
     if config.quantize_bmm:
         extra["quantized_bmm_inputs"] = quantize_bmm_inputs(int8, *bmm, act_dtype=config.int8_dtype)
-    _internalize(int8, tmp)
     lint_qdq(int8)
     extra["quantized_linears"] = report.quantized
     extra["activation_quantizers"] = report.activation_quantizers
@@ -212,6 +210,39 @@ class FloatGraphs:
         copy.CopyFrom(self._graphs[key].graph)
         return copy
 
+    @property
+    def keeps(self) -> bool:
+        """Whether traced graphs are kept in memory for later calls."""
+        return self._keep
+
+    def write(
+        self, model: Any, spec: Any, path: Path, *, with_past: bool, dtype: str, opset: int
+    ) -> onnx.ModelProto:
+        """:meth:`graph`, written to ``path`` (external data beside it when large); the graph is returned.
+
+        Without ``keep``, the exporter's graph is written straight from its torch tensors and the
+        graph returned holds references into ``path``'s data file instead of the weights of a
+        large model (:func:`sq_trt.export.onnx_files.write_ir`): the 1.24 B export's peak is the
+        FP16 torch copy, not that copy plus a proto of it plus the save's buffers.
+
+        Raises:
+            ExportError: The exporter failed (its message is included).
+        """
+        if self._keep:
+            graph = self.graph(model, spec, with_past=with_past, dtype=dtype, opset=opset)
+            save_onnx(graph, path)
+            return graph
+        import gc
+
+        tracer = export_float_onnx_with_past if with_past else export_float_onnx
+        self.traces += 1
+        self.last = "fresh"
+        graph = tracer(model, spec, dtype=dtype, opset=opset, save=path)
+        # The exported program's modules hold reference cycles to the FP16 torch copy: free it
+        # now, before the INT8 rewrite allocates its weights.
+        gc.collect()
+        return graph
+
     def stats(self, since: dict[str, Any] | None = None) -> dict[str, Any]:
         """Traces done, graphs reused and refused swaps (for the pipeline's summary).
 
@@ -284,8 +315,16 @@ def available_memory_bytes() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def check_memory(num_params: int, int8_dtype: str, available: int | None = None) -> int:
+def check_memory(
+    num_params: int, int8_dtype: str, available: int | None = None, *, kept_graphs: bool = False
+) -> int:
     """Refuse an export that would not fit in memory.
+
+    Args:
+        num_params: Parameters of the model.
+        int8_dtype: The INT8 graph's float dtype (``float16``/``float32``).
+        available: Bytes available (None: ``MemAvailable``).
+        kept_graphs: The float graphs are kept in memory for other exports (:class:`FloatGraphs`).
 
     Returns:
         The estimated peak, in bytes.
@@ -293,7 +332,8 @@ def check_memory(num_params: int, int8_dtype: str, available: int | None = None)
     Raises:
         ExportError: When the estimate exceeds the available memory.
     """
-    needed = num_params * _BYTES_PER_PARAM[int8_dtype] + _MEMORY_SLACK
+    per_param = _BYTES_PER_PARAM[int8_dtype] + (_KEPT_GRAPHS_BYTES_PER_PARAM[int8_dtype] if kept_graphs else 0)
+    needed = num_params * per_param + _MEMORY_SLACK
     free = available_memory_bytes() if available is None else available
     if needed > free:
         raise ExportError(
@@ -347,97 +387,10 @@ def check_scales(scales: ActScales | None, loaded: LoadedModel, names: Sequence[
             )
 
 
-def save_onnx(model: onnx.ModelProto, path: Path) -> None:
-    """Save an ONNX model, with external data (``<name>.data``) when it is too big for one protobuf."""
-    import onnx
-
-    # Sized from the initializers' shapes: ByteSize() would serialise the whole graph once more.
-    if initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(
-            model,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=f"{path.name}.data",
-        )
-    else:
-        write_onnx_streamed(model, path)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | 0x80 if value else low)
-        if not value:
-            return bytes(out)
-
-
-def _fields_bytes(message: Any, keep: Any) -> bytes:
-    """The serialization of ``message``'s fields whose numbers pass ``keep`` (the others left out, not copied)."""
-    part = type(message)()
-    for descriptor, value in message.ListFields():
-        if not keep(descriptor.number):
-            continue
-        if isinstance(value, str | bytes | int | float):
-            setattr(part, descriptor.name, value)
-        elif hasattr(value, "extend"):
-            getattr(part, descriptor.name).extend(value)
-        else:
-            getattr(part, descriptor.name).CopyFrom(value)
-    return part.SerializeToString()
-
-
-def write_onnx_streamed(model: onnx.ModelProto, path: Path) -> None:
-    """Write ``model`` as one ``.onnx`` file, the bytes of ``SerializeToString()``, one initializer at a time.
-
-    ``onnx.save_model`` serialises the whole message into one ``bytes`` first: a second copy
-    of every weight (1.5 GB for the 1.24 B INT8 graph) at the export's last step. Protobuf
-    writes fields in field-number order, so the file is the model's fields before ``graph``,
-    the graph's fields before ``initializer``, each initializer, then the fields after them.
-    """
-    graph = model.graph
-    init_field = type(graph).DESCRIPTOR.fields_by_name["initializer"].number
-    graph_field = type(model).DESCRIPTOR.fields_by_name["graph"].number
-    head = _fields_bytes(graph, lambda n: n < init_field)
-    tail = _fields_bytes(graph, lambda n: n > init_field)
-    init_tag = _varint(init_field << 3 | 2)  # wire type 2: length-delimited
-    sizes = [init.ByteSize() for init in graph.initializer]
-    graph_size = len(head) + len(tail) + sum(len(init_tag) + len(_varint(n)) + n for n in sizes)
-    with open(path, "wb") as handle:
-        handle.write(_fields_bytes(model, lambda n: n < graph_field))
-        handle.write(_varint(graph_field << 3 | 2) + _varint(graph_size) + head)
-        for init, size in zip(graph.initializer, sizes, strict=True):
-            data = init.SerializeToString()
-            assert len(data) == size, f"initializer {init.name} changed size while being written"
-            handle.write(init_tag + _varint(size))
-            handle.write(data)
-        handle.write(tail)
-        handle.write(_fields_bytes(model, lambda n: n > graph_field))
-
-
-def _internalize(model: onnx.ModelProto, directory: Path) -> None:
-    """Read back into ``model`` the tensors that point into another file of ``directory``.
-
-    Saving the FP16 graph with external data moves its weights out of the in-memory
-    proto; the INT8 graph made from it in place must not reference the FP16 data file
-    (each file has to load on its own). Only the float tensors the rewrite kept (the
-    embedding, the LM head, excluded linears) are read back: the replaced ones are gone.
-    """
-    from onnx.external_data_helper import load_external_data_for_model
-
-    load_external_data_for_model(model, str(directory))
-
-
-def onnx_bytes(directory: Path, name: str) -> int:
-    """Bytes of an ONNX file plus its external data file, if any."""
-    return sum(p.stat().st_size for p in (directory / name, directory / f"{name}.data") if p.is_file())
-
-
 def _float_bytes(model: onnx.ModelProto) -> int:
     import onnx
 
-    return initializer_bytes(model, types=(onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT))
+    return initializer_bytes(model, types=(onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT), external=True)
 
 
 def export_model(
@@ -472,7 +425,7 @@ def export_model(
     config = _resolved(config or ExportConfig())
     model = loaded.model
     num_params = sum(p.numel() for p in model.parameters())
-    check_memory(num_params, config.int8_dtype)
+    check_memory(num_params, config.int8_dtype, kept_graphs=float_graphs is not None and float_graphs.keeps)
     quantized, excluded = select_linears(model, config.exclude)
     check_scales(scales, loaded, quantized, config.act_mode)
     fingerprint = loaded.fingerprint()
@@ -482,7 +435,6 @@ def export_model(
 
     bmm_layers, bmm = _bmm_inputs(loaded, scales, config)
     trace = float_graphs or FloatGraphs(keep=False)
-    fp16 = trace.graph(model, loaded.spec, with_past=config.with_past, dtype="float16", opset=config.opset)
     targets = targets_from_model(
         model,
         quantized,
@@ -490,7 +442,7 @@ def export_model(
         input_amax=scales.input_amax if scales is not None else None,
         prefix=WRAPPED_PREFIX,
     )
-    extra = _manifest_extra(loaded, config, fp16, fingerprint, scales_hash)
+    extra: dict[str, Any] = {}  # filled below; the manifest is written when the block exits
     manifest_inputs = {
         "model": fingerprint,
         **({"act_scales": scales_hash} if scales_hash else {}),
@@ -502,7 +454,10 @@ def export_model(
         # One float graph in memory at a time: the FP16 file is written first, then the same
         # graph is rewritten in place into the INT8 one (a copy would double the peak memory,
         # about 2 bytes per parameter). A failure below still leaves nothing behind.
-        save_onnx(fp16, tmp / FP16_FILE)
+        fp16 = trace.write(
+            model, loaded.spec, tmp / FP16_FILE, with_past=config.with_past, dtype="float16", opset=config.opset
+        )
+        extra.update(_manifest_extra(loaded, config, fp16, fingerprint, scales_hash))
         if config.with_past and loaded.tokenizer is not None:
             # Generation needs the tokenizer next to the graphs (sq-trt generate, export-triton).
             loaded.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))

@@ -7,7 +7,7 @@ the same architecture into a copy of that graph, by initializer name. The result
 fresh trace of the other model (tests/unit/export/test_swap.py proves it per family).
 
 The traced graph is not a plain function of the module: onnxscript's optimizer
-(:func:`sq_trt.export.onnx_export.optimize_keeping_weights`) also looks at weight *values*:
+(in :func:`sq_trt.export.onnx_export.dynamo_export`) also looks at weight *values*:
 
 - constant folding turns a buffer or parameter into a derived constant (the rotary
   ``inv_freq`` cast, BERT's ``token_type_ids`` expanded); its ``folded_from`` metadata

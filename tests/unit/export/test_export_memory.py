@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sq_trt.export.onnx_export import export_float_onnx, model_in_dtype
-from sq_trt.export.stage import write_onnx_streamed
+from sq_trt.export.onnx_files import write_onnx_streamed
 from sq_trt.models.loading import load_model
 
 
@@ -88,3 +88,70 @@ def test_streamed_write_is_byte_identical_to_serialize(tmp_path: Path, case: str
     write_onnx_streamed(model, tmp_path / "m.onnx")
     assert (tmp_path / "m.onnx").read_bytes() == model.SerializeToString()
     assert onnx.load(str(tmp_path / "m.onnx")) == model
+
+
+def _graphs_with_data(directory: Path) -> dict[str, onnx.ModelProto]:
+    """Both files of an export, external data read in and its bookkeeping cleared (compares values)."""
+    graphs = {}
+    for name in ("model.fp16.onnx", "model.int8.onnx"):
+        proto = onnx.load(str(directory / name))
+        for tensor in proto.graph.initializer:
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+        graphs[name] = proto
+    return graphs
+
+
+@pytest.mark.parametrize("encoding", ["portable", "fused-gemm"])
+def test_the_external_data_path_writes_the_same_graphs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    """Over the threshold, the FP16 file is written from the exporter's graph and the INT8 rewrite
+    reads back only the tensors it keeps (the norm fusion reads its norms); under it, both files come
+    from protos in memory. Same nodes, same initializer values, in both files."""
+    from sq_trt.export import onnx_files
+    from sq_trt.export.stage import ExportConfig, export_model
+
+    loaded = load_model("tiny:llama")
+    config = ExportConfig(act_mode="per_token", encoding=encoding)
+    export_model(loaded, tmp_path / "in-memory", config=config)
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 0)
+    export_model(loaded, tmp_path / "external", config=config)
+    assert (tmp_path / "external" / "model.fp16.onnx.data").is_file()
+    assert (tmp_path / "external" / "model.int8.onnx.data").is_file()
+    assert not (tmp_path / "in-memory" / "model.fp16.onnx.data").exists()
+    in_memory, external = _graphs_with_data(tmp_path / "in-memory"), _graphs_with_data(tmp_path / "external")
+    for name, graph in in_memory.items():
+        assert list(graph.graph.node) == list(external[name].graph.node), name
+        got = {tensor.name: tensor for tensor in external[name].graph.initializer}
+        assert got.keys() == {tensor.name for tensor in graph.graph.initializer}, name
+        for tensor in graph.graph.initializer:
+            np.testing.assert_array_equal(
+                onnx.numpy_helper.to_array(got[tensor.name]), onnx.numpy_helper.to_array(tensor), tensor.name
+            )
+
+
+@pytest.mark.parametrize("save", [False, True])
+def test_the_fp16_torch_copy_is_freed_after_the_export(tmp_path: Path, save: bool) -> None:
+    """onnxscript's rewrite rules keep the last graph they matched; its tensors (the FP16 torch copy,
+    2.5 GB at 1.24 B parameters) must not stay alive with it."""
+    import gc
+    import weakref
+
+    from sq_trt.export import onnx_export
+
+    loaded = load_model("tiny:llama")
+    copies: list[weakref.ref[torch.Tensor]] = []
+    real = onnx_export.model_in_dtype
+
+    def spy(model: torch.nn.Module, dtype: str) -> torch.nn.Module:
+        cast = real(model, dtype)
+        copies.extend(weakref.ref(parameter) for parameter in cast.parameters())
+        return cast
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(onnx_export, "model_in_dtype", spy)
+        graph = export_float_onnx(loaded.model, loaded.spec, dtype="float16", save=tmp_path / "m.onnx" if save else None)
+    gc.collect()
+    assert copies and len(graph.graph.initializer) > 1
+    assert [ref for ref in copies if ref() is not None] == []

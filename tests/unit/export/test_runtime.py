@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sq_trt import plugin_spec
 from sq_trt.errors import ExportError
-from sq_trt.export import stage
+from sq_trt.export import onnx_files
 from sq_trt.export.runtime import expand_plugin_nodes, session_from_onnx, session_options
 
 
@@ -32,8 +32,8 @@ def test_large_models_are_saved_with_external_data_and_run(
 ) -> None:
     """Lowering the 2 GB threshold to 0 takes the external-data path a real large model takes."""
     model, weight = _matmul_model()
-    monkeypatch.setattr(stage, "EXTERNAL_DATA_THRESHOLD", 0)
-    stage.save_onnx(model, tmp_path / "model.onnx")
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 0)
+    onnx_files.save_onnx(model, tmp_path / "model.onnx")
     assert (tmp_path / "model.onnx.data").stat().st_size >= weight.nbytes
     assert (tmp_path / "model.onnx").stat().st_size < weight.nbytes
     x = np.ones((3, 64), dtype=np.float32)
@@ -66,7 +66,7 @@ def test_export_over_the_threshold_gives_two_self_contained_files(
     from sq_trt.export.stage import ExportConfig, export_model
     from sq_trt.models.loading import load_model
 
-    monkeypatch.setattr(stage, "EXTERNAL_DATA_THRESHOLD", 0)
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", 0)
     loaded = load_model("tiny:llama")
     out = tmp_path / "export"
     export_model(loaded, out, config=ExportConfig(act_mode="per_token", encoding="portable"))
