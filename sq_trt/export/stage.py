@@ -238,8 +238,8 @@ class FloatGraphs:
         self.traces += 1
         self.last = "fresh"
         graph = tracer(model, spec, dtype=dtype, opset=opset, save=path)
-        # The exported program's modules hold reference cycles to the FP16 torch copy: free it
-        # now, before the INT8 rewrite allocates its weights.
+        # torch.export's program and modules hold reference cycles around the FP16 torch copy:
+        # collect them now, before the INT8 rewrite allocates its weights.
         gc.collect()
         return graph
 
