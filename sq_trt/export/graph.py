@@ -133,6 +133,9 @@ class GraphBuilder:
     def __init__(self, act_dtype: int) -> None:
         self.act_dtype = act_dtype
         self.initializers: list[Any] = []
+        # Shapes of the graph's initializers, for rewrites whose nodes depend on them (the CPU
+        # executor's exact GEMM chunks K by its weight's shape); empty when no one filled it.
+        self.initializer_dims: dict[str, tuple[int, ...]] = {}
         self._names: set[str] = set()
 
     def reserve(self, names: Iterable[str]) -> None:

@@ -52,6 +52,7 @@ def expand_plugin_nodes(model: onnx.ModelProto) -> int:
 
     builder = GraphBuilder(act_dtype=0)  # CastLike is used, so the activation dtype is not needed
     builder.reserve(init.name for init in model.graph.initializer)
+    builder.initializer_dims = {init.name: tuple(init.dims) for init in model.graph.initializer}
     builder.reserve(name for node in model.graph.node for name in (*node.input, *node.output, node.name))
     nodes: list[Any] = []
     replaced = 0

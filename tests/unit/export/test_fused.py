@@ -2,8 +2,9 @@
 
 Single-node graphs, run by ONNX Runtime after :func:`sq_trt.export.runtime.expand_plugin_nodes`.
 The GEMMs must be bit-exact with :func:`reference.w8a8_gemm` / :func:`reference.quant_w8a8_gemm`:
-both sides compute the integer accumulator exactly (int64 there, float64 here: every partial
-sum is an integer far below 2**53), round it once to float32, and run the same float32
+both sides compute the integer accumulator exactly (int64 there; here float32 MatMuls over at
+most 1024 channels, whose sums stay within 2**24, added in float64, or one float64 MatMul when
+the weight's K is not known), round it once to float32, and run the same float32
 multiply/divide/add sequence, which IEEE rounds correctly on both sides. The norm + quantization
 nodes are compared like the Triton kernels are (tests/unit/plugins/test_kernels_interp.py): the
 float32 sums run in another order than torch's, so a code may move one step, and only where
@@ -106,6 +107,29 @@ def test_w8a8_gemm_is_bit_exact_with_reference(case: str, np_dtype: type, has_bi
     assert y.dtype == np_dtype
     np.testing.assert_array_equal(y, expected.numpy())
     assert np.all(y[0, 0] == (bias.astype(np_dtype) if has_bias else 0))  # amax 0 -> only the bias
+
+
+@pytest.mark.parametrize("case", ["random", "large_k"])
+def test_w8a8_gemm_with_a_weight_fed_at_run_time_is_bit_exact(case: str) -> None:
+    """A weight that is no initializer has no K when the graph is rewritten: the float64 GEMM."""
+    x_q, w_q, amax = _gemm_case(case)
+    scale = np.full(w_q.shape[0], 0.01, dtype=np.float32)
+    node = plugin_node(plugin_spec.W8A8_GEMM, ["x_q", "amax", "w", "s", "b"], ["y"], "gemm", has_bias=0)
+    model = _model(
+        [node],
+        [
+            helper.make_tensor_value_info("x_q", TensorProto.INT8, ["b", "s", w_q.shape[1]]),
+            helper.make_tensor_value_info("amax", TensorProto.FLOAT, ["b", "s", 1]),
+            helper.make_tensor_value_info("w", TensorProto.INT8, list(w_q.shape)),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", w_q.shape[0]])],
+        {"s": scale, "b": np.zeros(w_q.shape[0], dtype=np.float32)},
+    )
+    (y,) = session_from_onnx(model).run(None, {"x_q": x_q, "amax": amax, "w": w_q})
+    expected = reference.w8a8_gemm(
+        torch.from_numpy(x_q), torch.from_numpy(amax), torch.from_numpy(w_q), torch.from_numpy(scale), None
+    )
+    np.testing.assert_array_equal(y, expected.numpy())
 
 
 def test_large_k_case_needs_more_than_float32_accumulation() -> None:
