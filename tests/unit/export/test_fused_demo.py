@@ -14,6 +14,7 @@ also held to the PyTorch W8A8 reference itself (:func:`apply_fake_quant`, per to
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any
 
@@ -29,6 +30,14 @@ SEQ_LEN = 256
 # at 8,192 (2026-12-02): portable 16.1727, fused-gemm 16.1847 (+0.074 %), PyTorch W8A8 16.1635
 # (fused +0.131 %), FP32 15.6888; 7.5 minutes on a shared 2-core machine.
 CHUNKS = 32
+# The FP32 model is scored on the first HEAD chunks only (1,020 predictions), against the fused
+# graph's perplexity on those same chunks (its 32-chunk run is split there, so no extra run): the
+# check is "quantization costs something", and W8A8 costs ~3 % of perplexity on this model while the
+# bound is 0.1 %, a margin no draw of 1,020 predictions closes (draws spread by ~0.5 % at 510).
+# Measured (2026-12-03): first 4 chunks FP32 11.3696, fused-gemm 11.6850 (+2.8 %); the FP32 pass
+# over all 32 chunks was a third of this test's time.
+# A multiple of the runner's batch of 4, so the split runs the same batches as one 32-chunk run.
+HEAD = 4
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +92,25 @@ def test_fused_gemm_perplexity_within_0_2_percent_of_portable(
     for encoding in ("portable", "fused-gemm"):
         start = time.perf_counter()
         runner = OnnxModelRunner(demo_encodings["graphs"][encoding][0])
-        ppl[encoding] = runner.perplexity(chunks)
+        if encoding == "fused-gemm":
+            # Every chunk has SEQ_LEN - 1 predictions: the 32-chunk perplexity is the geometric mean
+            # of the two parts' perplexities weighted by their chunk counts.
+            fused_head = runner.perplexity(chunks[:HEAD])
+            tail = runner.perplexity(chunks[HEAD:])
+            ppl[encoding] = math.exp((HEAD * math.log(fused_head) + (CHUNKS - HEAD) * math.log(tail)) / CHUNKS)
+        else:
+            ppl[encoding] = runner.perplexity(chunks)
         del runner
         print(f"{encoding}: perplexity {ppl[encoding]:.4f} ({time.perf_counter() - start:.0f} s)")
     fake_quant = copy.deepcopy(demo_loaded.model)
     apply_fake_quant(fake_quant, None, act_mode="per_token")
     reference = perplexity(fake_quant, chunks, progress=False)
-    fp32 = perplexity(demo_loaded.model, chunks, progress=False)
-    print(f"PyTorch W8A8 reference {reference:.4f}, FP32 {fp32:.4f}")
+    fp32 = perplexity(demo_loaded.model, chunks[:HEAD], progress=False)
+    print(f"PyTorch W8A8 reference {reference:.4f}; first {HEAD} chunks: FP32 {fp32:.4f}, fused-gemm {fused_head:.4f}")
     print(
         f"fused-gemm vs portable {100 * (ppl['fused-gemm'] / ppl['portable'] - 1):+.3f} %, "
         f"vs reference {100 * (ppl['fused-gemm'] / reference - 1):+.3f} %"
     )
     assert ppl["fused-gemm"] == pytest.approx(ppl["portable"], rel=0.002)
     assert ppl["fused-gemm"] == pytest.approx(reference, rel=0.002)
-    assert ppl["fused-gemm"] > fp32 * 1.001  # quantization costs something: a no-op rewrite would not
+    assert fused_head > fp32 * 1.001  # quantization costs something: a no-op rewrite would not
