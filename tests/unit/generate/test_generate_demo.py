@@ -77,17 +77,23 @@ def test_greedy_64_tokens_match_transformers_generate_on_most_prompts(demo_gener
     loaded, path = demo_generation
     runner = OrtStepRunner(path, max_context=256)
     reference = TorchStepRunner(loaded.model)
+    # transformers generates all prompts in one batch: they are all PROMPT_TOKENS long, so no row is
+    # padded and each row is its own greedy decode (measured: the 8 batched continuations equal the
+    # 8 one-at-a-time ones token for token; 79 s instead of 132 s on a loaded 2-core machine).
+    assert {len(prompt) for prompt in prompts} == {PROMPT_TOKENS}
+    batch = torch.tensor(prompts)
+    with torch.no_grad():
+        all_theirs = loaded.model.generate(
+            batch,
+            attention_mask=torch.ones_like(batch),
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            min_new_tokens=NEW_TOKENS,
+            pad_token_id=loaded.tokenizer.eos_token_id,
+        )[:, PROMPT_TOKENS:].tolist()
     matches, unexplained = 0, []
-    for prompt in prompts:
+    for prompt, theirs in zip(prompts, all_theirs, strict=True):
         ours = generate(runner, prompt, max_new_tokens=NEW_TOKENS).token_ids
-        with torch.no_grad():
-            theirs = loaded.model.generate(
-                torch.tensor([prompt]),
-                max_new_tokens=NEW_TOKENS,
-                do_sample=False,
-                min_new_tokens=NEW_TOKENS,
-                pad_token_id=loaded.tokenizer.eos_token_id,
-            )[0, len(prompt) :].tolist()
         if ours == theirs:
             matches += 1
             continue
