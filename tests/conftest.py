@@ -12,8 +12,27 @@ import pytest
 # The demo model's session-wide exports (one trace per run, shared by the export, compare and build tests).
 from demo_fixtures import demo_float_graphs, demo_naive_export, session_tmp  # noqa: F401
 
-# Keep torch from oversubscribing the 2-core CI machine.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+def _pin_xdist_worker() -> None:
+    """Under pytest-xdist (what scripts/test.sh runs), give each worker its own share of the CPUs.
+
+    Two workers whose torch / ONNX Runtime pools each assume every core oversubscribe a
+    2-core machine (measured earlier: 799 s against 814 s serial; the fused-GEMM demo test
+    67 -> 185 s). Pinned, each worker's pools size themselves to its one core (torch through
+    OMP_NUM_THREADS, set before torch is imported; ONNX Runtime through
+    :func:`sq_trt.export.runtime.session_options`; child processes inherit the mask).
+    """
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    cpus = sorted(os.sched_getaffinity(0))
+    if worker is None or count is None or int(count) < 2 or len(cpus) < int(count):
+        os.environ.setdefault("OMP_NUM_THREADS", str(len(cpus)))
+        return
+    share = cpus[int(worker.removeprefix("gw")) :: int(count)]
+    os.sched_setaffinity(0, share)
+    os.environ["OMP_NUM_THREADS"] = str(len(share))
+
+
+_pin_xdist_worker()
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +76,34 @@ def module_tmp(
     if request.session.testsfailed == failed_before:
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
+
+
+# Tests that share the session's demo trace (tests/demo_fixtures.py) and must run on one worker.
+_DEMO_TRACE_FIXTURES = {"demo_float_graphs", "demo_naive_export"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, what scripts/test.sh runs): which tests share a worker.
+
+    Every module runs whole on one worker, so its module fixtures are made once. The tests that
+    use the session's demo trace form one group, so that trace (a minute) is made once per run;
+    the TensorRT API harness shares session fixtures across its modules: one group. The longest
+    groups (the demo-model ones) go first, so the two workers end close together. Without xdist
+    the marks are inert and the order is pytest's.
+    """
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    def uses(item: pytest.Item, names: set[str]) -> bool:
+        return bool(names & set(getattr(item, "fixturenames", ())))
+
+    traced = {module(item) for item in items if uses(item, _DEMO_TRACE_FIXTURES)}
+    demo = {module(item) for item in items if uses(item, {"demo_loaded"})}
+    groups: dict[str, str] = {}
+    for item in items:
+        path = module(item)
+        group = "demo-trace" if path in traced else "trt_api" if path.startswith("tests/trt_api/") else path
+        groups[item.nodeid] = group
+        item.add_marker(pytest.mark.xdist_group(group))
+    if getattr(config.option, "numprocesses", None):
+        items.sort(key=lambda item: (groups[item.nodeid] != "demo-trace", module(item) not in demo))

@@ -107,12 +107,18 @@ def session_options(threads: int | None = None) -> onnxruntime.SessionOptions:
     up to float rounding. The other graph optimizations stay on.
 
     Args:
-        threads: Intra-op threads (None: ONNX Runtime's default).
+        threads: Intra-op threads (None: one per CPU this process may run on when it is
+            restricted to fewer than the machine has, by ``taskset`` or a cpuset; otherwise
+            ONNX Runtime's default, which counts the machine's cores and would put several
+            spinning threads on one allowed core).
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.add_session_config_entry(QDQ_FUSION_KEY, "1")
+    if threads is None:
+        allowed = len(os.sched_getaffinity(0))
+        threads = allowed if allowed < (os.cpu_count() or allowed) else None
     if threads is not None:
         options.intra_op_num_threads = threads
     return options
