@@ -36,11 +36,12 @@ python scripts/check_imports.py
 python scripts/check_function_length.py
 # pytest exits 5 when it collects no test; `set -e` turns that into a failed run.
 # Two workers (pytest-xdist), each pinned to its own core by tests/conftest.py (its torch and ONNX
-# Runtime pools sized to that core) and grouped so the session's demo trace is made once.
+# Runtime pools sized to that core); whole modules per worker, the demo-trace modules together
+# (conftest.py's scheduler), handed out in conftest.py's order.
 # SQ_TRT_TEST_WORKERS=0 runs in this process, in pytest's order.
 workers="${SQ_TRT_TEST_WORKERS:-2}"
 if [ "${workers}" -gt 0 ]; then
-  python -m pytest -q -n "${workers}" --dist loadgroup --durations=25 "$@"
+  python -m pytest -q -n "${workers}" --dist loadscope --no-loadscope-reorder --durations=25 "$@"
 else
   python -m pytest -q --durations=25 "$@"
 fi

@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,32 +79,55 @@ def module_tmp(
             shutil.rmtree(path, ignore_errors=True)
 
 
-# Tests that share the session's demo trace (tests/demo_fixtures.py) and must run on one worker.
-_DEMO_TRACE_FIXTURES = {"demo_float_graphs", "demo_naive_export"}
+# Fixtures of the session's demo trace (tests/demo_fixtures.py): the modules naming them run on one worker.
+_DEMO_TRACE_FIXTURES = ("demo_float_graphs", "demo_naive_export")
+
+
+def _demo_trace_modules(root: Path) -> set[str]:
+    """Test modules (rootdir-relative, as in node ids) that name a demo-trace fixture.
+
+    Read from the source because the scheduler runs in the controller, which does not collect;
+    a module can only use those fixtures by naming them (no other fixture depends on them).
+    """
+    return {
+        path.relative_to(root).as_posix()
+        for path in (root / "tests").rglob("test_*.py")
+        if any(name in path.read_text(encoding="utf-8") for name in _DEMO_TRACE_FIXTURES)
+    }
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (``-n 2 --dist loadscope``, what scripts/test.sh runs): which tests share a worker.
+
+    Every module runs whole on one worker, so its module fixtures are made once. The modules that
+    use the session's demo trace are one unit, so that trace (a minute) is made once per run; the
+    TensorRT API harness shares session fixtures across its modules: one unit. (pytest-xdist's own
+    ``loadgroup`` marks do nothing under pytest 9.2: it renames node ids, which pytest 9 no
+    longer lets it do.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    traced = _demo_trace_modules(config.rootpath)
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return "demo-trace" if path in traced else "trt_api" if path.startswith("tests/trt_api/") else path
+
+    return ModuleScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n 2 --dist loadgroup``, what scripts/test.sh runs): which tests share a worker.
+    """On an xdist worker, the demo-model modules first (the trace's, then the others): units are
+    handed out in collection order (``--no-loadscope-reorder``), so the longest start at once and
+    the two workers end close together. Without xdist, pytest's order."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    traced = _demo_trace_modules(config.rootpath)
+    demo = {item.nodeid.split("::")[0] for item in items if "demo_loaded" in getattr(item, "fixturenames", ())}
 
-    Every module runs whole on one worker, so its module fixtures are made once. The tests that
-    use the session's demo trace form one group, so that trace (a minute) is made once per run;
-    the TensorRT API harness shares session fixtures across its modules: one group. The longest
-    groups (the demo-model ones) go first, so the two workers end close together. Without xdist
-    the marks are inert and the order is pytest's.
-    """
-    def module(item: pytest.Item) -> str:
-        return item.nodeid.split("::")[0]
+    def order(item: pytest.Item) -> tuple[bool, bool]:
+        path = item.nodeid.split("::")[0]
+        return path not in traced, path not in demo
 
-    def uses(item: pytest.Item, names: set[str]) -> bool:
-        return bool(names & set(getattr(item, "fixturenames", ())))
-
-    traced = {module(item) for item in items if uses(item, _DEMO_TRACE_FIXTURES)}
-    demo = {module(item) for item in items if uses(item, {"demo_loaded"})}
-    groups: dict[str, str] = {}
-    for item in items:
-        path = module(item)
-        group = "demo-trace" if path in traced else "trt_api" if path.startswith("tests/trt_api/") else path
-        groups[item.nodeid] = group
-        item.add_marker(pytest.mark.xdist_group(group))
-    if getattr(config.option, "numprocesses", None):
-        items.sort(key=lambda item: (groups[item.nodeid] != "demo-trace", module(item) not in demo))
+    items.sort(key=order)
