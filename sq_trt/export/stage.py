@@ -183,12 +183,8 @@ class FloatGraphs:
         """
         import onnx
 
-        tracer = export_float_onnx_with_past if with_past else export_float_onnx
-
         def trace() -> onnx.ModelProto:
-            self.traces += 1
-            self.last = "fresh"
-            return tracer(model, spec, dtype=dtype, opset=opset)
+            return self._trace(model, spec, with_past=with_past, dtype=dtype, opset=opset)
 
         if not self._keep:
             return trace()
@@ -209,6 +205,15 @@ class FloatGraphs:
         copy = onnx.ModelProto()
         copy.CopyFrom(self._graphs[key].graph)
         return copy
+
+    def _trace(
+        self, model: Any, spec: Any, *, with_past: bool, dtype: str, opset: int, save: Path | None = None
+    ) -> onnx.ModelProto:
+        """A fresh trace (counted), also written to ``save`` when given."""
+        tracer = export_float_onnx_with_past if with_past else export_float_onnx
+        self.traces += 1
+        self.last = "fresh"
+        return tracer(model, spec, dtype=dtype, opset=opset, save=save)
 
     @property
     def keeps(self) -> bool:
@@ -234,10 +239,7 @@ class FloatGraphs:
             return graph
         import gc
 
-        tracer = export_float_onnx_with_past if with_past else export_float_onnx
-        self.traces += 1
-        self.last = "fresh"
-        graph = tracer(model, spec, dtype=dtype, opset=opset, save=path)
+        graph = self._trace(model, spec, with_past=with_past, dtype=dtype, opset=opset, save=path)
         # torch.export's program and modules hold reference cycles around the FP16 torch copy:
         # collect them now, before the INT8 rewrite allocates its weights.
         gc.collect()
