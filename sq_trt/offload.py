@@ -141,9 +141,10 @@ def load_offloaded(
 
         where = str(demo_model_dir())
         local_files_only = True
-    kwargs = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
     try:
-        config = transformers.AutoConfig.from_pretrained(where, **kwargs)
+        config = transformers.AutoConfig.from_pretrained(
+            where, local_files_only=local_files_only, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load the config of {source!r}: {exc}") from exc
     spec = find_spec(config)
@@ -164,9 +165,12 @@ def load_offloaded(
             dtype=torch_dtype,
             device_map=device_map,
             offload_folder=str(offload),
-            **kwargs,
+            local_files_only=local_files_only,
+            trust_remote_code=trust_remote_code,
         )
-        tokenizer = transformers.AutoTokenizer.from_pretrained(where, **kwargs)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            where, local_files_only=local_files_only, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load model {source!r} with offloading: {exc}") from exc
     model.eval()
