@@ -378,7 +378,8 @@ def build_jobs(ctx: PipelineContext, group: Sequence[Stage]) -> int:
         return ctx.recipe.build_jobs
     if not _isolated_builds(ctx):
         return 1
-    from sq_trt.export.stage import FP16_FILE, INT8_FILE, available_memory_bytes, onnx_bytes
+    from sq_trt.export.onnx_files import onnx_bytes
+    from sq_trt.export.stage import FP16_FILE, INT8_FILE, available_memory_bytes
 
     # Each build reads one model of its export; budget for the larger of the two.
     exports = [ctx.work_dir / source for stage in group for source in stage.after]
