@@ -4,7 +4,7 @@ For each graph dtype (``float32``, the comparison setting, and ``float16``, the 
 files), one float export of SmolLM2-135M (unsmoothed, per-token W8A8) is rewritten into
 the ``portable`` and the ``fused-gemm`` per-token encodings, and each graph's perplexity
 is measured through ONNX Runtime (``sq_trt.export.runtime``: every ``sq_trt`` node
-rewritten into standard ops, exact integer GEMM in float64) on the embedded text's
+rewritten into standard ops, the exact integer GEMM in float32 chunks of K <= 1024) on the embedded text's
 held-out slice. The PyTorch W8A8 fake-quant model (float32) and FP32 are the anchors.
 
     OMP_NUM_THREADS=2 python bench/bench_fused_gemm_export.py [--chunks 32] [--seq-len 256]
