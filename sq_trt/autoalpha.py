@@ -22,6 +22,7 @@ import torch
 from sq_trt.errors import DataError
 from sq_trt.models.registry import SmoothGroup, smoothing_groups
 from sq_trt.quant import reference
+from sq_trt.quant.intgemm import int8_matmul
 from sq_trt.quant.smoothing import expand_to_inputs, reduce_to_prev, smoothing_factor
 
 if TYPE_CHECKING:
@@ -110,21 +111,6 @@ def collect_group_inputs(
         for handle in handles:
             handle.remove()
     return {name: torch.cat(sampler.rows) for name, sampler in samplers.items()}
-
-
-def int8_matmul(x_q: torch.Tensor, w_q: torch.Tensor) -> torch.Tensor:
-    """``x_q @ w_q.T`` of int8 ``[T, K]`` and ``[N, K]`` in exact integer arithmetic, as float32 ``[T, N]``.
-
-    The INT8 GEMM the deployed engine runs (int32 accumulation, exact for ``K < 133,144``),
-    through torch's integer GEMM (several times faster than a float32 GEMM on CPUs with
-    8-bit dot products); where that kernel is missing, a float64 GEMM of the same integers,
-    exact too (every partial sum is an integer below 2**53). Both round once to float32.
-    """
-    try:
-        acc = torch._int_mm(x_q, w_q.t())
-    except (RuntimeError, NotImplementedError):
-        return (x_q.double() @ w_q.double().t()).float()
-    return acc.float()
 
 
 def quantized_output_error(

@@ -195,6 +195,8 @@ def smooth_model(
         ConfigError: ``"auto"`` alpha without ``search_inputs`` for a group.
         ArtifactError: ``scales`` lacks a linear of a group.
     """
+    from tqdm.auto import tqdm
+
     from sq_trt.autoalpha import search_alpha
 
     layout = find_spec(model).weight_layout
@@ -202,7 +204,8 @@ def smooth_model(
     groups = smoothing_groups(model, include_optional=config.include_optional)
     check_override_patterns(config, [group.name for group in groups])
     result = SmoothResult({}, {}, {}, groups)
-    for group in groups:
+    # The search is the smooth stage's cost (minutes on a large model): show it per group.
+    for group in tqdm(groups, desc="alpha search", unit="group", disable=not config.needs_search):
         missing = [name for name in group.linears if name not in scales.input_channel_amax]
         if missing:
             raise ArtifactError(

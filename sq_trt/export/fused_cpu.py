@@ -30,12 +30,11 @@ from sq_trt import plugin_spec
 from sq_trt.errors import ExportError
 from sq_trt.export.graph import GraphBuilder, _attr
 from sq_trt.export.qdq import portable_per_token_nodes
+from sq_trt.quant.intgemm import EXACT_FLOAT32_K
 from sq_trt.quant.reference import QMAX
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 _DOUBLE = 11  # onnx.TensorProto.DOUBLE
-# Input channels a float32 MatMul of int8 operands sums exactly: 1024 * 128 * 128 = 2**24.
-EXACT_FLOAT32_K = 1024
 
 
 class _Emitter:
