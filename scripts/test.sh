@@ -26,6 +26,11 @@ export SQ_TRT_ARTIFACTS="${SQ_TRT_ARTIFACTS:-$PWD/build/ci-artifacts}"
 free_mb=$(df -Pm "${TMPDIR:-/tmp}" | awk 'NR==2 {print $4}')
 echo "sq-trt tests: commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 echo "sq-trt tests: ${free_mb} MB free in ${TMPDIR:-/tmp} before the run"
+# The CPU decides speeds (and float rounding): torch._int_mm is fast only with VNNI, so say what ran.
+echo "sq-trt tests: CPU: $(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | xargs), $(nproc) cores"
+echo "sq-trt tests: CPU flags: $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | xargs)"
+python -c "import torch; from sq_trt.quant.intgemm import gemm_path; \
+print(f'sq-trt tests: torch CPU capability {torch.backends.cpu.get_cpu_capability()}, search int8 GEMM path {gemm_path()}')"
 if [ "${free_mb}" -lt 1500 ]; then
   echo "warning: under 1.5 GB free; the demo-model tests write up to ~1 GB at a time and may fail with ENOSPC" >&2
 fi

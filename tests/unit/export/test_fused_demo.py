@@ -5,9 +5,10 @@ so the encodings differ only in how they round, not in what they quantize: the p
 graph's float32 GEMM rounds its partial sums, the fused nodes sum the int8 products exactly
 (CPU executor: float64) and apply the reference epilogue. On the tiny models that puts the
 fused graph ~1e-5 of the quantization error from the PyTorch W8A8 reference and the
-portable one up to ~0.1 (occasional int8 flips at .5 ties), so perplexities within 0.2 % is a
-bound both sides meet on enough tokens while a wrong scale, bias or norm fusion (several %
-of perplexity: W8A8 itself costs ~3 % on this model) would break it. The fused graph is
+portable one up to ~0.1 (occasional int8 flips at .5 ties). On the 30-layer demo those flips
+make each execution a different draw of the quantization noise, and another CPU's float kernels
+another draw again: the bounds come from draws measured on two CPUs (see CHUNKS), while a wrong
+scale, bias or norm fusion (several % of perplexity: W8A8 itself costs ~3 % here) breaks them. The fused graph is
 also held to the PyTorch W8A8 reference itself (:func:`apply_fake_quant`, per token).
 """
 
@@ -26,10 +27,18 @@ SEQ_LEN = 256
 # 8,192 predictions: on 510 the float32 encodings already spread by ~0.5 % (measured: portable
 # 10.87, fused-gemm 10.81, PyTorch W8A8 10.93 on 2 x 256 tokens). Over 30 layers each
 # graph's rare int8 flips at .5 ties (float32 summation order) make it a different draw of
-# the same quantization noise; that spread shrinks with the number of predictions. Measured
-# at 8,192 (2026-12-02): portable 16.1727, fused-gemm 16.1847 (+0.074 %), PyTorch W8A8 16.1635
-# (fused +0.131 %), FP32 15.6888; 7.5 minutes on a shared 2-core machine.
+# the same quantization noise; that spread shrinks with the number of predictions. Measured at
+# 8,192 predictions on two CPUs (each line: portable, fused-gemm, PyTorch W8A8 reference):
+#   AVX-512 VNNI (2026-12-02): 16.1727, 16.1847, 16.1635 -> fused vs portable +0.074 %, vs reference +0.131 %
+#   AVX2 AMD EPYC, no VNNI (2026-12-07): 16.1570, 16.1316, 16.2031 -> -0.157 %, -0.442 %
+# Another CPU's float kernels round differently, so every execution there is another draw: the six
+# executions spread over 0.44 % (16.1316-16.2031), the two ORT graphs of one CPU over 0.16 %. The
+# bounds are about 2.5x those spreads: fused vs portable within 0.4 %, fused vs reference within
+# 1.0 %. A real drift is larger: a wrong scale, bias or norm fusion costs several % of perplexity
+# (W8A8 itself costs ~3 % here, see HEAD), and a no-op rewrite fails the FP32 check below.
 CHUNKS = 32
+FUSED_VS_PORTABLE = 0.004
+FUSED_VS_REFERENCE = 0.01
 # The FP32 model is scored on the first HEAD chunks only (1,020 predictions), against the fused
 # graph's perplexity on those same chunks (its 32-chunk run is split there, so no extra run): the
 # check is "quantization costs something", and W8A8 costs ~3 % of perplexity on this model while the
@@ -80,7 +89,7 @@ def test_fused_gemm_export_of_the_demo_fuses_every_norm(demo_encodings: dict[str
     assert report.activation_quantizers == 30 * 2 + 30 * 2  # + o_proj and down_proj quantize their own input
 
 
-def test_fused_gemm_perplexity_within_0_2_percent_of_portable(
+def test_fused_gemm_perplexity_matches_portable_and_the_reference(
     demo_encodings: dict[str, Any], demo_loaded: Any
 ) -> None:
     from sq_trt.evaluate import perplexity
@@ -111,6 +120,6 @@ def test_fused_gemm_perplexity_within_0_2_percent_of_portable(
         f"fused-gemm vs portable {100 * (ppl['fused-gemm'] / ppl['portable'] - 1):+.3f} %, "
         f"vs reference {100 * (ppl['fused-gemm'] / reference - 1):+.3f} %"
     )
-    assert ppl["fused-gemm"] == pytest.approx(ppl["portable"], rel=0.002)
-    assert ppl["fused-gemm"] == pytest.approx(reference, rel=0.002)
+    assert ppl["fused-gemm"] == pytest.approx(ppl["portable"], rel=FUSED_VS_PORTABLE)
+    assert ppl["fused-gemm"] == pytest.approx(reference, rel=FUSED_VS_REFERENCE)
     assert fused_head > fp32 * 1.001  # quantization costs something: a no-op rewrite would not
