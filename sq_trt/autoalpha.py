@@ -47,7 +47,7 @@ class _TokenSampler:
 def collect_search_inputs(
     model: Any, chunks: torch.Tensor, config: SmoothConfig, *, progress: bool = True
 ) -> dict[str, torch.Tensor] | None:
-    """The group inputs ``smooth_model`` needs when ``config`` searches any alpha, else None.
+    """The group inputs ``smooth_model`` needs when ``config`` searches any alpha or plans, else None.
 
     Args:
         model: The model before smoothing.
@@ -55,9 +55,12 @@ def collect_search_inputs(
         config: The smoothing config (its groups, and ``search`` sampling sizes).
         progress: Show a progress bar.
     """
-    if not config.needs_search:
+    if not config.needs_sampling:
         return None
-    groups = smoothing_groups(model, include_optional=config.include_optional)
+    if config.search.act_mode == "hybrid":
+        groups = sampled_units(model, include_optional=config.include_optional)
+    else:
+        groups = smoothing_groups(model, include_optional=config.include_optional)
     return collect_group_inputs(
         model,
         chunks,
@@ -113,6 +116,32 @@ def collect_group_inputs(
     return {name: torch.cat(sampler.rows) for name, sampler in samplers.items()}
 
 
+def linear_output_errors(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    references: Sequence[torch.Tensor],
+    input_factor: torch.Tensor,
+    *,
+    act_mode: str,
+    act_amax: torch.Tensor,
+) -> list[float]:
+    """The MSE of each linear's W8A8 output after smoothing by ``input_factor`` (see :func:`quantized_output_error`)."""
+    smoothed = x / input_factor
+    if act_mode == "per_token":
+        x_q, amax = reference.quantize_per_token(smoothed)
+        token_scale = amax.float() / reference.QMAX  # [tokens, 1], as dequantize() scales each token
+    else:
+        tensor_amax = (act_amax / input_factor).max()
+        x_q = reference.quantize_per_tensor(smoothed, tensor_amax)
+        token_scale = reference.per_tensor_scale(tensor_amax)
+    errors = []
+    for weight, ref in zip(weights, references, strict=True):
+        w_q, w_scale = reference.quantize_weight_per_channel(weight.float() * input_factor[None, :])
+        out = int8_matmul(x_q, w_q).mul_(token_scale).mul_(w_scale[None, :])
+        errors.append(float(out.sub_(ref).square_().mean()))
+    return errors
+
+
 def quantized_output_error(
     x: torch.Tensor,
     weights: Sequence[torch.Tensor],
@@ -125,9 +154,10 @@ def quantized_output_error(
     """Sum over the group's linears of the MSE of the W8A8 output after smoothing by ``input_factor``.
 
     The W8A8 output is the reference's (:func:`sq_trt.quant.reference.w8a8_gemm`): an exact
-    integer GEMM of the int8 activations and weights, then the per-token (or per-tensor) times
-    per-channel scales in float32; equal to the float GEMM of the fake-quantized operands up
-    to that GEMM's rounding, at a fraction of its cost (this GEMM is the search's whole cost).
+    integer GEMM of the int8 activations and weights (:mod:`sq_trt.quant.intgemm`), then the
+    per-token (or per-tensor) times per-channel scales in float32; equal to the float GEMM of
+    the fake-quantized operands up to that GEMM's rounding, at a fraction of its cost (this
+    GEMM is the search's whole cost).
 
     Args:
         x: Sampled group input ``[tokens, in]`` (unsmoothed).
@@ -137,19 +167,11 @@ def quantized_output_error(
         act_mode: ``"per_token"`` or ``"per_tensor"``.
         act_amax: Calibrated per input channel max ``|X|`` (unsmoothed), for ``per_tensor``.
     """
-    smoothed = x / input_factor
-    if act_mode == "per_token":
-        x_q, amax = reference.quantize_per_token(smoothed)
-        token_scale = amax.float() / reference.QMAX  # [tokens, 1], as dequantize() scales each token
-    else:
-        tensor_amax = (act_amax / input_factor).max()
-        x_q = reference.quantize_per_tensor(smoothed, tensor_amax)
-        token_scale = reference.per_tensor_scale(tensor_amax)
     error = 0.0
-    for weight, ref in zip(weights, references, strict=True):
-        w_q, w_scale = reference.quantize_weight_per_channel(weight.float() * input_factor[None, :])
-        out = int8_matmul(x_q, w_q).mul_(token_scale).mul_(w_scale[None, :])
-        error += float(out.sub_(ref).square_().mean())
+    for value in linear_output_errors(
+        x, weights, references, input_factor, act_mode=act_mode, act_amax=act_amax
+    ):
+        error += value
     return error
 
 
@@ -195,3 +217,86 @@ def search_alpha(
             )
     best = min(errors, key=errors.__getitem__)  # first of equal minima: dicts keep grid order
     return best, errors
+
+
+def sampled_units(model: Any, *, include_optional: bool) -> list[SmoothGroup]:
+    """The smoothing groups plus one unit per quantized linear no group covers (the hybrid plan samples all).
+
+    A linear outside every group (OPT's ``fc2`` after the ReLU, GPT-2's MLP ``c_proj``, or
+    ``down_proj`` when the linear pairs are not smoothed) reads an input that smoothing leaves
+    unchanged; it is measured with factor 1, under the name ``linear:<module name>``.
+    """
+    from sq_trt.models.registry import quantizable_linears
+
+    groups = smoothing_groups(model, include_optional=include_optional)
+    covered = {name for group in groups for name in group.linears}
+    extra = [
+        SmoothGroup(name=f"linear:{name}", prev=name, prev_kind="linear", linears=(name,))
+        for name in quantizable_linears(model)
+        if name not in covered
+    ]
+    return [*groups, *extra]
+
+
+def measure_unit(
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    act_amax: torch.Tensor,
+    unit: SmoothGroup,
+    alphas: Sequence[float | None],
+    *,
+    min_scale: float = 1e-5,
+) -> dict[str, list[list[float]]]:
+    """Each linear's relative W8A8 output error under both activation modes, for each alpha.
+
+    Args:
+        x: Sampled input ``[tokens, in]`` of the unit (unsmoothed).
+        weights: Its linears' weights ``[out, in]`` (unsmoothed).
+        act_amax: Calibrated per input channel max ``|X|`` ``[in]``.
+        unit: The group (or a ``linear:`` unit, see :func:`sampled_units`).
+        alphas: The alphas to try; None means no smoothing (factor 1).
+        min_scale: Lower clamp of the factors.
+
+    Returns:
+        ``{"per_tensor": errors, "per_token": errors}``, ``errors[i][j]`` for ``alphas[i]`` and
+        linear ``j``: the output MSE over the output's mean square (a scale-free error).
+    """
+    x = x.float()
+    weights = [w.detach().float().cpu() for w in weights]
+    references = [x @ w.t() for w in weights]
+    power = [max(float(ref.square().mean()), 1e-30) for ref in references]
+    act_amax = act_amax.float()
+    weight_amax = torch.stack([w.abs().amax(dim=0) for w in weights]).amax(dim=0)
+    table: dict[str, list[list[float]]] = {"per_tensor": [], "per_token": []}
+    with torch.inference_mode():
+        for alpha in alphas:
+            if alpha is None:
+                factor = torch.ones_like(act_amax)
+            else:
+                prev = smoothing_factor(
+                    reduce_to_prev(act_amax, unit), reduce_to_prev(weight_amax, unit), alpha, min_scale=min_scale
+                )
+                factor = expand_to_inputs(prev, unit)
+            for mode, rows in table.items():
+                errors = linear_output_errors(x, weights, references, factor, act_mode=mode, act_amax=act_amax)
+                rows.append([e / p for e, p in zip(errors, power, strict=True)])
+    return table
+
+
+def best_alpha_for_modes(
+    table: dict[str, list[list[float]]], alphas: Sequence[float], modes: Sequence[str]
+) -> tuple[float, dict[float, float]]:
+    """The alpha minimising the sum of each linear's error in the mode it will run in.
+
+    Args:
+        table: :func:`measure_unit`'s errors.
+        alphas: The alphas of the table's rows.
+        modes: Each linear's mode (``per_token`` / ``per_tensor``), in the unit's order.
+
+    Returns:
+        ``(best_alpha, {alpha: error})``; ties go to the first alpha.
+    """
+    errors = {
+        float(alpha): sum(table[mode][i][j] for j, mode in enumerate(modes)) for i, alpha in enumerate(alphas)
+    }
+    return min(errors, key=errors.__getitem__), errors

@@ -236,9 +236,9 @@ def smooth_offloaded(loaded: OffloadedModel, scales: ActScales, config: SmoothCo
         smoothing_factor,
     )
 
-    if config.needs_search:
+    if config.needs_sampling:
         raise ConfigError(
-            "smooth.alpha 'auto' is not supported with model.offload: give a number in [0, 1] "
+            "smooth.alpha 'auto' and search.act_mode 'hybrid' are not supported with model.offload: give a number in [0, 1] "
             "(and per-group overrides), or smooth on a host that holds the whole model"
         )
     model = loaded.model

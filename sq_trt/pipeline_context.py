@@ -188,11 +188,11 @@ class PipelineContext:
     def search_inputs(self, search: AlphaSearchConfig) -> dict[str, torch.Tensor]:
         """The unsmoothed model's sampled group inputs for the alpha search, captured once per sampling size.
 
-        Every group, the optional linear->linear ones included, so each smoothing of the run
-        finds its groups in one capture (the calibration chunks are the same for all of them).
+        Every group, the optional linear->linear ones included, and every quantized linear no
+        group covers (a hybrid plan measures them), so each smoothing of the run finds its units
+        in one capture (the calibration chunks are the same for all of them).
         """
-        from sq_trt.autoalpha import collect_group_inputs
-        from sq_trt.models.registry import smoothing_groups
+        from sq_trt.autoalpha import collect_group_inputs, sampled_units
 
         model = self.original().model
         return self._memo(
@@ -200,7 +200,7 @@ class PipelineContext:
             lambda: collect_group_inputs(
                 model,
                 self.calibration_chunks(),
-                smoothing_groups(model, include_optional=True),
+                sampled_units(model, include_optional=True),  # + linears no group covers (hybrid plans)
                 samples=search.samples,
                 tokens_per_sample=search.tokens_per_sample,
                 progress=self.progress,

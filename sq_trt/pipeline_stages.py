@@ -182,7 +182,7 @@ def _run_smooth(ctx: PipelineContext, config: SmoothConfig, name: str, path: Pat
         force=True,
         progress=ctx.progress,
         # Every search of the run samples the same unsmoothed activations: captured once.
-        search_inputs=ctx.search_inputs(config.search) if config.needs_search else None,
+        search_inputs=ctx.search_inputs(config.search) if config.needs_sampling else None,
     )
 
 
@@ -299,14 +299,27 @@ def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
 
     config = export_config(ctx.recipe.export, candidate, encoding=candidate_encoding(ctx, candidate))
     smooth_stage = candidate_smooth_stage(ctx.recipe, candidate)
+    plan = None
     if smooth_stage is not None:
+        from sq_trt.quant.plan import load_plan
+
         loaded, scales = ctx.smoothed(smooth_stage)
         inputs = {"smoothed": ctx.stage_fingerprint(smooth_stage)}
+        plan = load_plan(ctx.stage_dir(smooth_stage))
+        if plan is not None:
+            plan.smoothed = str(ctx.stage_dir(smooth_stage))
     else:
         loaded, scales = ctx.original(), ctx.act_scales()
         inputs = {"act_scales": ctx.stage_fingerprint("calibrate")}
     export_model(
-        loaded, path, scales=scales, config=config, inputs=inputs, force=True, float_graphs=ctx.float_graphs()
+        loaded,
+        path,
+        scales=scales,
+        config=config,
+        inputs=inputs,
+        force=True,
+        float_graphs=ctx.float_graphs(),
+        plan=plan,
     )
 
 
@@ -526,7 +539,7 @@ def _build_stages(ctx: PipelineContext) -> tuple[list[str], list[Stage]]:
         builds.append(("fp16", f"export/{baseline.name}", fp16, False))
     for candidate in r.export.candidates:
         onnx = ctx.stage_dir("export", candidate.name, "model.int8.onnx")
-        plugin = candidate.act_mode == "per_token" and candidate_encoding(ctx, candidate) in PLUGIN_ENCODINGS
+        plugin = candidate.act_mode != "per_tensor" and candidate_encoding(ctx, candidate) in PLUGIN_ENCODINGS
         builds.append((candidate.name, f"export/{candidate.name}", onnx, plugin))
     stages = [
         Stage(

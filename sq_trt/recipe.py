@@ -278,12 +278,12 @@ class Recipe(_Section):
                 f"model.offload streams layers from a saved checkpoint; {source!r} has none "
                 "(set model.offload: false, or save the model with save_pretrained and give its directory)"
             )
-        if self.smooth.needs_search:
+        if self.smooth.needs_sampling:
             raise ValueError(
                 "model.offload supports numeric alphas only; set smooth.alpha to a number in [0, 1]"
             )
         for candidate in self.export.candidates:
-            if candidate.smoothing is not None and candidate.smoothing.needs_search:
+            if candidate.smoothing is not None and candidate.smoothing.needs_sampling:
                 raise ValueError(
                     f"model.offload supports numeric alphas only; candidate {candidate.name!r} searches its "
                     "alphas (auto): give its smoothing numeric alphas, or set model.offload: false"

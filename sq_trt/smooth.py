@@ -41,12 +41,13 @@ from sq_trt.artifact_types import (
 from sq_trt.artifacts import artifact_dir, load_manifest
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.models import adapter
-from sq_trt.models.registry import SmoothGroup, find_spec, smoothing_groups
+from sq_trt.models.registry import SmoothGroup, find_spec, quantizable_linears, smoothing_groups
 from sq_trt.quant.smoothing import expand_to_inputs, reduce_to_prev, smoothing_factor
 from sq_trt.smooth_config import AUTO, PROBE_TOKENS, AlphaSearchConfig, SmoothConfig, check_alpha
 
 if TYPE_CHECKING:
     from sq_trt.models.loading import LoadedModel
+    from sq_trt.quant.plan import QuantPlan
 
 STAGE = "smooth"
 FACTORS_FILE = "smoothing.safetensors"
@@ -100,6 +101,7 @@ class SmoothResult:
     searched: dict[str, dict[float, float]]
     groups: list[SmoothGroup]
     max_difference: float = 0.0  # largest relative output difference on the probe (see :func:`run`)
+    plan: QuantPlan | None = None  # search.act_mode hybrid: each linear's activation mode (quant_plan.json)
 
 
 def _weight(module: Any, layout: str) -> torch.Tensor:
@@ -204,8 +206,12 @@ def smooth_model(
     groups = smoothing_groups(model, include_optional=config.include_optional)
     check_override_patterns(config, [group.name for group in groups])
     result = SmoothResult({}, {}, {}, groups)
+    planned: dict[str, float] = {}
+    if config.search.act_mode == "hybrid":
+        planned = plan_hybrid(model, scales, config, search_inputs, result)
     # The search is the smooth stage's cost (minutes on a large model): show it per group.
-    for group in tqdm(groups, desc="alpha search", unit="group", disable=not config.needs_search):
+    searching = config.needs_search and not planned
+    for group in tqdm(groups, desc="alpha search", unit="group", disable=not searching):
         missing = [name for name in group.linears if name not in scales.input_channel_amax]
         if missing:
             raise ArtifactError(
@@ -213,7 +219,7 @@ def smooth_model(
             )
         act_amax = group_act_amax(scales, group)
         weight_amax = group_weight_amax(modules, group, layout)
-        alpha = config.alpha_for(group.name)
+        alpha = planned.get(group.name, config.alpha_for(group.name))
         if alpha == AUTO:
             if search_inputs is None or group.name not in search_inputs:
                 raise ConfigError(
@@ -235,6 +241,80 @@ def smooth_model(
         result.factors[group.name] = factor
         result.alphas[group.name] = float(alpha)
     return result
+
+
+def _unit_inputs(
+    scales: ActScales, modules: Mapping[str, Any], unit: SmoothGroup, layout: str
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    missing = [name for name in unit.linears if name not in scales.input_channel_amax]
+    if missing:
+        raise ArtifactError(f"act_scales has no statistics for {missing[0]} ({unit.name}); recalibrate")
+    return group_act_amax(scales, unit), [_weight(modules[name], layout).detach() for name in unit.linears]
+
+
+def plan_hybrid(
+    model: Any,
+    scales: ActScales,
+    config: SmoothConfig,
+    search_inputs: Mapping[str, torch.Tensor] | None,
+    result: SmoothResult,
+) -> dict[str, float]:
+    """Measure every quantized linear under both modes, choose the plan, then each group's alpha for it.
+
+    Sets ``result.plan`` and ``result.searched`` (searched groups: ``{alpha: error in the chosen
+    modes}``). Groups are measured on the unsmoothed weights: a group's error depends only on its
+    own factor (see :mod:`sq_trt.autoalpha`), so measuring before folding changes nothing.
+
+    Returns:
+        Group name -> alpha to fold (numeric alphas as configured, ``auto`` ones searched).
+
+    Raises:
+        ConfigError: No sampled inputs for a unit (``search_inputs`` from another config).
+        ArtifactError: ``scales`` lacks a linear.
+    """
+    from tqdm.auto import tqdm
+
+    from sq_trt.autoalpha import best_alpha_for_modes, measure_unit, sampled_units
+    from sq_trt.quant.plan import LinearMeasurement, PlanRule, QuantPlan, choose_modes
+
+    layout = find_spec(model).weight_layout
+    modules = dict(model.named_modules())
+    units = sampled_units(model, include_optional=config.include_optional)
+    tables: dict[str, tuple[list[float | None], dict[str, list[list[float]]]]] = {}
+    measured: list[LinearMeasurement] = []
+    for unit in tqdm(units, desc="hybrid plan: measuring", unit="group"):
+        if search_inputs is None or unit.name not in search_inputs:
+            raise ConfigError(
+                f"the hybrid plan needs sampled calibration activations of {unit.name}; pass search_inputs "
+                "(sq_trt.autoalpha.collect_search_inputs with this config)"
+            )
+        act_amax, weights = _unit_inputs(scales, modules, unit, layout)
+        alpha = config.alpha_for(unit.name) if not unit.name.startswith("linear:") else None
+        alphas: list[float | None] = list(config.search.grid) if alpha == AUTO else [alpha]  # type: ignore[list-item]
+        table = measure_unit(search_inputs[unit.name], weights, act_amax, unit, alphas, min_scale=config.min_scale)
+        tables[unit.name] = (alphas, table)
+        for j, name in enumerate(unit.linears):
+            flops = int(weights[j].shape[0] * weights[j].shape[1])
+            static = min(row[j] for row in table["per_tensor"])
+            token = min(row[j] for row in table["per_token"])
+            measured.append(LinearMeasurement(name, flops, static, token, unit=unit.name))
+    search = config.search
+    rule = PlanRule(search.plan_threshold, search.plan_budget, search.force_per_token, search.force_per_tensor)
+    order = {name: i for i, name in enumerate(quantizable_linears(model))}
+    measured.sort(key=lambda m: order.get(m.name, len(order)))
+    result.plan = QuantPlan(choose_modes(measured, rule), rule=rule)
+    modes = result.plan.modes()
+    chosen: dict[str, float] = {}
+    for unit in units:
+        alphas, table = tables[unit.name]
+        if unit.name.startswith("linear:"):
+            continue
+        if len(alphas) == 1:
+            chosen[unit.name] = float(alphas[0])  # type: ignore[arg-type]
+            continue
+        unit_modes = [modes[name] for name in unit.linears]
+        chosen[unit.name], result.searched[unit.name] = best_alpha_for_modes(table, alphas, unit_modes)  # type: ignore[arg-type]
+    return chosen
 
 
 def _forward_logits(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
@@ -348,6 +428,10 @@ def save_smoothed(
         loaded.tokenizer.save_pretrained(tmp)
         save_file({name: f.contiguous() for name, f in result.factors.items()}, str(tmp / FACTORS_FILE))
         write_scales_file(tmp, out_scales)
+        if result.plan is not None:
+            from sq_trt.quant.plan import write_plan
+
+            write_plan(result.plan, tmp)
     return Path(path)
 
 

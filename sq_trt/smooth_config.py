@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 
-from sq_trt.stage_config import ActMode, StageConfig
+from sq_trt.stage_config import PlanActMode, StageConfig
 from sq_trt.yaml_io import short_repr
 
 AUTO: Literal["auto"] = "auto"
@@ -45,14 +45,58 @@ class AlphaSearchConfig(StageConfig):
     """How the automatic alpha search scores candidates (groups whose alpha is ``auto``)."""
 
     grid: tuple[float, ...] = Field(default_factory=_default_grid, description="candidate alphas, each in [0, 1]")
-    act_mode: ActMode = Field(
+    act_mode: PlanActMode = Field(
         default="per_token",
-        description="activation quantization the search minimises the error under: the mode you deploy",
+        description="activation quantization the search minimises the error under: the mode you deploy "
+        "(hybrid: measure both modes per linear, choose by plan_threshold/plan_budget, and search each "
+        "group's alpha for the modes its linears will run in; writes quant_plan.json)",
+    )
+    plan_threshold: float = Field(
+        default=8.0,
+        gt=1.0,
+        le=1e6,
+        description="hybrid: a linear is a per-token candidate when its static per-tensor output error exceeds "
+        "its per-token error by more than this factor",
+    )
+    plan_budget: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="hybrid: the largest share of the linear FLOPs that may run per token (candidates are taken "
+        "by error ratio, largest first)",
+    )
+    force_per_token: tuple[str, ...] = Field(
+        default=(),
+        description="hybrid: fnmatch globs of linears that always run per token (e.g. '*.down_proj')",
+        json_schema_extra={"metavar": "GLOB"},
+    )
+    force_per_tensor: tuple[str, ...] = Field(
+        default=(),
+        description="hybrid: fnmatch globs of linears that always run static per tensor (wins over force_per_token)",
+        json_schema_extra={"metavar": "GLOB"},
     )
     samples: int = Field(default=4, ge=1, description="calibration samples whose activations the search keeps")
     tokens_per_sample: int = Field(
         default=128, ge=1, description="evenly spaced tokens kept per sample (bounds memory)"
     )
+
+    @field_validator("force_per_token", "force_per_tensor", mode="before")
+    @classmethod
+    def _globs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = (value,)
+        if isinstance(value, list | tuple):
+            if any(not isinstance(v, str) or not v for v in value):
+                raise ValueError(f"must be non-empty module-name globs, got {short_repr(value)}")
+            return tuple(value)
+        return value
+
+    @field_validator("plan_threshold", "plan_budget")
+    @classmethod
+    def _finite_plan(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        return value
 
     @field_validator("grid", mode="before")
     @classmethod
@@ -132,6 +176,11 @@ class SmoothConfig(StageConfig):
             if fnmatchcase(group_name, pattern):
                 alpha = value
         return alpha
+
+    @property
+    def needs_sampling(self) -> bool:
+        """Whether the stage samples calibration activations: an ``auto`` alpha, or a hybrid plan to measure."""
+        return self.needs_search or self.search.act_mode == "hybrid"
 
     @property
     def needs_search(self) -> bool:

@@ -35,6 +35,11 @@ ActMode = Annotated[Literal["per_token", "per_tensor"], BeforeValidator(_undersc
 
 ACT_MODE_CHOICES: tuple[str, ...] = ("per_token", "per_tensor")
 
+PlanActMode = Annotated[Literal["per_token", "per_tensor", "hybrid"], BeforeValidator(_underscored)]
+"""A candidate's activation mode: every linear :data:`ActMode`, or ``hybrid`` (a measured per-linear plan)."""
+
+PLAN_ACT_MODE_CHOICES: tuple[str, ...] = ("per_token", "per_tensor", "hybrid")
+
 
 def normalize_act_mode(value: str) -> str:
     """``per-token`` -> ``per_token`` (argparse ``type=`` for act-mode flags)."""

@@ -74,11 +74,16 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(ExportConfig, args)
     check_writable_output(args.out, force=args.force)
     inputs: dict[str, str] = {}
+    plan = None
     if args.smoothed:
+        from sq_trt.quant.plan import load_plan
         from sq_trt.smooth import load_smoothed
 
         loaded, scales = load_smoothed(args.smoothed, device="cpu")
         inputs["smoothed"] = load_manifest(args.smoothed).fingerprint
+        plan = load_plan(args.smoothed)
+        if plan is not None:
+            plan.smoothed = str(args.smoothed)
     else:
         from sq_trt.models.loading import load_model
 
@@ -91,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
             scales = load_act_scales(args.act_scales, model=loaded.model)
             inputs["act_scales_artifact"] = load_manifest(args.act_scales).fingerprint
-    result = export_model(loaded, args.out, scales=scales, config=config, inputs=inputs, force=args.force)
+    result = export_model(
+        loaded, args.out, scales=scales, config=config, inputs=inputs, force=args.force, plan=plan
+    )
     sizes = result.sizes
     print(f"wrote {Path(args.out)}:")
     print(f"  {result.fp16_path.name}  {sizes['fp16'] / 2**20:8.1f} MiB")
@@ -100,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
         f"({sizes['int8'] / sizes['fp16']:.2f} x FP16, {sizes['int8'] / sizes['fp32_estimate']:.2f} x FP32)"
     )
     print(f"  {len(result.quantized)} linears quantized ({config.act_mode}), {len(result.excluded)} excluded")
+    if result.plan is not None and config.act_mode == "hybrid":
+        share = result.plan.per_token_flops_share()
+        print(
+            f"  plan: {len(result.plan.names('per_tensor'))} linears static per tensor (TensorRT's native INT8), "
+            f"{len(result.plan.names('per_token'))} per token ({share:.1%} of the linear FLOPs)"
+        )
     if config.quantize_bmm:
         print("  attention BMM inputs (q, k, p, v) quantized per tensor, static (O3)")
     return 0

@@ -14,7 +14,7 @@ from typing import Literal, cast
 
 from pydantic import Field, field_validator, model_validator
 
-from sq_trt.stage_config import ActMode, StageConfig
+from sq_trt.stage_config import PlanActMode, StageConfig
 
 DEFAULT_OPSET = 20
 MIN_OPSET = 19  # float16 DequantizeLinear scales need opset 19
@@ -44,9 +44,11 @@ def resolve_encoding(encoding: str, act_mode: str, *, plugins: bool) -> Encoding
 class CandidateOptions(StageConfig):
     """What differs between INT8 candidates of one model."""
 
-    act_mode: ActMode = Field(
+    act_mode: PlanActMode = Field(
         default="per_token",
-        description="activation quantization: per_token (dynamic, at run time) or per_tensor (static, calibrated)",
+        description="activation quantization: per_token (dynamic, at run time), per_tensor (static, calibrated) "
+        "or hybrid (each linear as the smoothed artifact's measured quant_plan.json says: static Q/DQ, "
+        "TensorRT's native INT8, wherever it is safe, per token where outlier tokens live)",
     )
     encoding: EncodingChoice = Field(
         default="auto",

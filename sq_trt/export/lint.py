@@ -27,6 +27,7 @@ TensorRT (strongly typed, explicit quantization) accepts a Q/DQ graph only if:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -306,13 +307,59 @@ def _check_plugin(
             add("plugin", node, f"DequantizeLinear {user.name!r} after it must have the constant scale 1/127")
 
 
-def lint_qdq(model: onnx.ModelProto) -> None:
-    """Raise on the first broken Q/DQ rule.
+def linear_encoding(index: _GraphIndex, name: str) -> str | None:
+    """How the graph quantizes linear ``name``'s input: ``per_tensor``, ``per_token``, or None (not quantized).
+
+    Found from its int8 weight (``<name>.weight_int8``): read by an ``sq_trt`` GEMM node (per token),
+    or dequantized into a MatMul whose activation is ``DequantizeLinear`` of a ``QuantizeLinear``
+    (static per tensor) or of an int8 per-token quantizer (plugin node or portable ``Cast``).
+    """
+    weight = f"{name}.weight_int8"
+    for user in index.consumers.get(weight, []):
+        if user.op_type in _GEMM_OPS and user.domain == plugin_spec.ONNX_DOMAIN:
+            return "per_token"
+        if user.op_type != "DequantizeLinear":
+            continue
+        for matmul in index.consumers.get(user.output[0], []):
+            if matmul.op_type != "MatMul":
+                continue
+            act_dq = index.producers.get(matmul.input[0])
+            if act_dq is None or act_dq.op_type != "DequantizeLinear":
+                return None
+            source = index.producers.get(act_dq.input[0])
+            if source is not None and source.op_type == "QuantizeLinear":
+                return "per_tensor"
+            if act_dq.input[0] in index.int8_made:
+                return "per_token"
+    return None
+
+
+def find_plan_problems(model: onnx.ModelProto, plan: Mapping[str, str]) -> list[LintProblem]:
+    """Every linear whose encoding in ``model`` is not the mode ``plan`` gives it (empty when they agree)."""
+    index = _GraphIndex.of(model.graph)
+    problems = []
+    for name, mode in plan.items():
+        found = linear_encoding(index, name)
+        if found != mode:
+            problems.append(
+                LintProblem("plan", name, f"the quant plan says {mode}, the graph has {found or 'no INT8 linear'}")
+            )
+    return problems
+
+
+def lint_qdq(model: onnx.ModelProto, *, plan: Mapping[str, str] | None = None) -> None:
+    """Raise on the first broken Q/DQ rule, or on a linear encoded in another mode than ``plan`` gives it.
+
+    Args:
+        model: The INT8 graph.
+        plan: Module name -> ``per_token`` / ``per_tensor`` (``quant_plan.json``); None skips that check.
 
     Raises:
         ExportError: Naming the rule, the node and what is wrong (and how many more problems there are).
     """
     problems = find_qdq_problems(model)
+    if plan is not None:
+        problems += find_plan_problems(model, plan)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ExportError(

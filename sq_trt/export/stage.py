@@ -38,12 +38,14 @@ from sq_trt.models.cache import cache_layout
 from sq_trt.models.loading import max_positions
 from sq_trt.models.registry import quantizable_linears
 from sq_trt.quant.attention import attention_modules, bmm_ranges, check_family, eager_attention
+from sq_trt.quant.plan import PLAN_FILE, write_plan
 
 if TYPE_CHECKING:
     import onnx
 
     from sq_trt.artifact_types import ActScales
     from sq_trt.models.loading import LoadedModel
+    from sq_trt.quant.plan import QuantPlan
 
 STAGE = "export"
 FP16_FILE = "model.fp16.onnx"
@@ -100,7 +102,7 @@ def _manifest_extra(
         "act_scales_hash": scales_hash,
         "io": {key: [t.to_json() for t in values] for key, values in graph_io(fp16).items()},
         "act_mode": config.act_mode,
-        "per_token_encoding": config.encoding if config.act_mode == "per_token" else None,
+        "per_token_encoding": config.encoding if config.act_mode != "per_tensor" else None,
         "int8_dtype": config.int8_dtype,
         "opset": config.opset,
         "files": {"fp16": FP16_FILE, "int8": INT8_FILE},
@@ -117,27 +119,115 @@ def _rewrite_int8(
     norm_groups: Any,
     bmm: tuple[list[str], dict[str, float]],
     extra: dict[str, Any],
+    plan: QuantPlan,
 ) -> Any:
     """Rewrite the float graph in place into the INT8 one, lint and write it; record what was quantized."""
     # The kept float tensors first: the norm fusion reads its norms' weights, and the INT8 file
     # must not point into the FP16 file's data. The replaced weights are never read back.
     internalize(int8, tmp, skip={target.initializer for target in targets})
-    report = quantize_graph(
-        int8,
-        targets,
-        act_mode=config.act_mode,
-        encoding=resolve_encoding(config.encoding, config.act_mode, plugins=False),  # concrete already
-        act_dtype=config.int8_dtype,
-        norm_groups=norm_groups,
-    )
+    report = _quantize_planned(int8, config, targets, norm_groups, plan)
     if config.quantize_bmm:
         extra["quantized_bmm_inputs"] = quantize_bmm_inputs(int8, *bmm, act_dtype=config.int8_dtype)
-    lint_qdq(int8)
+    lint_qdq(int8, plan=plan.modes())
     extra["quantized_linears"] = report.quantized
     extra["activation_quantizers"] = report.activation_quantizers
     extra["fused_norms"] = report.fused_norms
     save_onnx(int8, tmp / INT8_FILE)
     return report
+
+
+def _quantize_planned(
+    int8: onnx.ModelProto, config: ExportConfig, targets: Any, norm_groups: Any, plan: QuantPlan
+) -> Any:
+    """The INT8 rewrite of every linear in its planned mode: static ones first, then the per-token ones.
+
+    Static linears become plain ``QuantizeLinear -> DequantizeLinear -> MatMul`` (TensorRT's native
+    INT8 pattern); per-token ones take the candidate's encoding. The per-token pass fuses only
+    the norms whose every linear runs per token (a norm feeding a static linear stays a norm).
+    """
+    from sq_trt.export.graph import QuantizeReport
+
+    encoding = resolve_encoding(config.encoding, config.act_mode, plugins=False)  # concrete already
+    modes = plan.modes()
+    report = QuantizeReport()
+    for mode in ("per_tensor", "per_token"):
+        chosen = [target for target in targets if modes[target.name] == mode]
+        if not chosen:
+            continue
+        names = {target.name for target in chosen}
+        part = quantize_graph(
+            int8,
+            chosen,
+            act_mode=mode,  # type: ignore[arg-type]
+            encoding=encoding,
+            act_dtype=config.int8_dtype,
+            norm_groups=[group for group in norm_groups if set(group.linears) <= names],
+        )
+        report.quantized.extend(part.quantized)
+        report.activation_quantizers += part.activation_quantizers
+        report.fused_norms.extend(part.fused_norms)
+    order = {target.name: i for i, target in enumerate(targets)}
+    report.quantized.sort(key=order.__getitem__)
+    return report
+
+
+def _write_plan(plan: QuantPlan, tmp: Path) -> dict[str, Any]:
+    """Write ``quant_plan.json``; its summary for the manifest."""
+    write_plan(plan, tmp)
+    return {
+        "file": PLAN_FILE,
+        "per_token_linears": len(plan.names("per_token")),
+        "per_tensor_linears": len(plan.names("per_tensor")),
+        "per_token_flops_share": round(plan.per_token_flops_share(), 6),
+    }
+
+
+def resolve_plan(
+    config: ExportConfig,
+    plan: QuantPlan | None,
+    model: Any,
+    quantized: Sequence[str],
+    scales: ActScales | None,
+) -> QuantPlan:
+    """The plan this export follows: ``hybrid`` the given one, else every linear in ``config.act_mode``.
+
+    Static linears get their ``amax``: the calibrated range of their (smoothed) input, the one
+    the exported ``QuantizeLinear`` uses (scale ``amax / 127``).
+
+    Raises:
+        ExportError: ``hybrid`` without a plan, a plan that does not match the model's quantized
+            linears, or a static linear without a calibrated range.
+    """
+    from sq_trt.quant.plan import LinearChoice, QuantPlan
+
+    modules = dict(model.named_modules())
+    flops = {name: int(modules[name].weight.numel()) for name in quantized}
+    if config.act_mode != "hybrid":
+        plan = QuantPlan.uniform(flops, config.act_mode, reason=f"act_mode {config.act_mode}")  # type: ignore[arg-type]
+    elif plan is None:
+        raise ExportError(
+            "act_mode hybrid follows the quant plan measured by the smooth stage: export from a smoothed "
+            "artifact whose search ran with search.act_mode hybrid (sq-trt smooth --search-act-mode hybrid); "
+            "it holds quant_plan.json"
+        )
+    unknown = [name for name in plan.linears if name not in modules]
+    missing = [name for name in quantized if name not in plan.linears]
+    if unknown or missing:
+        what = f"names {len(unknown)} linears this model lacks (first: {unknown[0]})" if unknown else (
+            f"has no mode for {len(missing)} quantized linears (first: {missing[0]})"
+        )
+        raise ExportError(f"the quant plan {what}; smooth this model again with search.act_mode hybrid")
+    static = [name for name in quantized if plan.linears[name].act_mode == "per_tensor"]
+    check_scales(scales, None, static, "per_tensor")
+    amax = scales.input_amax if scales is not None else {}
+    linears = {}
+    for name in quantized:
+        choice = plan.linears[name]
+        value = float(amax[name]) if choice.act_mode == "per_tensor" else None
+        linears[name] = LinearChoice(
+            choice.act_mode, choice.reason, flops[name], choice.static_error, choice.per_token_error, value
+        )
+    return QuantPlan(linears, smoothed=plan.smoothed, rule=plan.rule)
 
 
 def _record_sizes(tmp: Path, extra: dict[str, Any]) -> dict[str, int]:
@@ -280,7 +370,7 @@ def _resolved(config: ExportConfig) -> ExportConfig:
     """``encoding="auto"`` made concrete, the way the pipeline decides it from its engine builder."""
     if config.encoding != "auto":
         return config
-    plugins = config.act_mode == "per_token" and _plugins_available()
+    plugins = config.act_mode != "per_tensor" and _plugins_available()
     encoding = resolve_encoding(config.encoding, config.act_mode, plugins=plugins)
     return config.model_copy(update={"encoding": encoding})
 
@@ -293,6 +383,7 @@ class ExportResult:
     quantized: list[str]
     excluded: list[str]
     sizes: dict[str, int] = field(default_factory=dict)
+    plan: QuantPlan | None = None
 
     @property
     def fp16_path(self) -> Path:
@@ -363,14 +454,16 @@ def select_linears(model: Any, exclude: Sequence[str]) -> tuple[list[str], list[
     return [name for name in names if name not in excluded], excluded
 
 
-def check_scales(scales: ActScales | None, loaded: LoadedModel, names: Sequence[str], act_mode: str) -> None:
+def check_scales(
+    scales: ActScales | None, loaded: LoadedModel | None, names: Sequence[str], act_mode: str
+) -> None:
     """Refuse scales of another model, or per-tensor export without a scale for every quantized linear.
 
     Raises:
         ArtifactError: The scales were recorded on a model with other weights.
         ExportError: A quantized linear has no calibrated ``input_amax``.
     """
-    if scales is not None:
+    if scales is not None and loaded is not None:
         expected = scales.meta.get("model_fingerprint")
         actual = loaded.fingerprint()
         if expected is not None and expected != actual:
@@ -404,8 +497,9 @@ def export_model(
     inputs: dict[str, str] | None = None,
     force: bool = False,
     float_graphs: FloatGraphs | None = None,
+    plan: QuantPlan | None = None,
 ) -> ExportResult:
-    """Write the export artifact: ``model.fp16.onnx`` and ``model.int8.onnx`` (linted).
+    """Write the export artifact: ``model.fp16.onnx``, ``model.int8.onnx`` (linted) and ``quant_plan.json``.
 
     Args:
         loaded: The model to export (the smoothed one, or an unsmoothed one for comparison), float32.
@@ -416,6 +510,8 @@ def export_model(
         force: Replace an existing artifact.
         float_graphs: Float graphs already traced from this model (the pipeline's candidates of one
             model share them); ``None`` traces here.
+        plan: ``act_mode: hybrid``: the smoothed artifact's measured plan (its ``smoothed`` set to
+            that directory); other modes write a plan with every linear in their mode.
 
     Returns:
         Paths, quantized/excluded linears and file sizes.
@@ -426,10 +522,11 @@ def export_model(
     """
     config = _resolved(config or ExportConfig())
     model = loaded.model
-    num_params = sum(p.numel() for p in model.parameters())
-    check_memory(num_params, config.int8_dtype, kept_graphs=float_graphs is not None and float_graphs.keeps)
+    kept = float_graphs is not None and float_graphs.keeps
+    check_memory(sum(p.numel() for p in model.parameters()), config.int8_dtype, kept_graphs=kept)
     quantized, excluded = select_linears(model, config.exclude)
-    check_scales(scales, loaded, quantized, config.act_mode)
+    check_scales(scales, loaded, quantized, "per_token")  # the scales' model; static ranges: resolve_plan
+    plan = resolve_plan(config, plan, model, quantized, scales)
     fingerprint = loaded.fingerprint()
     scales_hash = (
         hash_json({k: v.tolist() for k, v in scales.to_tensors().items()}) if scales is not None else None
@@ -445,11 +542,8 @@ def export_model(
         prefix=WRAPPED_PREFIX,
     )
     extra: dict[str, Any] = {}  # filled below; the manifest is written when the block exits
-    manifest_inputs = {
-        "model": fingerprint,
-        **({"act_scales": scales_hash} if scales_hash else {}),
-        **(inputs or {}),
-    }
+    scales_input = {"act_scales": scales_hash} if scales_hash else {}
+    manifest_inputs = {"model": fingerprint, **scales_input, **(inputs or {})}
     with artifact_dir(
         out, stage=STAGE, config=config.model_dump(mode="json"), inputs=manifest_inputs, extra=extra, force=force
     ) as tmp:
@@ -469,8 +563,9 @@ def export_model(
             del fp16
             int8 = _trace_int8(trace, loaded, config)
         norm_groups = norm_groups_from_model(model, quantized, prefix=WRAPPED_PREFIX)
-        report = _rewrite_int8(int8, tmp, config, targets, norm_groups, (bmm_layers, bmm), extra)
+        report = _rewrite_int8(int8, tmp, config, targets, norm_groups, (bmm_layers, bmm), extra, plan)
+        extra["plan"] = _write_plan(plan, tmp)
         extra["excluded_linears"] = excluded
         del int8
         sizes = _record_sizes(tmp, extra)
-    return ExportResult(Path(out), report.quantized, excluded, sizes)
+    return ExportResult(Path(out), report.quantized, excluded, sizes, plan)

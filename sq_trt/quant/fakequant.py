@@ -10,7 +10,7 @@ up to float rounding of the accumulation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -109,8 +109,9 @@ def apply_fake_quant(
     model: nn.Module,
     scales: ActScales | None,
     *,
-    act_mode: ActMode,
+    act_mode: ActMode | Literal["hybrid"],
     exclude: Sequence[str] = (),
+    plan: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Replace every quantizable linear of ``model`` by a :class:`W8A8Linear`, in place.
 
@@ -118,10 +119,12 @@ def apply_fake_quant(
         model: A model of a registered family (GPT-2 Conv1D layers included).
         scales: Calibrated statistics; ``per_tensor`` needs ``scales.input_amax`` of
             the model as it is now (the smoothed statistics for a smoothed model).
-        act_mode: ``"per_token"`` (dynamic) or ``"per_tensor"`` (static).
+        act_mode: ``"per_token"`` (dynamic), ``"per_tensor"`` (static), or ``"hybrid"``: each
+            linear in the mode ``plan`` gives it (linears the plan does not name stay float).
         exclude: Full module names (or ``fnmatch`` patterns) to leave in floating point.
             Linears already replaced by an earlier call are kept as they are, so two
             calls give mixed modes (``exclude`` in the first, the other mode in the second).
+        plan: Module name -> ``per_token`` / ``per_tensor`` (a ``quant_plan.json``'s modes), for ``hybrid``.
 
     Returns:
         Names of the linears replaced, in model order.
@@ -131,8 +134,11 @@ def apply_fake_quant(
     """
     from fnmatch import fnmatchcase
 
-    if act_mode not in ACT_MODES:
-        raise ConfigError(f"act_mode must be one of {ACT_MODES}, got {act_mode!r}")
+    if act_mode == "hybrid":
+        if plan is None:
+            raise ConfigError("act_mode hybrid needs the quant plan (module name -> per_token / per_tensor)")
+    elif act_mode not in ACT_MODES:
+        raise ConfigError(f"act_mode must be one of {ACT_MODES} or 'hybrid', got {act_mode!r}")
     layout = find_spec(model).weight_layout
     modules = dict(model.named_modules())
     replaced: list[str] = []
@@ -142,8 +148,11 @@ def apply_fake_quant(
         module = modules[name]
         if isinstance(module, W8A8Linear):
             continue  # quantized by an earlier call (e.g. a few layers per token, the rest per tensor)
+        mode = act_mode if plan is None or act_mode != "hybrid" else plan.get(name)
+        if mode is None:
+            continue
         amax: Any = None
-        if act_mode == "per_tensor":
+        if mode == "per_tensor":
             if scales is None or name not in scales.input_amax:
                 raise ConfigError(
                     f"per_tensor activation quantization needs a calibrated input_amax for {name}; "
@@ -151,7 +160,7 @@ def apply_fake_quant(
                 )
             amax = scales.input_amax[name]
         bias = getattr(module, "bias", None)
-        new = W8A8Linear(name, linear_weight(module, layout), bias, act_mode=act_mode, input_amax=amax)
+        new = W8A8Linear(name, linear_weight(module, layout), bias, act_mode=mode, input_amax=amax)  # type: ignore[arg-type]
         new.to(module.weight.device)
         parent_name, _, child = name.rpartition(".")
         setattr(modules[parent_name] if parent_name else model, child, new)
