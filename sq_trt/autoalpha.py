@@ -124,8 +124,13 @@ def linear_output_errors(
     *,
     act_mode: str,
     act_amax: torch.Tensor,
+    quantized_weights: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> list[float]:
-    """The MSE of each linear's W8A8 output after smoothing by ``input_factor`` (see :func:`quantized_output_error`)."""
+    """The MSE of each linear's W8A8 output after smoothing by ``input_factor`` (see :func:`quantized_output_error`).
+
+    ``quantized_weights`` (:func:`quantize_smoothed_weights` of the same factor) skips quantizing
+    the weights again when both activation modes are measured for one factor.
+    """
     smoothed = x / input_factor
     if act_mode == "per_token":
         x_q, amax = reference.quantize_per_token(smoothed)
@@ -134,12 +139,20 @@ def linear_output_errors(
         tensor_amax = (act_amax / input_factor).max()
         x_q = reference.quantize_per_tensor(smoothed, tensor_amax)
         token_scale = reference.per_tensor_scale(tensor_amax)
+    if quantized_weights is None:
+        quantized_weights = quantize_smoothed_weights(weights, input_factor)
     errors = []
-    for weight, ref in zip(weights, references, strict=True):
-        w_q, w_scale = reference.quantize_weight_per_channel(weight.float() * input_factor[None, :])
+    for (w_q, w_scale), ref in zip(quantized_weights, references, strict=True):
         out = int8_matmul(x_q, w_q).mul_(token_scale).mul_(w_scale[None, :])
         errors.append(float(out.sub_(ref).square_().mean()))
     return errors
+
+
+def quantize_smoothed_weights(
+    weights: Sequence[torch.Tensor], input_factor: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-channel INT8 of each weight ``[out, in]`` times ``input_factor`` (the smoothed weights)."""
+    return [reference.quantize_weight_per_channel(w.float() * input_factor[None, :]) for w in weights]
 
 
 def quantized_output_error(
@@ -277,8 +290,11 @@ def measure_unit(
                     reduce_to_prev(act_amax, unit), reduce_to_prev(weight_amax, unit), alpha, min_scale=min_scale
                 )
                 factor = expand_to_inputs(prev, unit)
+            quantized = quantize_smoothed_weights(weights, factor)  # the same for both modes
             for mode, rows in table.items():
-                errors = linear_output_errors(x, weights, references, factor, act_mode=mode, act_amax=act_amax)
+                errors = linear_output_errors(
+                    x, weights, references, factor, act_mode=mode, act_amax=act_amax, quantized_weights=quantized
+                )
                 rows.append([e / p for e, p in zip(errors, power, strict=True)])
     return table
 

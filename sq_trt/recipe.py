@@ -269,6 +269,20 @@ class Recipe(_Section):
         return value
 
     @model_validator(mode="after")
+    def _hybrid_needs_a_planned_smoothing(self) -> Recipe:
+        for candidate in self.export.candidates:
+            if candidate.act_mode != "hybrid":
+                continue
+            config = candidate.smooth_config(self.smooth)
+            if config is None or config.search.act_mode != "hybrid":
+                raise ValueError(
+                    f"candidate {candidate.name!r} has act_mode hybrid, which follows the plan its smoothing "
+                    "measures: give it `smoothing: {alpha: auto, search: {act_mode: hybrid}}` (or set the smooth "
+                    "section's search.act_mode to hybrid)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _offload_needs_checkpoint_and_numeric_alpha(self) -> Recipe:
         if not self.model.offload:
             return self
@@ -280,7 +294,8 @@ class Recipe(_Section):
             )
         if self.smooth.needs_sampling:
             raise ValueError(
-                "model.offload supports numeric alphas only; set smooth.alpha to a number in [0, 1]"
+                "model.offload supports numeric alphas and no hybrid plan; set smooth.alpha to a number in [0, 1] "
+                "and smooth.search.act_mode to per_token or per_tensor"
             )
         for candidate in self.export.candidates:
             if candidate.smoothing is not None and candidate.smoothing.needs_sampling:

@@ -92,7 +92,33 @@ def _describe_runner(spec: RunnerSpec) -> dict[str, Any]:
             for key in ("act_mode", "encoding", "backend", "candidates", "model_source"):
                 if key in manifest.extra:
                     entry["artifact"][key] = manifest.extra[key]
+            plan = _runner_plan(path, manifest)
+            if plan is not None:
+                entry["plan"] = plan.to_json()
     return entry
+
+
+def _runner_plan(path: Path, manifest: Any) -> Any:
+    """The ``quant_plan.json`` of the export a runner's file comes from (verified), or None.
+
+    An ONNX file sits in its export directory; an engine's record names the ONNX it was built from,
+    whose content hash must still match for its plan to describe the engine.
+    """
+    from sq_trt.quant.plan import load_plan
+
+    if manifest.stage == "export":
+        return load_plan(path.parent)
+    try:
+        from sq_trt.engine.engine_manifest import engine_records
+
+        records = engine_records(manifest)
+    except ArtifactError:
+        return None
+    for record in records.values():
+        source = Path(record.source_onnx)
+        if record.plan == path.name and source.is_file() and hash_file(source) == record.source_onnx_sha256:
+            return load_plan(source.parent) if (source.parent / "manifest.json").is_file() else None
+    return None
 
 
 def _check_onnx_loads(name: str, path: Path) -> None:

@@ -70,11 +70,12 @@ class Report:
     timing: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, Any] | None = None
     generation: dict[str, Any] = field(default_factory=dict)
+    plans: dict[str, dict[str, Any]] = field(default_factory=dict)  # candidate -> plan_summary()
 
     def provenance_items(self) -> dict[str, Any]:
         """What the numbers came from: host, versions, model, runners (paths and hashes), data."""
         runners = [self.baseline] + [
-            {k: v for k, v in c.items() if k not in ("summary", "outputs")} for c in self.candidates
+            {k: v for k, v in c.items() if k not in ("summary", "outputs", "plan")} for c in self.candidates
         ]
         return {**self.provenance, "runners": runners, "data": self.data}
 
@@ -147,7 +148,63 @@ def assemble(
         generation=dict(comparison.get("generation", {})),
     )
     report.plots.extend(_plots(comparison, report.layers, activation, sweep))
+    report.plans = {c["name"]: plan_summary(c["plan"]) for c in candidates if isinstance(c.get("plan"), dict)}
+    for name, plan in report.plans.items():
+        if plan["per_token"] and plan["per_tensor"]:  # a mixed plan: where each mode runs is the story
+            report.plots.append(_plan_plot(name, plan))
     return report
+
+
+def plan_summary(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """What the report says of one candidate's ``quant_plan.json``: counts, FLOP shares, the per-token linears."""
+    linears = plan.get("linears", {})
+    total = sum(int(e.get("flops", 0)) for e in linears.values()) or 1
+    token = [name for name, e in linears.items() if e.get("act_mode") == "per_token"]
+    rows = []
+    for name in token:
+        entry = linears[name]
+        static, dynamic = entry.get("static_error"), entry.get("per_token_error")
+        ratio = static / dynamic if static is not None and dynamic else None
+        rows.append({"name": name, "static_error": static, "per_token_error": dynamic, "ratio": ratio,
+                     "reason": entry.get("reason", "")})
+    share = sum(int(linears[n].get("flops", 0)) for n in token) / total
+    return {
+        "linears": len(linears),
+        "per_token": len(token),
+        "per_tensor": len(linears) - len(token),
+        "per_token_flops_share": share,
+        "rule": plan.get("rule"),
+        "per_token_rows": rows,
+        "all": {name: dict(e) for name, e in linears.items()},
+    }
+
+
+def _plan_plot(candidate: str, plan: Mapping[str, Any]) -> Plot:
+    """The per-layer picture of a mixed plan: which linears run per token, and the measured error ratios."""
+    import re
+
+    layers: dict[str, dict[str, tuple[float | None, bool]]] = {}
+    kinds: list[str] = []
+    for name, entry in plan["all"].items():
+        match = re.search(r"\.(\d+)\.(.+)$", name)
+        layer, kind = (match.group(1), match.group(2)) if match else ("-", name)
+        if kind not in kinds:
+            kinds.append(kind)
+        static, dynamic = entry.get("static_error"), entry.get("per_token_error")
+        ratio = static / dynamic if static is not None and dynamic else None
+        layers.setdefault(layer, {})[kind] = (ratio, entry.get("act_mode") == "per_token")
+    rows = list(layers)
+    ratios = [[layers[r].get(k, (None, False))[0] for k in kinds] for r in rows]
+    chosen = [[layers[r].get(k, (None, False))[1] for k in kinds] for r in rows]
+    share = plan["per_token_flops_share"]
+    title = f"{candidate}: {plan['per_token']} of {plan['linears']} linears per token ({share:.1%} of linear FLOPs)"
+    png = plots.activation_plan(rows, kinds, ratios, chosen, title)
+    caption = (
+        f"Activation plan of {candidate}: for every linear, how many times its static per-tensor INT8 output error "
+        "exceeds its per-token error on calibration tokens; marked cells run per token (sq-trt's plugin or portable "
+        "subgraph), the rest run TensorRT's native static INT8."
+    )
+    return Plot(f"plan_{candidate}.png", caption, png)
 
 
 def _top_layers(layers: Mapping[str, Any] | None, top: int) -> dict[str, Any] | None:

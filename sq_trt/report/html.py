@@ -75,6 +75,48 @@ def _metrics_table(report: Report) -> str:
     )
 
 
+def _ratio(value: float | None) -> str:
+    return f"{value:.3g}x" if value is not None else "n/a"
+
+
+def _plan_section(report: Report) -> str:
+    """Static INT8 vs per token, per candidate; the per-token linears of mixed plans with their measured errors."""
+    if not report.plans:
+        return ""
+    rows = "".join(
+        f'<tr><td class="l">{escape(name)}</td><td>{p["linears"]}</td><td>{p["per_tensor"]}</td>'
+        f'<td>{p["per_token"]}</td><td>{p["per_token_flops_share"]:.1%}</td></tr>'
+        for name, p in report.plans.items()
+    )
+    intro = (
+        "<p>Static per-tensor linears run as plain Q/DQ MatMuls, TensorRT's native INT8 path; per-token ones "
+        "need sq-trt's plugin (or its portable subgraph). The plan is measured on calibration tokens "
+        "(quant_plan.json in each export).</p>"
+    )
+    table = (
+        '<table class="metrics"><tr><th class="l">candidate</th><th>linears</th><th>static per tensor</th>'
+        f"<th>per token</th><th>per-token share of linear FLOPs</th></tr>{rows}</table>"
+    )
+    parts = ["<h2>Activation plan: static INT8 vs per token</h2>", intro, table]
+    for name, plan in report.plans.items():
+        if not plan["per_token"] or not plan["per_tensor"]:
+            continue
+        body = "".join(
+            f'<tr><td class="l"><code>{escape(r["name"])}</code></td>'
+            f"<td>{escape(format_value('', r['static_error']))}</td>"
+            f"<td>{escape(format_value('', r['per_token_error']))}</td>"
+            f"<td>{escape(_ratio(r['ratio']))}</td>"
+            f'<td class="l">{escape(r["reason"])}</td></tr>'
+            for r in plan["per_token_rows"]
+        )
+        parts.append(
+            f"<p>Per-token linears of <b>{escape(name)}</b> (errors: output MSE over output power):</p>"
+            '<div class="scroll"><table class="metrics"><tr><th class="l">linear</th><th>static error</th>'
+            f'<th>per-token error</th><th>ratio</th><th class="l">why</th></tr>{body}</table></div>'
+        )
+    return "\n".join(parts)
+
+
 def _baseline_ppl(report: Report) -> float | None:
     for cand in report.candidates:
         if "ppl_baseline" in cand["summary"]:
@@ -163,6 +205,7 @@ def render_html(report: Report) -> str:
 <h2>Metrics per candidate</h2>
 {_metrics_table(report)}
 {_generation_section(report)}
+{_plan_section(report)}
 <h2>Per-layer error ranking</h2>
 {_layers_table(report)}
 <h2>Plots</h2>

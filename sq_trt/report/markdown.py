@@ -11,6 +11,30 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def plan_lines(report: Report) -> list[str]:
+    """The activation-plan section: per candidate, static vs per-token counts and FLOP shares, the per-token linears."""
+    if not report.plans:
+        return []
+    lines = ["", "## Activation plan: static INT8 vs per token", ""]
+    lines += ["| candidate | linears | static per tensor | per token | per-token share of linear FLOPs |"]
+    lines += ["|---|---:|---:|---:|---:|"]
+    for name, plan in report.plans.items():
+        lines.append(
+            f"| {_cell(name)} | {plan['linears']} | {plan['per_tensor']} | {plan['per_token']} | "
+            f"{plan['per_token_flops_share']:.1%} |"
+        )
+    for name, plan in report.plans.items():
+        if not plan["per_token"] or not plan["per_tensor"]:
+            continue
+        lines += ["", f"Per-token linears of `{name}` (errors: output MSE over output power, on calibration tokens):", ""]
+        lines += ["| linear | static error | per-token error | ratio | why |", "|---|---:|---:|---:|---|"]
+        for row in plan["per_token_rows"]:
+            cells = [format_value("", row[k]) if row[k] is not None else "n/a" for k in ("static_error", "per_token_error")]
+            ratio = f"{row['ratio']:.3g}x" if row["ratio"] is not None else "n/a"
+            lines.append(f"| `{row['name']}` | {cells[0]} | {cells[1]} | {ratio} | {_cell(row['reason'])} |")
+    return lines
+
+
 def render_markdown(report: Report) -> str:
     """The summary as Markdown (plots referenced as ``plots/<file>.png``)."""
     passed = bool(report.verdict.get("passed"))
@@ -33,6 +57,7 @@ def render_markdown(report: Report) -> str:
     for cand in report.candidates:
         cells = [format_value(key, cand["summary"].get(key)) for key, _, _ in report.columns]
         lines.append("| " + " | ".join([_cell(cand["name"]), *cells]) + " |")
+    lines += plan_lines(report)
     lines += ["", "## Per-layer error ranking", ""]
     if report.layers:
         lines += [

@@ -139,3 +139,31 @@ def alpha_sweep(points: Sequence[Mapping[str, float]], metric: str, baseline: fl
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     return _png(fig)
+
+
+def activation_plan(rows: Sequence[str], columns: Sequence[str], ratios: Sequence[Sequence[float | None]],
+                    per_token: Sequence[Sequence[bool]], title: str) -> bytes:
+    """Layers x linears: static error / per-token error (log colour), per-token cells outlined and marked.
+
+    Args:
+        rows: Layer labels (``0``, ``1``...).
+        columns: Linear labels within a layer (``q_proj``, ``down_proj``...).
+        ratios: ``ratios[i][j]``: static over per-token error of that linear (None: not quantized).
+        per_token: ``per_token[i][j]``: the plan runs it per token.
+        title: Figure title.
+    """
+    plt = _pyplot()
+    values = np.array([[np.nan if r is None else np.log10(max(r, 1e-3)) for r in row] for row in ratios], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 2.5, 0.22 * len(rows) + 1.6))
+    image = ax.imshow(values.T, aspect="auto", cmap="viridis", interpolation="nearest")
+    for i, row in enumerate(per_token):
+        for j, chosen in enumerate(row):
+            if chosen:
+                ax.text(i, j, "T", ha="center", va="center", color="white", fontsize=7, fontweight="bold")
+    ax.set_yticks(range(len(columns)), list(columns), fontsize=8)
+    step = max(1, len(rows) // 16)
+    ax.set_xticks(range(0, len(rows), step), [rows[i] for i in range(0, len(rows), step)], fontsize=8)
+    ax.set_xlabel("layer   (T: runs per token; others: static per-tensor INT8)")
+    fig.colorbar(image, ax=ax, label="log10(static error / per-token error)")
+    ax.set_title(title, fontsize=11)
+    return _png(fig)
