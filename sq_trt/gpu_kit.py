@@ -233,18 +233,27 @@ def _table(rows: Sequence[Sequence[Any]]) -> list[str]:
 def _engine_section(engines: dict[str, Any]) -> list[str]:
     lines = ["", "### Engines: INT8 GEMMs (from the kernels they run) and plugin fusion", ""]
     rows: list[list[Any]] = [
-        ["engine", "backend", "encoding", "layers", "INT8 GEMM (kernel names)", "plugin output -> INT8 GEMM"]
+        [
+            "engine",
+            "backend",
+            "encoding",
+            "layers",
+            "INT8 GEMM (kernel names)",
+            "native INT8 GEMMs / sq-trt plugin layers",
+            "plugin output -> INT8 GEMM",
+        ]
     ]
     for name, engine in engines.items():
         analysis, kernels = engine.get("analysis"), engine.get("kernels")
         if analysis is None or kernels is None:
             reason = engine.get("layer_info", {}).get("reason", "no layer information")
-            rows.append([name, engine["backend"], encoding_of(engine.get("plugins", [])), "-", "-", reason])
+            rows.append([name, engine["backend"], encoding_of(engine.get("plugins", [])), "-", "-", "-", reason])
             continue
         fused = analysis["plugin_feeds_int8_gemm"]
         fusion = "no plugin" if fused is None else ("yes" if fused else "NO (tensor formats; see JSON)")
+        native = f"{kernels['native_int8_gemms']} / {kernels['plugin_layers']}"
         rows.append(
-            [name, engine["backend"], kernels["encoding"], analysis["layers"], verdict(kernels), fusion]
+            [name, engine["backend"], kernels["encoding"], analysis["layers"], verdict(kernels), native, fusion]
         )
     lines += _table(rows)
     lines += [

@@ -34,6 +34,11 @@ _FP16 = re.compile(r"f16f16|h16|hgemm|hmma|(?:^|_)f16(?:_|$)|fp16|half|bf16")
 _GEMM_TYPES = ("gemm", "matrixmultiply", "matmul", "convolution", "fullyconnected")
 # QuantW8A8Gemm first: "W8A8Gemm" is a substring of it.
 _FUSED_GEMM_OPS = (plugin_spec.QUANT_W8A8_GEMM, plugin_spec.W8A8_GEMM)
+_QUANT_OPS = (
+    plugin_spec.PER_TOKEN_QUANT,
+    plugin_spec.RMSNORM_PER_TOKEN_QUANT,
+    plugin_spec.LAYERNORM_PER_TOKEN_QUANT,
+)
 _LOG_LAYER = re.compile(
     r"^\s*(?:\[[^\]]*\]\s*)*Name: (?P<name>.*?), LayerType: (?P<type>[^,]+),(?P<rest>.*)$"
 )
@@ -102,9 +107,23 @@ def classify_engine(info: dict[str, Any], plugins: list[dict[str, Any]]) -> dict
         "encoding": encoding_of(plugins),
         "gemms": len(kernels),
         **counts,
+        # The hybrid plan's point: INT8 GEMMs TensorRT runs itself (static Q/DQ) vs sq-trt plugin layers.
+        "native_int8_gemms": sum(k["precision"] == "int8" and not k["kernel"].startswith("sq_trt::") for k in kernels),
+        "plugin_layers": plugin_layer_count(info),
         "int8_gemm": (counts["int8"] > 0) if named else None,
         "kernels": kernels,
     }
+
+
+def plugin_layer_count(info: dict[str, Any]) -> int:
+    """Layers of an engine that are sq-trt plugins (each one cuts TensorRT's fusions around it)."""
+    names = (*_FUSED_GEMM_OPS, *_QUANT_OPS)
+    return sum(
+        1
+        for layer in info.get("Layers", [])
+        if isinstance(layer, dict)
+        and any(op in f"{layer.get('Name', '')} {layer.get('LayerType', '')} {layer.get('PluginType', '')}" for op in names)
+    )
 
 
 def parse_layer_log(text: str) -> dict[str, Any]:

@@ -454,7 +454,8 @@ def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> 
             rank_layers=str(ctx.stage_dir(smooth_stage))
             if rank and smooth_stage is not None
             else (r.model.source if rank else None),
-            rank_act_mode=smoothed.act_mode if smoothed else "per_token",
+            # The ranking quantizes one mode throughout: a hybrid plan's is ranked per token.
+            rank_act_mode=smoothed.act_mode if smoothed and smoothed.act_mode != "hybrid" else "per_token",
             device=r.model.device,
             progress=ctx.progress,
             force=True,

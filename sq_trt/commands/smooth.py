@@ -23,6 +23,13 @@ Group names: layers.<i>.attn_in, layers.<i>.mlp_in (norm -> linears) and, with
 --alpha auto searches each group's alpha on a grid, minimising that group's W8A8 output
 error on calibration activations (re-read from the --act-scales manifest's data source).
 
+--search-act-mode hybrid measures every quantized linear's output error under static
+per-tensor and per-token activations, keeps static INT8 (TensorRT's native path) wherever
+the static error is within --search-plan-threshold times the per-token one, spends per-token
+quantization (at most --search-plan-budget of the linear FLOPs) where outlier tokens live,
+searches each group's alpha for the modes its linears will run in, and writes the plan as
+quant_plan.json (then: sq-trt export --smoothed DIR --act-mode hybrid).
+
 The output directory holds the Hugging Face checkpoint (config.json, model.safetensors,
 tokenizer files), smoothing.safetensors (group -> factor), act_scales.safetensors (the
 statistics of the smoothed model) and manifest.json (alphas, fingerprints).
@@ -31,6 +38,8 @@ examples:
   sq-trt smooth --model demo --act-scales work/act_scales --out work/smoothed
   sq-trt smooth --model demo --act-scales work/act_scales --alpha auto --smooth-linear-pairs \\
       --search-act-mode per_tensor --out work/smoothed
+  sq-trt smooth --model demo --act-scales work/act_scales --alpha auto --smooth-linear-pairs \\
+      --search-act-mode hybrid --search-force-per-token '*.down_proj' --out work/smoothed-hybrid
   sq-trt smooth --model demo --act-scales work/act_scales --alpha 0.5 \\
       --alpha-override 'layers.*.up_down=0.8' --alpha-override 'layers.0.*=auto' --out work/smoothed
 """
@@ -158,6 +167,13 @@ def run(args: argparse.Namespace) -> int:
         f"outputs unchanged (max relative difference {result.max_difference:.2e}); "
         f"alphas: {smooth.describe_alphas(result.alphas)}"
     )
+    if result.plan is not None:
+        plan = result.plan
+        print(
+            f"[smooth] quant plan: {len(plan.names('per_tensor'))} linears static per tensor, "
+            f"{len(plan.names('per_token'))} per token ({plan.per_token_flops_share():.1%} of the linear FLOPs); "
+            "export it with --act-mode hybrid"
+        )
     print(f"[smooth] total {time.perf_counter() - started:.1f} s")
     print(f"smoothed checkpoint written to {args.out} (alphas per group in its manifest.json)")
     return 0

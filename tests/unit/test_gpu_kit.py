@@ -239,7 +239,7 @@ def test_report_folds_engines_and_timings(tmp_path: Path) -> None:
     markdown = (out / "gpu_host.md").read_text()
     assert markdown.startswith("# sq-trt accuracy report")
     row = "| sq-per-token-plugin/trt | tensorrt 11.4 | plugin | 4 | unknown: no kernel names (build with "
-    assert row + "profiling verbosity DETAILED) | yes |" in markdown
+    assert row + "profiling verbosity DETAILED) | 0 / 1 | yes |" in markdown
     assert "| sq-per-token-plugin/trt | 4 x 512 | 0.81 | 1.1 | 0.78 | 1234.56 |" in markdown
 
 

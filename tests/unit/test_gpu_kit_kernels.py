@@ -104,6 +104,22 @@ def test_fused_gemm_plugin_layers_count_as_int8_gemms() -> None:
     assert classified["kernels"][0]["kernel"] == "sq_trt::QuantW8A8Gemm plugin kernel"
 
 
+def test_hybrid_engine_counts_native_int8_gemms_apart_from_plugin_layers() -> None:
+    """A hybrid engine: static Q/DQ linears run TensorRT's own INT8 GEMMs, the per-token ones sq-trt plugins."""
+    info = {
+        "Layers": [
+            _myelin_layer("/model/layers.0/self_attn/q_proj/MatMul_myl0_1", "gemm", INT8_GEMM),
+            _myelin_layer("/model/layers.0/mlp/gate_proj/MatMul_myl0_2", "gemm", INT8_GEMM),
+            {"Name": "/model/layers.0/mlp/down_proj/QuantW8A8Gemm", "LayerType": "PluginV3"},
+            _myelin_layer("/lm_head/MatMul_myl0_3", "gemm", FP16_GEMM),
+        ]
+    }
+    classified = classify_engine(info, [{"name": "QuantW8A8Gemm"}])
+    assert (classified["native_int8_gemms"], classified["plugin_layers"]) == (2, 1)
+    assert classified["int8"] == 3  # the plugin's GEMM is INT8 too, just not TensorRT's own
+    assert classify_engine(_portable_engine(), [])["plugin_layers"] == 0
+
+
 def test_no_kernel_names_is_unknown_not_fp16() -> None:
     info = {"Layers": [{"Name": "gemm0", "LayerType": "gemm", "Inputs": [], "Outputs": []}]}
     classified = classify_engine(info, [])
