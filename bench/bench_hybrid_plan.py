@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-
     from bench_int8_gemm import cpu_facts  # type: ignore[import-not-found]
+
     from sq_trt import calibrate
     from sq_trt.pipeline_context import PipelineContext
     from sq_trt.recipe import load_recipe

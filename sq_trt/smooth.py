@@ -47,7 +47,7 @@ from sq_trt.smooth_config import AUTO, PROBE_TOKENS, AlphaSearchConfig, SmoothCo
 
 if TYPE_CHECKING:
     from sq_trt.models.loading import LoadedModel
-    from sq_trt.quant.plan import QuantPlan
+    from sq_trt.quant.plan import LinearMeasurement, QuantPlan
 
 STAGE = "smooth"
 FACTORS_FILE = "smoothing.safetensors"
@@ -252,21 +252,28 @@ def _unit_inputs(
     return group_act_amax(scales, unit), [_weight(modules[name], layout).detach() for name in unit.linears]
 
 
-def plan_hybrid(
-    model: Any,
-    scales: ActScales,
-    config: SmoothConfig,
-    search_inputs: Mapping[str, torch.Tensor] | None,
-    result: SmoothResult,
-) -> dict[str, float]:
-    """Measure every quantized linear under both modes, choose the plan, then each group's alpha for it.
+@dataclass
+class HybridMeasurements:
+    """Every sampled unit's error table (:func:`sq_trt.autoalpha.measure_unit`) and each linear's best errors.
 
-    Sets ``result.plan`` and ``result.searched`` (searched groups: ``{alpha: error in the chosen
-    modes}``). Groups are measured on the unsmoothed weights: a group's error depends only on its
-    own factor (see :mod:`sq_trt.autoalpha`), so measuring before folding changes nothing.
+    Attributes:
+        units: The groups and ``linear:`` units, in model order.
+        tables: Unit name -> (the alphas tried, ``{mode: errors[alpha][linear]}``).
+        measured: Each quantized linear's smallest error per mode over its unit's alphas, in model order.
+    """
 
-    Returns:
-        Group name -> alpha to fold (numeric alphas as configured, ``auto`` ones searched).
+    units: list[SmoothGroup]
+    tables: dict[str, tuple[list[float | None], dict[str, list[list[float]]]]]
+    measured: list[LinearMeasurement]
+
+
+def measure_hybrid(
+    model: Any, scales: ActScales, config: SmoothConfig, search_inputs: Mapping[str, torch.Tensor] | None
+) -> HybridMeasurements:
+    """Measure every quantized linear under both modes, for each alpha its group may take.
+
+    Groups are measured on the unsmoothed weights: a group's error depends only on its own
+    factor (see :mod:`sq_trt.autoalpha`), so measuring before folding changes nothing.
 
     Raises:
         ConfigError: No sampled inputs for a unit (``search_inputs`` from another config).
@@ -274,8 +281,8 @@ def plan_hybrid(
     """
     from tqdm.auto import tqdm
 
-    from sq_trt.autoalpha import best_alpha_for_modes, measure_unit, sampled_units
-    from sq_trt.quant.plan import LinearMeasurement, PlanRule, QuantPlan, choose_modes
+    from sq_trt.autoalpha import measure_unit, sampled_units
+    from sq_trt.quant.plan import LinearMeasurement
 
     layout = find_spec(model).weight_layout
     modules = dict(model.named_modules())
@@ -298,22 +305,54 @@ def plan_hybrid(
             static = min(row[j] for row in table["per_tensor"])
             token = min(row[j] for row in table["per_token"])
             measured.append(LinearMeasurement(name, flops, static, token, unit=unit.name))
-    search = config.search
-    rule = PlanRule(search.plan_threshold, search.plan_budget, search.force_per_token, search.force_per_tensor)
     order = {name: i for i, name in enumerate(quantizable_linears(model))}
     measured.sort(key=lambda m: order.get(m.name, len(order)))
-    result.plan = QuantPlan(choose_modes(measured, rule), rule=rule)
-    modes = result.plan.modes()
+    return HybridMeasurements(units, tables, measured)
+
+
+def decide_hybrid(
+    measurements: HybridMeasurements, search: AlphaSearchConfig
+) -> tuple[QuantPlan, dict[str, float], dict[str, dict[float, float]]]:
+    """The plan by its rule (:func:`sq_trt.quant.plan.choose_modes`), then each group's alpha for its modes.
+
+    Returns:
+        ``(plan, group -> alpha to fold, searched group -> {alpha: error in the chosen modes})``.
+    """
+    from sq_trt.autoalpha import best_alpha_for_modes
+    from sq_trt.quant.plan import PlanRule, QuantPlan, choose_modes
+
+    rule = PlanRule(search.plan_threshold, search.plan_budget, search.force_per_token, search.force_per_tensor)
+    plan = QuantPlan(choose_modes(measurements.measured, rule), rule=rule)
+    modes = plan.modes()
     chosen: dict[str, float] = {}
-    for unit in units:
-        alphas, table = tables[unit.name]
+    searched: dict[str, dict[float, float]] = {}
+    for unit in measurements.units:
+        alphas, table = measurements.tables[unit.name]
         if unit.name.startswith("linear:"):
             continue
         if len(alphas) == 1:
             chosen[unit.name] = float(alphas[0])  # type: ignore[arg-type]
             continue
         unit_modes = [modes[name] for name in unit.linears]
-        chosen[unit.name], result.searched[unit.name] = best_alpha_for_modes(table, alphas, unit_modes)  # type: ignore[arg-type]
+        chosen[unit.name], searched[unit.name] = best_alpha_for_modes(table, alphas, unit_modes)  # type: ignore[arg-type]
+    return plan, chosen, searched
+
+
+def plan_hybrid(
+    model: Any,
+    scales: ActScales,
+    config: SmoothConfig,
+    search_inputs: Mapping[str, torch.Tensor] | None,
+    result: SmoothResult,
+) -> dict[str, float]:
+    """:func:`measure_hybrid` then :func:`decide_hybrid`; sets ``result.plan`` and ``result.searched``.
+
+    Returns:
+        Group name -> alpha to fold (numeric alphas as configured, ``auto`` ones searched).
+    """
+    plan, chosen, searched = decide_hybrid(measure_hybrid(model, scales, config, search_inputs), config.search)
+    result.plan = plan
+    result.searched.update(searched)
     return chosen
 
 
