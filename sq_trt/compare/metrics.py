@@ -33,7 +33,7 @@ Definitions (every "error" is candidate minus baseline):
   distributions, in nats, averaged over positions;
 * perplexity ``exp(mean NLL)`` of the input ids shifted by one (each sequence of
   ``L`` tokens contributes ``L - 1`` predictions), the same definition as
-  :func:`sq_trt.evaluate.perplexity`.
+  :func:`sq_trt.runtime.perplexity.perplexity`.
 """
 
 from __future__ import annotations

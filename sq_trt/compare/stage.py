@@ -309,7 +309,7 @@ def _rank_layers(config: CompareConfig) -> dict[str, Any]:
     assert source is not None
     input_amax = None
     if Path(source).is_dir() and (Path(source) / "manifest.json").is_file():
-        from sq_trt.smooth import load_smoothed
+        from sq_trt.smooth.stage import load_smoothed
 
         loaded, scales = load_smoothed(source, device=config.device)
         input_amax = {name: float(value) for name, value in scales.input_amax.items()}

@@ -42,7 +42,7 @@ from sq_trt.quant.attention import attention_modules, bmm_ranges, check_family, 
 if TYPE_CHECKING:
     import onnx
 
-    from sq_trt.artifact_types import ActScales
+    from sq_trt.artifacts.act_scales import ActScales
     from sq_trt.models.loading import LoadedModel
 
 STAGE = "export"

@@ -74,7 +74,7 @@ def activation_picture(
             the largest max/median channel ratio.
     """
     from sq_trt.artifacts import load_manifest
-    from sq_trt.calibrate import load_act_scales, read_scales_file
+    from sq_trt.calibrate.stage import load_act_scales, read_scales_file
 
     calibration = load_act_scales(calibration_dir)
     smoothed_meta = dict(load_manifest(smoothed_dir, stage="smooth", verify_files=True).extra)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sq_trt.autoalpha import int8_matmul, quantized_output_error, search_alpha
 from sq_trt.models.registry import SmoothGroup
 from sq_trt.quant import reference
-from sq_trt.smooth_config import AlphaSearchConfig
+from sq_trt.smooth.config import AlphaSearchConfig
+from sq_trt.smooth.search import int8_matmul, quantized_output_error, search_alpha
 
 
 @pytest.mark.parametrize(("tokens", "k", "n"), [(1, 1, 1), (7, 33, 5), (64, 576, 192), (16, 1536, 24)])

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from sq_trt.autoalpha import collect_group_inputs, quantized_output_error, search_alpha
-from sq_trt.calibrate import calibrate
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.models.loading import load_model
 from sq_trt.models.registry import SmoothGroup, smoothing_groups
-from sq_trt.smooth import (
+from sq_trt.smooth.search import collect_group_inputs, quantized_output_error, search_alpha
+from sq_trt.smooth.stage import (
     AlphaSearchConfig,
     SmoothConfig,
     check_equivalence,

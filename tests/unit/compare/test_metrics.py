@@ -172,11 +172,11 @@ def test_lm_accumulator_matches_direct_formulas() -> None:
 
 
 def test_lm_perplexity_matches_evaluate_perplexity_on_a_model() -> None:
-    """The streaming perplexity equals sq_trt.evaluate.perplexity (a separate torch implementation)."""
+    """The streaming perplexity equals sq_trt.runtime.perplexity.perplexity (a separate torch implementation)."""
     import torch
 
-    from sq_trt.evaluate import perplexity
     from sq_trt.models.loading import load_model
+    from sq_trt.runtime.perplexity import perplexity
 
     model = load_model("tiny:llama").model
     ids = torch.randint(0, 256, (3, 32), generator=torch.Generator().manual_seed(0))

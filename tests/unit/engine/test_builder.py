@@ -295,7 +295,7 @@ def test_cli_recipe_fills_flags_and_flags_override(tmp_path, capsys):
 
 def test_exporter_artifact_builds_and_its_calibration_hash_reaches_the_engine_manifest(tmp_path, rtx):
     """The stage contract end to end on a tiny Llama: calibrate -> export (per-tensor) -> build."""
-    from sq_trt.calibrate import calibrate
+    from sq_trt.calibrate.stage import calibrate
     from sq_trt.export.stage import ExportConfig, export_model
     from sq_trt.models.loading import load_model
 

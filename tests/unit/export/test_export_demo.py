@@ -56,9 +56,9 @@ def test_demo_export_sizes_and_manifest(demo_export: tuple[Path, Any], demo_load
 def test_demo_perplexity_through_onnx_runtime_matches_pytorch(
     demo_export: tuple[Path, Any], demo_loaded: Any
 ) -> None:
-    from sq_trt.evaluate import perplexity
-    from sq_trt.export.runtime import OnnxModelRunner
     from sq_trt.quant.fakequant import apply_fake_quant
+    from sq_trt.runtime.onnx import OnnxModelRunner
+    from sq_trt.runtime.perplexity import perplexity
 
     out, chunks = demo_export
     fp32 = perplexity(demo_loaded.model, chunks, progress=False)

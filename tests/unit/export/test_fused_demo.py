@@ -83,9 +83,9 @@ def test_fused_gemm_export_of_the_demo_fuses_every_norm(demo_encodings: dict[str
 def test_fused_gemm_perplexity_within_0_2_percent_of_portable(
     demo_encodings: dict[str, Any], demo_loaded: Any
 ) -> None:
-    from sq_trt.evaluate import perplexity
-    from sq_trt.export.runtime import OnnxModelRunner
     from sq_trt.quant.fakequant import apply_fake_quant
+    from sq_trt.runtime.onnx import OnnxModelRunner
+    from sq_trt.runtime.perplexity import perplexity
 
     chunks = demo_encodings["chunks"]
     ppl: dict[str, float] = {}

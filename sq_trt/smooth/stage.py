@@ -31,19 +31,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from sq_trt.artifact_types import (
+from sq_trt.artifacts import artifact_dir, load_manifest
+from sq_trt.artifacts.act_scales import (
     ActScales,
     check_model_matches,
     read_safetensors,
     read_scales_file,
     write_scales_file,
 )
-from sq_trt.artifacts import artifact_dir, load_manifest
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.models import adapter
 from sq_trt.models.registry import SmoothGroup, find_spec, smoothing_groups
 from sq_trt.quant.smoothing import expand_to_inputs, reduce_to_prev, smoothing_factor
-from sq_trt.smooth_config import AUTO, PROBE_TOKENS, AlphaSearchConfig, SmoothConfig, check_alpha
+from sq_trt.smooth.config import AUTO, PROBE_TOKENS, AlphaSearchConfig, SmoothConfig, check_alpha
 
 if TYPE_CHECKING:
     from sq_trt.models.loading import LoadedModel
@@ -183,10 +183,10 @@ def smooth_model(
 
     Args:
         model: A model of a registered family, with the weights ``scales`` was recorded on.
-        scales: Its activation statistics (:func:`sq_trt.calibrate.calibrate`).
+        scales: Its activation statistics (:func:`sq_trt.calibrate.stage.calibrate`).
         config: Alphas and which groups to smooth.
         search_inputs: Group name -> sampled input activations ``[tokens, in_features]``
-            (:func:`sq_trt.autoalpha.collect_group_inputs`); required when any alpha is ``"auto"``.
+            (:func:`sq_trt.smooth.search.collect_group_inputs`); required when any alpha is ``"auto"``.
 
     Returns:
         The factors and alphas per group.
@@ -195,7 +195,7 @@ def smooth_model(
         ConfigError: ``"auto"`` alpha without ``search_inputs`` for a group.
         ArtifactError: ``scales`` lacks a linear of a group.
     """
-    from sq_trt.autoalpha import search_alpha
+    from sq_trt.smooth.search import search_alpha
 
     layout = find_spec(model).weight_layout
     modules = dict(model.named_modules())
@@ -215,7 +215,7 @@ def smooth_model(
             if search_inputs is None or group.name not in search_inputs:
                 raise ConfigError(
                     f"alpha 'auto' for group {group.name} needs calibration activations to search on; "
-                    "pass search_inputs (sq_trt.autoalpha.collect_group_inputs) or a numeric alpha"
+                    "pass search_inputs (sq_trt.smooth.search.collect_group_inputs) or a numeric alpha"
                 )
             weights = [_weight(modules[name], layout).detach() for name in group.linears]
             alpha, errors = search_alpha(
@@ -411,7 +411,7 @@ def run(
         progress: Show progress bars.
         search_inputs: The search's sampled group inputs of the unsmoothed model, when the
             caller already captured them for another smoothing of the same model and chunks
-            (:func:`sq_trt.autoalpha.collect_group_inputs`); None: captured here when needed.
+            (:func:`sq_trt.smooth.search.collect_group_inputs`); None: captured here when needed.
 
     Returns:
         The factors and alphas, with ``max_difference`` of the equivalence check.
@@ -419,7 +419,7 @@ def run(
     Raises:
         ConfigError: An override pattern matching no group; ``auto`` without activations.
     """
-    from sq_trt.autoalpha import collect_search_inputs
+    from sq_trt.smooth.search import collect_search_inputs
 
     groups = smoothing_groups(loaded.model, include_optional=config.include_optional)
     check_override_patterns(config, [group.name for group in groups])

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from sq_trt.artifact_types import (
+from sq_trt.artifacts import artifact_dir, load_manifest
+from sq_trt.artifacts.act_scales import (
     SCALES_FILE,
     ActScales,
     check_model_matches,
@@ -31,7 +32,6 @@ from sq_trt.artifact_types import (
     read_scales_file,
     write_scales_file,
 )
-from sq_trt.artifacts import artifact_dir, load_manifest
 from sq_trt.errors import CalibrationError, DataError
 from sq_trt.models import adapter
 from sq_trt.models.registry import quantizable_linears

@@ -1,7 +1,7 @@
 """The stages of ``sq-trt pipeline``, planned from a recipe.
 
-:func:`plan_stages` turns a :class:`~sq_trt.recipe.Recipe` into the ordered
-:class:`~sq_trt.pipeline.Stage` list that :func:`sq_trt.pipeline.run_stages`
+:func:`plan_stages` turns a :class:`~sq_trt.pipeline.recipe.Recipe` into the ordered
+:class:`~sq_trt.pipeline.runner.Stage` list that :func:`sq_trt.pipeline.runner.run_stages`
 runs or reuses; :func:`run_pipeline` does both and returns the verdict. Each
 stage calls its stage module's Python API (never the CLI) and declares the
 recipe values it reads, so only a change to those values reruns it:
@@ -33,23 +33,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sq_trt.compare.config import CompareOptions
-from sq_trt.pipeline import Stage, StageReport, StageSkipped
-from sq_trt.pipeline_context import BuildPlan, PipelineContext, model_identity
-from sq_trt.recipe import Candidate, Recipe, smoothing_key
+from sq_trt.pipeline.context import BuildPlan, PipelineContext, model_identity
+from sq_trt.pipeline.recipe import Candidate, Recipe, smoothing_key
+from sq_trt.pipeline.runner import Stage, StageReport, StageSkipped
 
 if TYPE_CHECKING:
     import torch
 
-    from sq_trt.artifact_types import ActScales
+    from sq_trt.artifacts.act_scales import ActScales
     from sq_trt.export.qdq import Encoding
     from sq_trt.export.stage import FloatGraphs
-    from sq_trt.smooth_config import SmoothConfig
+    from sq_trt.smooth.config import SmoothConfig
 
 # ----------------------------------------------------------------------------- calibrate and smooth
 
 
 def _run_calibrate(ctx: PipelineContext, path: Path) -> None:
-    from sq_trt import calibrate
+    from sq_trt.calibrate import stage as calibrate
 
     loaded = ctx.calibration_model()
     check_recipe_positions(ctx.recipe, loaded.model)
@@ -91,10 +91,10 @@ def check_recipe_overrides(recipe: Recipe, model: Any) -> None:
     """Refuse ``overrides`` patterns (the smooth section's or a candidate's) that match no smoothing group of ``model``.
 
     Raises:
-        ConfigError: Naming the pattern (see :func:`sq_trt.smooth.check_override_patterns`).
+        ConfigError: Naming the pattern (see :func:`sq_trt.smooth.stage.check_override_patterns`).
     """
     from sq_trt.models.registry import smoothing_groups
-    from sq_trt.smooth import check_override_patterns
+    from sq_trt.smooth.stage import check_override_patterns
 
     for config in {smoothing_key(recipe.smooth): recipe.smooth, **recipe.smoothings()}.values():
         groups = smoothing_groups(model, include_optional=config.include_optional)
@@ -163,7 +163,7 @@ def _primary_smoothed(recipe: Recipe) -> tuple[Candidate | None, str | None]:
 
 
 def _run_smooth(ctx: PipelineContext, config: SmoothConfig, name: str, path: Path) -> None:
-    from sq_trt import smooth
+    from sq_trt.smooth import stage as smooth
 
     scales = ctx.act_scales()
     chunks = ctx.calibration_chunks()
@@ -197,9 +197,9 @@ def _run_smooth_offloaded(
 ) -> None:
     """The smooth stage with one decoder layer in memory at a time (numeric alphas only)."""
     from sq_trt.errors import ArtifactError
-    from sq_trt.offload import smooth_offloaded
-    from sq_trt.smooth import check_equivalence, reference_outputs, save_smoothed, smoothed_act_scales
-    from sq_trt.smooth_config import PROBE_TOKENS
+    from sq_trt.models.offload import smooth_offloaded
+    from sq_trt.smooth.config import PROBE_TOKENS
+    from sq_trt.smooth.stage import check_equivalence, reference_outputs, save_smoothed, smoothed_act_scales
 
     loaded = ctx.load_offloaded(purpose)
     if loaded.fingerprint() != scales.meta.get("model_fingerprint"):
@@ -226,7 +226,7 @@ def _run_smooth_offloaded(
 
 
 # The stage adapters themselves are part of every stage's code: changing how a stage is called may change its artifact.
-_ADAPTERS = ("sq_trt.pipeline_stages", "sq_trt.pipeline_context")
+_ADAPTERS = ("sq_trt.pipeline.stages", "sq_trt.pipeline.context")
 
 
 def _candidate_config(candidate: Candidate) -> dict[str, Any]:
@@ -264,7 +264,7 @@ def plan_stages(ctx: PipelineContext) -> list[Stage]:
                 "data": r.data.model_dump(mode="json"),
                 "calibrate": r.calibrate.model_dump(mode="json"),
             },
-            code=(*_ADAPTERS, "sq_trt.calibrate", "sq_trt.data", "sq_trt.models", "sq_trt.offload"),
+            code=(*_ADAPTERS, "sq_trt.calibrate.stage", "sq_trt.data", "sq_trt.models", "sq_trt.models.offload"),
         )
     ]
     for config in r.smoothings().values():
@@ -277,7 +277,7 @@ def plan_stages(ctx: PipelineContext) -> list[Stage]:
                 run=functools.partial(_run_smooth, ctx, config, name, ctx.stage_dir(name)),
                 config={"smooth": config.model_dump(mode="json")},
                 after=("calibrate",),
-                code=(*_ADAPTERS, "sq_trt.smooth", "sq_trt.autoalpha", "sq_trt.offload"),
+                code=(*_ADAPTERS, "sq_trt.smooth.stage", "sq_trt.smooth.search", "sq_trt.models.offload"),
             )
         )
     stages.extend(_later_stages(ctx))
@@ -295,7 +295,7 @@ def _baseline_candidate(recipe: Recipe) -> Candidate:
 
 def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
     from sq_trt.export.stage import export_model
-    from sq_trt.recipe import export_config
+    from sq_trt.pipeline.recipe import export_config
 
     config = export_config(ctx.recipe.export, candidate, encoding=candidate_encoding(ctx, candidate))
     smooth_stage = candidate_smooth_stage(ctx.recipe, candidate)
@@ -639,7 +639,7 @@ def run_pipeline(
         recipe: The validated recipe.
         from_kind: Force this stage kind and every later one to rerun.
         progress: Show the stages' progress bars.
-        hook: Test hook passed to :func:`sq_trt.pipeline.run_stages`.
+        hook: Test hook passed to :func:`sq_trt.pipeline.runner.run_stages`.
         log: Where stage lines and the summary go (default: stderr through tqdm, and stdout).
         float_graphs: Float graphs the caller traced before (kept after the run; the summary
             counts only this run's traces and reuses). Default: the run traces its own and
@@ -650,7 +650,7 @@ def run_pipeline(
     """
     import time
 
-    from sq_trt.pipeline import _log, format_summary, run_stages, write_summary
+    from sq_trt.pipeline.runner import _log, format_summary, run_stages, write_summary
 
     emit = log or _log
     ctx = PipelineContext(recipe, progress=progress, log=emit, shared_float_graphs=float_graphs)

@@ -39,7 +39,7 @@ def expand_plugin_nodes(model: onnx.ModelProto) -> int:
 
     ``PerTokenQuant`` becomes the portable per-token subgraph; the fused nodes
     (``RMSNormPerTokenQuant``, ``LayerNormPerTokenQuant``, ``W8A8Gemm``,
-    ``QuantW8A8Gemm``) become the subgraphs of :mod:`sq_trt.export.fused_cpu`.
+    ``QuantW8A8Gemm``) become the subgraphs of :mod:`sq_trt.runtime.fused_cpu`.
 
     Returns:
         How many nodes were replaced.
@@ -47,8 +47,8 @@ def expand_plugin_nodes(model: onnx.ModelProto) -> int:
     Raises:
         ExportError: A ``sq_trt`` node of another type, or one with the wrong inputs or attributes.
     """
-    from sq_trt.export.fused_cpu import EXPANSIONS
     from sq_trt.export.qdq import GraphBuilder, portable_per_token_nodes
+    from sq_trt.runtime.fused_cpu import EXPANSIONS
 
     builder = GraphBuilder(act_dtype=0)  # CastLike is used, so the activation dtype is not needed
     builder.reserve(init.name for init in model.graph.initializer)
@@ -211,7 +211,7 @@ class OnnxModelRunner:
         return np.asarray(output, dtype=np.float32)
 
     def perplexity(self, chunks: torch.Tensor | np.ndarray, *, batch_size: int = 4) -> float:
-        """Perplexity over token chunks, scored like :func:`sq_trt.evaluate.perplexity`.
+        """Perplexity over token chunks, scored like :func:`sq_trt.runtime.perplexity.perplexity`.
 
         Args:
             chunks: int64 ``[num_chunks, seq_len]``.

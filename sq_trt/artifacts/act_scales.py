@@ -2,8 +2,8 @@
 
 :class:`ActScales` (the calibrate stage's statistics, read by smooth, export, the
 pipeline and the fake-quantized reference) and its file I/O live here rather than in
-:mod:`sq_trt.calibrate`, so a stage that reads it imports no other stage.
-Smoothing factors travel as :class:`sq_trt.smooth.SmoothResult`'s ``factors``.
+:mod:`sq_trt.calibrate.stage`, so a stage that reads it imports no other stage.
+Smoothing factors travel as :class:`sq_trt.smooth.stage.SmoothResult`'s ``factors``.
 """
 
 from __future__ import annotations
