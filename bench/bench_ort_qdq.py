@@ -87,12 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
-    from sq_trt.artifacts import atomic_write_text
+    from sq_trt.artifacts import atomic_write_text, load_smoothed
     from sq_trt.data import load_slices, tokenize_chunks
     from sq_trt.quant.fakequant import apply_fake_quant
     from sq_trt.runtime.onnx import OnnxModelRunner, session_options
     from sq_trt.runtime.perplexity import perplexity
-    from sq_trt.smooth.stage import load_smoothed
 
     work = Path(args.work)
     start = time.perf_counter()

@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-from sq_trt.calibrate.stage import ActScales, calibrate
+from sq_trt.artifacts import ActScales
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.data import check_disjoint, load_slices, tokenize_chunks
 from sq_trt.models.loading import load_model
 from sq_trt.models.registry import smoothing_groups

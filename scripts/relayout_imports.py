@@ -1,7 +1,8 @@
 """Rewrite the old top-level module paths of sq_trt/ to their packages (issue 26's layout commit).
 
-The layout commit moved 17 modules with ``git mv``; this script rewrites every import
-line and string that names an old path (``sq_trt.calibrate`` -> ``sq_trt.calibrate.stage``,
+The layout commit moved 17 modules with ``git mv`` (a later commit moved
+``compare/results.py``); this script rewrites every import line and string that names an
+old path (``sq_trt.calibrate`` -> ``sq_trt.calibrate.stage``,
 ``sq_trt/offload.py`` -> ``sq_trt/models/offload.py``, ``from sq_trt import smooth`` ->
 ``from sq_trt.smooth import stage as smooth``). Run it on the files a merge brings in from
 a branch written against the old layout
@@ -39,6 +40,7 @@ MOVES = {
     "gpu_kit": "hosttools.gpu_kit",
     "gpu_kit_kernels": "hosttools.gpu_kit_kernels",
     "smoke": "hosttools.smoke",
+    "compare.results": "artifacts.comparison",
 }
 # Longest first, so that `smooth_config` is not read as `smooth`; the lookahead keeps a
 # rewritten path (`sq_trt.smooth.stage`, `from sq_trt.smooth import stage as smooth`) from matching again.

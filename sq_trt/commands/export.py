@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable_output(args.out, force=args.force)
     inputs: dict[str, str] = {}
     if args.smoothed:
-        from sq_trt.smooth.stage import load_smoothed
+        from sq_trt.artifacts import load_smoothed
 
         loaded, scales = load_smoothed(args.smoothed, device="cpu")
         inputs["smoothed"] = load_manifest(args.smoothed).fingerprint
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         )
         scales = None
         if args.act_scales:
-            from sq_trt.calibrate.stage import load_act_scales
+            from sq_trt.artifacts import load_act_scales
 
             scales = load_act_scales(args.act_scales, model=loaded.model)
             inputs["act_scales_artifact"] = load_manifest(args.act_scales).fingerprint

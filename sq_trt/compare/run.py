@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from sq_trt.artifacts.comparison import iteration_paths, load_iterations, save_iteration_inputs
 from sq_trt.compare.metrics import LanguageModelAccumulator, OutputErrorAccumulator
-from sq_trt.compare.results import iteration_paths, load_iterations, save_iteration_inputs
 from sq_trt.compare.spool import OutputSpool, SpooledResult
 from sq_trt.errors import ArtifactError, ConfigError
 

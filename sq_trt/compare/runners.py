@@ -183,7 +183,7 @@ def _fake_quant_model(target: str, per_token: bool, device: str) -> Any:
     fakequant = require("sq_trt.quant.fakequant", STAGE)
     act_mode = "per_token" if per_token else "per_tensor"
     if (Path(target) / "manifest.json").is_file():
-        from sq_trt.smooth.stage import load_smoothed
+        from sq_trt.artifacts import load_smoothed
 
         loaded, scales = load_smoothed(target, device=device)
     elif per_token:

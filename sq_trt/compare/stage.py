@@ -22,9 +22,9 @@ from sq_trt.artifacts import (
     library_versions,
     verified_parent_manifest,
 )
+from sq_trt.artifacts.comparison import COMPARISON_FILE, STAGE, load_comparison, write_comparison
 from sq_trt.compare.config import CompareOptions
 from sq_trt.compare.gate import Gate, GateVerdict, raise_if_failed
-from sq_trt.compare.results import COMPARISON_FILE, STAGE, load_comparison, write_comparison
 from sq_trt.compare.runners import RunnerSpec, make_runner, parse_runner_spec
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.stage_config import ActMode
@@ -309,7 +309,7 @@ def _rank_layers(config: CompareConfig) -> dict[str, Any]:
     assert source is not None
     input_amax = None
     if Path(source).is_dir() and (Path(source) / "manifest.json").is_file():
-        from sq_trt.smooth.stage import load_smoothed
+        from sq_trt.artifacts import load_smoothed
 
         loaded, scales = load_smoothed(source, device=config.device)
         input_amax = {name: float(value) for name, value in scales.input_amax.items()}

@@ -168,7 +168,7 @@ class PipelineContext:
 
     def act_scales(self) -> ActScales:
         """The calibrate stage's statistics (checked against the model they are applied to)."""
-        from sq_trt.calibrate.stage import load_act_scales
+        from sq_trt.artifacts import load_act_scales
 
         if self.recipe.model.offload:
             # The offloaded model's weights are not in memory; its fingerprint is checked in the smooth stage.
@@ -179,7 +179,7 @@ class PipelineContext:
 
     def smoothed(self, stage: str = "smooth") -> tuple[LoadedModel, ActScales]:
         """A smooth stage's model and statistics (``smooth``, or a candidate's own ``smooth-<hash8>``)."""
-        from sq_trt.smooth.stage import load_smoothed
+        from sq_trt.artifacts import load_smoothed
 
         return self._memo(
             f"smoothed:{stage}", lambda: load_smoothed(self.stage_dir(stage), device=self.recipe.model.device)

@@ -264,7 +264,14 @@ def plan_stages(ctx: PipelineContext) -> list[Stage]:
                 "data": r.data.model_dump(mode="json"),
                 "calibrate": r.calibrate.model_dump(mode="json"),
             },
-            code=(*_ADAPTERS, "sq_trt.calibrate.stage", "sq_trt.data", "sq_trt.models", "sq_trt.models.offload"),
+            code=(
+                *_ADAPTERS,
+                "sq_trt.calibrate.stage",
+                "sq_trt.artifacts.act_scales",
+                "sq_trt.data",
+                "sq_trt.models",
+                "sq_trt.models.offload",
+            ),
         )
     ]
     for config in r.smoothings().values():
@@ -451,8 +458,8 @@ def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> 
 
 def evaluate_gate(recipe: Recipe, compare_dir: Path) -> Any:
     """The recipe's gate evaluated on a compare artifact's metrics (a :class:`GateVerdict`)."""
+    from sq_trt.artifacts.comparison import load_comparison
     from sq_trt.compare.gate import Gate
-    from sq_trt.compare.results import load_comparison
 
     comparison = load_comparison(compare_dir, verify_files=True)
     summaries = {name: m["summary"] for name, m in comparison["metrics"].items()}
@@ -568,7 +575,7 @@ def _compare_and_report_stages(ctx: PipelineContext, builds: list[str]) -> list[
             "baseline": _baseline_candidate(r).name,
         },
         after=tuple(dict.fromkeys(after)),
-        code=(*_ADAPTERS, "sq_trt.compare"),
+        code=(*_ADAPTERS, "sq_trt.compare", "sq_trt.artifacts.comparison"),
     )
     report_dir = ctx.stage_dir("report")
     report = Stage(
@@ -578,7 +585,7 @@ def _compare_and_report_stages(ctx: PipelineContext, builds: list[str]) -> list[
         run=lambda: _run_report(ctx, compare_dir, report_dir),
         config={"gate": r.gate, "report": r.report.model_dump(mode="json")},
         after=("compare", *(("calibrate", smooth_stage) if smooth_stage is not None else ())),
-        code=(*_ADAPTERS, "sq_trt.report", "sq_trt.compare.gate"),
+        code=(*_ADAPTERS, "sq_trt.report", "sq_trt.compare.gate", "sq_trt.artifacts.comparison"),
     )
     return [compare, report]
 

@@ -73,8 +73,7 @@ def activation_picture(
         layer: The linear to show; default: of the linears smoothing changed, the one with
             the largest max/median channel ratio.
     """
-    from sq_trt.artifacts import load_manifest
-    from sq_trt.calibrate.stage import load_act_scales, read_scales_file
+    from sq_trt.artifacts import load_act_scales, load_manifest, read_scales_file
 
     calibration = load_act_scales(calibration_dir)
     smoothed_meta = dict(load_manifest(smoothed_dir, stage="smooth", verify_files=True).extra)
@@ -187,7 +186,7 @@ def write_report(
     Returns:
         The report content.
     """
-    from sq_trt.compare.results import COMPARISON_FILE, load_comparison
+    from sq_trt.artifacts.comparison import COMPARISON_FILE, load_comparison
     from sq_trt.report.html import render_html
     from sq_trt.report.markdown import render_markdown
 

@@ -116,7 +116,7 @@ def assemble(
     """Build the report content and its plots.
 
     Args:
-        comparison: A loaded ``comparison.json`` (:func:`sq_trt.compare.results.load_comparison`).
+        comparison: A loaded ``comparison.json`` (:func:`sq_trt.artifacts.comparison.load_comparison`).
         layers: The layer ranking (``layers.json``), if any.
         activation: The SmoothQuant picture's data, if calibration statistics were given.
         sweep: ``{"metric": name, "points": [{"alpha": a, name: v}, ...], "baseline": v?}``.

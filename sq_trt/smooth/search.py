@@ -25,7 +25,7 @@ from sq_trt.quant import reference
 from sq_trt.quant.smoothing import expand_to_inputs, reduce_to_prev, smoothing_factor
 
 if TYPE_CHECKING:
-    from sq_trt.smooth.stage import AlphaSearchConfig, SmoothConfig
+    from sq_trt.smooth.config import AlphaSearchConfig, SmoothConfig
 
 
 class _TokenSampler:

@@ -27,30 +27,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sq_trt.artifacts import artifact_dir, load_manifest
-from sq_trt.artifacts.act_scales import (
-    ActScales,
-    check_model_matches,
-    read_safetensors,
-    read_scales_file,
-    write_scales_file,
-)
+from sq_trt.artifacts import artifact_dir
+from sq_trt.artifacts.act_scales import ActScales, write_scales_file
+from sq_trt.artifacts.smoothed import FACTORS_FILE, SMOOTH_STAGE
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.models import adapter
 from sq_trt.models.registry import SmoothGroup, find_spec, smoothing_groups
 from sq_trt.quant.smoothing import expand_to_inputs, reduce_to_prev, smoothing_factor
-from sq_trt.smooth.config import AUTO, PROBE_TOKENS, AlphaSearchConfig, SmoothConfig, check_alpha
+from sq_trt.smooth.config import AUTO, PROBE_TOKENS, Alpha, AlphaSearchConfig, SmoothConfig, check_alpha
 
 if TYPE_CHECKING:
     from sq_trt.models.loading import LoadedModel
 
-STAGE = "smooth"
-FACTORS_FILE = "smoothing.safetensors"
-Alpha = float | Literal["auto"]
 
 
 def check_override_patterns(config: SmoothConfig, group_names: Sequence[str]) -> None:
@@ -335,7 +327,7 @@ def save_smoothed(
     )
     with artifact_dir(
         path,
-        stage=STAGE,
+        stage=SMOOTH_STAGE,
         config=config.to_json() if config is not None else {},
         inputs={"model": source, "smoothed_model": fingerprint},
         extra=extra,
@@ -346,33 +338,6 @@ def save_smoothed(
         save_file({name: f.contiguous() for name, f in result.factors.items()}, str(tmp / FACTORS_FILE))
         write_scales_file(tmp, out_scales)
     return Path(path)
-
-
-def load_smoothed(path: str | os.PathLike[str], *, device: str = "cpu") -> tuple[LoadedModel, ActScales]:
-    """Load a smoothed artifact: the model (weights checked against the manifest) and its statistics.
-
-    Raises:
-        ArtifactError: Missing/corrupt artifact, wrong stage, or weights that do not
-            match the manifest's fingerprint.
-    """
-    from sq_trt.models.loading import load_model
-
-    manifest = load_manifest(path, stage=STAGE, verify_files=True)
-    scales = read_scales_file(path, dict(manifest.extra))  # the cheap check first, then the model
-    loaded = load_model(str(Path(path).resolve()), local_files_only=True, device=device)
-    check_model_matches(scales, loaded.model, f"smoothed artifact {path}")
-    return loaded, scales
-
-
-def factors_from_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The smoothing factors stored in a smoothed artifact."""
-    factors = read_safetensors(Path(path) / FACTORS_FILE)
-    for name, tensor in factors.items():
-        if not bool(torch.isfinite(tensor.float()).all()) or bool((tensor.float() <= 0).any()):
-            raise ArtifactError(
-                f"{path}: smoothing factors of {name} are not all finite and positive; rerun `sq-trt smooth`"
-            )
-    return factors
 
 
 def describe_alphas(alphas: Mapping[str, float]) -> str:
@@ -449,7 +414,6 @@ __all__: Sequence[str] = (
     "SmoothConfig",
     "SmoothResult",
     "check_equivalence",
-    "load_smoothed",
     "parse_override",
     "run",
     "save_smoothed",

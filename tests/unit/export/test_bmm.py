@@ -21,7 +21,8 @@ import onnx
 import pytest
 import torch
 
-from sq_trt.calibrate.stage import ActScales, calibrate
+from sq_trt.artifacts import ActScales
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.errors import ConfigError, ExportError
 from sq_trt.export.stage import ExportConfig, export_model
 from sq_trt.models.loading import LoadedModel, load_model

@@ -31,7 +31,8 @@ import onnx
 import pytest
 import torch
 
-from sq_trt.calibrate.stage import ActScales, calibrate
+from sq_trt.artifacts import ActScales
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.errors import ArtifactError, ConfigError, ExportError
 from sq_trt.export.lint import lint_qdq
 from sq_trt.export.onnx_export import WRAPPED_PREFIX, export_float_onnx, graph_io
@@ -231,7 +232,7 @@ def test_unsupported_op_around_linear_names_it(llama: Exported) -> None:
 @pytest.fixture(scope="module")
 def llama_artifact(module_tmp: Callable[[str], Path]) -> Path:
     """`sq-trt export` of tiny llama, per-tensor (FP16 deployment files), through the CLI."""
-    from sq_trt.calibrate.stage import save_act_scales
+    from sq_trt.artifacts import save_act_scales
     from sq_trt.cli import main
 
     root = module_tmp("stage")

@@ -208,8 +208,8 @@ def test_float_export_with_past_refuses_an_encoder():
 
 
 def test_compare_scores_generation_graphs_and_gates_on_generation_metrics(tiny_llama_export, tmp_path):
+    from sq_trt.artifacts.comparison import load_comparison
     from sq_trt.cli import main
-    from sq_trt.compare.results import load_comparison
     from sq_trt.generate.accuracy import first_divergence
     from sq_trt.report import write_report
 
