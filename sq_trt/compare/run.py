@@ -88,10 +88,6 @@ class ComparisonRun:
     tokens: int
     saved_iterations: int
 
-    def summaries(self) -> dict[str, dict[str, float]]:
-        """Candidate -> flat metrics (the gate's input)."""
-        return {name: self.metrics[name]["summary"] for name in self.candidates}
-
 
 def run_comparison(
     runners: Sequence[Any],

@@ -24,7 +24,7 @@ from sq_trt.artifacts import (
 )
 from sq_trt.artifacts.comparison import COMPARISON_FILE, STAGE, load_comparison, write_comparison
 from sq_trt.compare.config import CompareOptions
-from sq_trt.compare.gate import Gate, GateVerdict, raise_if_failed
+from sq_trt.compare.gate import Gate, GateVerdict, comparison_verdict, raise_if_failed
 from sq_trt.compare.runners import RunnerSpec, make_runner, parse_runner_spec
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.stage_config import ActMode
@@ -165,7 +165,7 @@ def compare_models(config: CompareConfig) -> GateVerdict:
         generation = _generation_accuracy(config, live_specs, baseline_name, result.candidates)
         for name, accuracy in generation.items():
             result.metrics[name]["summary"].update(accuracy["metrics"])
-        verdict = gate.evaluate(result.summaries())
+        conditions = [str(c) for c in gate.conditions]
         if loaded_meta is not None:
             for entry in [loaded_meta["baseline"], *loaded_meta["candidates"]]:
                 described.setdefault(entry["name"], {**entry, "replayed_from": str(config.load_results)})
@@ -177,13 +177,15 @@ def compare_models(config: CompareConfig) -> GateVerdict:
             "candidates": [described[name] for name in result.candidates],
             "model": {"source": config.model},
             "data": data,
-            "gate": verdict.to_json(),
-            "gate_conditions": [str(c) for c in gate.conditions],
+            "gate": None,  # below: the verdict of this very record, as the report recomputes it
+            "gate_conditions": conditions,
             "metrics": result.metrics,
             "histograms": result.histograms,
             "timing": result.timing,
             "provenance": provenance(config.model),
         }
+        verdict = comparison_verdict(record, conditions)
+        record["gate"] = verdict.to_json()
         write_comparison(tmp, {**record, **({"generation": generation} if generation else {})})
         if config.rank_layers:
             ranking = _rank_layers(config)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -456,16 +457,6 @@ def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> 
     )
 
 
-def evaluate_gate(recipe: Recipe, compare_dir: Path) -> Any:
-    """The recipe's gate evaluated on a compare artifact's metrics (a :class:`GateVerdict`)."""
-    from sq_trt.artifacts.comparison import load_comparison
-    from sq_trt.compare.gate import Gate
-
-    comparison = load_comparison(compare_dir, verify_files=True)
-    summaries = {name: m["summary"] for name, m in comparison["metrics"].items()}
-    return Gate.parse(recipe.gate).evaluate(summaries)
-
-
 def _run_report(ctx: PipelineContext, compare_dir: Path, path: Path) -> None:
     from sq_trt.report import activation_picture, load_sweep, write_report
 
@@ -655,9 +646,8 @@ def run_pipeline(
     Returns:
         The stage reports, the report path and the gate verdict.
     """
-    import time
-
     from sq_trt.pipeline.runner import _log, format_summary, run_stages, write_summary
+    from sq_trt.report import load_verdict
 
     emit = log or _log
     ctx = PipelineContext(recipe, progress=progress, log=emit, shared_float_graphs=float_graphs)
@@ -682,7 +672,7 @@ def run_pipeline(
     if graphs["traces"] or graphs["reused"]:
         emit(f"[pipeline] float graphs: {graphs['traces']} traced, {graphs['reused']} reused with swapped weights")
     report_dir = ctx.stage_dir("report")
-    verdict = evaluate_gate(recipe, ctx.stage_dir("compare"))
+    verdict = load_verdict(report_dir)  # the verdict the report just wrote, not a recomputation
     result = PipelineResult(
         reports=reports,
         report_path=report_dir / "report.html",

@@ -24,7 +24,7 @@ def f():
     from sq_trt import calibrate
     from sq_trt import autoalpha
 
-monkeypatch.setattr("sq_trt.pipeline_stages.evaluate_gate", g)
+monkeypatch.setattr("sq_trt.pipeline_stages.plan_stages", g)
 # see `sq_trt/artifacts.py`, `sq_trt/export/fused_cpu.py` and ``python -m sq_trt.gpu_kit report``
 """
 
@@ -43,7 +43,7 @@ def f():
     from sq_trt.calibrate import stage as calibrate
     from sq_trt.smooth import search as autoalpha
 
-monkeypatch.setattr("sq_trt.pipeline.stages.evaluate_gate", g)
+monkeypatch.setattr("sq_trt.pipeline.stages.plan_stages", g)
 # see `sq_trt/artifacts/manifest.py`, `sq_trt/runtime/fused_cpu.py` and ``python -m sq_trt.hosttools.gpu_kit report``
 """
 
