@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         ppl["pytorch_w8a8_per_token_o3"] = perplexity(fq, chunks, progress=False)
     del fq
     for name in ("w8a8", "o3"):
-        ppl[f"ort_int8_{name}"] = OnnxModelRunner(work / name / "model.int8.onnx").perplexity(chunks)
-    ppl["ort_fp16"] = OnnxModelRunner(work / "w8a8" / "model.fp16.onnx").perplexity(chunks)
+        ppl[f"ort_int8_{name}"] = perplexity(OnnxModelRunner(work / name / "model.int8.onnx").run, chunks, progress=False)
+    ppl["ort_fp16"] = perplexity(OnnxModelRunner(work / "w8a8" / "model.fp16.onnx").run, chunks, progress=False)
     p_ranges = sorted(v for k, v in ranges.items() if k.endswith(".p"))
     result = {
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     files.update({f"ort_int8_{name}": work / name / "model.int8.onnx" for name in variants})
     for name, path in files.items():
         runner = OnnxModelRunner(path)
-        ppl[name], timings[f"ppl_{name}_s"] = _timed(runner.perplexity, chunks)
+        ppl[name], timings[f"ppl_{name}_s"] = _timed(perplexity, runner.run, chunks, progress=False)
         del runner
     result = {
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),

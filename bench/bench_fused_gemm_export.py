@@ -56,10 +56,11 @@ def _graphs(loaded: Any, dtype: str) -> dict[str, Any]:
 
 def _ort_row(graph: Any, chunks: Any) -> dict[str, float]:
     from sq_trt.runtime.onnx import OnnxModelRunner
+    from sq_trt.runtime.perplexity import perplexity
 
     start, cpu = time.perf_counter(), time.process_time()
     runner = OnnxModelRunner(graph)
-    ppl = runner.perplexity(chunks)
+    ppl = perplexity(runner.run, chunks, progress=False)
     return {
         "perplexity": round(ppl, 4),
         "wall_s": round(time.perf_counter() - start, 1),

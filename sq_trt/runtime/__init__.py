@@ -2,5 +2,5 @@
 
 :mod:`~sq_trt.runtime.onnx` (sessions with the sq-trt plugin nodes expanded),
 :mod:`~sq_trt.runtime.fused_cpu` (the plugin nodes' ONNX subgraphs) and
-:mod:`~sq_trt.runtime.perplexity` (perplexity over token chunks).
+:mod:`~sq_trt.runtime.perplexity` (the one perplexity / next-token NLL).
 """

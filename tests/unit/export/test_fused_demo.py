@@ -95,11 +95,11 @@ def test_fused_gemm_perplexity_within_0_2_percent_of_portable(
         if encoding == "fused-gemm":
             # Every chunk has SEQ_LEN - 1 predictions: the 32-chunk perplexity is the geometric mean
             # of the two parts' perplexities weighted by their chunk counts.
-            fused_head = runner.perplexity(chunks[:HEAD])
-            tail = runner.perplexity(chunks[HEAD:])
+            fused_head = perplexity(runner.run, chunks[:HEAD], progress=False)
+            tail = perplexity(runner.run, chunks[HEAD:], progress=False)
             ppl[encoding] = math.exp((HEAD * math.log(fused_head) + (CHUNKS - HEAD) * math.log(tail)) / CHUNKS)
         else:
-            ppl[encoding] = runner.perplexity(chunks)
+            ppl[encoding] = perplexity(runner.run, chunks, progress=False)
         del runner
         print(f"{encoding}: perplexity {ppl[encoding]:.4f} ({time.perf_counter() - start:.0f} s)")
     fake_quant = copy.deepcopy(demo_loaded.model)
