@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             from sq_trt.artifacts import load_act_scales
 
             scales = load_act_scales(args.act_scales, model=loaded.model)
-            inputs["act_scales_artifact"] = load_manifest(args.act_scales).fingerprint
+            inputs["calibrate"] = load_manifest(args.act_scales).fingerprint
     result = export_model(loaded, args.out, scales=scales, config=config, inputs=inputs, force=args.force)
     sizes = result.sizes
     print(f"wrote {Path(args.out)}:")

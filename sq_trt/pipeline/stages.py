@@ -312,7 +312,7 @@ def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
         inputs = {"smoothed": ctx.stage_fingerprint(smooth_stage)}
     else:
         loaded, scales = ctx.original(), ctx.act_scales()
-        inputs = {"act_scales": ctx.stage_fingerprint("calibrate")}
+        inputs = {"calibrate": ctx.stage_fingerprint("calibrate")}
     export_model(
         loaded, path, scales=scales, config=config, inputs=inputs, force=True, float_graphs=ctx.float_graphs()
     )
