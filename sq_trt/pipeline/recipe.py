@@ -63,11 +63,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-# The `model` and `data` sections are the configs the subcommands' --model / --data flags are made from.
-ModelSection = ModelConfig
-DataSection = DataConfig
-
-
 class Candidate(CandidateOptions):
     """One INT8 candidate exported, built and compared against the FP16 baseline.
 
