@@ -37,13 +37,13 @@ def _timed(fn: Any) -> tuple[Any, float, float]:
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from sq_trt import calibrate
-    from sq_trt.autoalpha import collect_group_inputs
+    from sq_trt.calibrate import stage as calibrate
     from sq_trt.models.registry import smoothing_groups
-    from sq_trt.pipeline_context import PipelineContext
-    from sq_trt.pipeline_stages import smooth_stage_name
-    from sq_trt.recipe import load_recipe
-    from sq_trt.smooth import smooth_model
+    from sq_trt.pipeline.context import PipelineContext
+    from sq_trt.pipeline.recipe import load_recipe
+    from sq_trt.pipeline.stages import smooth_stage_name
+    from sq_trt.smooth.search import collect_group_inputs
+    from sq_trt.smooth.stage import smooth_model
 
     recipe = load_recipe(args.recipe, [f"work_dir={Path(args.out) / 'work'}", *args.set])
     ctx = PipelineContext(recipe, progress=False)

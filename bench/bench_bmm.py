@@ -37,14 +37,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sq_trt.artifacts import atomic_write_text
+    from sq_trt.artifacts import atomic_write_text, load_smoothed
     from sq_trt.cli import main as cli
     from sq_trt.data import load_slices, tokenize_chunks
-    from sq_trt.evaluate import perplexity
-    from sq_trt.export.runtime import OnnxModelRunner
     from sq_trt.quant.attention import bmm_fake_quant, bmm_ranges
     from sq_trt.quant.fakequant import apply_fake_quant
-    from sq_trt.smooth import load_smoothed
+    from sq_trt.runtime.onnx import OnnxModelRunner
+    from sq_trt.runtime.perplexity import perplexity
 
     work = Path(args.work)
     start = time.perf_counter()
@@ -77,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         ppl["pytorch_w8a8_per_token_o3"] = perplexity(fq, chunks, progress=False)
     del fq
     for name in ("w8a8", "o3"):
-        ppl[f"ort_int8_{name}"] = OnnxModelRunner(work / name / "model.int8.onnx").perplexity(chunks)
-    ppl["ort_fp16"] = OnnxModelRunner(work / "w8a8" / "model.fp16.onnx").perplexity(chunks)
+        ppl[f"ort_int8_{name}"] = perplexity(OnnxModelRunner(work / name / "model.int8.onnx").run, chunks, progress=False)
+    ppl["ort_fp16"] = perplexity(OnnxModelRunner(work / "w8a8" / "model.fp16.onnx").run, chunks, progress=False)
     p_ranges = sorted(v for k, v in ranges.items() if k.endswith(".p"))
     result = {
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),

@@ -40,7 +40,7 @@ PROFILE = {"name": "interactive", "batch": [1, 1, 4], "seq": [1, 128, 512]}
 
 
 def _export(model: str, work: Path, calib_samples: int, calib_seq: int) -> dict[str, Any]:
-    from sq_trt.calibrate import calibrate
+    from sq_trt.calibrate.stage import calibrate
     from sq_trt.data import load_slices, tokenize_chunks
     from sq_trt.export.stage import ExportConfig, export_model
     from sq_trt.models.loading import load_model

@@ -1,7 +1,7 @@
 """Calibrate side by side with NVIDIA ModelOpt: same model, same tokens, fresh processes, interleaved.
 
 On the demo model (SmolLM2-135M-Instruct, from sq-trt's cache) and the demo recipe's
-calibration tokens (32 x 512 from the embedded text, ``sq_trt.calibrate.calibration_chunks``),
+calibration tokens (32 x 512 from the embedded text, ``sq_trt.calibrate.stage.calibration_chunks``),
 each repetition runs, each in a fresh child process timed from the outside (process start to
 exit: interpreter start, imports and model load included):
 
@@ -73,7 +73,7 @@ def _child_sq_trt(chunks_path: str, smooth: bool) -> dict[str, float]:
     import numpy as np
     import torch
 
-    from sq_trt import calibrate
+    from sq_trt.calibrate import stage as calibrate
     from sq_trt.data import load_slices
     from sq_trt.models.loading import load_model
 
@@ -90,7 +90,7 @@ def _child_sq_trt(chunks_path: str, smooth: bool) -> dict[str, float]:
     calib_done = time.perf_counter()
     times = {"load_s": load_done - started, "calibrate_s": calib_done - load_done}
     if smooth:
-        from sq_trt.smooth import SmoothConfig, smooth_model
+        from sq_trt.smooth.stage import SmoothConfig, smooth_model
 
         smooth_model(loaded.model, scales, SmoothConfig(alpha=DEMO_ALPHA))
         times["smooth_s"] = time.perf_counter() - calib_done
@@ -130,7 +130,7 @@ def _prepare_chunks(path: Path) -> tuple[Path, list[int]]:
     """The demo recipe's calibration chunks, saved as ``.npy`` for both sides; the model directory."""
     import numpy as np
 
-    from sq_trt import calibrate
+    from sq_trt.calibrate import stage as calibrate
     from sq_trt.data import load_slices
     from sq_trt.models.demo import demo_model_dir
     from sq_trt.models.loading import load_model

@@ -57,13 +57,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sq_trt.artifacts import atomic_write_text
+    from sq_trt.artifacts import atomic_write_text, load_smoothed
     from sq_trt.cli import main as cli
     from sq_trt.data import load_slices, tokenize_chunks
-    from sq_trt.evaluate import perplexity
-    from sq_trt.export.runtime import OnnxModelRunner
     from sq_trt.quant.fakequant import apply_fake_quant
-    from sq_trt.smooth import load_smoothed
+    from sq_trt.runtime.onnx import OnnxModelRunner
+    from sq_trt.runtime.perplexity import perplexity
 
     work = Path(args.work)
     timings: dict[str, float] = {}
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     files.update({f"ort_int8_{name}": work / name / "model.int8.onnx" for name in variants})
     for name, path in files.items():
         runner = OnnxModelRunner(path)
-        ppl[name], timings[f"ppl_{name}_s"] = _timed(runner.perplexity, chunks)
+        ppl[name], timings[f"ppl_{name}_s"] = _timed(perplexity, runner.run, chunks, progress=False)
         del runner
     result = {
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),

@@ -3,7 +3,7 @@
 For each graph dtype (``float32``, the comparison setting, and ``float16``, the deployment
 files), one float export of SmolLM2-135M (unsmoothed, per-token W8A8) is rewritten into
 the ``portable`` and the ``fused-gemm`` per-token encodings, and each graph's perplexity
-is measured through ONNX Runtime (``sq_trt.export.runtime``: every ``sq_trt`` node
+is measured through ONNX Runtime (``sq_trt.runtime.onnx``: every ``sq_trt`` node
 rewritten into standard ops, the exact integer GEMM in float32 chunks of K <= 1024) on the embedded text's
 held-out slice. The PyTorch W8A8 fake-quant model (float32) and FP32 are the anchors.
 
@@ -55,11 +55,12 @@ def _graphs(loaded: Any, dtype: str) -> dict[str, Any]:
 
 
 def _ort_row(graph: Any, chunks: Any) -> dict[str, float]:
-    from sq_trt.export.runtime import OnnxModelRunner
+    from sq_trt.runtime.onnx import OnnxModelRunner
+    from sq_trt.runtime.perplexity import perplexity
 
     start, cpu = time.perf_counter(), time.process_time()
     runner = OnnxModelRunner(graph)
-    ppl = runner.perplexity(chunks)
+    ppl = perplexity(runner.run, chunks, progress=False)
     return {
         "perplexity": round(ppl, 4),
         "wall_s": round(time.perf_counter() - start, 1),
@@ -79,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from sq_trt.data import load_slices, tokenize_chunks
-    from sq_trt.evaluate import perplexity
     from sq_trt.models.loading import load_model
     from sq_trt.quant.fakequant import apply_fake_quant
+    from sq_trt.runtime.perplexity import perplexity
 
     loaded = load_model("demo")
     _, evaluation = load_slices()

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     if args.smoothed:
-        from sq_trt.smooth import load_smoothed
+        from sq_trt.artifacts import load_smoothed
 
         loaded, _ = load_smoothed(args.smoothed, device="cpu")
     else:

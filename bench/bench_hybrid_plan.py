@@ -25,10 +25,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from bench_int8_gemm import cpu_facts  # type: ignore[import-not-found]
 
-    from sq_trt import calibrate
-    from sq_trt.pipeline_context import PipelineContext
-    from sq_trt.recipe import load_recipe
-    from sq_trt.smooth import smooth_model
+    from sq_trt.calibrate import stage as calibrate
+    from sq_trt.pipeline.context import PipelineContext
+    from sq_trt.pipeline.recipe import load_recipe
+    from sq_trt.smooth.stage import smooth_model
 
     overrides = [f"work_dir={Path(args.out) / 'work'}", "smooth.search.act_mode=hybrid", *args.set]
     recipe = load_recipe(args.recipe, overrides)

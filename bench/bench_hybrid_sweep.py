@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _score(ctx: Any, measurements: Any, search: Any, chunks: dict[str, Any]) -> dict[str, Any]:
-    from sq_trt.evaluate import perplexity
     from sq_trt.quant.fakequant import apply_fake_quant
-    from sq_trt.smooth import SmoothConfig, decide_hybrid, smooth_model, smoothed_act_scales
+    from sq_trt.runtime.perplexity import perplexity
+    from sq_trt.smooth.stage import SmoothConfig, decide_hybrid, smooth_model, smoothed_act_scales
 
     plan, alphas, _ = decide_hybrid(measurements, search)
     base = ctx.recipe.smooth
@@ -51,10 +51,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     from bench_int8_gemm import cpu_facts  # type: ignore[import-not-found]
 
     from sq_trt.data import load_slices, tokenize_chunks
-    from sq_trt.evaluate import perplexity
-    from sq_trt.pipeline_context import PipelineContext
-    from sq_trt.recipe import load_recipe
-    from sq_trt.smooth import measure_hybrid
+    from sq_trt.pipeline.context import PipelineContext
+    from sq_trt.pipeline.recipe import load_recipe
+    from sq_trt.runtime.perplexity import perplexity
+    from sq_trt.smooth.stage import measure_hybrid
 
     recipe = load_recipe(args.recipe, ["smooth.search.act_mode=hybrid", *args.set])
     ctx = PipelineContext(recipe, progress=False)

@@ -112,12 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from sq_trt.artifacts import atomic_write_text
-    from sq_trt.compare.metrics import kl_divergence, token_nll, topk_agreement
+    from sq_trt.artifacts import atomic_write_text, load_smoothed
+    from sq_trt.compare.metrics import kl_divergence, topk_agreement
     from sq_trt.data import load_slices, tokenize_chunks
-    from sq_trt.export.runtime import OnnxModelRunner
     from sq_trt.quant.fakequant import apply_fake_quant
-    from sq_trt.smooth import load_smoothed
+    from sq_trt.runtime.onnx import OnnxModelRunner
+    from sq_trt.runtime.perplexity import token_nll
 
     work = Path(args.work)
     start = time.perf_counter()

@@ -136,9 +136,9 @@ def _check_files(out: Path, ckpt: Path) -> tuple[dict, dict]:
     import torch
 
     from sq_trt.compare.metrics import kl_divergence, topk_agreement
-    from sq_trt.export.runtime import OnnxModelRunner
     from sq_trt.models.loading import load_model
     from sq_trt.quant.fakequant import apply_fake_quant
+    from sq_trt.runtime.onnx import OnnxModelRunner
 
     files = {}
     for name in ("model.fp16.onnx", "model.int8.onnx"):

@@ -3,7 +3,7 @@
 ONNX Runtime fuses ``QuantizeLinear -> DequantizeLinear -> MatMul`` of a float32 graph
 into ``MatMulIntegerToFloat``. Its u8s8 kernel on AVX2 CPUs without VNNI sums pairs of
 products in 16 bits (``vpmaddubsw``) and saturates; TensorRT sums INT8 products in
-int32. ``sq_trt.export.runtime.session_options`` turns the fusion off. This script
+int32. ``sq_trt.runtime.onnx.session_options`` turns the fusion off. This script
 measures the perplexity of the smoothed demo model's per-tensor file
 (``--int8-dtype float32``) three ways on held-out embedded text:
 
@@ -87,12 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
-    from sq_trt.artifacts import atomic_write_text
+    from sq_trt.artifacts import atomic_write_text, load_smoothed
     from sq_trt.data import load_slices, tokenize_chunks
-    from sq_trt.evaluate import perplexity
-    from sq_trt.export.runtime import OnnxModelRunner, session_options
     from sq_trt.quant.fakequant import apply_fake_quant
-    from sq_trt.smooth import load_smoothed
+    from sq_trt.runtime.onnx import OnnxModelRunner, session_options
+    from sq_trt.runtime.perplexity import perplexity
 
     work = Path(args.work)
     start = time.perf_counter()
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = OnnxModelRunner(onnx_path)
         runner.session, kernels[name] = _session(onnx_path, options)
         t0 = time.perf_counter()
-        ppl[name] = runner.perplexity(chunks)
+        ppl[name] = perplexity(runner.run, chunks, progress=False)
         wall[name] = time.perf_counter() - t0
         print(f"{name}: ppl {ppl[name]:.3f}, integer kernels {kernels[name]}", file=sys.stderr, flush=True)
         del runner

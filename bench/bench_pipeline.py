@@ -56,8 +56,8 @@ def _host() -> dict[str, object]:
 
 
 def bench_demo(args: argparse.Namespace) -> dict[str, object]:
-    from sq_trt.pipeline_stages import run_pipeline
-    from sq_trt.recipe import load_recipe
+    from sq_trt.pipeline.recipe import load_recipe
+    from sq_trt.pipeline.stages import run_pipeline
 
     out = Path(args.out or tempfile.mkdtemp(prefix="sq-trt-bench-"))
     if out.exists() and args.fresh:
@@ -153,8 +153,8 @@ def offload_child(args: argparse.Namespace) -> None:
 
     import torch
 
-    from sq_trt.calibrate import calibrate
-    from sq_trt.smooth import SmoothConfig, save_smoothed, smooth_model, smoothed_act_scales
+    from sq_trt.calibrate.stage import calibrate
+    from sq_trt.smooth.stage import SmoothConfig, save_smoothed, smooth_model, smoothed_act_scales
 
     # ru_maxrss counts file-backed pages too: the memory-mapped safetensors checkpoint an
     # offloaded model streams from is resident while touched but reclaimable, so the
@@ -183,7 +183,7 @@ def offload_child(args: argparse.Namespace) -> None:
     work = Path(args.work)
     start = time.perf_counter()
     if args.mode == "offload":
-        from sq_trt.offload import load_offloaded, smooth_offloaded
+        from sq_trt.models.offload import load_offloaded, smooth_offloaded
 
         loaded = load_offloaded(args.ckpt, work / "offload", local_files_only=True)
     else:

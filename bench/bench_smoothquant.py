@@ -32,14 +32,15 @@ from typing import Any
 
 import torch
 
-from sq_trt.autoalpha import collect_group_inputs
-from sq_trt.calibrate import ActScales, calibrate
+from sq_trt.artifacts import ActScales
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.data import check_disjoint, load_slices, tokenize_chunks
-from sq_trt.evaluate import perplexity
 from sq_trt.models.loading import load_model
 from sq_trt.models.registry import smoothing_groups
 from sq_trt.quant.fakequant import apply_fake_quant
-from sq_trt.smooth import AlphaSearchConfig, SmoothConfig, smooth_model, smoothed_act_scales
+from sq_trt.runtime.perplexity import perplexity
+from sq_trt.smooth.search import collect_group_inputs
+from sq_trt.smooth.stage import AlphaSearchConfig, SmoothConfig, smooth_model, smoothed_act_scales
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "smoothquant.json"

@@ -63,12 +63,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from sq_trt.artifacts import library_versions
-    from sq_trt.calibrate import calibrate
+    from sq_trt.calibrate.stage import calibrate
     from sq_trt.data import load_slices, tokenize_chunks
     from sq_trt.export.stage import FloatGraphs
     from sq_trt.models.loading import load_model
-    from sq_trt.smooth import smooth_model
-    from sq_trt.smooth_config import SmoothConfig
+    from sq_trt.smooth.config import SmoothConfig
+    from sq_trt.smooth.stage import smooth_model
 
     loaded = load_model(args.model)
     calib, _ = load_slices()

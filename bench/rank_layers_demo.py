@@ -4,11 +4,10 @@ import json
 import os
 import time
 
-from sq_trt.artifacts import atomic_write_text
+from sq_trt.artifacts import atomic_write_text, load_smoothed
 from sq_trt.compare.dataloader import evaluation_slice
 from sq_trt.compare.layers import rank_layers
 from sq_trt.data import tokenize_chunks
-from sq_trt.smooth import load_smoothed
 
 t = time.time()
 c0 = os.times()

@@ -67,7 +67,7 @@ if [ "${SKIP_TESTS:-0}" != "1" ]; then
 fi
 
 # 2. The pipeline with TensorRT proper; engines keep the inspector's layer JSON (built on a GPU).
-NAME="$(python -c 'import sys; from sq_trt.recipe import load_recipe; print(load_recipe(sys.argv[1]).name)' "$RECIPE")"
+NAME="$(python -c 'import sys; from sq_trt.pipeline.recipe import load_recipe; print(load_recipe(sys.argv[1]).name)' "$RECIPE")"
 ENGINES="$OUT/engines/$NAME"
 log "pipeline $RECIPE (engines in $ENGINES)"
 pipeline_status=0
@@ -92,14 +92,14 @@ for plan in "$ENGINES"/*/*.plan; do
     || log "trtexec could not list the layers of $engine/$target (see $OUT/layers)"
   engine_shapes="$SHAPES"
   if [ -z "$engine_shapes" ]; then
-    engine_shapes="$(python -m sq_trt.gpu_kit profile-shapes "$plan")" \
+    engine_shapes="$(python -m sq_trt.hosttools.gpu_kit profile-shapes "$plan")" \
       || { log "no profiles recorded for $engine/$target; not timed"; continue; }
   fi
   for shape in $engine_shapes; do
     batch="${shape%x*}"
     seq="${shape#*x}"
     logfile="$OUT/timings/${engine}__${target}__b${batch}_s${seq}.log"
-    if ! args="$(python -m sq_trt.gpu_kit shapes "$plan" "$batch" "$seq")"; then
+    if ! args="$(python -m sq_trt.hosttools.gpu_kit shapes "$plan" "$batch" "$seq")"; then
       log "skipping $engine/$target at ${batch}x${seq}: outside its profiles"
       continue
     fi
@@ -112,7 +112,7 @@ for plan in "$ENGINES"/*/*.plan; do
 done
 
 # 5. One report: the pipeline's Markdown report + GPU tests, INT8 layers, plugin fusion, timings.
-python -m sq_trt.gpu_kit report --engines "$ENGINES" --out "$OUT" --timings "$OUT/timings" \
+python -m sq_trt.hosttools.gpu_kit report --engines "$ENGINES" --out "$OUT" --timings "$OUT/timings" \
   --junit "$OUT/gpu-tests.xml" --pipeline-report "$OUT/work/$NAME/report/report.md" --host "$HOST" \
   --layer-info "$OUT/layers" --smoke "$OUT/smoke.log" --container-release "${RELEASE:-}"
 log "report: $OUT/gpu_host.md (pipeline report: $OUT/work/$NAME/report/report.html)"

@@ -24,13 +24,13 @@ failures=0
 
 log() { printf '[smoke] %s\n' "$*" >&2; }
 
-# run_step NAME ARGS...: one `python -m sq_trt.smoke` step in a fresh process; its PASS/FAIL lines
+# run_step NAME ARGS...: one `python -m sq_trt.hosttools.smoke` step in a fresh process; its PASS/FAIL lines
 # go to stdout; a crash or a timeout is a FAIL line of its own.
 run_step() {
   local name="$1"
   shift
   local status=0
-  timeout "$STEP_TIMEOUT" "$PYTHON" -m sq_trt.smoke "$@" || status=$?
+  timeout "$STEP_TIMEOUT" "$PYTHON" -m sq_trt.hosttools.smoke "$@" || status=$?
   if [ "$status" -eq 124 ]; then
     echo "FAIL $name: timed out after ${STEP_TIMEOUT}s"
   fi

@@ -1,23 +1,40 @@
-"""Fail on import cycles between sq-trt's own modules.
+"""Fail on import cycles between sq-trt's own modules, and on a stage importing another stage.
 
-Every ``import sq_trt...`` counts, at module level or inside a function (a lazy
-import still couples the two modules), except under ``if TYPE_CHECKING:``, which
-never runs. ``from pkg import name`` points at ``pkg.name`` when that is a module
-and at ``pkg`` otherwise, so a package's ``__init__`` re-exports do not make every
-submodule look cyclic.
+Every ``import sq_trt...`` counts: at module level, inside a function (a lazy import
+still couples the two modules) and under ``if TYPE_CHECKING:`` (an annotation that
+names another module is a dependency on it too, and a cycle through one is where the
+runtime cycle starts). ``from pkg import name`` points at ``pkg.name`` when that is a
+module and at ``pkg`` otherwise, so a package's ``__init__`` re-exports do not make
+every submodule look cyclic.
 
-Usage: ``python scripts/check_imports.py`` (exit 1 and one line per cycle).
+The stage packages (:data:`STAGE_PACKAGES`) meet only through artifacts: a module of
+one may import the shared layers (``sq_trt.artifacts``, ``models``, ``quant``,
+``runtime``, ``generate``, the foundations) but no module of another stage package.
+:data:`CONTRACTS` names the few modules of a stage package that other stages may read,
+each with the reason.
+
+Usage: ``python scripts/check_imports.py`` (exit 1 and one line per cycle or stage import).
 """
 
 from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The installed package maps `plugins/` to `sq_trt.plugins` (pyproject.toml package-dir).
 PACKAGE_DIRS = {"sq_trt": ROOT / "sq_trt", "sq_trt.plugins": ROOT / "plugins"}
+# One package per stage of `calibrate -> smooth -> export -> build -> compare -> report`.
+STAGE_PACKAGES = ("calibrate", "smooth", "export", "engine", "compare", "report")
+# Modules of a stage package that other stages may import, and why: none reads a stage's output.
+CONTRACTS: dict[str, str] = {
+    "sq_trt.compare.gate": "the one gate verdict, applied by compare and by the report to the verified metrics",
+    "sq_trt.engine.backends": "which TensorRT this host has: export's `auto` encoding asks what a build would use",
+    "sq_trt.engine.gpu": "which GPUs this host sees (compare records them as provenance)",
+    "sq_trt.engine.plugin_loader": "the sq_trt plugins, registered before TensorRT parses a graph with their nodes",
+}
 
 
 def discover() -> dict[str, Path]:
@@ -33,13 +50,6 @@ def discover() -> dict[str, Path]:
     return modules
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def _resolve(module: str, level: int, current: str, is_package: bool) -> str:
     if level == 0:
         return module
@@ -50,15 +60,10 @@ def _resolve(module: str, level: int, current: str, is_package: bool) -> str:
 
 
 def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The package modules that ``name`` imports when it runs."""
+    """The package modules that ``name`` imports anywhere in its source."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -66,10 +71,6 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
                 found.add(sub if sub in modules else target)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
     return {m for m in found if m in modules and m != name}
 
 
@@ -109,16 +110,43 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
+def stage_of(module: str) -> str | None:
+    """The stage package a module belongs to (``sq_trt.export.qdq`` -> ``export``), or None."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "sq_trt" and len(parts) > 1 and parts[1] in STAGE_PACKAGES else None
+
+
+def stage_imports(graph: Mapping[str, set[str]], contracts: Mapping[str, str] = CONTRACTS) -> list[str]:
+    """One line per import of a stage package's module by another stage package's module."""
+    found = []
+    for module in sorted(graph):
+        stage = stage_of(module)
+        if stage is None:
+            continue
+        for target in sorted(graph[module]):
+            other = stage_of(target)
+            if other is not None and other != stage and target not in contracts:
+                found.append(
+                    f"stage {stage} imports stage {other}: {module} -> {target}; "
+                    "read its output through sq_trt.artifacts"
+                )
+    return found
+
+
 def main() -> int:
+    """Print every cycle and stage-to-stage import; exit 1 when there is any."""
     modules = discover()
     graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
     cycles = find_cycles(graph)
     for cycle in cycles:
         edges = [f"{a} -> {b}" for a in cycle for b in sorted(graph[a]) if b in cycle]
         print(f"import cycle between {len(cycle)} modules: {'; '.join(edges)}")
-    if not cycles:
-        print(f"import-cycle check: {len(modules)} modules, no cycles")
-    return 1 if cycles else 0
+    crossings = stage_imports(graph)
+    for line in crossings:
+        print(line)
+    if not cycles and not crossings:
+        print(f"import check: {len(modules)} modules, no cycles, no stage imports another")
+    return 1 if cycles or crossings else 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def _pin_xdist_worker() -> None:
     2-core machine (measured earlier: 799 s against 814 s serial; the fused-GEMM demo test
     67 -> 185 s). Pinned, each worker's pools size themselves to its one core (torch through
     OMP_NUM_THREADS, set before torch is imported; ONNX Runtime through
-    :func:`sq_trt.export.runtime.session_options`; child processes inherit the mask).
+    :func:`sq_trt.runtime.onnx.session_options`; child processes inherit the mask).
     """
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     cpus = sorted(os.sched_getaffinity(0))

@@ -28,7 +28,7 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Model, data and output arguments; --samples/--seq-len are the fields of CalibrateConfig."""
-    from sq_trt.calibrate import CalibrateConfig
+    from sq_trt.calibrate.stage import CalibrateConfig
 
     add_model_args(parser)
     add_data_args(parser, sizes=False)
@@ -42,10 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Parse -> CalibrateConfig -> load -> :func:`sq_trt.calibrate.run` -> print."""
+    """Parse -> CalibrateConfig -> load -> :func:`sq_trt.calibrate.stage.run` -> print."""
 
-    from sq_trt import calibrate
     from sq_trt.artifacts import check_writable_output
+    from sq_trt.calibrate import stage as calibrate
     from sq_trt.commands.common import config_from_args, data_config_from_args, load_model_from_args
     from sq_trt.data import check_data_source, load_slices
     from sq_trt.models.loading import check_device, check_seq_len

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(out: object) -> None:
-    from sq_trt.compare.results import load_comparison
+    from sq_trt.artifacts.comparison import load_comparison
 
     comparison = load_comparison(str(out))
     for entry in comparison["candidates"]:

@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from sq_trt.commands.common import data_config_from_args, load_model_from_args
     from sq_trt.data import check_data_source, load_slices, tokenize_chunks
     from sq_trt.errors import ConfigError
-    from sq_trt.evaluate import perplexity
     from sq_trt.models.loading import check_seq_len
+    from sq_trt.runtime.perplexity import perplexity
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")

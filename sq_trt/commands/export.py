@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     inputs: dict[str, str] = {}
     plan = None
     if args.smoothed:
+        from sq_trt.artifacts import load_smoothed
         from sq_trt.quant.plan import load_plan
-        from sq_trt.smooth import load_smoothed
 
         loaded, scales = load_smoothed(args.smoothed, device="cpu")
         inputs["smoothed"] = load_manifest(args.smoothed).fingerprint
@@ -92,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
         )
         scales = None
         if args.act_scales:
-            from sq_trt.calibrate import load_act_scales
+            from sq_trt.artifacts import load_act_scales
 
             scales = load_act_scales(args.act_scales, model=loaded.model)
-            inputs["act_scales_artifact"] = load_manifest(args.act_scales).fingerprint
+            inputs["calibrate"] = load_manifest(args.act_scales).fingerprint
     result = export_model(
         loaded, args.out, scales=scales, config=config, inputs=inputs, force=args.force, plan=plan
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sq_trt.pipeline import STAGE_KINDS
+from sq_trt.pipeline.runner import STAGE_KINDS
 
 HELP = "Run every stage from a recipe: calibrate -> smooth -> export -> build -> compare -> report."
 DEFAULT_RECIPE = "builders/smollm2-135m.yaml"
@@ -77,8 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the recipe, run the pipeline, print the summary; the gate decides the exit code."""
-    from sq_trt.pipeline_stages import run_pipeline
-    from sq_trt.recipe import load_recipe
+    from sq_trt.pipeline.recipe import load_recipe
+    from sq_trt.pipeline.stages import run_pipeline
 
     overrides = list(args.overrides)
     if args.out is not None:

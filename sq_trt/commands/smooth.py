@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--act-scales", required=True, help="act_scales artifact of --model (sq-trt calibrate)"
     )
-    from sq_trt.smooth_config import AlphaSearchConfig, SmoothConfig
+    from sq_trt.smooth.config import AlphaSearchConfig, SmoothConfig
 
     # The fields of SmoothConfig (the recipe's smooth section); --alpha and --alpha-override
     # are written by hand because their text forms (a number or auto, GLOB=ALPHA) are parsed.
@@ -80,8 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace) -> Any:
     from sq_trt.commands.common import config_values
     from sq_trt.errors import ConfigError
-    from sq_trt.smooth import AUTO, parse_override
-    from sq_trt.smooth_config import AlphaSearchConfig, SmoothConfig
+    from sq_trt.smooth.config import AlphaSearchConfig, SmoothConfig
+    from sq_trt.smooth.stage import AUTO, parse_override
 
     if args.alpha == AUTO:
         alpha: Any = AUTO
@@ -137,12 +137,11 @@ def calibration_chunks(meta: dict[str, Any], tokenizer: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Parse -> SmoothConfig -> load the model and its statistics -> :func:`sq_trt.smooth.run` -> print."""
-    from sq_trt import smooth
-    from sq_trt.artifacts import check_writable_output
-    from sq_trt.calibrate import load_act_scales
+    """Parse -> SmoothConfig -> load the model and its statistics -> :func:`sq_trt.smooth.stage.run` -> print."""
+    from sq_trt.artifacts import check_writable_output, load_act_scales
     from sq_trt.commands.common import load_model_from_args
     from sq_trt.models.loading import check_device
+    from sq_trt.smooth import stage as smooth
 
     config = _config(args)
     check_writable_output(args.out, force=args.force)

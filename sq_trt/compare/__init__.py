@@ -6,5 +6,5 @@ accumulators), :mod:`~sq_trt.compare.gate` (the accuracy gate),
 :mod:`~sq_trt.compare.dataloader` (held-out text as feeds),
 :mod:`~sq_trt.compare.run` (``Comparator`` streaming and metric folding),
 :mod:`~sq_trt.compare.layers` (per-layer error localisation),
-:mod:`~sq_trt.compare.results` (on-disk results).
+:mod:`~sq_trt.artifacts.comparison` (on-disk results).
 """

@@ -11,6 +11,7 @@ and from ``--gate`` flags. A failing gate raises :class:`GateFailedError`
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -115,8 +116,20 @@ class GateVerdict:
     results: tuple[ConditionResult, ...]
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-friendly form (stored in ``comparison.json``)."""
+        """JSON-friendly form (stored in ``comparison.json`` and ``report.json``)."""
         return {"passed": self.passed, "results": [asdict(r) for r in self.results]}
+
+    @classmethod
+    def from_json(cls, data: Any) -> GateVerdict:
+        """The verdict :meth:`to_json` wrote.
+
+        Raises:
+            TypeError, KeyError: ``data`` is not such a verdict.
+        """
+        passed = data["passed"]
+        if not isinstance(passed, bool) or not isinstance(data["results"], list):
+            raise TypeError("a verdict is {'passed': bool, 'results': [...]}")
+        return cls(passed=passed, results=tuple(ConditionResult(**r) for r in data["results"]))
 
     def describe_failures(self) -> str:
         """One line per failed condition."""
@@ -134,15 +147,16 @@ class Gate:
         """Parse condition strings (see :meth:`GateCondition.parse`)."""
         return cls(tuple(GateCondition.parse(t) for t in texts))
 
-    def evaluate(self, summaries: Mapping[str, Mapping[str, float]]) -> GateVerdict:
-        """Check every condition against each candidate's summary metrics.
+    def evaluate(self, summaries: Mapping[str, Mapping[str, Any]]) -> GateVerdict:
+        """Check every condition against each candidate's summary metrics: the one gate evaluation.
 
         Args:
             summaries: Candidate name -> flat metric dict.
 
         Returns:
             The verdict. A condition naming a metric a candidate lacks (e.g.
-            ``ppl`` for an encoder) fails with a reason, never passes silently.
+            ``ppl`` for an encoder), or whose value is not a finite number (a string,
+            a boolean, NaN), fails with a reason, never passes silently.
 
         Raises:
             ConfigError: A condition names a candidate that is not in ``summaries``.
@@ -156,7 +170,7 @@ class Gate:
                 )
             targets = [condition.candidate] if condition.candidate else list(summaries)
             for name in targets:
-                value = summaries[name].get(condition.metric)
+                value = _number(summaries[name].get(condition.metric))
                 if value is None or not math.isfinite(value):
                     results.append(
                         ConditionResult(
@@ -173,6 +187,33 @@ class Gate:
                 reason = f"{condition.metric}={value:.6g} {verb} {condition.op} {condition.threshold:g}"
                 results.append(ConditionResult(name, str(condition), float(value), passed, reason))
         return GateVerdict(passed=all(r.passed for r in results), results=tuple(results))
+
+
+def _number(value: Any) -> float | None:
+    """A summary value as the gate reads it: a real number (numpy's too; booleans are not), else missing."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+def comparison_verdict(comparison: Mapping[str, Any], conditions: Iterable[str]) -> GateVerdict:
+    """The gate ``conditions`` over a comparison record's candidate summaries (``comparison.json``).
+
+    Compare judges the record it is about to write with this, and the report the record it
+    read back, so both give the same verdict for the same metrics and conditions.
+
+    Raises:
+        ConfigError: A malformed condition, or one naming a candidate the comparison lacks.
+        KeyError, TypeError: The record has no ``candidates`` / ``metrics`` of that shape.
+    """
+    metrics = comparison["metrics"]
+    summaries = {}
+    for entry in comparison["candidates"]:
+        summary = metrics[entry["name"]]["summary"]
+        if not isinstance(summary, Mapping):
+            raise TypeError(f"the summary of {entry['name']!r} is a {type(summary).__name__}, expected an object")
+        summaries[entry["name"]] = summary
+    return Gate.parse(conditions).evaluate(summaries)
 
 
 def raise_if_failed(verdict: GateVerdict, where: str) -> None:

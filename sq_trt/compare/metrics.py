@@ -3,9 +3,9 @@
 Two layers:
 
 * pure functions on arrays (:func:`error_stats`, :func:`cosine_similarity`,
-  :func:`row_cosine`, :func:`log_softmax`, :func:`kl_divergence`,
-  :func:`topk_agreement`, :func:`token_nll`) that are exact and tested against
-  hand-computed values;
+  :func:`row_cosine`, :func:`kl_divergence`, :func:`topk_agreement`; the log-softmax
+  and the token NLL are :mod:`sq_trt.runtime.perplexity`'s) that are exact and tested
+  against hand-computed values;
 * streaming accumulators (:class:`OutputErrorAccumulator`,
   :class:`LanguageModelAccumulator`) that fold one batch at a time, so a
   comparison over 16k tokens x 49k vocabulary never holds more than one batch of
@@ -32,8 +32,8 @@ Definitions (every "error" is candidate minus baseline):
 * KL divergence ``KL(P_baseline || P_candidate)`` of the next-token
   distributions, in nats, averaged over positions;
 * perplexity ``exp(mean NLL)`` of the input ids shifted by one (each sequence of
-  ``L`` tokens contributes ``L - 1`` predictions), the same definition as
-  :func:`sq_trt.evaluate.perplexity`.
+  ``L`` tokens contributes ``L - 1`` predictions), summed by the same functions as
+  :func:`sq_trt.runtime.perplexity.perplexity`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from sq_trt.runtime.perplexity import label_nll_sum, log_softmax, next_token_labels, perplexity_from_nll
 
 REL_EPS = 1e-6
 # Histogram of non-negative float32 errors binned by their top 16 bits: bin i holds the
@@ -96,14 +98,6 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(both_zero, 1.0, dot / np.where(both_zero, 1.0, norms))
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable log-softmax over the last axis (float32 in, float32 out)."""
-    x = np.asarray(logits, dtype=np.float32)
-    shifted = x - x.max(axis=-1, keepdims=True)
-    lse = np.log(np.exp(shifted).sum(axis=-1, keepdims=True, dtype=np.float64)).astype(np.float32)
-    return shifted - lse
-
-
 def kl_divergence(baseline_logits: np.ndarray, candidate_logits: np.ndarray) -> np.ndarray:
     """``KL(softmax(baseline) || softmax(candidate))`` per row, in nats (float64 ``[...]``)."""
     _check_same_shape(baseline_logits, candidate_logits)
@@ -129,30 +123,6 @@ def topk_agreement(baseline_logits: np.ndarray, candidate_logits: np.ndarray, k:
     vocab = cand.shape[-1]
     kth = np.partition(cand, vocab - min(k, vocab), axis=-1)[..., vocab - min(k, vocab)]
     return target_score >= kth
-
-
-def token_nll(logits: np.ndarray, input_ids: np.ndarray) -> np.ndarray:
-    """Negative log-likelihood of each next token: ``-log p(ids[:, t+1] | logits[:, t])``.
-
-    Args:
-        logits: ``[batch, seq, vocab]``.
-        input_ids: ``[batch, seq]``; the labels are the ids shifted by one.
-
-    Returns:
-        float64 ``[batch, seq - 1]``.
-    """
-    if logits.ndim != 3 or input_ids.shape != logits.shape[:2]:
-        raise ValueError(f"need logits [b, s, v] and ids [b, s], got {logits.shape} and {input_ids.shape}")
-    log_p = log_softmax(logits[:, :-1])
-    labels = np.asarray(input_ids)[:, 1:, None].astype(np.int64)
-    return -np.take_along_axis(log_p, labels, axis=-1)[..., 0].astype(np.float64)
-
-
-def perplexity_from_nll(nll_sum: float, count: int) -> float:
-    """``exp(nll_sum / count)``."""
-    if count <= 0:
-        raise ValueError("perplexity needs at least one predicted token")
-    return math.exp(nll_sum / count)
 
 
 def _cosine(dot: float, aa: float, bb: float) -> float:
@@ -330,7 +300,7 @@ def fold_next_token_metrics(
     Works through blocks of ~1M logits (rows of positions), converted to
     float32 block by block, so the temporaries stay small; the baseline's log-probabilities, arg-max and NLL
     are computed once per block and shared by every candidate. Same definitions
-    as :func:`kl_divergence`, :func:`topk_agreement` and :func:`token_nll`.
+    as :func:`kl_divergence`, :func:`topk_agreement` and :func:`sq_trt.runtime.perplexity.perplexity`.
 
     Args:
         baseline_logits: ``[batch, seq, vocab]``.
@@ -342,11 +312,8 @@ def fold_next_token_metrics(
         raise ValueError(f"need logits [b, s, v] and ids [b, s], got {base.shape} and {np.shape(input_ids)}")
     vocab = base.shape[-1]
     rows_base = base.reshape(-1, vocab)
-    ids = np.asarray(input_ids, dtype=np.int64)
-    # labels[b, t] = ids[b, t + 1]; the last position of each sequence has none (-1).
-    shifted = np.full(ids.shape, -1, dtype=np.int64)
-    shifted[:, :-1] = ids[:, 1:]
-    labels = shifted.ravel()
+    # labels[b * seq + t] = ids[b, t + 1]; the last position of each sequence has none (-1).
+    labels = next_token_labels(np.asarray(input_ids))
     rows_cands = []
     for acc, logits in candidates:
         _check_same_shape(base, logits)
@@ -360,8 +327,7 @@ def fold_next_token_metrics(
         p = np.exp(log_p)
         target = base_block.argmax(axis=-1)
         block_labels = labels[block]
-        scored = np.flatnonzero(block_labels >= 0)
-        nll_base = -float(log_p[scored, block_labels[scored]].sum(dtype=np.float64))
+        nll_base, scored = label_nll_sum(log_p, block_labels)
         for acc, rows_cand in rows_cands:
             cand = _float32(rows_cand[block])
             log_q = log_softmax(cand)
@@ -375,5 +341,5 @@ def fold_next_token_metrics(
             kth = np.partition(cand, vocab - k, axis=-1)[:, vocab - k]
             acc.top5 += int((target_score >= kth).sum())
             acc.nll_baseline += nll_base
-            acc.nll_candidate -= float(log_q[scored, block_labels[scored]].sum(dtype=np.float64))
-            acc.predictions += scored.size
+            acc.nll_candidate += label_nll_sum(log_q, block_labels)[0]
+            acc.predictions += scored

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from sq_trt.artifacts.comparison import iteration_paths, load_iterations, save_iteration_inputs
 from sq_trt.compare.metrics import LanguageModelAccumulator, OutputErrorAccumulator
-from sq_trt.compare.results import iteration_paths, load_iterations, save_iteration_inputs
 from sq_trt.compare.spool import OutputSpool, SpooledResult
 from sq_trt.errors import ArtifactError, ConfigError
 
@@ -87,10 +87,6 @@ class ComparisonRun:
     iterations: int
     tokens: int
     saved_iterations: int
-
-    def summaries(self) -> dict[str, dict[str, float]]:
-        """Candidate -> flat metrics (the gate's input)."""
-        return {name: self.metrics[name]["summary"] for name in self.candidates}
 
 
 def run_comparison(

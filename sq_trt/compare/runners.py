@@ -3,7 +3,7 @@
 Specs (``--baseline`` / ``--candidate NAME=SPEC``):
 
 * ``path/to/model.onnx``: ONNX Runtime on CPU through Polygraphy's ``OnnxrtRunner``.
-  The session comes from :func:`sq_trt.export.runtime.session_from_onnx`, which
+  The session comes from :func:`sq_trt.runtime.onnx.session_from_onnx`, which
   rewrites the per-token plugin nodes into standard ops, so the INT8 encodings
   run here with the same semantics the TensorRT plugin implements.
 * ``path/to/engine.plan``: TensorRT proper through Polygraphy's ``TrtRunner``
@@ -150,8 +150,8 @@ class TorchRunner(BaseRunner):
 
 def onnx_session(path: str) -> Any:
     """An ONNX Runtime CPU session of ``path``, with sq-trt's plugin nodes rewritten to standard ops."""
-    from sq_trt.export.runtime import session_from_onnx
     from sq_trt.generate.runners import FullSequenceSession, is_generation_session
+    from sq_trt.runtime.onnx import session_from_onnx
 
     session = session_from_onnx(path)
     # A generation graph (export --with-past) is scored on whole sequences with an empty cache.
@@ -183,7 +183,7 @@ def _fake_quant_model(target: str, per_token: bool, device: str) -> Any:
     fakequant = require("sq_trt.quant.fakequant", STAGE)
     act_mode = "per_token" if per_token else "per_tensor"
     if (Path(target) / "manifest.json").is_file():
-        from sq_trt.smooth import load_smoothed
+        from sq_trt.artifacts import load_smoothed
 
         loaded, scales = load_smoothed(target, device=device)
     elif per_token:

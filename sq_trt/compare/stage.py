@@ -22,9 +22,9 @@ from sq_trt.artifacts import (
     library_versions,
     verified_parent_manifest,
 )
+from sq_trt.artifacts.comparison import COMPARISON_FILE, STAGE, load_comparison, write_comparison
 from sq_trt.compare.config import CompareOptions
-from sq_trt.compare.gate import Gate, GateVerdict, raise_if_failed
-from sq_trt.compare.results import COMPARISON_FILE, STAGE, load_comparison, write_comparison
+from sq_trt.compare.gate import Gate, GateVerdict, comparison_verdict, raise_if_failed
 from sq_trt.compare.runners import RunnerSpec, make_runner, parse_runner_spec
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.stage_config import ActMode
@@ -101,22 +101,20 @@ def _describe_runner(spec: RunnerSpec) -> dict[str, Any]:
 def _runner_plan(path: Path, manifest: Any) -> Any:
     """The ``quant_plan.json`` of the export a runner's file comes from (verified), or None.
 
-    An ONNX file sits in its export directory; an engine's record names the ONNX it was built from,
-    whose content hash must still match for its plan to describe the engine.
+    An ONNX file sits in its export directory; an engine's record (``extra.engines.<target>``)
+    names the ONNX it was built from, whose content hash must still match for its plan to
+    describe the engine.
     """
     from sq_trt.quant.plan import load_plan
 
     if manifest.stage == "export":
         return load_plan(path.parent)
-    try:
-        from sq_trt.engine.engine_manifest import engine_records
-
-        records = engine_records(manifest)
-    except ArtifactError:
-        return None
-    for record in records.values():
-        source = Path(record.source_onnx)
-        if record.plan == path.name and source.is_file() and hash_file(source) == record.source_onnx_sha256:
+    engines = manifest.extra.get("engines")
+    for record in engines.values() if isinstance(engines, dict) else ():
+        if not isinstance(record, dict) or record.get("plan") != path.name:
+            continue
+        source = Path(str(record.get("source_onnx", "")))
+        if source.is_file() and hash_file(source) == record.get("source_onnx_sha256"):
             return load_plan(source.parent) if (source.parent / "manifest.json").is_file() else None
     return None
 
@@ -191,7 +189,7 @@ def compare_models(config: CompareConfig) -> GateVerdict:
         generation = _generation_accuracy(config, live_specs, baseline_name, result.candidates)
         for name, accuracy in generation.items():
             result.metrics[name]["summary"].update(accuracy["metrics"])
-        verdict = gate.evaluate(result.summaries())
+        conditions = [str(c) for c in gate.conditions]
         if loaded_meta is not None:
             for entry in [loaded_meta["baseline"], *loaded_meta["candidates"]]:
                 described.setdefault(entry["name"], {**entry, "replayed_from": str(config.load_results)})
@@ -203,13 +201,15 @@ def compare_models(config: CompareConfig) -> GateVerdict:
             "candidates": [described[name] for name in result.candidates],
             "model": {"source": config.model},
             "data": data,
-            "gate": verdict.to_json(),
-            "gate_conditions": [str(c) for c in gate.conditions],
+            "gate": None,  # below: the verdict of this very record, as the report recomputes it
+            "gate_conditions": conditions,
             "metrics": result.metrics,
             "histograms": result.histograms,
             "timing": result.timing,
             "provenance": provenance(config.model),
         }
+        verdict = comparison_verdict(record, conditions)
+        record["gate"] = verdict.to_json()
         write_comparison(tmp, {**record, **({"generation": generation} if generation else {})})
         if config.rank_layers:
             ranking = _rank_layers(config)
@@ -335,7 +335,7 @@ def _rank_layers(config: CompareConfig) -> dict[str, Any]:
     assert source is not None
     input_amax = None
     if Path(source).is_dir() and (Path(source) / "manifest.json").is_file():
-        from sq_trt.smooth import load_smoothed
+        from sq_trt.artifacts import load_smoothed
 
         loaded, scales = load_smoothed(source, device=config.device)
         input_amax = {name: float(value) for name, value in scales.input_amax.items()}

@@ -36,7 +36,8 @@ class OnnxSource:
         sha256: Its content hash (``sha256:<hex>``), recorded in the engine manifest.
         plugin_nodes: Nodes of domain ``sq_trt`` (need the sq-trt plugin).
         export_manifest: Fingerprint and stage of the artifact directory holding the ONNX, if any.
-        calibration_hash: The calibration hash that export recorded, if any.
+        calibration_hash: The content hash of the activation scales export used
+            (``act_scales_hash``), if any.
         max_positions: The model's ``max_position_embeddings`` that export recorded, if any.
     """
 
@@ -58,16 +59,10 @@ def _attribute(node: object, name: str, default: str) -> str:
     return default
 
 
-def _calibration_hash(manifest_extra: dict[str, object], inputs: dict[str, str]) -> str | None:
-    """The calibration hash an export artifact recorded: an explicit field, else an input named for it."""
-    for key in ("calibration_hash", "calibration_fingerprint", "act_scales_hash"):
-        value = manifest_extra.get(key)
-        if isinstance(value, str):
-            return value
-    for key, value in sorted(inputs.items()):
-        if "calib" in key or "act_scales" in key:
-            return value
-    return None
+def _calibration_hash(manifest_extra: dict[str, object]) -> str | None:
+    """The content hash of the activation scales an export used (its manifest's ``act_scales_hash``)."""
+    value = manifest_extra.get("act_scales_hash")
+    return value if isinstance(value, str) else None
 
 
 def read_onnx_source(path: str | Path) -> OnnxSource:
@@ -147,4 +142,4 @@ def artifact_provenance(path: Path) -> tuple[dict[str, str], str | None]:
     if manifest is None:
         return {}, None
     export_manifest = {"stage": manifest.stage, "fingerprint": manifest.fingerprint}
-    return export_manifest, _calibration_hash(manifest.extra, manifest.inputs)
+    return export_manifest, _calibration_hash(manifest.extra)

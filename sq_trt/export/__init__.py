@@ -10,8 +10,8 @@
 from sq_trt.export.lint import find_qdq_problems, lint_qdq
 from sq_trt.export.onnx_export import export_float_onnx, graph_io
 from sq_trt.export.qdq import QuantTarget, quantize_graph
-from sq_trt.export.runtime import OnnxModelRunner, expand_plugin_nodes, session_from_onnx
 from sq_trt.export.stage import ExportConfig, ExportResult, export_model
+from sq_trt.runtime.onnx import OnnxModelRunner, expand_plugin_nodes, session_from_onnx
 
 __all__ = [
     "ExportConfig",

@@ -43,7 +43,7 @@ from sq_trt.quant.plan import PLAN_FILE, write_plan
 if TYPE_CHECKING:
     import onnx
 
-    from sq_trt.artifact_types import ActScales
+    from sq_trt.artifacts.act_scales import ActScales
     from sq_trt.models.loading import LoadedModel
     from sq_trt.quant.plan import QuantPlan
 
@@ -375,6 +375,19 @@ def _resolved(config: ExportConfig) -> ExportConfig:
     return config.model_copy(update={"encoding": encoding})
 
 
+# Input keys the export stage writes itself, one meaning each: the weights exported and the
+# content of the activation scales used. A caller adds the artifacts they came from under the
+# producing stage's name (`calibrate`, `smoothed`), the same from the CLI and the pipeline.
+OWN_INPUTS = ("model", "act_scales")
+
+
+def _manifest_inputs(fingerprint: str, scales_hash: str | None, inputs: dict[str, str]) -> dict[str, str]:
+    clash = sorted(set(inputs) & set(OWN_INPUTS))
+    if clash:
+        raise ValueError(f"export writes the manifest inputs {clash} itself; name the source artifact instead")
+    return {"model": fingerprint, **({"act_scales": scales_hash} if scales_hash else {}), **inputs}
+
+
 @dataclass
 class ExportResult:
     """What :func:`export_model` wrote."""
@@ -542,8 +555,7 @@ def export_model(
         prefix=WRAPPED_PREFIX,
     )
     extra: dict[str, Any] = {}  # filled below; the manifest is written when the block exits
-    scales_input = {"act_scales": scales_hash} if scales_hash else {}
-    manifest_inputs = {"model": fingerprint, **scales_input, **(inputs or {})}
+    manifest_inputs = _manifest_inputs(fingerprint, scales_hash, inputs or {})
     with artifact_dir(
         out, stage=STAGE, config=config.model_dump(mode="json"), inputs=manifest_inputs, extra=extra, force=force
     ) as tmp:

@@ -174,7 +174,7 @@ class OrtStepRunner:
         """Open the session, read the cache layout from the graph, allocate the arenas."""
         import numpy as np
 
-        from sq_trt.export.runtime import session_from_onnx
+        from sq_trt.runtime.onnx import session_from_onnx
 
         self.name = f"onnxruntime:{os.fspath(model)}"
         self.session = session_from_onnx(model, threads=threads)

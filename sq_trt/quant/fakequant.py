@@ -21,7 +21,7 @@ from sq_trt.models.registry import find_spec, quantizable_linears
 from sq_trt.quant import reference
 
 if TYPE_CHECKING:
-    from sq_trt.artifact_types import ActScales
+    from sq_trt.artifacts.act_scales import ActScales
 
 ActMode = Literal["per_token", "per_tensor"]
 ACT_MODES: tuple[str, ...] = ("per_token", "per_tensor")

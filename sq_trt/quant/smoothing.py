@@ -1,7 +1,7 @@
 """SmoothQuant's per-channel factor and the GQA channel mapping: pure tensor math.
 
 Shared by the smooth stage (fixed and per-group alphas) and the alpha search
-(:mod:`sq_trt.autoalpha`), which would otherwise import each other.
+(:mod:`sq_trt.smooth.search`), which would otherwise import each other.
 """
 
 from __future__ import annotations

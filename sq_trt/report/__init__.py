@@ -11,14 +11,18 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sq_trt.artifacts import artifact_dir, atomic_write_bytes, atomic_write_text, hash_file
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.report.content import ActivationPicture, Report, assemble, pick_outlier_layer
 
+if TYPE_CHECKING:
+    from sq_trt.compare.gate import GateVerdict
+
 STAGE = "report"
 LAYERS_FILE = "layers.json"
+REPORT_FILE = "report.json"
 
 __all__ = ["ActivationPicture", "Report", "activation_picture", "load_sweep", "write_report"]
 
@@ -73,8 +77,7 @@ def activation_picture(
         layer: The linear to show; default: of the linears smoothing changed, the one with
             the largest max/median channel ratio.
     """
-    from sq_trt.artifacts import load_manifest
-    from sq_trt.calibrate import load_act_scales, read_scales_file
+    from sq_trt.artifacts import load_act_scales, load_manifest, read_scales_file
 
     calibration = load_act_scales(calibration_dir)
     smoothed_meta = dict(load_manifest(smoothed_dir, stage="smooth", verify_files=True).extra)
@@ -101,12 +104,29 @@ def activation_picture(
     return ActivationPicture(name, before[name].float().numpy(), after[name].float().numpy())
 
 
-def recompute_verdict(comparison: Mapping[str, Any], where: str | os.PathLike[str]) -> dict[str, Any]:
-    """The gate verdict recomputed from a comparison's metrics and gate conditions.
+def _verdict(comparison: Mapping[str, Any], conditions: list[str], where: str | os.PathLike[str]) -> dict[str, Any]:
+    """The verdict of gate ``conditions`` on a (verified) comparison's metrics, as JSON.
 
-    The stored ``gate`` must agree with it: a disagreement means ``comparison.json``
-    was edited (and its manifest re-hashed), so the artifact is refused rather than
-    trusting either value.
+    Raises:
+        ArtifactError: Malformed metrics, or conditions naming what the comparison lacks.
+    """
+    from sq_trt.compare.gate import comparison_verdict
+
+    try:
+        verdict: dict[str, Any] = comparison_verdict(comparison, conditions).to_json()
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise ArtifactError(
+            f"{where}: the metrics or gate conditions of comparison.json are malformed ({exc}); "
+            "rerun `sq-trt compare`"
+        ) from exc
+    return verdict
+
+
+def _stored_verdict(comparison: Mapping[str, Any], where: str | os.PathLike[str]) -> dict[str, Any]:
+    """The comparison's own gate, recomputed; its stored verdict must agree.
+
+    A disagreement means ``comparison.json`` was edited (and its manifest re-hashed), so the
+    artifact is refused rather than trusting either value.
 
     Raises:
         ArtifactError: Malformed conditions or metrics, or a stored verdict that differs.
@@ -114,7 +134,7 @@ def recompute_verdict(comparison: Mapping[str, Any], where: str | os.PathLike[st
     conditions = comparison.get("gate_conditions", [])
     if not isinstance(conditions, list) or not all(isinstance(c, str) for c in conditions):
         raise ArtifactError(f"{where}: 'gate_conditions' is not a list of strings; rerun `sq-trt compare`")
-    verdict = evaluate_conditions(comparison, conditions, where)
+    verdict = _verdict(comparison, conditions, where)
     stored = comparison.get("gate")
     if not isinstance(stored, dict) or stored.get("passed") is not verdict["passed"]:
         stored_passed = stored.get("passed") if isinstance(stored, dict) else stored
@@ -125,41 +145,22 @@ def recompute_verdict(comparison: Mapping[str, Any], where: str | os.PathLike[st
     return verdict
 
 
-def evaluate_conditions(
-    comparison: Mapping[str, Any], conditions: list[str], where: str | os.PathLike[str]
-) -> dict[str, Any]:
-    """The verdict of gate ``conditions`` on a (verified) comparison's metrics, as JSON.
+def load_verdict(report_dir: str | os.PathLike[str]) -> GateVerdict:
+    """The gate verdict a report artifact states (``report.json``, checked against its manifest).
 
     Raises:
-        ArtifactError: Malformed metrics, or conditions naming what the comparison lacks.
+        ArtifactError: No report artifact there, a file that does not match its manifest, or
+            a ``report.json`` without a verdict.
     """
-    from sq_trt.compare.gate import Gate
+    from sq_trt.artifacts import load_manifest, verify_manifest_files
+    from sq_trt.compare.gate import GateVerdict
 
-    metrics = comparison["metrics"]
+    verify_manifest_files(report_dir, load_manifest(report_dir, stage=STAGE), [REPORT_FILE])
+    path = Path(report_dir) / REPORT_FILE
     try:
-        gate = Gate.parse(conditions)
-        summaries = {
-            entry["name"]: _numeric_summary(metrics[entry["name"]]["summary"])
-            for entry in comparison["candidates"]
-        }
-        result = gate.evaluate(summaries)
-    except (KeyError, TypeError, ConfigError) as exc:
-        raise ArtifactError(
-            f"{where}: the metrics or gate conditions of comparison.json are malformed ({exc}); "
-            "rerun `sq-trt compare`"
-        ) from exc
-    verdict: dict[str, Any] = result.to_json()
-    return verdict
-
-
-def _numeric_summary(summary: Any) -> dict[str, float]:
-    if not isinstance(summary, dict):
-        raise TypeError(f"a candidate summary is a {type(summary).__name__}, expected an object")
-    return {
-        key: float(value)
-        for key, value in summary.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
-    }
+        return GateVerdict.from_json(json.loads(path.read_text())["verdict"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path} holds no gate verdict ({exc}); rerun `sq-trt report`") from exc
 
 
 def write_report(
@@ -187,7 +188,7 @@ def write_report(
     Returns:
         The report content.
     """
-    from sq_trt.compare.results import COMPARISON_FILE, load_comparison
+    from sq_trt.artifacts.comparison import COMPARISON_FILE, load_comparison
     from sq_trt.report.html import render_html
     from sq_trt.report.markdown import render_markdown
 
@@ -195,13 +196,13 @@ def write_report(
     # from the (verified) metrics and gate conditions: a stored boolean decides nothing.
     comparison = load_comparison(results_dir, verify_files=True)
     if gate is None:
-        comparison["gate"] = recompute_verdict(comparison, results_dir)
+        comparison["gate"] = _stored_verdict(comparison, results_dir)
     else:
         from sq_trt.compare.gate import Gate
 
         Gate.parse(list(gate))  # a malformed condition is the caller's error, not the artifact's
         comparison["gate_conditions"] = list(gate)
-        comparison["gate"] = evaluate_conditions(comparison, list(gate), results_dir)
+        comparison["gate"] = _verdict(comparison, list(gate), results_dir)
     layers_path = Path(results_dir) / LAYERS_FILE
     layers = None
     if layers_path.is_file():
@@ -230,7 +231,7 @@ def write_report(
     ) as tmp:
         for plot in report.plots:
             atomic_write_bytes(tmp / "plots" / plot.filename, plot.png)
-        atomic_write_text(tmp / "report.json", json.dumps(report.to_json(), indent=2, default=str) + "\n")
+        atomic_write_text(tmp / REPORT_FILE, json.dumps(report.to_json(), indent=2, default=str) + "\n")
         atomic_write_text(tmp / "report.md", render_markdown(report))
         atomic_write_text(tmp / "report.html", render_html(report))
     return report

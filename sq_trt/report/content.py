@@ -8,6 +8,7 @@ that :mod:`sq_trt.report.html` and :mod:`sq_trt.report.markdown` render.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,8 +98,8 @@ class Report:
 
 
 def format_value(key: str, value: Any) -> str:
-    """A metric formatted for a table cell (``n/a`` when absent or not finite)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """A metric formatted for a table cell (``n/a`` when absent or not a finite number, as the gate reads it)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         return "n/a"
     for column, _, fmt in METRIC_COLUMNS:
         if column == key:
@@ -117,7 +118,7 @@ def assemble(
     """Build the report content and its plots.
 
     Args:
-        comparison: A loaded ``comparison.json`` (:func:`sq_trt.compare.results.load_comparison`).
+        comparison: A loaded ``comparison.json`` (:func:`sq_trt.artifacts.comparison.load_comparison`).
         layers: The layer ranking (``layers.json``), if any.
         activation: The SmoothQuant picture's data, if calibration statistics were given.
         sweep: ``{"metric": name, "points": [{"alpha": a, name: v}, ...], "baseline": v?}``.

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sq_trt.autoalpha import quantized_output_error, search_alpha
 from sq_trt.models.registry import SmoothGroup
 from sq_trt.quant import reference
-from sq_trt.smooth_config import AlphaSearchConfig
+from sq_trt.smooth.config import AlphaSearchConfig
+from sq_trt.smooth.search import quantized_output_error, search_alpha
 
 
 def _float_fake_quant_error(

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sq_trt.calibrate import ActScales, calibrate, load_act_scales, save_act_scales
+from sq_trt.artifacts import ActScales, load_act_scales, save_act_scales
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.errors import ArtifactError, CalibrationError, DataError
 from sq_trt.models.loading import load_model
 from sq_trt.models.registry import quantizable_linears

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sq_trt.calibrate import calibrate
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.errors import CalibrationError
 from sq_trt.models import adapter
 from sq_trt.models.loading import load_model

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sq_trt.errors import ArtifactError
-from sq_trt.gpu_kit import (
+from sq_trt.hosttools.gpu_kit import (
     analyze_layers,
     main,
     parse_trtexec,
@@ -248,8 +248,8 @@ def test_kit_runs_the_smoke_checks_first_and_reports_kernels_release_and_smoke()
     smoke = text.index("bash docker/smoke.sh")
     assert smoke < text.index("python -m pytest") < text.index("sq-trt pipeline")
     assert 'export SQ_TRT_CONTAINER_RELEASE="$RELEASE"' in text  # builds record it in their manifests
-    assert 'SHAPES="${SHAPES:-}"' in text and "python -m sq_trt.gpu_kit profile-shapes" in text
+    assert 'SHAPES="${SHAPES:-}"' in text and "python -m sq_trt.hosttools.gpu_kit profile-shapes" in text
     assert "--dumpLayerInfo" in text and "--profilingVerbosity=detailed" in text
-    report = text[text.index("python -m sq_trt.gpu_kit report") :]
+    report = text[text.index("python -m sq_trt.hosttools.gpu_kit report") :]
     for flag in ("--layer-info", "--smoke", "--container-release"):
         assert flag in report

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sq_trt.gpu_kit import analyze_layers, main
-from sq_trt.gpu_kit_kernels import classify_engine, kernel_precision, parse_layer_log, verdict
+from sq_trt.hosttools.gpu_kit import analyze_layers, main
+from sq_trt.hosttools.gpu_kit_kernels import classify_engine, kernel_precision, parse_layer_log, verdict
 
 FP16_GEMM = "sm80_xmma_gemm_f16f16_f16f16_f16_nn_n_tilesize32x32x64_stage6_warpsize2x2x1_tensor16x8x16"
 INT8_GEMM = "sm80_xmma_gemm_i8i8_i8i32_f32_tn_n_tilesize128x128x64_stage3_warpsize2x2x1_tensor16x8x32"

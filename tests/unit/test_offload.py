@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from sq_trt.calibrate import calibrate
+from sq_trt.artifacts import load_smoothed
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.errors import ConfigError
 from sq_trt.models.loading import load_model
+from sq_trt.models.offload import load_offloaded, smooth_offloaded
 from sq_trt.models.tiny import byte_tokenizer, tiny_model
-from sq_trt.offload import load_offloaded, smooth_offloaded
-from sq_trt.recipe import validate_recipe
-from sq_trt.smooth import SmoothConfig, load_smoothed, save_smoothed, smooth_model, smoothed_act_scales
+from sq_trt.pipeline.recipe import validate_recipe
+from sq_trt.smooth.stage import SmoothConfig, save_smoothed, smooth_model, smoothed_act_scales
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import pytest
 
 from sq_trt.artifacts import artifact_dir
 from sq_trt.errors import ConfigError
-from sq_trt.pipeline import Stage, StageReport, StageSkipped, code_hash, format_summary, run_stages
+from sq_trt.pipeline.runner import Stage, StageReport, StageSkipped, code_hash, format_summary, run_stages
 
 
 class Chain:
@@ -172,7 +172,7 @@ def test_code_change_reruns_the_stage(chain: Chain, tmp_path: Path, monkeypatch:
     run_stages(with_code, chain.root, log=lambda _: None)
     before = code_hash("pkg_h7_code")
     module.write_text(textwrap.dedent("VALUE = 2\n"))
-    from sq_trt import pipeline
+    from sq_trt.pipeline import runner as pipeline
 
     pipeline._CODE_HASHES.pop("pkg_h7_code")  # a new process would see the new source
     sys.modules.pop("pkg_h7_code", None)
@@ -272,7 +272,7 @@ def test_a_failure_in_a_group_lets_the_others_finish_and_is_raised(tmp_path: Pat
 
 
 def test_a_parallel_stage_may_not_consume_its_neighbour() -> None:
-    from sq_trt.pipeline import check_stage_graph
+    from sq_trt.pipeline.runner import check_stage_graph
 
     def stage(name: str, after: tuple[str, ...]) -> Stage:
         return Stage(name=name, kind="build", path=Path(name), run=lambda: None, after=after, parallel=True)
@@ -285,9 +285,9 @@ def test_builds_are_parallel_and_their_jobs_follow_cores_memory_and_the_recipe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sq_trt.export import stage as export_stage
-    from sq_trt.pipeline_context import PipelineContext
-    from sq_trt.pipeline_stages import build_jobs, plan_stages
-    from sq_trt.recipe import Recipe
+    from sq_trt.pipeline.context import PipelineContext
+    from sq_trt.pipeline.recipe import Recipe
+    from sq_trt.pipeline.stages import build_jobs, plan_stages
 
     def context(**extra: Any) -> PipelineContext:
         recipe = Recipe.model_validate(

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from sq_trt.pipeline_stages import run_pipeline
-from sq_trt.recipe import load_recipe
+from sq_trt.pipeline.recipe import load_recipe
+from sq_trt.pipeline.stages import run_pipeline
 
 RECIPE = Path(__file__).resolve().parents[2] / "builders" / "smollm2-135m.yaml"
 REDUCED = [

@@ -7,9 +7,9 @@ import types
 import pytest
 
 from sq_trt.engine.backends import Backend
-from sq_trt.pipeline_context import BuildPlan, PipelineContext
-from sq_trt.pipeline_stages import candidate_encoding
-from sq_trt.recipe import Candidate, validate_recipe
+from sq_trt.pipeline.context import BuildPlan, PipelineContext
+from sq_trt.pipeline.recipe import Candidate, validate_recipe
+from sq_trt.pipeline.stages import candidate_encoding
 
 
 def _context(backend: Backend | None) -> PipelineContext:

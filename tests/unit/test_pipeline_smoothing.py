@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from sq_trt import autoalpha
 from sq_trt.cli import main
 from sq_trt.errors import ConfigError
-from sq_trt.pipeline import artifact_fingerprint
-from sq_trt.pipeline_stages import run_pipeline, smooth_stage_name
-from sq_trt.recipe import Candidate, load_recipe, smoothing_key, validate_recipe
-from sq_trt.smooth_config import SmoothConfig
+from sq_trt.pipeline.recipe import Candidate, load_recipe, smoothing_key, validate_recipe
+from sq_trt.pipeline.runner import artifact_fingerprint
+from sq_trt.pipeline.stages import run_pipeline, smooth_stage_name
+from sq_trt.smooth import search as autoalpha
+from sq_trt.smooth.config import SmoothConfig
 
 RECIPE = Path(__file__).resolve().parents[2] / "builders" / "smollm2-135m.yaml"
 PER_TENSOR_SMOOTHING = "{alpha: auto, include_optional: true, search: {act_mode: per_tensor, grid: [0.3, 0.6, 0.9]}}"

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
+from sq_trt.artifacts import load_manifest
 from sq_trt.cli import main
-from sq_trt.pipeline_stages import run_pipeline
-from sq_trt.recipe import load_recipe
+from sq_trt.pipeline.recipe import load_recipe
+from sq_trt.pipeline.stages import run_pipeline
 
 RECIPE = Path(__file__).resolve().parents[2] / "builders" / "smollm2-135m.yaml"
 TINY = [
@@ -112,6 +113,36 @@ def test_engines_are_built_with_tensorrt_rtx_and_the_plugin_graph_is_skipped(tin
     manifest = json.loads((tiny.root / "engines" / "naive-per-token" / "manifest.json").read_text())
     assert manifest["extra"]["engines"]["rtx"]["backend"] == "tensorrt_rtx"
     assert (tiny.root / "engines" / "fp16" / "rtx.plan").stat().st_size > 0
+
+
+@pytest.mark.skipif(not _rtx_available(), reason="TensorRT-RTX (the `rtx` extra) is not installed")
+def test_the_cli_and_the_pipeline_write_the_same_provenance(tiny: TinyRun) -> None:
+    """`sq-trt export` + `sq-trt build` from the pipeline's calibration record what the pipeline's own did."""
+    work, root = tiny.root / "work", tiny.root
+    cli_export, cli_engines = root / "cli-export", root / "cli-engines"
+    assert main(["export", "--model", "tiny:llama", "--act-scales", str(work / "calibrate"), "--out", str(cli_export)]) == 0
+    build = ["build", "--onnx", str(cli_export / "model.int8.onnx"), "--name", "cli", "--target", "rtx"]
+    build += ["--engines-dir", str(cli_engines), "--backend", "tensorrt_rtx", "--batch", "1,1,4", "--seq", "1,32,64"]
+    assert main(build) == 0
+    pipeline_export = json.loads((work / "export" / "naive-per-token" / "manifest.json").read_text())
+    cli_manifest = json.loads((cli_export / "manifest.json").read_text())
+    calibrate = load_manifest(work / "calibrate")
+    # One meaning per key: the weights, the content of the scales used, the calibrate artifact they came from.
+    assert cli_manifest["inputs"] == pipeline_export["inputs"]
+    assert set(cli_manifest["inputs"]) == {"model", "act_scales", "calibrate"}
+    assert cli_manifest["inputs"]["calibrate"] == calibrate.fingerprint
+    assert cli_manifest["inputs"]["act_scales"] == cli_manifest["extra"]["act_scales_hash"]
+    pipeline_engine = json.loads((root / "engines" / "naive-per-token" / "manifest.json").read_text())
+    cli_engine = json.loads((cli_engines / "cli" / "manifest.json").read_text())
+    pipeline_record, cli_record = pipeline_engine["extra"]["engines"]["rtx"], cli_engine["extra"]["engines"]["rtx"]
+    assert set(cli_record) == set(pipeline_record) and set(cli_engine["inputs"]) == set(pipeline_engine["inputs"])
+    assert cli_record["calibration_hash"] == pipeline_record["calibration_hash"] == calibrate_hash(cli_manifest)
+
+
+def calibrate_hash(export_manifest: dict[str, Any]) -> str:
+    value = export_manifest["inputs"]["act_scales"]
+    assert isinstance(value, str) and value.startswith("sha256:")
+    return value
 
 
 def test_rerun_with_nothing_changed_reuses_everything(tiny: TinyRun) -> None:

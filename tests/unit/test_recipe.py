@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sq_trt.errors import ConfigError
-from sq_trt.recipe import apply_overrides, load_recipe, parse_override, validate_recipe
+from sq_trt.pipeline.recipe import apply_overrides, load_recipe, parse_override, validate_recipe
 
 BUILDERS = Path(__file__).resolve().parents[2] / "builders"
 SHIPPED = ("smollm2-135m.yaml", "bert-base.yaml", "llama-3.2-1b.gpu.yaml")

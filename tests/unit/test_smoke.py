@@ -18,7 +18,7 @@ import pytest
 
 from sq_trt.engine.gpu import visible_gpus
 from sq_trt.export.lint import find_qdq_problems
-from sq_trt.smoke import ENCODINGS, relative_error
+from sq_trt.hosttools.smoke import ENCODINGS, relative_error
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "docker" / "smoke.sh"

@@ -9,17 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from sq_trt.autoalpha import collect_group_inputs, quantized_output_error, search_alpha
-from sq_trt.calibrate import calibrate
+from sq_trt.artifacts import FACTORS_FILE, load_smoothed, read_safetensors
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.models.loading import load_model
 from sq_trt.models.registry import SmoothGroup, smoothing_groups
-from sq_trt.smooth import (
+from sq_trt.smooth.search import collect_group_inputs, quantized_output_error, search_alpha
+from sq_trt.smooth.stage import (
     AlphaSearchConfig,
     SmoothConfig,
     check_equivalence,
-    factors_from_file,
-    load_smoothed,
     parse_override,
     reference_outputs,
     save_smoothed,
@@ -216,7 +215,7 @@ def test_smoothed_artifact_round_trip(tmp_path: Path) -> None:
     reloaded, reloaded_scales = load_smoothed(out)
     assert reloaded.fingerprint() == loaded.fingerprint()
     assert torch.equal(reference_outputs(reloaded.model, IDS), expected)
-    factors = factors_from_file(out)
+    factors = read_safetensors(out / FACTORS_FILE)
     assert factors.keys() == result.factors.keys()
     assert all(torch.equal(factors[k], result.factors[k]) for k in factors)
     name = "model.layers.1.mlp.down_proj"

@@ -8,11 +8,11 @@ import os
 import pytest
 import torch
 
-from sq_trt.calibrate import calibrate
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.data import load_slices, tokenize_chunks
-from sq_trt.evaluate import perplexity
 from sq_trt.quant.fakequant import apply_fake_quant
-from sq_trt.smooth import (
+from sq_trt.runtime.perplexity import perplexity
+from sq_trt.smooth.stage import (
     SmoothConfig,
     check_equivalence,
     reference_outputs,

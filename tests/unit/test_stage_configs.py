@@ -11,7 +11,7 @@ import pytest
 from sq_trt.cli import build_parser, main
 from sq_trt.errors import ConfigError
 from sq_trt.export.config import ExportConfig
-from sq_trt.recipe import load_recipe, validate_recipe
+from sq_trt.pipeline.recipe import load_recipe, validate_recipe
 
 BUILDERS = Path(__file__).resolve().parents[2] / "builders"
 
@@ -95,7 +95,7 @@ def _cli_default(action: argparse.Action) -> Any:
 
 
 def test_every_export_config_field_is_a_flag_and_a_recipe_field_with_one_default() -> None:
-    from sq_trt.recipe import Candidate, ExportSection
+    from sq_trt.pipeline.recipe import Candidate, ExportSection
     from sq_trt.stage_config import cli_flag
 
     flags = _flags(_subparser("export"))
@@ -115,12 +115,12 @@ def test_every_export_config_field_is_a_flag_and_a_recipe_field_with_one_default
 
 def _stage_models() -> list[tuple[str, type[Any], list[type[Any]]]]:
     """(subcommand, the stage's config, the recipe models that hold its fields)."""
-    from sq_trt.calibrate import CalibrateConfig
+    from sq_trt.calibrate.stage import CalibrateConfig
     from sq_trt.compare.config import CompareOptions
     from sq_trt.engine.config import BuildOptions
-    from sq_trt.recipe import BuildSection, Candidate, CompareSection, ExportSection, Recipe
+    from sq_trt.pipeline.recipe import BuildSection, Candidate, CompareSection, ExportSection, Recipe
     from sq_trt.report.config import ReportOptions
-    from sq_trt.smooth_config import SmoothConfig
+    from sq_trt.smooth.config import SmoothConfig
 
     fields = Recipe.model_fields
     assert fields["calibrate"].annotation is CalibrateConfig  # the sections ARE the stage configs
@@ -198,7 +198,7 @@ def test_every_stage_config_field_is_reachable_from_the_cli_and_the_recipe(index
 def test_a_field_added_to_a_stage_config_appears_as_a_flag_with_its_bounds() -> None:
     from pydantic import Field
 
-    from sq_trt.calibrate import CalibrateConfig
+    from sq_trt.calibrate.stage import CalibrateConfig
     from sq_trt.commands.common import add_config_args, config_from_args
 
     class Extended(CalibrateConfig):
@@ -215,7 +215,7 @@ def test_a_field_added_to_a_stage_config_appears_as_a_flag_with_its_bounds() -> 
 def test_the_model_and_data_sections_are_the_flags_of_every_command_that_loads_a_model_or_text() -> None:
     from sq_trt.data import DataConfig
     from sq_trt.models.config import ModelConfig
-    from sq_trt.recipe import Recipe
+    from sq_trt.pipeline.recipe import Recipe
 
     assert Recipe.model_fields["model"].annotation is ModelConfig  # one definition, the recipe's section
     assert Recipe.model_fields["data"].annotation is DataConfig

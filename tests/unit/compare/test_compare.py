@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sq_trt.artifacts.comparison import COMPARISON_FILE, load_comparison, load_iterations
 from sq_trt.compare.dataloader import EvalDataLoader, evaluation_slice
-from sq_trt.compare.results import COMPARISON_FILE, load_comparison, load_iterations
 from sq_trt.compare.run import run_comparison
 from sq_trt.compare.runners import make_runner, parse_runner_spec
 from sq_trt.errors import ArtifactError, ConfigError, DataError

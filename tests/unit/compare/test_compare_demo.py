@@ -45,14 +45,14 @@ def test_fp16_onnx_baseline_matches_the_pytorch_model(comparison: dict[str, obje
 
     from sq_trt.compare.dataloader import evaluation_slice
     from sq_trt.data import tokenize_chunks
-    from sq_trt.evaluate import perplexity
     from sq_trt.models.loading import load_model
+    from sq_trt.runtime.perplexity import perplexity
 
     fp32 = comparison["metrics"]["fp32"]["summary"]  # type: ignore[index]
     # FP16 rounding of a 135M model: the argmax flips only where the top two logits nearly tie.
     assert fp32["top1_agreement"] >= 0.97
     assert fp32["kl_mean"] < 1e-3
-    # The baseline perplexity equals sq_trt.evaluate.perplexity of the float model on the same
+    # The baseline perplexity equals sq_trt.runtime.perplexity.perplexity of the float model on the same
     # held-out chunks (a separate implementation), up to FP16 rounding (well under 1 %).
     loaded = load_model("demo")
     chunks = tokenize_chunks(loaded.tokenizer, evaluation_slice(), seq_len=SEQ_LEN, max_chunks=SAMPLES)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from sq_trt.cli import main
@@ -132,3 +135,55 @@ def test_cli_bad_gate_exits_1_and_writes_nothing(tmp_path: Path, capsys: pytest.
     assert _compare(tmp_path / "c", "same=torch:tiny:llama", "ppl~1") == 1
     assert not (tmp_path / "c").exists()
     assert "is not of the form" in capsys.readouterr().err
+
+
+# Summaries as a comparison may hold them: a number as a string, a boolean, NaN, a numpy scalar.
+ODD_SUMMARIES = {
+    "a": {"ppl_increase_pct": 0.5, "top1_agreement": "0.99", "kl_mean": True},
+    "b": {"ppl_increase_pct": np.float32(2.0), "top1_agreement": 0.97, "kl_mean": float("nan")},
+}
+ODD_CONDITIONS = ["ppl_increase_pct<=1", "top1_agreement>=0.95", "b:kl_mean<=1"]
+# Worked out by hand: only real, finite numbers are compared; anything else is a missing metric.
+ODD_EXPECTED = [
+    ("a", "ppl_increase_pct<=1", True),
+    ("b", "ppl_increase_pct<=1", False),  # 2.0 > 1
+    ("a", "top1_agreement>=0.95", False),  # a string, not a number
+    ("b", "top1_agreement>=0.95", True),
+    ("b", "b:kl_mean<=1", False),  # NaN
+]
+
+
+def _outcomes(verdict: Any) -> list[tuple[str, str, bool]]:
+    results = verdict["results"] if isinstance(verdict, dict) else [asdict(r) for r in verdict.results]
+    return [(r["candidate"], r["condition"], r["passed"]) for r in results]
+
+
+def test_non_numeric_summaries_give_the_same_verdict_in_compare_report_and_pipeline(tmp_path: Path) -> None:
+    from sq_trt.artifacts import artifact_dir
+    from sq_trt.artifacts.comparison import write_comparison
+    from sq_trt.compare.gate import comparison_verdict
+    from sq_trt.report import load_verdict, write_report
+
+    record: dict[str, Any] = {
+        "baseline": {"name": "fp16", "kind": "onnx"},
+        "candidates": [{"name": "a", "kind": "onnx"}, {"name": "b", "kind": "onnx"}],
+        "model": {"source": "tiny:llama"},
+        "data": {"source": "test"},
+        "gate_conditions": ODD_CONDITIONS,
+        "metrics": {name: {"summary": summary, "outputs": {}} for name, summary in ODD_SUMMARIES.items()},
+    }
+    compare_verdict = comparison_verdict(record, ODD_CONDITIONS)  # what compare stores
+    assert _outcomes(compare_verdict) == ODD_EXPECTED and compare_verdict.passed is False
+    assert _outcomes(Gate.parse(ODD_CONDITIONS).evaluate(ODD_SUMMARIES)) == ODD_EXPECTED
+
+    compare_dir = tmp_path / "compare"
+    with artifact_dir(compare_dir, stage="compare", config={}, inputs={}) as tmp:
+        write_comparison(tmp, {**record, "gate": compare_verdict.to_json()})
+    # The report with the comparison's own gate (its stored verdict must agree) and with the
+    # recipe's (the pipeline's way); the pipeline then reads the verdict from its report.
+    own = write_report(compare_dir, tmp_path / "own")
+    given = write_report(compare_dir, tmp_path / "given", gate=ODD_CONDITIONS)
+    pipeline = load_verdict(tmp_path / "given")
+    for verdict in (own.verdict, given.verdict, pipeline):
+        assert _outcomes(verdict) == ODD_EXPECTED
+    assert own.verdict["passed"] is given.verdict["passed"] is pipeline.passed is False

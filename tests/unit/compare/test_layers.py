@@ -55,7 +55,7 @@ def test_leave_one_in_kl_equals_the_fake_quant_reference(family: str) -> None:
 
 
 def test_per_tensor_ranking_uses_each_layers_own_amax() -> None:
-    from sq_trt.calibrate import calibrate
+    from sq_trt.calibrate.stage import calibrate
 
     loaded = load_model("tiny:llama")
     scales = calibrate(loaded, _chunks(1), progress=False)

@@ -15,11 +15,10 @@ from sq_trt.compare.metrics import (
     error_stats,
     histogram_quantile,
     kl_divergence,
-    log_softmax,
     row_cosine,
-    token_nll,
     topk_agreement,
 )
+from sq_trt.runtime.perplexity import label_nll_sum, log_softmax, perplexity, perplexity_from_nll, token_nll
 
 # Histogram quantiles return the upper edge of the bin holding the quantile: at most one
 # bin above the exact value, a relative error of 2**-7 (bins are float32's top 16 bits).
@@ -99,7 +98,17 @@ def test_token_nll_uniform_logits_is_log_vocab() -> None:
     nll = token_nll(logits, ids)
     assert nll.shape == (2, 4)  # seq - 1 predictions per row
     np.testing.assert_allclose(nll, math.log(4), rtol=1e-6)
-    assert metrics.perplexity_from_nll(float(nll.sum()), nll.size) == pytest.approx(4.0, rel=1e-6)
+    assert perplexity_from_nll(float(nll.sum()), nll.size) == pytest.approx(4.0, rel=1e-6)
+    # The same through perplexity() over any logits function: uniform over 4 tokens is 4.
+    assert perplexity(lambda batch: np.zeros((*batch.shape, 4), np.float32), ids, progress=False) == pytest.approx(
+        4.0, rel=1e-6
+    )
+
+
+def test_label_nll_sum_skips_rows_without_a_label() -> None:
+    log_p = np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8], [1 / 3, 1 / 3, 1 / 3]], dtype=np.float32))
+    nll, count = label_nll_sum(log_p, np.array([1, -1, 0]))
+    assert count == 2 and nll == pytest.approx(math.log(4) + math.log(3), rel=1e-6)
 
 
 def test_token_nll_picks_the_next_token() -> None:
@@ -172,19 +181,23 @@ def test_lm_accumulator_matches_direct_formulas() -> None:
 
 
 def test_lm_perplexity_matches_evaluate_perplexity_on_a_model() -> None:
-    """The streaming perplexity equals sq_trt.evaluate.perplexity (a separate torch implementation)."""
+    """The streaming perplexity and perplexity() both equal torch's cross-entropy (an independent reference)."""
     import torch
 
-    from sq_trt.evaluate import perplexity
     from sq_trt.models.loading import load_model
 
     model = load_model("tiny:llama").model
     ids = torch.randint(0, 256, (3, 32), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        logits = model(input_ids=ids, use_cache=False).logits.float().numpy()
+        logits_t = model(input_ids=ids, use_cache=False).logits.float()
+    logits = logits_t.numpy()
+    reference = math.exp(
+        float(torch.nn.functional.cross_entropy(logits_t[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)))
+    )
     acc = LanguageModelAccumulator()
     acc.update(logits, logits, ids.numpy())
-    # float32 log-softmax here vs torch's cross-entropy: agree to ~1e-6 relative.
-    assert acc.summary()["ppl"] == pytest.approx(perplexity(model, ids, progress=False), rel=1e-5)
+    # float32 log-softmax with a float64 normaliser vs torch's cross-entropy: agree to ~1e-6 relative.
+    assert acc.summary()["ppl"] == pytest.approx(reference, rel=1e-5)
+    assert perplexity(model, ids, progress=False) == pytest.approx(acc.summary()["ppl"], rel=1e-12)
     assert acc.summary()["kl_mean"] == 0.0
     assert acc.summary()["top1_agreement"] == 1.0

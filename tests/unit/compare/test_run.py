@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from polygraphy.backend.onnxrt import OnnxrtRunner
 
+from sq_trt.artifacts.comparison import load_iterations
 from sq_trt.compare.dataloader import EvalDataLoader
 from sq_trt.compare.metrics import LanguageModelAccumulator, OutputErrorAccumulator, fold_next_token_metrics
-from sq_trt.compare.results import load_iterations
 from sq_trt.compare.run import run_comparison
 from sq_trt.compare.runners import make_runner, onnx_session, parse_runner_spec
 from sq_trt.compare.spool import OutputSpool, SpooledResult, write_run_results

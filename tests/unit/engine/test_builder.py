@@ -85,7 +85,10 @@ def test_rtx_builds_each_encoding_with_a_complete_manifest(tmp_path, rtx, kind):
 
 def test_calibration_hash_is_taken_from_the_export_manifest(tmp_path, rtx):
     export_dir = tmp_path / "export"
-    with artifact_dir(export_dir, stage="export", inputs={"calibration": "sha256:c0ffee"}) as tmp:
+    # Only the field export writes counts; an input merely named like a calibration is not guessed at.
+    with artifact_dir(
+        export_dir, stage="export", inputs={"calibration": "sha256:bad"}, extra={"act_scales_hash": "sha256:c0ffee"}
+    ) as tmp:
         make_fp16(tmp / "model.fp16.onnx")
     record = build_engine(_settings(tmp_path, export_dir / "model.fp16.onnx"), rtx, log=lambda _: None)
     assert record.calibration_hash == "sha256:c0ffee"
@@ -295,7 +298,7 @@ def test_cli_recipe_fills_flags_and_flags_override(tmp_path, capsys):
 
 def test_exporter_artifact_builds_and_its_calibration_hash_reaches_the_engine_manifest(tmp_path, rtx):
     """The stage contract end to end on a tiny Llama: calibrate -> export (per-tensor) -> build."""
-    from sq_trt.calibrate import calibrate
+    from sq_trt.calibrate.stage import calibrate
     from sq_trt.export.stage import ExportConfig, export_model
     from sq_trt.models.loading import load_model
 

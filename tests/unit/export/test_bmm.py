@@ -21,13 +21,14 @@ import onnx
 import pytest
 import torch
 
-from sq_trt.calibrate import ActScales, calibrate
+from sq_trt.artifacts import ActScales
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.errors import ConfigError, ExportError
-from sq_trt.export.runtime import OnnxModelRunner
 from sq_trt.export.stage import ExportConfig, export_model
 from sq_trt.models.loading import LoadedModel, load_model
 from sq_trt.quant.attention import bmm_fake_quant, bmm_ranges
 from sq_trt.quant.fakequant import apply_fake_quant
+from sq_trt.runtime.onnx import OnnxModelRunner
 
 SEQ = 24
 

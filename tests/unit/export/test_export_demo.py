@@ -56,9 +56,9 @@ def test_demo_export_sizes_and_manifest(demo_export: tuple[Path, Any], demo_load
 def test_demo_perplexity_through_onnx_runtime_matches_pytorch(
     demo_export: tuple[Path, Any], demo_loaded: Any
 ) -> None:
-    from sq_trt.evaluate import perplexity
-    from sq_trt.export.runtime import OnnxModelRunner
     from sq_trt.quant.fakequant import apply_fake_quant
+    from sq_trt.runtime.onnx import OnnxModelRunner
+    from sq_trt.runtime.perplexity import perplexity
 
     out, chunks = demo_export
     fp32 = perplexity(demo_loaded.model, chunks, progress=False)
@@ -66,8 +66,8 @@ def test_demo_perplexity_through_onnx_runtime_matches_pytorch(
     apply_fake_quant(fake_quant, None, act_mode="per_token")
     w8a8 = perplexity(fake_quant, chunks, progress=False)
     del fake_quant
-    ort_fp16 = OnnxModelRunner(out / "model.fp16.onnx").perplexity(chunks)
-    ort_int8 = OnnxModelRunner(out / "model.int8.onnx").perplexity(chunks)
+    ort_fp16 = perplexity(OnnxModelRunner(out / "model.fp16.onnx").run, chunks, progress=False)
+    ort_int8 = perplexity(OnnxModelRunner(out / "model.int8.onnx").run, chunks, progress=False)
     assert ort_fp16 == pytest.approx(fp32, rel=0.01)
     # The INT8 file runs in float16, the reference in float32: float16 rounding moves some
     # activations across a .5 boundary, each such token's int8 code moves one step, and over

@@ -31,18 +31,19 @@ import onnx
 import pytest
 import torch
 
-from sq_trt.calibrate import ActScales, calibrate
+from sq_trt.artifacts import ActScales
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.errors import ArtifactError, ConfigError, ExportError
 from sq_trt.export.lint import lint_qdq
 from sq_trt.export.onnx_export import WRAPPED_PREFIX, export_float_onnx, graph_io
 from sq_trt.export.qdq import quantize_graph, targets_from_model
-from sq_trt.export.runtime import OnnxModelRunner, session_from_onnx
 from sq_trt.export.stage import ExportConfig, check_memory, export_model
 from sq_trt.models.loading import LoadedModel, load_model, weights_fingerprint
 from sq_trt.models.registry import quantizable_linears
 from sq_trt.models.tiny import tiny_model
 from sq_trt.quant import reference
 from sq_trt.quant.fakequant import apply_fake_quant
+from sq_trt.runtime.onnx import OnnxModelRunner, session_from_onnx
 
 SEQ = 24
 
@@ -199,11 +200,11 @@ def test_io_is_dynamic_and_named(exported: Exported) -> None:
 
 
 def test_runner_perplexity_matches_pytorch(llama: Exported) -> None:
-    from sq_trt.evaluate import perplexity
+    from sq_trt.runtime.perplexity import perplexity
 
     chunks = torch.randint(0, 256, (3, 16), generator=torch.Generator().manual_seed(3))
     expected = perplexity(llama.loaded.model, chunks, progress=False)
-    got = OnnxModelRunner(llama.base).perplexity(chunks, batch_size=2)
+    got = perplexity(OnnxModelRunner(llama.base).run, chunks, batch_size=2, progress=False)
     assert got == pytest.approx(expected, rel=1e-5)  # float32 graph vs float32 eager: rounding only
 
 
@@ -231,7 +232,7 @@ def test_unsupported_op_around_linear_names_it(llama: Exported) -> None:
 @pytest.fixture(scope="module")
 def llama_artifact(module_tmp: Callable[[str], Path]) -> Path:
     """`sq-trt export` of tiny llama, per-tensor (FP16 deployment files), through the CLI."""
-    from sq_trt.calibrate import save_act_scales
+    from sq_trt.artifacts import save_act_scales
     from sq_trt.cli import main
 
     root = module_tmp("stage")

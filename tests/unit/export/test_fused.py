@@ -1,6 +1,6 @@
 """The fused-gemm nodes, as the CPU executor expands them, against sq_trt.quant.reference.
 
-Single-node graphs, run by ONNX Runtime after :func:`sq_trt.export.runtime.expand_plugin_nodes`.
+Single-node graphs, run by ONNX Runtime after :func:`sq_trt.runtime.onnx.expand_plugin_nodes`.
 The GEMMs must be bit-exact with :func:`reference.w8a8_gemm` / :func:`reference.quant_w8a8_gemm`:
 both sides compute the integer accumulator exactly (int64 there; here float32 MatMuls over at
 most 1024 channels, whose sums stay within 2**24, added in float64, or one float64 MatMul when
@@ -25,8 +25,8 @@ from sq_trt import plugin_spec
 from sq_trt.errors import ExportError
 from sq_trt.export.fused import plugin_node
 from sq_trt.export.lint import find_qdq_problems
-from sq_trt.export.runtime import expand_plugin_nodes, session_from_onnx
 from sq_trt.quant import reference
+from sq_trt.runtime.onnx import expand_plugin_nodes, session_from_onnx
 
 ONNX_TYPES = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
 TORCH_TYPES = {np.float32: torch.float32, np.float16: torch.float16}

@@ -92,9 +92,9 @@ def test_fused_gemm_export_of_the_demo_fuses_every_norm(demo_encodings: dict[str
 def test_fused_gemm_perplexity_matches_portable_and_the_reference(
     demo_encodings: dict[str, Any], demo_loaded: Any
 ) -> None:
-    from sq_trt.evaluate import perplexity
-    from sq_trt.export.runtime import OnnxModelRunner
     from sq_trt.quant.fakequant import apply_fake_quant
+    from sq_trt.runtime.onnx import OnnxModelRunner
+    from sq_trt.runtime.perplexity import perplexity
 
     chunks = demo_encodings["chunks"]
     ppl: dict[str, float] = {}
@@ -104,11 +104,11 @@ def test_fused_gemm_perplexity_matches_portable_and_the_reference(
         if encoding == "fused-gemm":
             # Every chunk has SEQ_LEN - 1 predictions: the 32-chunk perplexity is the geometric mean
             # of the two parts' perplexities weighted by their chunk counts.
-            fused_head = runner.perplexity(chunks[:HEAD])
-            tail = runner.perplexity(chunks[HEAD:])
+            fused_head = perplexity(runner.run, chunks[:HEAD], progress=False)
+            tail = perplexity(runner.run, chunks[HEAD:], progress=False)
             ppl[encoding] = math.exp((HEAD * math.log(fused_head) + (CHUNKS - HEAD) * math.log(tail)) / CHUNKS)
         else:
-            ppl[encoding] = runner.perplexity(chunks)
+            ppl[encoding] = perplexity(runner.run, chunks, progress=False)
         del runner
         print(f"{encoding}: perplexity {ppl[encoding]:.4f} ({time.perf_counter() - start:.0f} s)")
     fake_quant = copy.deepcopy(demo_loaded.model)

@@ -35,10 +35,10 @@ from sq_trt.export.fused import norm_groups_from_model
 from sq_trt.export.lint import find_qdq_problems, lint_qdq
 from sq_trt.export.onnx_export import WRAPPED_PREFIX, export_float_onnx
 from sq_trt.export.qdq import quantize_graph, targets_from_model
-from sq_trt.export.runtime import OnnxModelRunner, expand_plugin_nodes, session_from_onnx
 from sq_trt.models.loading import load_model
 from sq_trt.models.registry import quantizable_linears
 from sq_trt.quant.fakequant import apply_fake_quant
+from sq_trt.runtime.onnx import OnnxModelRunner, expand_plugin_nodes, session_from_onnx
 
 # Norm + quantization nodes each family's export must fuse (2 layers): Llama-family
 # input_layernorm -> q/k/v and post_attention_layernorm -> gate/up; OPT and GPT-2's pre-LN

@@ -23,17 +23,18 @@ import onnx
 import pytest
 import torch
 
-from sq_trt import smooth
-from sq_trt.calibrate import calibrate
+from sq_trt.artifacts import load_smoothed
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.errors import ExportError
 from sq_trt.export.lint import find_plan_problems, lint_qdq
-from sq_trt.export.runtime import OnnxModelRunner
 from sq_trt.export.stage import ExportConfig, export_model
 from sq_trt.models.loading import load_model
 from sq_trt.models.registry import quantizable_linears
 from sq_trt.quant.fakequant import apply_fake_quant
 from sq_trt.quant.plan import PLAN_FILE, load_plan
-from sq_trt.smooth_config import AlphaSearchConfig, SmoothConfig
+from sq_trt.runtime.onnx import OnnxModelRunner
+from sq_trt.smooth import stage as smooth
+from sq_trt.smooth.config import AlphaSearchConfig, SmoothConfig
 
 SEQ = 24
 FORCED = {  # one linear per family forced per token, so both modes are exercised whatever is measured
@@ -65,7 +66,7 @@ class Hybrid:
         )
         config = SmoothConfig(alpha="auto", include_optional=True, search=search)
         smooth.run(config, loaded=loaded, scales=scales, chunks=chunks, out=root / "smoothed", progress=False)
-        self.loaded, self.scales = smooth.load_smoothed(root / "smoothed")
+        self.loaded, self.scales = load_smoothed(root / "smoothed")
         self.plan = load_plan(root / "smoothed")
         assert self.plan is not None
         self.plan.smoothed = str(root / "smoothed")

@@ -17,8 +17,8 @@ from onnx import TensorProto, helper
 
 from sq_trt import plugin_spec
 from sq_trt.export.qdq import GraphBuilder, plugin_per_token_node, portable_per_token_nodes
-from sq_trt.export.runtime import expand_plugin_nodes, session_from_onnx
 from sq_trt.quant import reference
+from sq_trt.runtime.onnx import expand_plugin_nodes, session_from_onnx
 
 ONNX_TYPES = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
 

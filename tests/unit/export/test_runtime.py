@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sq_trt import plugin_spec
 from sq_trt.errors import ExportError
 from sq_trt.export import onnx_files
-from sq_trt.export.runtime import expand_plugin_nodes, session_from_onnx, session_options
+from sq_trt.runtime.onnx import expand_plugin_nodes, session_from_onnx, session_options
 
 
 def _matmul_model() -> tuple[onnx.ModelProto, np.ndarray]:

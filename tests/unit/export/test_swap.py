@@ -19,10 +19,9 @@ import onnx
 import pytest
 import torch
 
-from sq_trt.calibrate import calibrate
+from sq_trt.calibrate.stage import calibrate
 from sq_trt.export.onnx_export import export_float_onnx
 from sq_trt.export.past import export_float_onnx_with_past
-from sq_trt.export.runtime import OnnxModelRunner
 from sq_trt.export.stage import FloatGraphs
 from sq_trt.export.swap import (
     ArchitectureMismatchError,
@@ -32,8 +31,9 @@ from sq_trt.export.swap import (
     trace_swappable,
 )
 from sq_trt.models.loading import LoadedModel, load_model
-from sq_trt.smooth import smooth_model
-from sq_trt.smooth_config import SmoothConfig
+from sq_trt.runtime.onnx import OnnxModelRunner
+from sq_trt.smooth.config import SmoothConfig
+from sq_trt.smooth.stage import smooth_model
 
 OPSET = 20
 # (family, with_past, dtype): every family, both dtypes, with-past graphs of three decoder families

@@ -106,7 +106,7 @@ def test_an_engine_without_generation_profiles_is_refused():
 
 def test_remote_runner_runs_the_same_loop_over_any_infer_call(tiny_llama_export):
     """The Triton BLS model's runner, with ONNX Runtime behind ``infer`` instead of the plan model."""
-    from sq_trt.export.runtime import session_from_onnx
+    from sq_trt.runtime.onnx import session_from_onnx
 
     _, out = tiny_llama_export
     session = session_from_onnx(out / "model.fp16.onnx")
@@ -208,8 +208,8 @@ def test_float_export_with_past_refuses_an_encoder():
 
 
 def test_compare_scores_generation_graphs_and_gates_on_generation_metrics(tiny_llama_export, tmp_path):
+    from sq_trt.artifacts.comparison import load_comparison
     from sq_trt.cli import main
-    from sq_trt.compare.results import load_comparison
     from sq_trt.generate.accuracy import first_divergence
     from sq_trt.report import write_report
 
@@ -294,7 +294,7 @@ def test_other_int8_candidates_export_with_past_and_decode_like_one_pass(tmp_pat
     """Per-tensor (static scales) and the plugin encoding (expanded to standard ops for ONNX Runtime)."""
     import torch
 
-    from sq_trt.calibrate import calibrate
+    from sq_trt.calibrate.stage import calibrate
 
     loaded = load_model("tiny:llama")
     torch.manual_seed(1)

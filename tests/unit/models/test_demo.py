@@ -3,7 +3,7 @@ import math
 import pytest
 
 from sq_trt.data import load_slices, tokenize_chunks
-from sq_trt.evaluate import perplexity
+from sq_trt.runtime.perplexity import perplexity
 
 pytestmark = pytest.mark.integration
 

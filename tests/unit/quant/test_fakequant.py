@@ -101,7 +101,7 @@ def test_two_calls_give_mixed_modes() -> None:
 
 
 def calibrate_tiny(loaded):
-    from sq_trt.calibrate import calibrate
+    from sq_trt.calibrate.stage import calibrate
 
     return calibrate(
         loaded, torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0)), progress=False

@@ -228,8 +228,8 @@ def test_the_report_applies_the_gate_it_is_given_to_the_verified_metrics(
     artifacts: dict[str, Path], tmp_path: Path
 ) -> None:
     """The pipeline's way: the comparison ran with its own gate; the report applies the recipe's."""
+    from sq_trt.artifacts.comparison import load_comparison
     from sq_trt.compare.gate import Gate
-    from sq_trt.compare.results import load_comparison
     from sq_trt.errors import ConfigError
 
     comparison = load_comparison(artifacts["compare"])

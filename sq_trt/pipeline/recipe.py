@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sq_trt import stage_config
 from sq_trt.artifacts import hash_json
-from sq_trt.calibrate import CalibrateConfig
+from sq_trt.calibrate.stage import CalibrateConfig
 from sq_trt.compare.config import CompareOptions
 from sq_trt.data import DataConfig
 from sq_trt.engine.config import BuildOptions
@@ -44,7 +44,7 @@ from sq_trt.errors import ConfigError
 from sq_trt.export.config import CandidateOptions, ExportConfig, GraphOptions
 from sq_trt.models.config import MODEL_HINT, ModelConfig
 from sq_trt.report.config import ReportOptions
-from sq_trt.smooth_config import SmoothConfig
+from sq_trt.smooth.config import SmoothConfig
 from sq_trt.yaml_io import read_text_file, safe_load_bounded, short_repr, shorten
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -63,11 +63,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-# The `model` and `data` sections are the configs the subcommands' --model / --data flags are made from.
-ModelSection = ModelConfig
-DataSection = DataConfig
-
-
 class Candidate(CandidateOptions):
     """One INT8 candidate exported, built and compared against the FP16 baseline.
 
@@ -77,7 +72,7 @@ class Candidate(CandidateOptions):
     Attributes:
         name: Directory-safe name (``sq-per-token``); gate conditions may name it.
         smooth: Export a smoothed model (True) or the original one (naive W8A8).
-        smoothing: The candidate's own smoothing (a whole :class:`~sq_trt.smooth_config.SmoothConfig`,
+        smoothing: The candidate's own smoothing (a whole :class:`~sq_trt.smooth.config.SmoothConfig`,
             its defaults where a field is not given); None: the recipe's ``smooth`` section.
             Candidates whose smoothing is equal share one smooth stage.
     """

@@ -18,20 +18,11 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from sq_trt.artifact_types import (
-    SCALES_FILE,
-    ActScales,
-    check_model_matches,
-    read_safetensors,
-    read_scales_file,
-    write_scales_file,
-)
-from sq_trt.artifacts import artifact_dir, load_manifest
+from sq_trt.artifacts.act_scales import ActScales, save_act_scales
 from sq_trt.errors import CalibrationError, DataError
 from sq_trt.models import adapter
 from sq_trt.models.registry import quantizable_linears
@@ -44,20 +35,6 @@ if TYPE_CHECKING:
     from sq_trt.data import TextSlice
     from sq_trt.models.loading import LoadedModel
 
-STAGE = "calibrate"
-__all__ = [
-    "SCALES_FILE",
-    "ActScales",
-    "CalibrateConfig",
-    "calibrate",
-    "check_model_matches",
-    "load_act_scales",
-    "read_safetensors",
-    "read_scales_file",
-    "run",
-    "save_act_scales",
-    "write_scales_file",
-]
 
 
 class CalibrateConfig(StageConfig):
@@ -249,45 +226,4 @@ def calibrate(loaded: LoadedModel, chunks: torch.Tensor, *, progress: bool = Tru
         "seq_len": int(chunks.shape[1]),
         "linears": names,
     }
-    return scales
-
-
-def save_act_scales(path: str | os.PathLike[str], scales: ActScales, *, force: bool = False) -> Path:
-    """Write an ``act_scales`` artifact directory (stage ``calibrate``).
-
-    Args:
-        path: Output directory (written atomically).
-        scales: The statistics; ``scales.meta`` becomes the manifest ``extra``.
-        force: Replace an existing directory.
-
-    Returns:
-        The artifact directory.
-    """
-    meta = dict(scales.meta)
-    config: dict[str, Any] = {key: meta[key] for key in ("num_samples", "seq_len") if key in meta}
-    inputs = {"model": meta.get("model_fingerprint", "")}
-    if "data" in meta:
-        inputs["data"] = meta["data"].get("text_hash", "")
-    with artifact_dir(path, stage=STAGE, config=config, inputs=inputs, extra=meta, force=force) as tmp:
-        write_scales_file(tmp, scales)
-    return Path(path)
-
-
-def load_act_scales(path: str | os.PathLike[str], *, model: Any = None) -> ActScales:
-    """Load an ``act_scales`` artifact, checking its manifest and file hashes.
-
-    Args:
-        path: The artifact directory written by :func:`save_act_scales`.
-        model: If given, refuse statistics recorded on a model with other weights.
-
-    Returns:
-        The statistics, ``meta`` = the manifest ``extra``.
-
-    Raises:
-        ArtifactError: Missing/corrupt artifact, another stage, or another model.
-    """
-    manifest = load_manifest(path, stage=STAGE, verify_files=True)
-    scales = read_scales_file(path, dict(manifest.extra))
-    if model is not None:
-        check_model_matches(scales, model, f"act_scales artifact {path}")
     return scales

@@ -137,7 +137,7 @@ def agree(plan: Path, onnx_path: Path) -> bool:
     from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
-    from sq_trt.export.runtime import session_from_onnx
+    from sq_trt.runtime.onnx import session_from_onnx
 
     feed = {"input_ids": np.random.default_rng(0).integers(0, 64, size=FEED_SHAPE, dtype=np.int64)}
     with TrtRunner(EngineFromBytes(BytesFromPath(str(plan)))) as trt_runner:
@@ -165,8 +165,8 @@ def load(plan: Path) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sq_trt.smoke env|export|build|agree|load ...``; exit 1 when a check failed."""
-    parser = argparse.ArgumentParser(prog="python -m sq_trt.smoke", description=__doc__.splitlines()[0])
+    """``python -m sq_trt.hosttools.smoke env|export|build|agree|load ...``; exit 1 when a check failed."""
+    parser = argparse.ArgumentParser(prog="python -m sq_trt.hosttools.smoke", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="step", required=True)
     env = sub.add_parser("env")
     env.add_argument("--no-tensorrt-ok", action="store_true", help="report a missing TensorRT/GPU as INFO")

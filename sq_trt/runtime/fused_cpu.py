@@ -13,7 +13,7 @@ semantics of :mod:`sq_trt.quant.reference`:
   22 vs 10 ms). A weight that is not an initializer (its K unknown when the graph is
   rewritten) takes the float64 GEMM. ONNX Runtime's integer kernels are not used:
   ``MatMulInteger`` saturates 16-bit pair sums on CPUs without VNNI (see
-  :func:`sq_trt.export.runtime.session_options`);
+  :func:`sq_trt.runtime.onnx.session_options`);
 * the epilogue is float32, in the reference's order, ``(acc * (amax / 127)) * w_scale + bias``,
   then one cast to the output dtype;
 * the norms compute in float32 as the kernels do, ``x * (1 / sqrt(mean(x^2) + eps)) * w``

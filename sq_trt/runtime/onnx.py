@@ -9,7 +9,6 @@ semantics, any dtype. The file on disk is never changed.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -17,13 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sq_trt import plugin_spec
-from sq_trt.errors import DataError, ExportError
+from sq_trt.errors import ExportError
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx
     import onnxruntime
-    import torch
 
 # Protobuf cannot serialise a single message over 2 GiB; larger models go through a temp file.
 _PROTO_LIMIT = 2**31 - 1
@@ -39,7 +37,7 @@ def expand_plugin_nodes(model: onnx.ModelProto) -> int:
 
     ``PerTokenQuant`` becomes the portable per-token subgraph; the fused nodes
     (``RMSNormPerTokenQuant``, ``LayerNormPerTokenQuant``, ``W8A8Gemm``,
-    ``QuantW8A8Gemm``) become the subgraphs of :mod:`sq_trt.export.fused_cpu`.
+    ``QuantW8A8Gemm``) become the subgraphs of :mod:`sq_trt.runtime.fused_cpu`.
 
     Returns:
         How many nodes were replaced.
@@ -47,8 +45,8 @@ def expand_plugin_nodes(model: onnx.ModelProto) -> int:
     Raises:
         ExportError: A ``sq_trt`` node of another type, or one with the wrong inputs or attributes.
     """
-    from sq_trt.export.fused_cpu import EXPANSIONS
     from sq_trt.export.qdq import GraphBuilder, portable_per_token_nodes
+    from sq_trt.runtime.fused_cpu import EXPANSIONS
 
     builder = GraphBuilder(act_dtype=0)  # CastLike is used, so the activation dtype is not needed
     builder.reserve(init.name for init in model.graph.initializer)
@@ -179,7 +177,7 @@ class OnnxModelRunner:
     Example:
         >>> runner = OnnxModelRunner("out/export/model.int8.onnx")
         >>> logits = runner.run(input_ids)            # [batch, seq, vocab]
-        >>> ppl = runner.perplexity(chunks)           # decoders only
+        >>> ppl = perplexity(runner.run, chunks)     # decoders only (sq_trt.runtime.perplexity)
     """
 
     def __init__(
@@ -209,27 +207,3 @@ class OnnxModelRunner:
             feeds["attention_mask"] = mask
         (output,) = self.session.run([self.output_name], feeds)
         return np.asarray(output, dtype=np.float32)
-
-    def perplexity(self, chunks: torch.Tensor | np.ndarray, *, batch_size: int = 4) -> float:
-        """Perplexity over token chunks, scored like :func:`sq_trt.evaluate.perplexity`.
-
-        Args:
-            chunks: int64 ``[num_chunks, seq_len]``.
-            batch_size: Chunks per session run.
-        """
-        import numpy as np
-
-        ids = np.asarray(chunks.numpy() if hasattr(chunks, "numpy") else chunks, dtype=np.int64)
-        if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] < 2:
-            raise DataError(f"perplexity needs chunks of shape [n>=1, seq>=2], got {tuple(ids.shape)}")
-        total_nll, total_tokens = 0.0, 0
-        for start in range(0, ids.shape[0], batch_size):
-            batch = ids[start : start + batch_size]
-            logits = self.run(batch).astype(np.float64)[:, :-1]
-            targets = batch[:, 1:]
-            shifted = logits - logits.max(axis=-1, keepdims=True)
-            log_norm = np.log(np.exp(shifted).sum(axis=-1))
-            picked = np.take_along_axis(shifted, targets[..., None], axis=-1)[..., 0]
-            total_nll += float((log_norm - picked).sum())
-            total_tokens += targets.size
-        return math.exp(total_nll / total_tokens)

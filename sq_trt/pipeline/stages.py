@@ -1,7 +1,7 @@
 """The stages of ``sq-trt pipeline``, planned from a recipe.
 
-:func:`plan_stages` turns a :class:`~sq_trt.recipe.Recipe` into the ordered
-:class:`~sq_trt.pipeline.Stage` list that :func:`sq_trt.pipeline.run_stages`
+:func:`plan_stages` turns a :class:`~sq_trt.pipeline.recipe.Recipe` into the ordered
+:class:`~sq_trt.pipeline.runner.Stage` list that :func:`sq_trt.pipeline.runner.run_stages`
 runs or reuses; :func:`run_pipeline` does both and returns the verdict. Each
 stage calls its stage module's Python API (never the CLI) and declares the
 recipe values it reads, so only a change to those values reruns it:
@@ -27,29 +27,30 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sq_trt.compare.config import CompareOptions
-from sq_trt.pipeline import Stage, StageReport, StageSkipped
-from sq_trt.pipeline_context import BuildPlan, PipelineContext, model_identity
-from sq_trt.recipe import Candidate, Recipe, smoothing_key
+from sq_trt.pipeline.context import BuildPlan, PipelineContext, model_identity
+from sq_trt.pipeline.recipe import Candidate, Recipe, smoothing_key
+from sq_trt.pipeline.runner import Stage, StageReport, StageSkipped
 
 if TYPE_CHECKING:
     import torch
 
-    from sq_trt.artifact_types import ActScales
+    from sq_trt.artifacts.act_scales import ActScales
     from sq_trt.export.qdq import Encoding
     from sq_trt.export.stage import FloatGraphs
-    from sq_trt.smooth_config import SmoothConfig
+    from sq_trt.smooth.config import SmoothConfig
 
 # ----------------------------------------------------------------------------- calibrate and smooth
 
 
 def _run_calibrate(ctx: PipelineContext, path: Path) -> None:
-    from sq_trt import calibrate
+    from sq_trt.calibrate import stage as calibrate
 
     loaded = ctx.calibration_model()
     check_recipe_positions(ctx.recipe, loaded.model)
@@ -91,10 +92,10 @@ def check_recipe_overrides(recipe: Recipe, model: Any) -> None:
     """Refuse ``overrides`` patterns (the smooth section's or a candidate's) that match no smoothing group of ``model``.
 
     Raises:
-        ConfigError: Naming the pattern (see :func:`sq_trt.smooth.check_override_patterns`).
+        ConfigError: Naming the pattern (see :func:`sq_trt.smooth.stage.check_override_patterns`).
     """
     from sq_trt.models.registry import smoothing_groups
-    from sq_trt.smooth import check_override_patterns
+    from sq_trt.smooth.stage import check_override_patterns
 
     for config in {smoothing_key(recipe.smooth): recipe.smooth, **recipe.smoothings()}.values():
         groups = smoothing_groups(model, include_optional=config.include_optional)
@@ -163,7 +164,7 @@ def _primary_smoothed(recipe: Recipe) -> tuple[Candidate | None, str | None]:
 
 
 def _run_smooth(ctx: PipelineContext, config: SmoothConfig, name: str, path: Path) -> None:
-    from sq_trt import smooth
+    from sq_trt.smooth import stage as smooth
 
     scales = ctx.act_scales()
     chunks = ctx.calibration_chunks()
@@ -197,9 +198,9 @@ def _run_smooth_offloaded(
 ) -> None:
     """The smooth stage with one decoder layer in memory at a time (numeric alphas only)."""
     from sq_trt.errors import ArtifactError
-    from sq_trt.offload import smooth_offloaded
-    from sq_trt.smooth import check_equivalence, reference_outputs, save_smoothed, smoothed_act_scales
-    from sq_trt.smooth_config import PROBE_TOKENS
+    from sq_trt.models.offload import smooth_offloaded
+    from sq_trt.smooth.config import PROBE_TOKENS
+    from sq_trt.smooth.stage import check_equivalence, reference_outputs, save_smoothed, smoothed_act_scales
 
     loaded = ctx.load_offloaded(purpose)
     if loaded.fingerprint() != scales.meta.get("model_fingerprint"):
@@ -226,7 +227,7 @@ def _run_smooth_offloaded(
 
 
 # The stage adapters themselves are part of every stage's code: changing how a stage is called may change its artifact.
-_ADAPTERS = ("sq_trt.pipeline_stages", "sq_trt.pipeline_context")
+_ADAPTERS = ("sq_trt.pipeline.stages", "sq_trt.pipeline.context")
 
 
 def _candidate_config(candidate: Candidate) -> dict[str, Any]:
@@ -264,7 +265,14 @@ def plan_stages(ctx: PipelineContext) -> list[Stage]:
                 "data": r.data.model_dump(mode="json"),
                 "calibrate": r.calibrate.model_dump(mode="json"),
             },
-            code=(*_ADAPTERS, "sq_trt.calibrate", "sq_trt.data", "sq_trt.models", "sq_trt.offload"),
+            code=(
+                *_ADAPTERS,
+                "sq_trt.calibrate.stage",
+                "sq_trt.artifacts.act_scales",
+                "sq_trt.data",
+                "sq_trt.models",
+                "sq_trt.models.offload",
+            ),
         )
     ]
     for config in r.smoothings().values():
@@ -277,7 +285,7 @@ def plan_stages(ctx: PipelineContext) -> list[Stage]:
                 run=functools.partial(_run_smooth, ctx, config, name, ctx.stage_dir(name)),
                 config={"smooth": config.model_dump(mode="json")},
                 after=("calibrate",),
-                code=(*_ADAPTERS, "sq_trt.smooth", "sq_trt.autoalpha", "sq_trt.offload"),
+                code=(*_ADAPTERS, "sq_trt.smooth.stage", "sq_trt.smooth.search", "sq_trt.models.offload"),
             )
         )
     stages.extend(_later_stages(ctx))
@@ -295,7 +303,7 @@ def _baseline_candidate(recipe: Recipe) -> Candidate:
 
 def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
     from sq_trt.export.stage import export_model
-    from sq_trt.recipe import export_config
+    from sq_trt.pipeline.recipe import export_config
 
     config = export_config(ctx.recipe.export, candidate, encoding=candidate_encoding(ctx, candidate))
     smooth_stage = candidate_smooth_stage(ctx.recipe, candidate)
@@ -310,7 +318,7 @@ def _run_export(ctx: PipelineContext, candidate: Candidate, path: Path) -> None:
             plan.smoothed = str(ctx.stage_dir(smooth_stage))
     else:
         loaded, scales = ctx.original(), ctx.act_scales()
-        inputs = {"act_scales": ctx.stage_fingerprint("calibrate")}
+        inputs = {"calibrate": ctx.stage_fingerprint("calibrate")}
     export_model(
         loaded,
         path,
@@ -463,16 +471,6 @@ def _run_compare(ctx: PipelineContext, runner: str, target: str, path: Path) -> 
     )
 
 
-def evaluate_gate(recipe: Recipe, compare_dir: Path) -> Any:
-    """The recipe's gate evaluated on a compare artifact's metrics (a :class:`GateVerdict`)."""
-    from sq_trt.compare.gate import Gate
-    from sq_trt.compare.results import load_comparison
-
-    comparison = load_comparison(compare_dir, verify_files=True)
-    summaries = {name: m["summary"] for name, m in comparison["metrics"].items()}
-    return Gate.parse(recipe.gate).evaluate(summaries)
-
-
 def _run_report(ctx: PipelineContext, compare_dir: Path, path: Path) -> None:
     from sq_trt.report import activation_picture, load_sweep, write_report
 
@@ -582,7 +580,7 @@ def _compare_and_report_stages(ctx: PipelineContext, builds: list[str]) -> list[
             "baseline": _baseline_candidate(r).name,
         },
         after=tuple(dict.fromkeys(after)),
-        code=(*_ADAPTERS, "sq_trt.compare"),
+        code=(*_ADAPTERS, "sq_trt.compare", "sq_trt.artifacts.comparison"),
     )
     report_dir = ctx.stage_dir("report")
     report = Stage(
@@ -592,7 +590,7 @@ def _compare_and_report_stages(ctx: PipelineContext, builds: list[str]) -> list[
         run=lambda: _run_report(ctx, compare_dir, report_dir),
         config={"gate": r.gate, "report": r.report.model_dump(mode="json")},
         after=("compare", *(("calibrate", smooth_stage) if smooth_stage is not None else ())),
-        code=(*_ADAPTERS, "sq_trt.report", "sq_trt.compare.gate"),
+        code=(*_ADAPTERS, "sq_trt.report", "sq_trt.compare.gate", "sq_trt.artifacts.comparison"),
     )
     return [compare, report]
 
@@ -653,7 +651,7 @@ def run_pipeline(
         recipe: The validated recipe.
         from_kind: Force this stage kind and every later one to rerun.
         progress: Show the stages' progress bars.
-        hook: Test hook passed to :func:`sq_trt.pipeline.run_stages`.
+        hook: Test hook passed to :func:`sq_trt.pipeline.runner.run_stages`.
         log: Where stage lines and the summary go (default: stderr through tqdm, and stdout).
         float_graphs: Float graphs the caller traced before (kept after the run; the summary
             counts only this run's traces and reuses). Default: the run traces its own and
@@ -662,9 +660,8 @@ def run_pipeline(
     Returns:
         The stage reports, the report path and the gate verdict.
     """
-    import time
-
-    from sq_trt.pipeline import _log, format_summary, run_stages, write_summary
+    from sq_trt.pipeline.runner import _log, format_summary, run_stages, write_summary
+    from sq_trt.report import load_verdict
 
     emit = log or _log
     ctx = PipelineContext(recipe, progress=progress, log=emit, shared_float_graphs=float_graphs)
@@ -689,7 +686,7 @@ def run_pipeline(
     if graphs["traces"] or graphs["reused"]:
         emit(f"[pipeline] float graphs: {graphs['traces']} traced, {graphs['reused']} reused with swapped weights")
     report_dir = ctx.stage_dir("report")
-    verdict = evaluate_gate(recipe, ctx.stage_dir("compare"))
+    verdict = load_verdict(report_dir)  # the verdict the report just wrote, not a recomputation
     result = PipelineResult(
         reports=reports,
         report_path=report_dir / "report.html",

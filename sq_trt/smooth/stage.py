@@ -27,31 +27,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sq_trt.artifact_types import (
-    ActScales,
-    check_model_matches,
-    read_safetensors,
-    read_scales_file,
-    write_scales_file,
-)
-from sq_trt.artifacts import artifact_dir, load_manifest
+from sq_trt.artifacts import artifact_dir
+from sq_trt.artifacts.act_scales import ActScales, write_scales_file
+from sq_trt.artifacts.smoothed import FACTORS_FILE, SMOOTH_STAGE
 from sq_trt.errors import ArtifactError, ConfigError
 from sq_trt.models import adapter
 from sq_trt.models.registry import SmoothGroup, find_spec, quantizable_linears, smoothing_groups
 from sq_trt.quant.smoothing import expand_to_inputs, reduce_to_prev, smoothing_factor
-from sq_trt.smooth_config import AUTO, PROBE_TOKENS, AlphaSearchConfig, SmoothConfig, check_alpha
+from sq_trt.smooth.config import AUTO, PROBE_TOKENS, Alpha, AlphaSearchConfig, SmoothConfig, check_alpha
 
 if TYPE_CHECKING:
     from sq_trt.models.loading import LoadedModel
     from sq_trt.quant.plan import LinearMeasurement, QuantPlan
 
-STAGE = "smooth"
-FACTORS_FILE = "smoothing.safetensors"
-Alpha = float | Literal["auto"]
 
 
 def check_override_patterns(config: SmoothConfig, group_names: Sequence[str]) -> None:
@@ -185,10 +177,10 @@ def smooth_model(
 
     Args:
         model: A model of a registered family, with the weights ``scales`` was recorded on.
-        scales: Its activation statistics (:func:`sq_trt.calibrate.calibrate`).
+        scales: Its activation statistics (:func:`sq_trt.calibrate.stage.calibrate`).
         config: Alphas and which groups to smooth.
         search_inputs: Group name -> sampled input activations ``[tokens, in_features]``
-            (:func:`sq_trt.autoalpha.collect_group_inputs`); required when any alpha is ``"auto"``.
+            (:func:`sq_trt.smooth.search.collect_group_inputs`); required when any alpha is ``"auto"``.
 
     Returns:
         The factors and alphas per group.
@@ -199,7 +191,7 @@ def smooth_model(
     """
     from tqdm.auto import tqdm
 
-    from sq_trt.autoalpha import search_alpha
+    from sq_trt.smooth.search import search_alpha
 
     layout = find_spec(model).weight_layout
     modules = dict(model.named_modules())
@@ -224,7 +216,7 @@ def smooth_model(
             if search_inputs is None or group.name not in search_inputs:
                 raise ConfigError(
                     f"alpha 'auto' for group {group.name} needs calibration activations to search on; "
-                    "pass search_inputs (sq_trt.autoalpha.collect_group_inputs) or a numeric alpha"
+                    "pass search_inputs (sq_trt.smooth.search.collect_group_inputs) or a numeric alpha"
                 )
             weights = [_weight(modules[name], layout).detach() for name in group.linears]
             alpha, errors = search_alpha(
@@ -254,7 +246,7 @@ def _unit_inputs(
 
 @dataclass
 class HybridMeasurements:
-    """Every sampled unit's error table (:func:`sq_trt.autoalpha.measure_unit`) and each linear's best errors.
+    """Every sampled unit's error table (:func:`sq_trt.smooth.search.measure_unit`) and each linear's best errors.
 
     Attributes:
         units: The groups and ``linear:`` units, in model order.
@@ -273,7 +265,7 @@ def measure_hybrid(
     """Measure every quantized linear under both modes, for each alpha its group may take.
 
     Groups are measured on the unsmoothed weights: a group's error depends only on its own
-    factor (see :mod:`sq_trt.autoalpha`), so measuring before folding changes nothing.
+    factor (see :mod:`sq_trt.smooth.search`), so measuring before folding changes nothing.
 
     Raises:
         ConfigError: No sampled inputs for a unit (``search_inputs`` from another config).
@@ -281,8 +273,8 @@ def measure_hybrid(
     """
     from tqdm.auto import tqdm
 
-    from sq_trt.autoalpha import measure_unit, sampled_units
     from sq_trt.quant.plan import LinearMeasurement
+    from sq_trt.smooth.search import measure_unit, sampled_units
 
     layout = find_spec(model).weight_layout
     modules = dict(model.named_modules())
@@ -293,7 +285,7 @@ def measure_hybrid(
         if search_inputs is None or unit.name not in search_inputs:
             raise ConfigError(
                 f"the hybrid plan needs sampled calibration activations of {unit.name}; pass search_inputs "
-                "(sq_trt.autoalpha.collect_search_inputs with this config)"
+                "(sq_trt.smooth.search.collect_search_inputs with this config)"
             )
         act_amax, weights = _unit_inputs(scales, modules, unit, layout)
         alpha = config.alpha_for(unit.name) if not unit.name.startswith("linear:") else None
@@ -318,8 +310,8 @@ def decide_hybrid(
     Returns:
         ``(plan, group -> alpha to fold, searched group -> {alpha: error in the chosen modes})``.
     """
-    from sq_trt.autoalpha import best_alpha_for_modes
     from sq_trt.quant.plan import PlanRule, QuantPlan, choose_modes
+    from sq_trt.smooth.search import best_alpha_for_modes
 
     rule = PlanRule(search.plan_threshold, search.plan_budget, search.force_per_token, search.force_per_tensor)
     plan = QuantPlan(choose_modes(measurements.measured, rule), rule=rule)
@@ -457,7 +449,7 @@ def save_smoothed(
     )
     with artifact_dir(
         path,
-        stage=STAGE,
+        stage=SMOOTH_STAGE,
         config=config.to_json() if config is not None else {},
         inputs={"model": source, "smoothed_model": fingerprint},
         extra=extra,
@@ -472,33 +464,6 @@ def save_smoothed(
 
             write_plan(result.plan, tmp)
     return Path(path)
-
-
-def load_smoothed(path: str | os.PathLike[str], *, device: str = "cpu") -> tuple[LoadedModel, ActScales]:
-    """Load a smoothed artifact: the model (weights checked against the manifest) and its statistics.
-
-    Raises:
-        ArtifactError: Missing/corrupt artifact, wrong stage, or weights that do not
-            match the manifest's fingerprint.
-    """
-    from sq_trt.models.loading import load_model
-
-    manifest = load_manifest(path, stage=STAGE, verify_files=True)
-    scales = read_scales_file(path, dict(manifest.extra))  # the cheap check first, then the model
-    loaded = load_model(str(Path(path).resolve()), local_files_only=True, device=device)
-    check_model_matches(scales, loaded.model, f"smoothed artifact {path}")
-    return loaded, scales
-
-
-def factors_from_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The smoothing factors stored in a smoothed artifact."""
-    factors = read_safetensors(Path(path) / FACTORS_FILE)
-    for name, tensor in factors.items():
-        if not bool(torch.isfinite(tensor.float()).all()) or bool((tensor.float() <= 0).any()):
-            raise ArtifactError(
-                f"{path}: smoothing factors of {name} are not all finite and positive; rerun `sq-trt smooth`"
-            )
-    return factors
 
 
 def describe_alphas(alphas: Mapping[str, float]) -> str:
@@ -537,7 +502,7 @@ def run(
         progress: Show progress bars.
         search_inputs: The search's sampled group inputs of the unsmoothed model, when the
             caller already captured them for another smoothing of the same model and chunks
-            (:func:`sq_trt.autoalpha.collect_group_inputs`); None: captured here when needed.
+            (:func:`sq_trt.smooth.search.collect_group_inputs`); None: captured here when needed.
 
     Returns:
         The factors and alphas, with ``max_difference`` of the equivalence check.
@@ -545,7 +510,7 @@ def run(
     Raises:
         ConfigError: An override pattern matching no group; ``auto`` without activations.
     """
-    from sq_trt.autoalpha import collect_search_inputs
+    from sq_trt.smooth.search import collect_search_inputs
 
     groups = smoothing_groups(loaded.model, include_optional=config.include_optional)
     check_override_patterns(config, [group.name for group in groups])
@@ -575,7 +540,6 @@ __all__: Sequence[str] = (
     "SmoothConfig",
     "SmoothResult",
     "check_equivalence",
-    "load_smoothed",
     "parse_override",
     "run",
     "save_smoothed",

@@ -26,7 +26,7 @@ from sq_trt.quant.intgemm import int8_matmul
 from sq_trt.quant.smoothing import expand_to_inputs, reduce_to_prev, smoothing_factor
 
 if TYPE_CHECKING:
-    from sq_trt.smooth import AlphaSearchConfig, SmoothConfig
+    from sq_trt.smooth.config import AlphaSearchConfig, SmoothConfig
 
 
 class _TokenSampler:

@@ -4,12 +4,12 @@
 every decoder layer on ``"disk"``: the weights stay in the checkpoint's
 safetensors files (memory-mapped) and accelerate's hooks bring one linear's
 weights in for its forward pass and drop them after. Calibration
-(:func:`sq_trt.calibrate.calibrate`) then runs unchanged; its peak memory is the
+(:func:`sq_trt.calibrate.stage.calibrate`) then runs unchanged; its peak memory is the
 embeddings, the LM head, one layer and the activations.
 
 Smoothing changes weights, which accelerate's offload does not write back.
 :func:`smooth_offloaded` therefore applies the same per-group fold as
-:func:`sq_trt.smooth.smooth_model` (its own primitives: ``smoothing_factor``,
+:func:`sq_trt.smooth.stage.smooth_model` (its own primitives: ``smoothing_factor``,
 ``fold_factor``...) with the group's modules materialised, and writes each
 changed tensor into the offload folder (accelerate's ``offload_weight``), where
 the hooks read it from then on. ``save_pretrained`` of the offloaded model then
@@ -35,8 +35,8 @@ from sq_trt.models.loading import LoadedModel
 if TYPE_CHECKING:
     import torch
 
-    from sq_trt.artifact_types import ActScales
-    from sq_trt.smooth import SmoothConfig, SmoothResult
+    from sq_trt.artifacts.act_scales import ActScales
+    from sq_trt.smooth.stage import SmoothConfig, SmoothResult
 
 
 def _tensor(model: Any, name: str) -> torch.Tensor:
@@ -216,7 +216,7 @@ def materialized(model: Any, names: Sequence[str], offload_dir: Path) -> Iterato
 def smooth_offloaded(loaded: OffloadedModel, scales: ActScales, config: SmoothConfig) -> SmoothResult:
     """SmoothQuant on an offloaded model, one group's modules in memory at a time.
 
-    The same factors and folds as :func:`sq_trt.smooth.smooth_model` (its functions
+    The same factors and folds as :func:`sq_trt.smooth.stage.smooth_model` (its functions
     are reused), for numeric alphas.
 
     Raises:
@@ -226,7 +226,7 @@ def smooth_offloaded(loaded: OffloadedModel, scales: ActScales, config: SmoothCo
     """
     from sq_trt.errors import ArtifactError
     from sq_trt.models.registry import smoothing_groups
-    from sq_trt.smooth import (
+    from sq_trt.smooth.stage import (
         AUTO,
         SmoothResult,
         fold_factor,

@@ -1,9 +1,10 @@
-"""Artifact types shared by the stages: what one stage writes and later ones read, in memory.
+"""The activation scales: the calibrate stage's statistics, in memory and as an artifact.
 
-:class:`ActScales` (the calibrate stage's statistics, read by smooth, export, the
-pipeline and the fake-quantized reference) and its file I/O live here rather than in
-:mod:`sq_trt.calibrate`, so a stage that reads it imports no other stage.
-Smoothing factors travel as :class:`sq_trt.smooth.SmoothResult`'s ``factors``.
+:class:`ActScales` (read by smooth, export, the report, the pipeline and the
+fake-quantized reference), its file and its artifact directory
+(:func:`save_act_scales`, :func:`load_act_scales`) live here rather than in
+:mod:`sq_trt.calibrate`, so a stage that reads them imports no other stage.
+Smoothing factors travel as :class:`sq_trt.smooth.stage.SmoothResult`'s ``factors``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sq_trt.artifacts.manifest import artifact_dir, load_manifest
 from sq_trt.errors import ArtifactError
 
 if TYPE_CHECKING:
     import torch
 
+# The stage that writes the act_scales artifact (its manifest's `stage`).
+CALIBRATE_STAGE = "calibrate"
 SCALES_FILE = "act_scales.safetensors"
 _KEYS = ("input_channel_amax", "input_amax", "output_amax", "output_channel_amax", "bmm_amax")
 
@@ -149,3 +153,44 @@ def check_model_matches(scales: ActScales, model: Any, where: str) -> None:
     missing = [name for name in quantizable_linears(model) if name not in scales.input_channel_amax]
     if missing:
         raise ArtifactError(f"{where} has no statistics for {len(missing)} linears (first: {missing[0]})")
+
+
+def save_act_scales(path: str | os.PathLike[str], scales: ActScales, *, force: bool = False) -> Path:
+    """Write an ``act_scales`` artifact directory (stage ``calibrate``).
+
+    Args:
+        path: Output directory (written atomically).
+        scales: The statistics; ``scales.meta`` becomes the manifest ``extra``.
+        force: Replace an existing directory.
+
+    Returns:
+        The artifact directory.
+    """
+    meta = dict(scales.meta)
+    config: dict[str, Any] = {key: meta[key] for key in ("num_samples", "seq_len") if key in meta}
+    inputs = {"model": meta.get("model_fingerprint", "")}
+    if "data" in meta:
+        inputs["data"] = meta["data"].get("text_hash", "")
+    with artifact_dir(path, stage=CALIBRATE_STAGE, config=config, inputs=inputs, extra=meta, force=force) as tmp:
+        write_scales_file(tmp, scales)
+    return Path(path)
+
+
+def load_act_scales(path: str | os.PathLike[str], *, model: Any = None) -> ActScales:
+    """Load an ``act_scales`` artifact, checking its manifest and file hashes.
+
+    Args:
+        path: The artifact directory written by :func:`save_act_scales`.
+        model: If given, refuse statistics recorded on a model with other weights.
+
+    Returns:
+        The statistics, ``meta`` = the manifest ``extra``.
+
+    Raises:
+        ArtifactError: Missing/corrupt artifact, another stage, or another model.
+    """
+    manifest = load_manifest(path, stage=CALIBRATE_STAGE, verify_files=True)
+    scales = read_scales_file(path, dict(manifest.extra))
+    if model is not None:
+        check_model_matches(scales, model, f"act_scales artifact {path}")
+    return scales

@@ -2,7 +2,7 @@
 
 ``docker/gpu_host_kit.sh`` runs inside NVIDIA's TensorRT container on a GPU host:
 it runs the GPU tests, the pipeline with TensorRT proper, ``trtexec`` timings, and
-then ``python -m sq_trt.gpu_kit report`` to fold everything into one Markdown +
+then ``python -m sq_trt.hosttools.gpu_kit report`` to fold everything into one Markdown +
 JSON report next to the pipeline's own report. The functions here only read
 files (engine-inspector JSON, ``trtexec`` logs, JUnit XML), so they are tested on
 any machine.
@@ -11,7 +11,7 @@ The inspector JSON (``LayerInformationFormat.JSON`` at ``ProfilingVerbosity.DETA
 lists layers with ``Name``, ``LayerType``, ``Inputs``, ``Outputs`` and ``TacticName``; each
 tensor entry has a ``Name`` and a ``Format/Datatype`` string such as ``"Row major linear
 Int8 format"``. Whether an engine's GEMMs run INT8 is decided from the kernel names
-(:mod:`sq_trt.gpu_kit_kernels`, the report's ``kernels``): boundary formats mislead inside
+(:mod:`sq_trt.hosttools.gpu_kit_kernels`, the report's ``kernels``): boundary formats mislead inside
 Myelin regions. :func:`analyze_layers` follows the formats only to see where the plugin's
 INT8 output goes (``plugin_feeds_int8_gemm``).
 """
@@ -30,7 +30,7 @@ from typing import Any
 from sq_trt.artifacts import atomic_write_text
 from sq_trt.engine.releases import container_release
 from sq_trt.errors import ArtifactError, SqTrtError
-from sq_trt.gpu_kit_kernels import classify_engine, encoding_of, parse_layer_log, verdict
+from sq_trt.hosttools.gpu_kit_kernels import classify_engine, encoding_of, parse_layer_log, verdict
 
 _GEMM_WORDS = ("gemm", "matrixmultiply", "matmul", "convolution", "fullyconnected")
 _PASS_THROUGH = ("reformat", "shuffle", "noop", "copy")
@@ -416,8 +416,8 @@ def trtexec_shapes(engine_dir: Path, target: str, batch: int, seq: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sq_trt.gpu_kit report --engines DIR --out DIR [--junit F] [--timings DIR] [--pipeline-report F]``."""
-    parser = argparse.ArgumentParser(prog="python -m sq_trt.gpu_kit", description=__doc__.splitlines()[0])
+    """``python -m sq_trt.hosttools.gpu_kit report --engines DIR --out DIR [--junit F] [--timings DIR] [--pipeline-report F]``."""
+    parser = argparse.ArgumentParser(prog="python -m sq_trt.hosttools.gpu_kit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     report = sub.add_parser("report", help="fold tests, engine analysis and timings into gpu_host.{md,json}")
     report.add_argument("--engines", required=True, help="the pipeline's engines directory")

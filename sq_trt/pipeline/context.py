@@ -12,17 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sq_trt.recipe import Recipe
+from sq_trt.pipeline.recipe import Recipe
 
 if TYPE_CHECKING:
     import torch
 
-    from sq_trt.artifact_types import ActScales
+    from sq_trt.artifacts.act_scales import ActScales
     from sq_trt.data import TextSlice
     from sq_trt.export.stage import FloatGraphs
     from sq_trt.models.loading import LoadedModel
-    from sq_trt.offload import OffloadedModel
-    from sq_trt.smooth_config import AlphaSearchConfig
+    from sq_trt.models.offload import OffloadedModel
+    from sq_trt.smooth.config import AlphaSearchConfig
 
 
 def model_identity(source: str) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def model_identity(source: str) -> dict[str, Any]:
     Local files are identified by name, size and modification time; ``demo`` by its
     cached directory; ``tiny:<family>`` by the code that builds it; a hub id by itself.
     """
-    from sq_trt.pipeline import code_hash
+    from sq_trt.pipeline.runner import code_hash
 
     if source.startswith("tiny:"):
         return {"tiny": source, "code": code_hash("sq_trt.models.tiny")}
@@ -121,7 +121,7 @@ class PipelineContext:
 
     def load_offloaded(self, purpose: str) -> OffloadedModel:
         """A fresh disk-offloaded instance of the model, with its own offload folder."""
-        from sq_trt.offload import load_offloaded
+        from sq_trt.models.offload import load_offloaded
 
         m = self.recipe.model
         root = m.offload_dir if m.offload_dir is not None else self.stage_dir(".offload")
@@ -135,7 +135,7 @@ class PipelineContext:
 
     def calibration_chunks(self) -> torch.Tensor:
         """Calibration token chunks ``[calibrate.samples, calibrate.seq_len]``."""
-        from sq_trt.calibrate import calibration_chunks
+        from sq_trt.calibrate.stage import calibration_chunks
 
         return self._memo(
             "calib_chunks",
@@ -162,13 +162,13 @@ class PipelineContext:
 
     def stage_fingerprint(self, stage: str) -> str:
         """Fingerprint of a finished stage's artifact (recorded in downstream manifests)."""
-        from sq_trt.pipeline import artifact_fingerprint
+        from sq_trt.pipeline.runner import artifact_fingerprint
 
         return artifact_fingerprint(self.stage_dir(stage))
 
     def act_scales(self) -> ActScales:
         """The calibrate stage's statistics (checked against the model they are applied to)."""
-        from sq_trt.calibrate import load_act_scales
+        from sq_trt.artifacts import load_act_scales
 
         if self.recipe.model.offload:
             # The offloaded model's weights are not in memory; its fingerprint is checked in the smooth stage.
@@ -179,7 +179,7 @@ class PipelineContext:
 
     def smoothed(self, stage: str = "smooth") -> tuple[LoadedModel, ActScales]:
         """A smooth stage's model and statistics (``smooth``, or a candidate's own ``smooth-<hash8>``)."""
-        from sq_trt.smooth import load_smoothed
+        from sq_trt.artifacts import load_smoothed
 
         return self._memo(
             f"smoothed:{stage}", lambda: load_smoothed(self.stage_dir(stage), device=self.recipe.model.device)
@@ -192,7 +192,7 @@ class PipelineContext:
         group covers (a hybrid plan measures them), so each smoothing of the run finds its units
         in one capture (the calibration chunks are the same for all of them).
         """
-        from sq_trt.autoalpha import collect_group_inputs, sampled_units
+        from sq_trt.smooth.search import collect_group_inputs, sampled_units
 
         model = self.original().model
         return self._memo(

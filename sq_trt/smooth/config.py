@@ -1,7 +1,7 @@
 """The smooth stage's configuration: ``sq-trt smooth``'s flags and the recipe's ``smooth`` section.
 
-Kept apart from :mod:`sq_trt.smooth` (which needs torch) so that loading a recipe
-or building the CLI parser stays light; :mod:`sq_trt.smooth` re-exports both classes.
+Kept apart from :mod:`sq_trt.smooth.stage` (which needs torch) so that loading a recipe
+or building the CLI parser stays light; :mod:`sq_trt.smooth.stage` re-exports both classes.
 """
 
 from __future__ import annotations
