@@ -69,8 +69,10 @@ def test_int8_generation_graph_decodes_like_its_own_full_sequence(tiny_llama_exp
 def test_generation_limits_make_prefill_and_decode_profiles():
     limits = GenerationLimits(max_batch=2, max_input=16, max_context=64)
     prefill, decode = limits.profiles()
-    assert (prefill.name, prefill.seq, prefill.past) == ("prefill", (1, 8, 16), (0, 0, 48))
-    assert (decode.name, decode.seq, decode.past) == ("decode", (1, 1, 1), (1, 32, 63))
+    # Opt shapes = the GEMM regime each profile runs (TensorRT picks each tactic there): prefill at the
+    # longest prompt (M = 16 tokens), decode with the whole batch stepping (M = 2).
+    assert (prefill.name, prefill.batch, prefill.seq, prefill.past) == ("prefill", (1, 1, 2), (1, 16, 16), (0, 0, 48))
+    assert (decode.name, decode.batch, decode.seq, decode.past) == ("decode", (1, 2, 2), (1, 1, 1), (1, 32, 63))
     with pytest.raises(ConfigError, match="max_input"):
         resolve_settings({"generation": {"max_input": 64, "max_context": 64}}, {}, source="test")
     with pytest.raises(ConfigError, match="not both"):
