@@ -132,6 +132,39 @@ def test_remote_runner_runs_the_same_loop_over_any_infer_call(tiny_llama_export)
         generate(RemoteStepRunner(wrong, local.layout, local.dtype, max_context=40), prompt, max_new_tokens=3)
 
 
+def test_remote_runner_feeds_back_the_cache_objects_infer_returned(tiny_llama_export):
+    """The Triton model keeps the cache on the GPU (DLPack): the runner must not convert it to numpy.
+
+    Here ``infer`` returns the present tensors as torch tensors (what the server's DLPack outputs are)
+    and checks that each step's past tensors are exactly the objects the previous step returned.
+    """
+    import torch
+
+    from sq_trt.export.runtime import session_from_onnx
+
+    _, out = tiny_llama_export
+    session = session_from_onnx(out / "model.fp16.onnx")
+    local = OrtStepRunner(out / "model.fp16.onnx", max_context=40)
+    returned: list[object] = []
+
+    def infer(feeds, names):
+        past = [v for k, v in feeds.items() if k.startswith("past")]
+        if returned:
+            assert all(a is b for a, b in zip(past, returned, strict=True)), "the cache was copied or converted"
+        host = {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in feeds.items()}
+        outputs = dict(zip(names, session.run(names, host), strict=True))
+        present = {k: torch.from_numpy(v) for k, v in outputs.items() if k.startswith("present")}
+        returned[:] = list(present.values())
+        return {**outputs, **present}
+
+    remote = RemoteStepRunner(infer, local.layout, local.dtype, max_context=40)
+    prompt = [3, 14, 15, 92, 65]
+    assert (
+        generate(remote, prompt, max_new_tokens=6).token_ids == generate(local, prompt, max_new_tokens=6).token_ids
+    )
+    assert len(returned) == 2 * local.layout.layers and all(torch.is_tensor(t) for t in returned)
+
+
 def _generation_record() -> EngineRecord:
     limits = GenerationLimits(max_batch=1, max_input=32, max_context=128)
 
