@@ -109,10 +109,10 @@ def find_ptxas() -> Path:
     for package, relative in (("nvidia.cuda_nvcc", "bin/ptxas"), ("triton", "backends/nvidia/bin/ptxas")):
         try:
             spec = importlib.util.find_spec(package)
-        except ModuleNotFoundError:
+        except ModuleNotFoundError:  # the parent namespace (`nvidia`) is not installed either
             spec = None
-        for root in spec.submodule_search_locations or [] if spec else []:
-            candidates.append(Path(root) / relative)
+        roots = (spec.submodule_search_locations or []) if spec is not None else []
+        candidates += [Path(root) / relative for root in roots]
     for path in candidates:
         if path.is_file():
             return path

@@ -52,6 +52,22 @@ def test_load_kinds_tell_async_vector_and_byte_loads_apart() -> None:
     assert kinds == {"cp.async": 2, "tma": 1, "ld.v4": 1, "ld.v2": 1, "ld.byte": 2, "ld.scalar": 1}
 
 
+def test_ptxas_comes_from_nvidias_wheel_else_tritons(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    monkeypatch.delenv(audit.PTXAS_ENV, raising=False)
+    found = audit.find_ptxas()
+    assert found.name == "ptxas" and found.is_file()
+    real = importlib.util.find_spec
+
+    def without_nvcc_wheel(name: str, *args: object):
+        return None if name == "nvidia.cuda_nvcc" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_nvcc_wheel)
+    fallback = audit.find_ptxas()
+    assert fallback.parts[-4:] == ("backends", "nvidia", "bin", "ptxas") and fallback.is_file()
+
+
 def test_ptxas_override_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(audit.PTXAS_ENV, str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="SQ_TRT_PTXAS"):
