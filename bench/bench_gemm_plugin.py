@@ -4,8 +4,12 @@ Two parts, both at batch x seq in {1x128, 8x512, 32x2048}:
 
 * ``layer``: the seven GEMMs of one decoder layer (q/k/v, o, gate/up, down), each encoding as the
   engine would run it, timed with CUDA events on torch tensors:
-    - ``fused-gemm``: PerTokenQuant once per input group, then the Triton W8A8 GEMM (int32 accumulation,
-      per-token x per-channel epilogue) per linear: the ``fused-gemm`` encoding's kernels;
+    - ``fused-gemm``: the encoding the export emits: PerTokenQuant once per norm-fed input group
+      (q/k/v, gate/up), then W8A8Gemm per linear; QuantW8A8Gemm (quantizing in registers) on o_proj and
+      down_proj. On a GPU the GEMMs run the exact AOT PTX a TensorRT engine embeds
+      (``gemm.compile_variant``, the aligned variant where the shape allows), through the CUDA driver
+      API (:mod:`sq_trt.plugins.ptx_run`), each linear with the fastest tactic at that shape, as
+      TensorRT's autotuner would pick; not Triton's JIT, which specializes on alignment by itself;
     - ``fp16``: cuBLAS FP16 GEMMs (the FP16 engine);
     - ``plugin+dq``: PerTokenQuant, then dequantize to FP16 and an FP16 GEMM (the ``plugin`` encoding if
       TensorRT declines the INT8 fusion);
@@ -97,6 +101,10 @@ def _encodings(
         for name, (group, _, _) in linears.items():
             launch.w8a8_gemm(*codes[group], weights[name][0], weights[name][1])
 
+    aot_exact: bool | None = None
+    if device == "cuda":  # the engine's PTX; the interpreter can only run the Triton source
+        fused_gemm, aot_exact = _aot_fused_gemm(linears, xs, weights, tokens)
+
     def fp16() -> None:
         for name, (group, _, _) in linears.items():
             torch.matmul(xs[group], weights[name][2].T)
@@ -123,12 +131,88 @@ def _encodings(
         ref = w8a8_gemm(x_q.cpu(), amax.cpu(), weights[name][0].cpu(), weights[name][1].cpu())
         return bool(torch.equal(y.cpu(), ref))
 
-    runs: dict[str, Callable[[], Any]] = {"fused-gemm": fused_gemm, "check": check}
+    runs: dict[str, Callable[[], Any]] = {
+        "fused-gemm": fused_gemm,
+        "check": check if aot_exact is None else (lambda: aot_exact),
+    }
     if device == "cuda":  # the interpreter smoke run times the Triton path only
         runs.update({"fp16": fp16, "plugin+dq": plugin_dq})
         if tokens > 16 and tokens % 8 == 0:  # torch._int_mm's constraints
             runs["per-tensor-qdq"] = per_tensor_qdq
     return runs
+
+
+# Linears whose input comes from a norm (quantized once by the fused norm+quant plugin, shared by the
+# group) vs the others (o_proj, down_proj), which the export gives QuantW8A8Gemm.
+NORM_FED = ("attn_in", "mlp_in")
+
+
+def _aot_fused_gemm(
+    linears: dict[str, tuple[str, int, int]], xs: dict[str, Any], weights: dict[str, Any], tokens: int
+) -> tuple[Callable[[], None], bool]:
+    """The fused-gemm layer on the AOT PTX, each linear at its fastest tactic (TensorRT's choice at opt).
+
+    Returns:
+        The timed function, and whether every linear's first rows equal the CPU reference exactly.
+    """
+    import torch
+
+    from sq_trt.plugins import gemm, launch
+    from sq_trt.plugins.ptx_run import PtxKernel, run_gemm
+
+    major, minor = torch.cuda.get_device_capability()
+    codes = {g: launch.per_token_quant(x) for g, x in xs.items()}
+    calls: list[Callable[[], None]] = []
+    exact: list[bool] = []
+    for name, (group, n, k) in linears.items():
+        plain = group in NORM_FED
+        kernel_name = "w8a8_gemm_kernel" if plain else "quant_w8a8_gemm_kernel"
+        inputs = [*(codes[group] if plain else (xs[group], torch.ones(k, device="cuda"))), *weights[name][:2]]
+        inputs.append(torch.zeros(n, device="cuda"))  # bias
+        y = torch.empty(tokens, n, dtype=torch.float16, device="cuda")
+        best: tuple[float, Callable[[], None]] | None = None
+        for tactic in gemm.tactics_for(n, k):
+            alignment = gemm.alignment_variant(n, k, "fp16")
+            kname, ptx, meta = gemm.compile_variant(
+                kernel_name, tactic, f"{major}{minor}", alignment=alignment, shape=(n, k)
+            )
+            kernel = PtxKernel.load(ptx, kname, num_warps=meta.num_warps, shared_mem=meta.shared_mem)
+            tile = gemm.tile_config(tactic)
+            call = lambda kernel=kernel, tile=tile, inputs=inputs, y=y, n=n, k=k: run_gemm(
+                kernel, tile, inputs, y, tokens, n, k, torch.cuda.current_stream().cuda_stream
+            )
+            seconds = _time(call, "cuda", 5)
+            if best is None or seconds < best[0]:
+                best = (seconds, call)
+        assert best is not None
+        calls.append(best[1])
+        exact.append(_rows_exact(best[1], y, inputs, plain))
+
+    def fused_gemm() -> None:
+        for g in NORM_FED:
+            launch.per_token_quant(xs[g])
+        for call in calls:
+            call()
+
+    return fused_gemm, all(exact)
+
+
+def _rows_exact(call: Callable[[], None], y: Any, inputs: list[Any], plain: bool, rows: int = 256) -> bool:
+    """Run once and compare the first ``rows`` outputs with the reference (rows are independent)."""
+    import torch
+
+    from sq_trt.quant import reference
+
+    call()
+    torch.cuda.synchronize()
+    host = [t.cpu() for t in inputs]
+    if plain:
+        x_q, amax, w_q, w_scale, bias = host
+        expected = reference.w8a8_gemm(x_q[:rows], amax[:rows], w_q, w_scale, bias)
+    else:
+        x, smooth, w_q, w_scale, bias = host
+        expected = reference.quant_w8a8_gemm(x[:rows], w_q, w_scale, bias, smooth=smooth)
+    return bool(torch.equal(y[:rows].cpu(), expected))
 
 
 def bench_layer(args: argparse.Namespace, device: str) -> list[dict[str, Any]]:

@@ -17,6 +17,13 @@ Two adjustments make Triton's PTX fit that launcher:
   an older driver cannot load. The ISA version is pinned (default
   :data:`DEFAULT_PTX_VERSION`, CUDA 12.4 and newer drivers).
 
+A third one makes it fast: TensorRT passes bare pointers and integers, so Triton knows nothing
+about their alignment unless told. ``divisibility`` hints (``tt.divisibility``, the specialization
+Triton's JIT derives on its own from the launch arguments) let it prove 16-byte aligned rows and
+emit ``cp.async`` / vector loads; without them every int8 tile is loaded one byte at a time.
+A hint is a promise about every launch: the caller guarantees it (see ``gemm.py``'s alignment
+contract).
+
 Compiled PTX is cached under ``<cache_dir>/ptx/`` keyed by the kernel's source
 hash, signature, constants, architecture, options and Triton version.
 """
@@ -27,7 +34,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +66,8 @@ class PtxMetadata:
     triton_version: str
     compile_seconds: float
     cache_hit: bool = False
+    # Runtime parameter -> the power of two every launch's value (pointer: address) is a multiple of.
+    divisibility: dict[str, int] = field(default_factory=dict)
 
 
 def normalize_arch(arch: int | str) -> int:
@@ -140,6 +149,36 @@ def strip_hidden_params(ptx: str, kernel_name: str, num_user_params: int) -> tup
     return rewritten, len(hidden)
 
 
+def divisibility_attrs(
+    kernel: Any, signature: Mapping[str, str], divisibility: Mapping[str, int]
+) -> dict[tuple[int, ...], list[list[Any]]]:
+    """``ASTSource`` attributes that tell Triton what each hinted parameter is a multiple of.
+
+    Args:
+        kernel: The ``triton.jit`` function.
+        signature: Its runtime parameters (see :func:`compile_ptx`).
+        divisibility: Parameter name -> a power of two (bytes for a pointer's address).
+
+    Returns:
+        ``{(argument index,): [["tt.divisibility", d]]}``.
+
+    Raises:
+        ConfigError: A name that is not a runtime parameter, or a divisor that is not a power of two.
+    """
+    attrs: dict[tuple[int, ...], list[list[Any]]] = {}
+    for name, divisor in divisibility.items():
+        if name not in signature:
+            raise ConfigError(
+                f"divisibility hint for {name!r}, which is not a runtime parameter of `{kernel.__name__}` "
+                f"({list(signature)})"
+            )
+        if divisor < 1 or divisor & (divisor - 1):
+            raise ConfigError(f"divisibility hint {name}={divisor} is not a power of two")
+        if divisor > 1:
+            attrs[(kernel.arg_names.index(name),)] = [["tt.divisibility", divisor]]
+    return attrs
+
+
 def _cache_key(
     kernel: Any, signature: Mapping[str, str], constexprs: Mapping[str, Any], options: dict
 ) -> str:
@@ -153,7 +192,7 @@ def _cache_key(
             "constexprs": {k: repr(v) for k, v in constexprs.items()},
             "options": options,
             "triton": triton.__version__,
-            "format": 2,
+            "format": 3,
         }
     ).removeprefix("sha256:")[:32]
 
@@ -167,6 +206,7 @@ def compile_ptx(
     num_warps: int = 4,
     num_stages: int | None = None,
     ptx_version: int = DEFAULT_PTX_VERSION,
+    divisibility: Mapping[str, int] | None = None,
     use_cache: bool = True,
 ) -> tuple[str, str, PtxMetadata]:
     """Compile a ``@triton.jit`` kernel to PTX for one GPU architecture, no GPU needed.
@@ -180,6 +220,8 @@ def compile_ptx(
         num_warps: Warps per program (``block_x = 32 * num_warps``).
         num_stages: Software-pipelining depth of ``tl.dot`` loops (None: Triton's default).
         ptx_version: PTX ISA version times ten (84 = ISA 8.4).
+        divisibility: Runtime parameter -> power of two its every value is a multiple of
+            (:func:`divisibility_attrs`); None: no hints, Triton assumes nothing.
         use_cache: Read and write the on-disk cache.
 
     Returns:
@@ -202,10 +244,12 @@ def compile_ptx(
             f"signature for `{kernel.__name__}` names {list(signature)}; expected its runtime parameters "
             f"{runtime_params} in order (constexprs: {list(constexprs)})"
         )
+    hints = dict(sorted((divisibility or {}).items()))
+    attrs = divisibility_attrs(kernel, signature, hints)
     options: dict[str, Any] = {"num_warps": num_warps, "ptx_version": ptx_version, "enable_fp_fusion": False}
     if num_stages is not None:
         options["num_stages"] = num_stages
-    key = _cache_key(kernel, signature, constexprs, {**options, "arch": cc})
+    key = _cache_key(kernel, signature, constexprs, {**options, "arch": cc, "divisibility": hints})
     ptx_path = cache_root() / f"{kernel.__name__}-sm{cc}-{key}.ptx"
     meta_path = ptx_path.with_suffix(".json")
     if use_cache and ptx_path.is_file() and meta_path.is_file():
@@ -223,7 +267,7 @@ def compile_ptx(
             # (engines would differ by install location) and double the PTX size.
             triton.knobs.compilation.disable_line_info = True
             compiled = triton.compile(
-                ASTSource(fn=kernel, signature=full_signature, constexprs=dict(constexprs)),
+                ASTSource(fn=kernel, signature=full_signature, constexprs=dict(constexprs), attrs=attrs),
                 target=GPUTarget("cuda", cc, 32),
                 options=options,
             )
@@ -246,6 +290,7 @@ def compile_ptx(
         stripped_params=removed,
         triton_version=triton.__version__,
         compile_seconds=round(seconds, 4),
+        divisibility=hints,
     )
     if use_cache:
         try:

@@ -107,7 +107,9 @@ def _quant_variants(info: PluginInfo, arch: int, dtype: str, hidden: int) -> lis
     return variants
 
 
-def compile_variants(name: str, arch: int | str, *, dtype: str = "fp16", hidden: int = 4096) -> list[Variant]:
+def compile_variants(
+    name: str, arch: int | str, *, dtype: str = "fp16", hidden: int = 4096, alignment: str = "aligned"
+) -> list[Variant]:
     """Compile every AOT variant of a plugin's kernel to PTX, as its ``aot_impl`` would.
 
     Args:
@@ -115,6 +117,8 @@ def compile_variants(name: str, arch: int | str, *, dtype: str = "fp16", hidden:
         arch: GPU architecture (``sm_90``, ``89``...).
         dtype: Float type of the activation side: ``fp16``, ``bf16`` or ``fp32``.
         hidden: Hidden size of the per-token plugins' single-pass variant.
+        alignment: The GEMMs' ``aligned`` variants (weights meeting the alignment contract of
+            :mod:`sq_trt.plugins.gemm`) or their ``unaligned`` fallback (labels end in ``-unaligned``).
 
     Returns:
         One :class:`Variant` per layout (per-token plugins) or per autotune tactic (GEMMs).
@@ -135,10 +139,14 @@ def compile_variants(name: str, arch: int | str, *, dtype: str = "fp16", hidden:
         return _quant_variants(info, cc, dtype, hidden)
     from sq_trt.plugins import gemm
 
+    suffix = "" if alignment == gemm.ALIGNED else f"-{alignment}"
     variants = []
     for tactic in range(1, len(gemm.TILE_CONFIGS) + 1):
-        kernel_name, ptx, meta = gemm.compile_variant(info.kernel, tactic, cc, dtype=dtype)
-        variants.append(Variant(f"tactic{tactic}-{gemm.tile_config(tactic).label()}", kernel_name, ptx, meta))
+        kernel_name, ptx, meta = gemm.compile_variant(
+            info.kernel, tactic, cc, dtype=dtype, alignment=alignment
+        )
+        label = f"tactic{tactic}-{gemm.tile_config(tactic).label()}{suffix}"
+        variants.append(Variant(label, kernel_name, ptx, meta))
     return variants
 
 

@@ -35,7 +35,17 @@ import triton
 import triton.language as tl
 
 from sq_trt.errors import ConfigError
+from sq_trt.plugins.alignment import (
+    ALIGNED,
+    UNALIGNED,
+    VECTOR_BYTES,
+    alignment_divisors,
+    alignment_variant,
+    check_alignment,
+)
 from sq_trt.plugins.kernels import AMAX_EPS, QMAX, round_half_even
+
+__all__ = ["ALIGNED", "UNALIGNED", "alignment_variant", "check_alignment"]
 
 
 @triton.jit
@@ -162,18 +172,23 @@ class TileConfig:
 
 
 # Tactic -> tile. TensorRT's tactics are positive integers (0 is "default"), so tactic t is
-# TILE_CONFIGS[t - 1]. A small-M tile serves decode (few tokens); tiles with BLOCK_M >= 64 reach
-# the wgmma path on Hopper. Chosen from `ptxas -v` on every supported architecture (no GPU
-# needed): 4-warp 64x128 / 128x64 tiles spilled 0.3-2.9 KB of registers to local memory per
-# thread, their 8-warp versions and 128x128x32 spill nothing or a few bytes (docs/PLUGIN.md).
-# Shared memory stays under the 48 KiB a kernel gets without an opt-in attribute, which
-# TensorRT's AOT launcher may not set. Which tile is fastest is for TensorRT's autotuner.
+# TILE_CONFIGS[t - 1]. Small-M tiles serve decode (M = 1-8 tokens); tiles with BLOCK_M >= 64 reach
+# the wgmma path on Hopper. Tactic 6 (16 x 32) is for decode on narrow weights, where
+# N / BLOCK_N would leave most SMs idle (N = 576: 9 programs of 64 columns on 132 SMs, 18 of 32).
+# Chosen from `ptxas -v` on every supported architecture (no GPU needed): 4-warp 64x128 /
+# 128x64 tiles spilled 0.3-2.9 KB of registers to local memory per thread, their 8-warp versions
+# and 128x128x32 spill nothing. Shared memory stays under the 48 KiB a kernel gets without an
+# opt-in attribute, which TensorRT's AOT launcher may not set: with the alignment hints Triton
+# really pipelines the loads into shared memory, and the quantizing kernel's 128x64x64 tile
+# needed 49.7-53.8 KiB at 3 stages, so it runs 2 (`sq-trt plugins audit`, docs/PLUGIN.md).
+# Which tile is fastest is for TensorRT's autotuner.
 TILE_CONFIGS: tuple[TileConfig, ...] = (
     TileConfig(16, 64, 128, num_warps=4, num_stages=3),
     TileConfig(64, 64, 64, num_warps=4, num_stages=3),
     TileConfig(64, 128, 64, num_warps=8, num_stages=3),
-    TileConfig(128, 64, 64, num_warps=8, num_stages=3),
+    TileConfig(128, 64, 64, num_warps=8, num_stages=2),
     TileConfig(128, 128, 32, num_warps=8, num_stages=3),
+    TileConfig(16, 32, 128, num_warps=2, num_stages=4),
 )
 
 
@@ -209,6 +224,14 @@ def tile_config(tactic: int) -> TileConfig:
     return TILE_CONFIGS[index]
 
 
+def divisibility_hints(signature: dict[str, str], aligned: bool, out_dtype: str) -> dict[str, int]:
+    """``tt.divisibility`` hints of one variant: every pointer 16 bytes, plus K and N if aligned."""
+    hints = {name: VECTOR_BYTES for name, kind in signature.items() if kind.startswith("*")}
+    if aligned:
+        hints.update(alignment_divisors(out_dtype))
+    return hints
+
+
 def gemm_signature(kernel_name: str, activation: str, out: str) -> dict[str, str]:
     """Triton signature of a GEMM kernel's runtime parameters, in TensorRT's launch order.
 
@@ -234,6 +257,9 @@ def compile_variant(
     out_dtype: str | None = None,
     has_bias: bool = True,
     has_smooth: bool = True,
+    alignment: str = ALIGNED,
+    shape: tuple[int | None, int | None] = (None, None),
+    hinted: bool = True,
 ) -> tuple[str, str, Any]:
     """PTX of one tactic's variant of a GEMM kernel, as the plugin's ``aot_impl`` compiles it.
 
@@ -245,9 +271,18 @@ def compile_variant(
         out_dtype: Triton type of ``y`` (default ``dtype``).
         has_bias: The ``has_bias`` attribute.
         has_smooth: The ``has_smooth`` attribute (quantizing kernel only).
+        alignment: :data:`ALIGNED` (K and N promised multiples of :func:`alignment_divisors`)
+            or :data:`UNALIGNED` (any K and N); :func:`alignment_variant` picks it per weight.
+        shape: The weight's ``(N, K)`` where known at build time: the aligned variant is refused
+            for a shape that breaks its contract (:func:`check_alignment`).
+        hinted: False compiles with no alignment hint at all (how the AOT compile was before
+            the contract; kept only to show that the PTX audit rejects it).
 
     Returns:
         ``(kernel_name, ptx, PtxMetadata)`` from :func:`sq_trt.plugins.aot.compile_ptx`.
+
+    Raises:
+        ConfigError: Unknown tactic or alignment, or the aligned variant for a ``shape`` off its contract.
     """
     from sq_trt.plugins.aot import compile_ptx
 
@@ -255,8 +290,15 @@ def compile_variant(
     flags: dict[str, Any] = {"HAS_BIAS": has_bias, "STORE_ACC": False}
     if kernel_name == "quant_w8a8_gemm_kernel":
         flags = {"HAS_SMOOTH": has_smooth, **flags, "USE_LIBDEVICE": True}
-    signature = gemm_signature(kernel_name, f"*{dtype}", f"*{out_dtype or dtype}")
+    if alignment not in (ALIGNED, UNALIGNED):
+        raise ConfigError(f"GEMM variant alignment {alignment!r}; expected {ALIGNED!r} or {UNALIGNED!r}")
+    out = out_dtype or dtype
+    n, k = shape
+    if alignment == ALIGNED and n is not None and k is not None:
+        check_alignment(kernel_name, n, k, out)
+    signature = gemm_signature(kernel_name, f"*{dtype}", f"*{out}")
+    hints = divisibility_hints(signature, alignment == ALIGNED, out) if hinted else {}
     return compile_ptx(
         globals()[kernel_name], signature, {**tile.constexprs(), **flags}, arch,
-        num_warps=tile.num_warps, num_stages=tile.num_stages,
+        num_warps=tile.num_warps, num_stages=tile.num_stages, divisibility=hints,
     )  # fmt: skip

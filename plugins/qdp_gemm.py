@@ -39,16 +39,31 @@ def _weight_tactics(weight: Any) -> list[int]:
 
 
 def _compile_gemm(
-    kernel_name: str, flt: str, out: str, flags: dict[str, bool], tactic: int
+    kernel_name: str, flt: str, out: str, flags: dict[str, bool], tactic: int, weight: Any
 ) -> tuple[str, str, Any, Any]:
-    """PTX of one tactic's variant for the target GPU; returns (name, ptx, metadata, tile)."""
+    """PTX of one tactic's variant for the target GPU; returns (name, ptx, metadata, tile).
+
+    The weight's (N, K), constant at build time, choose the aligned variant (16-byte rows:
+    cp.async / vector loads) or, only where they break its contract, the unaligned one; the
+    engine manifest names which (:func:`sq_trt.plugins.gemm.alignment_variant`).
+    """
     from sq_trt.deps import require
 
     require("triton", stage="build (sq_trt fused GEMM plugin)")
     from sq_trt.plugins import gemm
 
+    n_expr, k_expr = list(weight.shape_expr)[:2]
+    shape = (static_dim(n_expr), static_dim(k_expr))
+    alignment = gemm.alignment_variant(*shape, out)
     name, ptx, meta = gemm.compile_variant(
-        kernel_name, tactic, target_arch(), dtype=flt, out_dtype=out, **flags
+        kernel_name,
+        tactic,
+        target_arch(),
+        dtype=flt,
+        out_dtype=out,
+        alignment=alignment,
+        shape=shape,
+        **flags,
     )
     return name, ptx, meta, gemm.tile_config(tactic)
 
@@ -103,7 +118,7 @@ def define_gemm_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dic
     ) -> Any:
         flt, out = _float_type(amax, "amax"), _float_type(outputs[0], "y")
         flags = {"has_bias": bool(has_bias)}
-        name, ptx, meta, tile = _compile_gemm("w8a8_gemm_kernel", flt, out, flags, tactic)
+        name, ptx, meta, tile = _compile_gemm("w8a8_gemm_kernel", flt, out, flags, tactic, weight)
         params, extra = launch(meta, tile, x_q, weight)
         return name, ptx, params, extra
 
@@ -124,7 +139,7 @@ def define_gemm_plugins(trt: ModuleType, trtp: ModuleType, *, lazy: bool) -> dic
     ) -> Any:  # fmt: skip
         flt = _float_type(x, "x")
         flags = {"has_smooth": bool(has_smooth), "has_bias": bool(has_bias)}
-        name, ptx, meta, tile = _compile_gemm("quant_w8a8_gemm_kernel", flt, flt, flags, tactic)
+        name, ptx, meta, tile = _compile_gemm("quant_w8a8_gemm_kernel", flt, flt, flags, tactic, weight)
         params, extra = launch(meta, tile, x, weight)
         return name, ptx, params, extra
 

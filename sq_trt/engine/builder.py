@@ -202,9 +202,17 @@ def _gpu_target(backend: Backend, settings: BuildSettings) -> dict[str, Any]:
 
 def _plugin_facts(source: OnnxSource) -> list[dict[str, Any]]:
     counts = Counter((n.op_type, n.version, n.namespace) for n in source.plugin_nodes)
-    return [
-        {"name": n, "version": v, "namespace": ns, "nodes": c} for (n, v, ns), c in sorted(counts.items())
-    ]
+    facts: list[dict[str, Any]] = []
+    for (name, version, namespace), count in sorted(counts.items()):
+        fact: dict[str, Any] = {"name": name, "version": version, "namespace": namespace, "nodes": count}
+        variants = Counter(
+            n.gemm_variant for n in source.plugin_nodes if n.op_type == name and n.gemm_variant is not None
+        )
+        if variants:
+            # The fused GEMMs' AOT variant per node count ("aligned" or the slow "unaligned" fallback).
+            fact["gemm_variants"] = dict(sorted(variants.items()))
+        facts.append(fact)
+    return facts
 
 
 def _existing_records(engine_dir: Path, target: str, force: bool) -> dict[str, EngineRecord]:

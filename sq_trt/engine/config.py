@@ -45,18 +45,24 @@ class GenerationLimits(BaseModel):
         return self
 
     def profiles(self) -> list[ProfileSpec]:
-        """``prefill`` (1..max_input tokens, past 0..max_context - max_input) and ``decode`` (1 token, past 1..)."""
+        """``prefill`` (1..max_input tokens, past 0..max_context - max_input) and ``decode`` (1 token, past 1..).
+
+        TensorRT times every tactic (the GEMM plugins' tiles included) at a profile's *opt* shape and
+        keeps one per profile, so each opt is the regime its profile runs: prefill at the longest
+        prompt (GEMM M = max_input tokens, where prefill time goes), decode with every sequence of
+        the batch stepping at once (M = max_batch, 1-8 tokens: the small-M tiles).
+        """
         prefill_past = self.max_context - self.max_input
         return [
             ProfileSpec(
                 name="prefill",
                 batch=(1, 1, self.max_batch),
-                seq=(1, max(1, self.max_input // 2), self.max_input),
+                seq=(1, self.max_input, self.max_input),
                 past=(0, 0, prefill_past),
             ),
             ProfileSpec(
                 name="decode",
-                batch=(1, 1, self.max_batch),
+                batch=(1, self.max_batch, self.max_batch),
                 seq=(1, 1, 1),
                 past=(1, max(1, self.max_context // 2), self.max_context - 1),
             ),

@@ -10,6 +10,7 @@ INT8 GEMM (DESIGN.md). Elsewhere the summary says why it is missing.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,44 @@ def summarize_layers(info: dict[str, Any]) -> dict[str, Any]:
         text = (kind + str(layer.get("Name", ""))).lower()
         if any(word in text for word in ("gemm", "matrix", "matmul", "convolution")) and "int8" in inputs:
             int8_gemms.append(str(layer.get("Name", "")))
-    return {"available": True, "layers": len(layers), "layer_types": dict(types), "int8_gemms": int8_gemms}
+    return {
+        "available": True,
+        "layers": len(layers),
+        "layer_types": dict(types),
+        "int8_gemms": int8_gemms,
+        "plugin_tactics": plugin_tactics(layers),
+    }
+
+
+_PROFILE_SUFFIX = re.compile(r"\s*\[profile (\d+)\]\s*$")
+
+
+def plugin_tactics(layers: list[Any]) -> list[dict[str, Any]]:
+    """The tactic TensorRT kept for each plugin layer, per optimization profile.
+
+    TensorRT times a plugin's tactics (the GEMM plugins' tiles) at each profile's opt shape and
+    keeps one per profile; a multi-profile engine holds one copy of each layer per profile, the
+    copies of profile N > 0 named ``"<name> [profile N]"``. Detailed verbosity gives
+    ``TacticValue`` (both are GPU-only claims, settled by the command in docs/GPU_HOST.md).
+
+    Returns:
+        ``{"layer", "profile", "tactic"}`` per plugin layer (``tactic`` None when not reported).
+    """
+    found = []
+    for layer in layers:
+        if not isinstance(layer, dict) or "plugin" not in str(layer.get("LayerType", "")).lower():
+            continue
+        name = str(layer.get("Name", ""))
+        match = _PROFILE_SUFFIX.search(name)
+        tactic = layer.get("TacticValue")
+        found.append(
+            {
+                "layer": _PROFILE_SUFFIX.sub("", name),
+                "profile": int(match.group(1)) if match else 0,
+                "tactic": None if tactic is None else str(tactic),
+            }
+        )
+    return found
 
 
 def engine_layer_info(trt: ModuleType, engine: tensorrt.ICudaEngine) -> tuple[dict[str, Any], str | None]:

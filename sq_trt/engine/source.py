@@ -25,6 +25,9 @@ class PluginNode:
     op_type: str
     version: str
     namespace: str
+    # Fused GEMMs only: "aligned" or "unaligned", the AOT variant the plugin compiles for this
+    # node's weight (sq_trt.plugins.alignment); None for other plugins.
+    gemm_variant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,30 @@ def _calibration_hash(manifest_extra: dict[str, object]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+_ONNX_FLOATS = {1: "fp32", 10: "fp16", 16: "bf16"}
+
+
+def _gemm_variant(node: Any, model: Any) -> str | None:
+    """The alignment variant a fused GEMM node's plugin will compile, from its weight's (N, K).
+
+    The weight (input 2) is an initializer whose dims the file holds even when its data is
+    external; ``y``'s dtype comes from the graph's type information (fp16 when absent: the
+    export's dtype, and the stricter rule for N).
+    """
+    from sq_trt.plugin_spec import QUANT_W8A8_GEMM, W8A8_GEMM
+    from sq_trt.plugins.alignment import alignment_variant
+
+    if node.op_type not in (W8A8_GEMM, QUANT_W8A8_GEMM) or len(node.input) < 3:
+        return None
+    weights = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    dims = weights.get(node.input[2])
+    typed = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.output)}
+    out = _ONNX_FLOATS.get(typed.get(node.output[0], 10), "fp16")
+    if dims is None or len(dims) != 2:
+        return alignment_variant(None, None, out)
+    return alignment_variant(int(dims[0]), int(dims[1]), out)
+
+
 def read_onnx_source(path: str | Path) -> OnnxSource:
     """Validate an ONNX file's structure and collect what the build needs to know.
 
@@ -93,6 +120,7 @@ def read_onnx_source(path: str | Path) -> OnnxSource:
             op_type=node.op_type,
             version=_attribute(node, "plugin_version", "1"),
             namespace=_attribute(node, "plugin_namespace", node.domain),
+            gemm_variant=_gemm_variant(node, model),
         )
         for index, node in enumerate(model.graph.node)
         if node.domain == ONNX_DOMAIN

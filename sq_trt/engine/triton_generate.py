@@ -9,7 +9,14 @@ Layout::
 
 The Python model runs :func:`sq_trt.generate.loop.generate`, the loop ``sq-trt
 generate`` runs, with :class:`sq_trt.generate.remote.RemoteStepRunner` whose
-``infer`` is one BLS request to the plan model. It sends one response per token
+``infer`` is one BLS request to the plan model. The KV cache stays on the GPU
+between steps: the plan model's ``present.*`` outputs are requested in GPU
+memory, taken as torch tensors through DLPack and fed back as the next step's
+``past.*``; only the ids go in and the logits come out through host memory.
+Before, every token copied the whole cache (2 x layers x batch x kv_heads x
+context x head_dim values: 23 KB per token of context for SmolLM2-135M in fp16,
+23.6 MB at 1024) to the host and back (computed, not measured: a GPU host times
+it, docs/GPU_HOST.md). It sends one response per token
 (``text_output`` piece and ``token_id``) and then the final flag. The server
 needs sq-trt importable in its Python (``pip install sq-trt`` in the Triton
 container, or a custom execution environment).
@@ -36,13 +43,15 @@ import json
 import os
 
 import numpy as np
+import torch
 import triton_python_backend_utils as pb_utils
+from torch.utils.dlpack import from_dlpack, to_dlpack
 from transformers import AutoTokenizer
 
 from sq_trt.generate.loop import generate
 from sq_trt.generate.remote import RemoteStepRunner
 from sq_trt.generate.sampling import SamplingConfig
-from sq_trt.models.cache import CacheLayout
+from sq_trt.models.cache import LOGITS, CacheLayout
 
 
 def _optional(request, name, default, kind):
@@ -62,15 +71,30 @@ class TritonPythonModel:
         self.tokenizer = AutoTokenizer.from_pretrained(os.path.join(here, "tokenizer"))
 
     def _infer(self, feeds, output_names):
+        # The KV cache stays on the GPU between steps: the engine's present.* outputs are asked for in
+        # GPU memory and taken as torch tensors through DLPack, and they go back in as the next step's
+        # past.* the same way (RemoteStepRunner keeps them as returned). Only the ids (in) and the
+        # logits (out) cross to the host.
+        inputs = [
+            pb_utils.Tensor.from_dlpack(name, to_dlpack(value)) if torch.is_tensor(value)
+            else pb_utils.Tensor(name, value)
+            for name, value in feeds.items()
+        ]
         request = pb_utils.InferenceRequest(
             model_name=self.engine_model,
             requested_output_names=output_names,
-            inputs=[pb_utils.Tensor(name, array) for name, array in feeds.items()],
+            inputs=inputs,
+            preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_GPU, 0),
         )
         response = request.exec()
         if response.has_error():
             raise pb_utils.TritonModelException(response.error().message())
-        return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in output_names}
+        outputs = {
+            name: from_dlpack(pb_utils.get_output_tensor_by_name(response, name).to_dlpack())
+            for name in output_names
+        }
+        outputs[LOGITS] = outputs[LOGITS].float().cpu().numpy()
+        return outputs
 
     def execute(self, requests):
         for request in requests:

@@ -6,13 +6,15 @@ calls the TensorRT plan model through BLS (``pb_utils.InferenceRequest``) once p
 the same class runs here on CPU with ONNX Runtime behind ``infer`` (tests) and in
 the server with BLS behind it. The cache is what the last call returned: a BLS
 call cannot write into caller-owned buffers, so, unlike the in-process runners,
-each step receives the present tensors as new arrays.
+each step receives the present tensors as new arrays. The runner keeps them as
+``infer`` returns them and feeds them back unchanged: numpy arrays here, GPU torch
+tensors (DLPack) in the server, so the cache never has to cross to host memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sq_trt.errors import GenerationError
 from sq_trt.generate.runners import check_cache_tensors, check_room, step_inputs
@@ -21,7 +23,9 @@ from sq_trt.models.cache import INPUT_IDS, LOGITS, POSITION_IDS, CacheLayout
 if TYPE_CHECKING:
     import numpy as np
 
-Infer = Callable[[dict[str, "np.ndarray"], list[str]], dict[str, "np.ndarray"]]
+# Feeds and outputs are numpy arrays, except the cache tensors, which may be any array with a shape, an
+# ndim and a dtype (the server's are GPU torch tensors); logits must convert with np.asarray.
+Infer = Callable[[dict[str, Any], list[str]], dict[str, Any]]
 
 
 class RemoteStepRunner:
@@ -41,7 +45,7 @@ class RemoteStepRunner:
         self.infer, self.layout, self.dtype, self.name = infer, layout, dtype, name
         self.max_context, self.max_batch = max_context, max_batch
         self.batch, self.past_len = 1, 0
-        self._cache: list[np.ndarray] = []
+        self._cache: list[Any] = []
 
     def reset(self, batch: int) -> None:
         """Start ``batch`` new sequences with an empty cache."""
@@ -65,7 +69,8 @@ class RemoteStepRunner:
             **dict(zip(self.layout.past_names(), self._cache, strict=True)),
         }
         outputs = self.infer(feeds, [LOGITS, *self.layout.present_names()])
-        present = [np.asarray(outputs[name]) for name in self.layout.present_names()]
+        # Kept as returned (no np.asarray): a device tensor stays on the device for the next step.
+        present = [outputs[name] for name in self.layout.present_names()]
         # The server's outputs are checked like a user-given cache: a wrong engine fails here, by name.
         if check_cache_tensors(self.layout, self.dtype, present, self.batch) != total:
             raise GenerationError(

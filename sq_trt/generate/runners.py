@@ -18,6 +18,7 @@ step reads it.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sq_trt.errors import GenerationError
@@ -131,7 +132,7 @@ def layout_from_io(
     return layout, _FLOAT_TYPES[next(iter(dtypes))]
 
 
-def check_cache_tensors(layout: CacheLayout, dtype: str, tensors: list[np.ndarray], batch: int) -> int:
+def check_cache_tensors(layout: CacheLayout, dtype: str, tensors: Sequence[Any], batch: int) -> int:
     """Validate a cache handed to a runner; return its length in tokens.
 
     Raises:
@@ -147,10 +148,10 @@ def check_cache_tensors(layout: CacheLayout, dtype: str, tensors: list[np.ndarra
         expected = layout.shape(batch, tokens)
         if tuple(tensor.shape) != expected:
             raise GenerationError(f"cache tensor {name} has shape {tuple(tensor.shape)}; expected {expected}")
-        if tensor.dtype.name != dtype:
-            raise GenerationError(
-                f"cache tensor {name} has dtype {tensor.dtype.name}; the graph's cache is {dtype}"
-            )
+        # numpy's dtype.name, or torch's "torch.float16" (a cache the Triton model keeps on the GPU).
+        kind = getattr(tensor.dtype, "name", None) or str(tensor.dtype).removeprefix("torch.")
+        if kind != dtype:
+            raise GenerationError(f"cache tensor {name} has dtype {kind}; the graph's cache is {dtype}")
     return int(tokens)
 
 

@@ -123,8 +123,8 @@ class TrtStepRunner:
         import numpy as np
         import torch
 
-        tokens = torch.as_tensor(np.asarray(ids, dtype=np.int64)).cuda()
-        batch, seq = tokens.shape
+        host = np.asarray(ids, dtype=np.int64)
+        batch, seq = host.shape
         check_room(self, batch, seq)
         if self.past_len == 0 and seq > self.max_input:
             raise GenerationError(
@@ -134,8 +134,12 @@ class TrtStepRunner:
         key = PREFILL if self.past_len == 0 or seq > 1 else DECODE
         context = self._contexts[key]
         total = self.past_len + seq
-        positions = (torch.arange(seq, device="cuda") + self.past_len).expand(batch, seq).contiguous()
-        logits = torch.empty((batch, seq, self._vocab()), dtype=self._logits_dtype, device="cuda")
+        # Every tensor the engine reads is produced (and allocated) on the engine's stream: made on
+        # torch's default stream, nothing would order the copy and the arange before TensorRT's reads.
+        with torch.cuda.stream(self._stream):
+            tokens = torch.as_tensor(host).cuda()
+            positions = (torch.arange(seq, device="cuda") + self.past_len).expand(batch, seq).contiguous()
+            logits = torch.empty((batch, seq, self._vocab()), dtype=self._logits_dtype, device="cuda")
         self._bind(context, INPUT_IDS, tokens, (batch, seq))
         self._bind(context, POSITION_IDS, positions, (batch, seq))
         past_shape = self.layout.shape(batch, self.past_len)

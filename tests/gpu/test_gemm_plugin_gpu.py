@@ -26,7 +26,7 @@ pytestmark = [
 pytest.importorskip("triton", reason="the `kernels` extra (triton) is not installed")
 
 F16, BF16 = torch.float16, torch.bfloat16
-N_TACTICS = 5
+N_TACTICS = 6
 
 
 def _layer(n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -55,6 +55,62 @@ def test_cuda_w8a8_gemm_is_exact(tactic: int, m: int, n: int, k: int) -> None:
     assert np.array_equal(acc, x_q.numpy().astype(np.int64) @ w_q.numpy().astype(np.int64).T)
     y = cuda_gemm(*args, tactic=tactic).cpu()
     assert torch.equal(y, w8a8_gemm(x_q, amax.to(F16), w_q, w_scale, bias))
+
+
+def _aot_kernel(kernel_name: str, tactic: int, dtype: str, alignment: str = "aligned"):
+    """The PTX the plugin's aot_impl embeds (gemm.compile_variant), loaded through the CUDA driver API."""
+    pytest.importorskip("cuda.bindings", reason="running AOT PTX needs NVIDIA's cuda-bindings")
+    from sq_trt.plugins import gemm
+    from sq_trt.plugins.ptx_run import PtxKernel
+
+    major, minor = torch.cuda.get_device_capability()
+    name, ptx, meta = gemm.compile_variant(
+        kernel_name, tactic, f"{major}{minor}", dtype=dtype, alignment=alignment
+    )
+    kernel = PtxKernel.load(ptx, name, num_warps=meta.num_warps, shared_mem=meta.shared_mem)
+    return kernel, gemm.tile_config(tactic)
+
+
+@pytest.mark.parametrize("tactic", range(1, N_TACTICS + 1))
+@pytest.mark.parametrize(
+    ("m", "n", "k", "alignment"),
+    [
+        (1, 576, 576, "aligned"),
+        (8, 1536, 576, "aligned"),
+        (2048, 1536, 576, "aligned"),
+        (77, 4099, 4101, "unaligned"),
+    ],
+)
+def test_aot_ptx_w8a8_gemm_is_bit_exact(tactic: int, m: int, n: int, k: int, alignment: str) -> None:
+    # The exact PTX a TensorRT engine embeds (not Triton's JIT variant, which specializes on alignment
+    # by itself), launched as TensorRT launches it: decode and prefill M, aligned and fallback shapes.
+    from sq_trt.plugins.ptx_run import run_gemm
+
+    kernel, tile = _aot_kernel("w8a8_gemm_kernel", tactic, "fp16", alignment)
+    x_q, amax = quantize_per_token(_activation(m, k, F16, m + n))
+    w_q, w_scale, bias = _layer(n, k, k)
+    inputs = [x_q.cuda(), amax.to(F16).cuda(), w_q.cuda(), w_scale.cuda(), bias.cuda()]
+    y = torch.empty(m, n, dtype=F16, device="cuda")
+    run_gemm(kernel, tile, inputs, y, m, n, k)
+    torch.cuda.synchronize()
+    assert torch.equal(y.cpu(), w8a8_gemm(x_q, amax.to(F16), w_q, w_scale, bias))
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("tactic", range(1, N_TACTICS + 1))
+def test_aot_ptx_quant_w8a8_gemm_is_bit_exact(dtype: torch.dtype, tactic: int) -> None:
+    from sq_trt.plugins.ptx_run import run_gemm
+
+    m, n, k = 300, 1536, 576
+    kernel, tile = _aot_kernel("quant_w8a8_gemm_kernel", tactic, "fp16" if dtype == F16 else "bf16")
+    x = _activation(m, k, dtype, tactic)
+    w_q, w_scale, bias = _layer(n, k, 7)
+    smooth = torch.rand(k, generator=torch.Generator().manual_seed(3)) + 0.5
+    inputs = [x.cuda(), smooth.cuda(), w_q.cuda(), w_scale.cuda(), bias.cuda()]
+    y = torch.empty(m, n, dtype=dtype, device="cuda")
+    run_gemm(kernel, tile, inputs, y, m, n, k)
+    torch.cuda.synchronize()
+    assert torch.equal(y.cpu(), quant_w8a8_gemm(x, w_q, w_scale, bias, smooth=smooth))
 
 
 @pytest.mark.parametrize("dtype", [F16, BF16], ids=["fp16", "bf16"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import keyword
 import re
 import sys
@@ -23,6 +24,13 @@ def generate_pyi(modules: Sequence[str], out: Path, env: dict[str, str]) -> None
         sanitize_pyi(pyi)
         if "plugin" in pyi.relative_to(out).parts:
             pyi.write_text(widen_single_tuples(pyi.read_text()))
+    plugin_modules = [m for m in modules if m.endswith(".plugin")]
+    if plugin_modules:
+        # The last line: importing tensorrt.plugin may print notices first.
+        probe = run_tool([sys.executable, "-c", _SETATTR_PROBE, *plugin_modules], env=env)
+        guarded = json.loads(probe.strip().splitlines()[-1])
+        for pyi in out.rglob("*.pyi"):
+            declare_guarded_attributes(pyi, guarded)
     extension = modules[0].split(".")[0]
     buffers = run_tool([sys.executable, "-c", _BUFFER_PROBE, extension], env=env).split()
     for pyi in out.rglob("*.pyi"):
@@ -40,6 +48,73 @@ for sub in [mod] + [v for v in vars(mod).values() if type(v).__name__ == "module
         if isinstance(obj, type) and ctypes.c_void_p.from_address(id(obj) + 160).value:
             print(f"{obj.__module__}.{obj.__qualname__}")
 """
+
+
+# Pure-Python classes of `tensorrt.plugin` that guard their attributes with `__setattr__` (e.g.
+# KernelLaunchParams: `params.gridx = ...` raises AttributeError). pybind11-stubgen writes the
+# untyped `__setattr__` and no attribute, so mypy would accept any name. List each class's real
+# instance attributes (an instance built with no argument, else the `self.X =` of its __init__).
+_SETATTR_PROBE = """
+import ast, importlib, inspect, json, sys, textwrap
+found = {}
+for name in sys.argv[1:]:
+    package = importlib.import_module(name)
+    modules = [package] + [m for m in sys.modules.values() if getattr(m, "__name__", "").startswith(name + ".")]
+    for mod in modules:
+        for obj in list(vars(mod).values()):
+            if not (isinstance(obj, type) and obj.__module__ == mod.__name__ and "__setattr__" in vars(obj)):
+                continue
+            try:
+                names = sorted(vars(obj()))
+            except Exception:
+                tree = ast.parse(textwrap.dedent(inspect.getsource(obj.__init__)))
+                names = sorted({t.attr for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets
+                                if isinstance(t, ast.Attribute) and getattr(t.value, "id", "") == "self"})
+            found[obj.__module__ + "." + obj.__qualname__] = names
+print(json.dumps(found))
+"""
+
+
+def declare_guarded_attributes(path: Path, guarded: dict[str, list[str]]) -> None:
+    """Replace the untyped ``__setattr__`` of each guarded class by its real attributes.
+
+    Each attribute is typed like the ``__init__`` parameter of the same name (what the class
+    accepts on assignment), else ``typing.Any``: the name is what is checked.
+    """
+    module = _stub_module(path)
+    text = path.read_text()
+    tree = ast.parse(text)
+    lines = text.splitlines()
+    edits: list[tuple[int, int, list[str]]] = []
+    for node in tree.body:
+        names = guarded.get(f"{module}.{node.name}") if isinstance(node, ast.ClassDef) else None
+        if names is None or not isinstance(node, ast.ClassDef):
+            continue
+        methods = {f.name: f for f in node.body if isinstance(f, ast.FunctionDef)}
+        setattr_def = methods.get("__setattr__")
+        if setattr_def is None or setattr_def.end_lineno is None:
+            continue
+        init = methods.get("__init__")
+        types = (
+            {a.arg: ast.get_source_segment(text, a.annotation) for a in init.args.args if a.annotation}
+            if init
+            else {}
+        )
+        defined = {
+            t.id
+            for a in node.body
+            if isinstance(a, ast.AnnAssign)
+            for t in [a.target]
+            if isinstance(t, ast.Name)
+        }
+        defined |= set(methods)
+        declared = [f"    {name}: {types.get(name) or 'typing.Any'}" for name in names if name not in defined]
+        edits.append((setattr_def.lineno - 1, setattr_def.end_lineno, declared))
+    for start, end, declared in sorted(edits, reverse=True):
+        lines[start:end] = declared
+    if edits and "import typing" not in lines:
+        lines.insert(1, "import typing")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def add_buffer_protocol(path: Path, classes: Sequence[str]) -> None:

@@ -39,11 +39,13 @@ def test_list_names_every_plugin_with_its_interface(capsys: pytest.CaptureFixtur
         assert "sm_80, sm_86, sm_89, sm_90" in block
     gemm = blocks[3]
     assert "x_q: int8 [..., K]" in gemm and "weight: int8 [N, K]" in gemm and "has_bias" in gemm
-    assert "5 AOT variants = TensorRT autotune tactics" in gemm
+    from sq_trt.plugins.gemm import TILE_CONFIGS
+
+    assert f"{len(TILE_CONFIGS)} AOT variants = TensorRT autotune tactics" in gemm
     assert "has_smooth" in blocks[4] and "epsilon: float" in blocks[1]
 
 
-@pytest.mark.parametrize("sub", ["list", "ptx"])
+@pytest.mark.parametrize("sub", ["list", "ptx", "audit"])
 def test_subcommands_have_help(sub: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["plugins", sub, "--help"])
@@ -59,7 +61,11 @@ def test_ptx_writes_one_file_per_tactic_with_integer_mma(
     out = tmp_path / "ptx"
     assert main(["plugins", "ptx", "sq_trt::w8a8gemm", "--arch", "sm_89", "--out", str(out)]) == 0
     files = sorted(out.glob("*.ptx"))
-    assert len(files) == 5 and all(f.name.startswith("W8A8Gemm-sm89-fp16-tactic") for f in files)
+    from sq_trt.plugins.gemm import TILE_CONFIGS
+
+    assert len(files) == len(TILE_CONFIGS) and all(
+        f.name.startswith("W8A8Gemm-sm89-fp16-tactic") for f in files
+    )
     for f in files:
         text = f.read_text()
         assert re.search(r"^\.target sm_89\s*$", text, re.MULTILINE)

@@ -346,3 +346,24 @@ def test_layer_summary_finds_int8_gemms_in_inspector_json():
         "q_proj"
     ]  # an INT8 pointwise layer is not a GEMM; an FP16 GEMM is not INT8
     assert summary["layers"] == 4 and summary["layer_types"]["CaskGemmMatrixMultiply"] == 2
+    assert summary["plugin_tactics"] == []
+
+
+def test_layer_summary_records_each_plugin_layers_tactic_per_profile():
+    # The shape of TensorRT's detailed inspector JSON for a two-profile engine (a GPU-only claim,
+    # docs/GPU_HOST.md); this pins how the manifest reads it.
+    from sq_trt.engine.inspect import summarize_layers
+
+    info = {
+        "Layers": [
+            {"Name": "layers.0.o_proj", "LayerType": "PluginV3", "TacticValue": "0x0000000000000005"},
+            {"Name": "layers.0.o_proj [profile 1]", "LayerType": "PluginV3", "TacticValue": "0x0000000000000006"},
+            {"Name": "layers.0.q_proj", "LayerType": "CaskGemmMatrixMultiply", "TacticValue": "0x1"},
+            {"Name": "layers.0.up_proj [profile 1]", "LayerType": "PluginV3"},
+        ]
+    }
+    assert summarize_layers(info)["plugin_tactics"] == [
+        {"layer": "layers.0.o_proj", "profile": 0, "tactic": "0x0000000000000005"},
+        {"layer": "layers.0.o_proj", "profile": 1, "tactic": "0x0000000000000006"},
+        {"layer": "layers.0.up_proj", "profile": 1, "tactic": None},
+    ]

@@ -69,8 +69,10 @@ def test_int8_generation_graph_decodes_like_its_own_full_sequence(tiny_llama_exp
 def test_generation_limits_make_prefill_and_decode_profiles():
     limits = GenerationLimits(max_batch=2, max_input=16, max_context=64)
     prefill, decode = limits.profiles()
-    assert (prefill.name, prefill.seq, prefill.past) == ("prefill", (1, 8, 16), (0, 0, 48))
-    assert (decode.name, decode.seq, decode.past) == ("decode", (1, 1, 1), (1, 32, 63))
+    # Opt shapes = the GEMM regime each profile runs (TensorRT picks each tactic there): prefill at the
+    # longest prompt (M = 16 tokens), decode with the whole batch stepping (M = 2).
+    assert (prefill.name, prefill.batch, prefill.seq, prefill.past) == ("prefill", (1, 1, 2), (1, 16, 16), (0, 0, 48))
+    assert (decode.name, decode.batch, decode.seq, decode.past) == ("decode", (1, 2, 2), (1, 1, 1), (1, 32, 63))
     with pytest.raises(ConfigError, match="max_input"):
         resolve_settings({"generation": {"max_input": 64, "max_context": 64}}, {}, source="test")
     with pytest.raises(ConfigError, match="not both"):
@@ -128,6 +130,39 @@ def test_remote_runner_runs_the_same_loop_over_any_infer_call(tiny_llama_export)
 
     with pytest.raises(GenerationError, match="has shape"):
         generate(RemoteStepRunner(wrong, local.layout, local.dtype, max_context=40), prompt, max_new_tokens=3)
+
+
+def test_remote_runner_feeds_back_the_cache_objects_infer_returned(tiny_llama_export):
+    """The Triton model keeps the cache on the GPU (DLPack): the runner must not convert it to numpy.
+
+    Here ``infer`` returns the present tensors as torch tensors (what the server's DLPack outputs are)
+    and checks that each step's past tensors are exactly the objects the previous step returned.
+    """
+    import torch
+
+    from sq_trt.export.runtime import session_from_onnx
+
+    _, out = tiny_llama_export
+    session = session_from_onnx(out / "model.fp16.onnx")
+    local = OrtStepRunner(out / "model.fp16.onnx", max_context=40)
+    returned: list[object] = []
+
+    def infer(feeds, names):
+        past = [v for k, v in feeds.items() if k.startswith("past")]
+        if returned:
+            assert all(a is b for a, b in zip(past, returned, strict=True)), "the cache was copied or converted"
+        host = {k: (v.numpy() if torch.is_tensor(v) else v) for k, v in feeds.items()}
+        outputs = dict(zip(names, session.run(names, host), strict=True))
+        present = {k: torch.from_numpy(v) for k, v in outputs.items() if k.startswith("present")}
+        returned[:] = list(present.values())
+        return {**outputs, **present}
+
+    remote = RemoteStepRunner(infer, local.layout, local.dtype, max_context=40)
+    prompt = [3, 14, 15, 92, 65]
+    assert (
+        generate(remote, prompt, max_new_tokens=6).token_ids == generate(local, prompt, max_new_tokens=6).token_ids
+    )
+    assert len(returned) == 2 * local.layout.layers and all(torch.is_tensor(t) for t in returned)
 
 
 def _generation_record() -> EngineRecord:

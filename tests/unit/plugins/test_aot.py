@@ -176,3 +176,36 @@ def test_unwritable_cache_still_compiles(tmp_path: Path, monkeypatch: pytest.Mon
         kernels.per_token_quant_kernel, PLAIN_SIG, {"BLOCK": 32, **GPU_CONSTS}, 89
     )
     assert name == "per_token_quant_kernel" and ".entry per_token_quant_kernel" in ptx and not meta.cache_hit
+
+
+def test_divisibility_hints_reach_triton_and_the_cache_key(cache: Path) -> None:
+    # A hint on the pointers and n_cols lets Triton prove 16-byte rows: the hinted PTX differs, its
+    # metadata records the promise, and the two compiles are two cache entries.
+    hints = {"x_ptr": 16, "xq_ptr": 16, "amax_ptr": 16, "n_cols": 16}
+    consts = {"BLOCK": 1024, **GPU_CONSTS}
+    _, plain, plain_meta = aot.compile_ptx(kernels.per_token_quant_kernel, PLAIN_SIG, consts, 80)
+    _, hinted, meta = aot.compile_ptx(
+        kernels.per_token_quant_kernel, PLAIN_SIG, consts, 80, divisibility=hints
+    )
+    assert plain_meta.divisibility == {} and meta.divisibility == dict(sorted(hints.items()))
+    assert hinted != plain
+    assert len(list(cache.glob("*.ptx"))) == 2
+    _, again, cached = aot.compile_ptx(
+        kernels.per_token_quant_kernel, PLAIN_SIG, consts, 80, divisibility=hints
+    )
+    assert cached.cache_hit and again == hinted and cached.divisibility == meta.divisibility
+
+
+@pytest.mark.parametrize(
+    ("hints", "message"),
+    [
+        ({"BLOCK": 16}, "not a runtime parameter"),
+        ({"n_cols": 12}, "not a power of two"),
+        ({"x_ptr": 0}, "power"),
+    ],
+)
+def test_bad_divisibility_hints_are_refused(hints: dict[str, int], message: str, cache: Path) -> None:
+    with pytest.raises(ConfigError, match=message):
+        aot.compile_ptx(
+            kernels.per_token_quant_kernel, PLAIN_SIG, {"BLOCK": 1024, **GPU_CONSTS}, 80, divisibility=hints
+        )

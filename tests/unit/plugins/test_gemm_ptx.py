@@ -95,7 +95,7 @@ def test_unsupported_architectures_are_refused_with_the_supported_list(arch: str
 
 @pytest.mark.parametrize(
     ("n", "k", "expected"),
-    [(None, None, [1, 2, 3, 4, 5]), (576, 576, [1, 2, 3, 4, 5]), (40, 1536, [1, 2, 4]), (8, 8, [1])],
+    [(None, None, [1, 2, 3, 4, 5, 6]), (576, 576, [1, 2, 3, 4, 5, 6]), (40, 1536, [1, 2, 4, 6]), (8, 8, [1])],
 )
 def test_tactics_leave_out_tiles_bigger_than_the_weight(
     n: int | None, k: int | None, expected: list[int]
@@ -105,5 +105,49 @@ def test_tactics_leave_out_tiles_bigger_than_the_weight(
 
 def test_tactic_zero_is_a_real_tile_and_unknown_tactics_are_refused() -> None:
     assert gemm.tile_config(0) == gemm.TILE_CONFIGS[1]
-    with pytest.raises(ConfigError, match="tactic 6"):
-        gemm.tile_config(6)
+    with pytest.raises(ConfigError, match="tactic 7"):
+        gemm.tile_config(7)
+
+
+@pytest.mark.parametrize("hidden", [576, 1536, 4096, 8960])
+def test_real_hidden_sizes_take_the_aligned_variant(hidden: int) -> None:
+    for out in ("fp16", "bf16", "fp32"):
+        assert gemm.alignment_variant(hidden, hidden, out) == gemm.ALIGNED
+        gemm.check_alignment("W8A8Gemm", hidden, hidden, out)  # no error
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "out", "expected"),
+    [
+        (576, 584, "fp16", gemm.UNALIGNED),  # K = 584: a multiple of 8 only, int8 rows need 16
+        (580, 576, "fp16", gemm.UNALIGNED),  # N = 580: fp16 rows of y need a multiple of 8
+        (580, 576, "fp32", gemm.ALIGNED),  # ... fp32 rows only of 4
+        (None, 576, "fp16", gemm.UNALIGNED),  # unknown at build time: nothing to promise
+    ],
+)
+def test_shapes_off_the_contract_take_the_unaligned_variant(
+    n: int | None, k: int, out: str, expected: str
+) -> None:
+    assert gemm.alignment_variant(n, k, out) == expected
+
+
+def test_the_aligned_contract_is_checked_with_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"K=584 \(needs a multiple of 16\).*pad the weight"):
+        gemm.check_alignment("QuantW8A8Gemm", 576, 584, "fp16")
+    with pytest.raises(ConfigError, match=r"N=580 \(needs a multiple of 8\)"):
+        gemm.check_alignment("W8A8Gemm", 580, 576, "bf16")
+    with pytest.raises(ConfigError, match="alignment 'maybe'"):
+        gemm.compile_variant("w8a8_gemm_kernel", 1, 80, alignment="maybe")
+
+
+def test_aligned_variants_promise_exactly_the_contract(cache: Path) -> None:
+    _, aligned_ptx, aligned = gemm.compile_variant("quant_w8a8_gemm_kernel", 2, 80, dtype="bf16")
+    _, _, loose = gemm.compile_variant(
+        "quant_w8a8_gemm_kernel", 2, 80, dtype="bf16", alignment=gemm.UNALIGNED
+    )
+    pointers = {"x_ptr", "s_ptr", "w_ptr", "ws_ptr", "b_ptr", "y_ptr"}
+    assert aligned.divisibility == {**dict.fromkeys(pointers, 16), "K": 16, "N": 8}
+    assert loose.divisibility == dict.fromkeys(pointers, 16)  # base pointers only: any K, N
+    assert "cp.async.cg.shared.global" in aligned_ptx and not re.search(
+        r"ld\.global\S*\.[sub]8\s", aligned_ptx
+    )
