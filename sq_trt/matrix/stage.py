@@ -142,13 +142,14 @@ def run(
     started = time.perf_counter()
     table = LiveTable([c.label for c in plan.cells], log=log or _stderr)
     results = _cached_cells(store, plan, table)
-    owns = _connect(ray, config)
-    try:
-        check_placement(ray, config)
-        results |= _run_missing(ray, config, store, plan, results, table, hook)
-    finally:
-        if owns:
-            ray.shutdown()
+    if len(results) < len(plan.cells):  # a fully cached rerun never starts Ray
+        owns = _connect(ray, config)
+        try:
+            check_placement(ray, config)
+            results |= _run_missing(ray, config, store, plan, results, table, hook)
+        finally:
+            if owns:
+                ray.shutdown()
     cells = _collect(store, plan, results, out)
     wall = time.perf_counter() - started
     report = write_matrix_report(out, _payload(config, plan, cells, wall))
