@@ -262,15 +262,16 @@ def _outcome(ray: Any, ref: Any) -> dict[str, Any]:
     """A finished task's result, or ``{"status": "failed", "error": ...}`` with its cause in one line."""
     try:
         result: dict[str, Any] = ray.get(ref)
-    except Exception as exc:  # a task's failure (after Ray's retries) is data for the report
+    except ray.exceptions.RayError as exc:  # a task's failure (after Ray's retries) is data for the report
         return {"status": "failed", "error": _one_line(exc)}
     return {**result, "status": "done"}
 
 
 def _one_line(exc: BaseException) -> str:
+    """The root cause of a task's failure (Ray wraps it, once per task it passed through), in one line."""
     cause: BaseException = exc
-    while getattr(cause, "cause", None) is not None and cause is not getattr(cause, "cause"):
-        cause = getattr(cause, "cause")
+    while isinstance(inner := getattr(cause, "cause", None), BaseException) and inner is not cause:
+        cause = inner
     text = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {text[0] if text else ''}"[:400]
 

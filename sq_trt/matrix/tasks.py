@@ -137,7 +137,7 @@ def _cell_results(cell: Cell, root: Path, verdict: Any) -> dict[str, Any]:
     manifest = root / "engines" / cell.candidate / "manifest.json"
     if manifest.is_file():
         engines = json.loads(manifest.read_text()).get("extra", {}).get("engines", {})
-        built = next(iter(engines.values()), {})
+        built: dict[str, Any] = next(iter(engines.values()), {})
         engine = {k: built.get(k) for k in ("plan", "plan_bytes", "build_seconds", "backend", "backend_version")}
     return {
         "model": cell.model,
