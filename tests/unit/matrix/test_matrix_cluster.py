@@ -153,3 +153,24 @@ def test_a_corrupt_artifact_in_the_store_is_refused_then_rebuilt(cluster_run: Cl
     assert rebuilt["status"] == "done" and rebuilt["cached"] is False
     assert rebuilt["node"] == cluster_run.nodes[victim["target"]]
     assert sum(not c["cached"] for c in result.cells) == 1
+
+
+def test_a_cell_that_keeps_failing_is_marked_failed_and_the_rest_finishes(cluster_run: ClusterRun) -> None:
+    # Volta (7.0) is no TensorRT-RTX target: that target's builds fail in the cell, the other cells are cached.
+    targets = [
+        '{name: rtx-ampere, backend: tensorrt_rtx, compute_capabilities: ["8.6"], placement: {resource: "target:rtx-ampere"}}',
+        '{name: rtx-ada, backend: tensorrt_rtx, compute_capabilities: ["8.9"], placement: {resource: "target:rtx-ada"}}',
+        '{name: rtx-volta, backend: tensorrt_rtx, compute_capabilities: ["7.0"], placement: {resource: "target:rtx-ada"}}',
+    ]
+    config, recipes = load_matrix(cluster_run.recipe, [f"targets=[{', '.join(targets)}]"])
+    result = run_matrix(config, recipes=recipes, log=lambda line: None)
+    failed = {f"{c['candidate']}@{c['target']}": c["error"] for c in result.failed}
+    assert sorted(failed) == [f"{name}@rtx-volta" for name in ("naive-per-token", "sq-per-tensor", "sq-per-token")]
+    assert all("BuildError" in e and "'7.0'" in e for e in failed.values()), failed
+    assert all(c["status"] == "done" and c["cached"] for c in result.cells if c["target"] != "rtx-volta")
+    # A task that raises is not retried (it would fail the same way): one start per failed cell.
+    starts = [label for label, event, _ in result.events if event == "running" and "@rtx-volta" in label]
+    assert len(starts) == 3
+    payload = json.loads(result.report.with_name("matrix.json").read_text())
+    assert payload["counts"]["failed"] == 3
+    assert "compute capability" in result.report.read_text()
