@@ -200,7 +200,8 @@ def _run_missing(
             cell, fronts[cell.front_key], store.url, scratch, progress
         )
         table.update(cell.label, "queued", {})
-    return _wait(ray, refs, progress, table, hook)
+    running_fronts = [ref for ref in fronts.values() if isinstance(ref, ray.ObjectRef)]
+    return _wait(ray, refs, progress, table, hook, cancel_too=running_fronts)
 
 
 def _submit_fronts(
@@ -231,9 +232,12 @@ def _submit_fronts(
 
 
 def _wait(
-    ray: Any, refs: dict[str, Any], progress: Any, table: LiveTable, hook: Hook | None
+    ray: Any, refs: dict[str, Any], progress: Any, table: LiveTable, hook: Hook | None, cancel_too: list[Any]
 ) -> dict[str, dict[str, Any]]:
-    """Wait for every cell, updating the table from the progress actor; Ctrl-C cancels what is left."""
+    """Wait for every cell, updating the table from the progress actor; Ctrl-C cancels what is left.
+
+    ``cancel_too``: the front-end tasks, cancelled with the cells on Ctrl-C (a finished one ignores it).
+    """
     results: dict[str, dict[str, Any]] = {}
     pending = {ref: label for label, ref in refs.items()}
     seen = 0
@@ -251,7 +255,7 @@ def _wait(
                 results[label] = _outcome(ray, ref)
                 table.update(label, results[label]["status"], results[label])
     except KeyboardInterrupt:
-        for ref in pending:
+        for ref in [*pending, *cancel_too]:
             ray.cancel(ref, force=True)
         table.finish(f"cancelled {len(pending)} pending cells; finished ones are in the store, a rerun does the rest")
         raise

@@ -174,3 +174,42 @@ def test_a_cell_that_keeps_failing_is_marked_failed_and_the_rest_finishes(cluste
     payload = json.loads(result.report.with_name("matrix.json").read_text())
     assert payload["counts"]["failed"] == 3
     assert "compute capability" in result.report.read_text()
+
+
+def test_ctrl_c_cancels_the_running_cells_and_publishes_nothing(cluster_run: ClusterRun) -> None:
+    import time
+
+    from sq_trt.matrix.plan import plan_matrix
+    from sq_trt.matrix.store import ArtifactStore
+
+    # Another gate for sq-per-token: new keys for its two cells (their report reads it); the rest is cached.
+    config, recipes = load_matrix(cluster_run.recipe, ["gate=['sq-per-token:ppl_increase_pct<=99']"])
+    before = {c.key for c in plan_matrix(*load_matrix(cluster_run.recipe)).cells}
+    new = [c for c in plan_matrix(config, recipes).cells if c.key not in before]
+    assert sorted(c.label for c in new) == ["tiny-llama/sq-per-token@rtx-ada", "tiny-llama/sq-per-token@rtx-ampere"]
+    pids: dict[str, int] = {}
+
+    def interrupt(label: str, event: str, info: dict[str, Any]) -> None:
+        if event == "running":
+            pids[label] = info["pid"]
+        if event == "stage":  # a cell is building: what Ctrl-C in the terminal raises on the driver
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_matrix(config, recipes=recipes, hook=interrupt, log=lambda line: None)
+    assert pids
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in pids.values()), "a cancelled cell's worker is still running"
+    time.sleep(2)
+    store = ArtifactStore(config.resolved_store)
+    assert all(store.entry("cell", cell.key) is None for cell in new)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
