@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = [*([f"address={args.address}"] if args.address else []), *args.overrides]
     config, recipes = load_matrix(args.recipe, overrides)
-    result = run_matrix(config, recipes=recipes, out=args.out)
+    result = run_matrix(config, recipes=recipes, out=args.out, force=args.force)
     failed = result.failed
     if failed:
         first = failed[0]

@@ -82,6 +82,7 @@ def front_task(job: FrontJob, store_url: str, scratch: str | None, progress: Any
             "cpu_s": _cpu_seconds() - cpu,
         }
         store.publish(FRONT, job.key, Path(tmp), ["work"], meta)
+    _emit(progress, label, "done", meta)
     return {**meta, "cached": False}
 
 
