@@ -166,8 +166,10 @@ class MatrixConfig(StageConfig):
 
     @property
     def resolved_store(self) -> str:
-        """``store`` or ``<work_dir>/store`` (an absolute local path)."""
-        return self.store if self.store is not None else str((self.resolved_work_dir / "store").resolve())
+        """``store`` or ``<work_dir>/store``; a local path made absolute (the tasks run in other directories)."""
+        if self.store is not None and "://" in self.store:
+            return self.store
+        return str(Path(self.store or self.resolved_work_dir / "store").expanduser().resolve())
 
 
 def model_recipe_data(config: MatrixConfig, entry: ModelEntry, root: Path) -> dict[str, Any]:

@@ -190,7 +190,7 @@ def _run_missing(
     if not todo:
         return {}
     progress = ray.remote(num_cpus=0)(tasks.Progress).remote()
-    scratch = str(config.scratch_dir) if config.scratch_dir is not None else None
+    scratch = str(config.scratch_dir.resolve()) if config.scratch_dir is not None else None
     fronts = _submit_fronts(ray, config, store, plan, todo, progress, scratch, table)
     cell_fn = ray.remote(tasks.cell_task)
     refs = {}

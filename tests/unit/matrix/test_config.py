@@ -86,3 +86,13 @@ def test_placement_becomes_ray_options() -> None:
     assert Placement(resource="target:rtx-ada", amount=0.5).ray_options() == {"resources": {"target:rtx-ada": 0.5}}
     assert Placement(accelerator_type="H100", gpus=1).ray_options() == {"accelerator_type": "H100", "num_gpus": 1}
     assert Placement(labels={"gpu": "l4"}).ray_options() == {"label_selector": {"gpu": "l4"}}
+
+
+def test_a_local_store_is_made_absolute_and_a_url_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config, _ = load_matrix(DEMO, ["store=rel/store"])
+    assert config.resolved_store == str(tmp_path / "rel" / "store")
+    config, _ = load_matrix(DEMO)
+    assert config.resolved_store == str(tmp_path / "work" / "matrix-demo" / "store")
+    config, _ = load_matrix(DEMO, ["store=s3://bucket/prefix"])
+    assert config.resolved_store == "s3://bucket/prefix"
