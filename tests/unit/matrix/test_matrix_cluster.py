@@ -213,3 +213,16 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_target_no_node_offers_is_refused_before_anything_runs(cluster_run: ClusterRun) -> None:
+    from sq_trt.errors import ConfigError
+
+    config, recipes = load_matrix(
+        cluster_run.recipe,
+        ["gate=['sq-per-token:ppl_increase_pct<=98']", "targets.1.placement={resource: 'target:rtx-blackwell'}"],
+    )
+    events: list[tuple[str, str]] = []
+    with pytest.raises(ConfigError, match="target 'rtx-ada': no node of the Ray cluster offers resource 'target:rtx-blackwell'"):
+        run_matrix(config, recipes=recipes, hook=lambda label, event, info: events.append((label, event)), log=lambda line: None)
+    assert events == []
