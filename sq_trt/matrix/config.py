@@ -44,7 +44,7 @@ class Placement(StageConfig):
         default=None, description="Ray accelerator type the target's nodes report, e.g. H100, A100, L4"
     )
     labels: dict[str, str] = Field(
-        default_factory=dict, description="node labels the target's nodes carry (ray start --labels)"
+        default_factory=dict, description="node labels the target's nodes carry (ray start --labels=key=value)"
     )
     gpus: float = Field(
         default=0.0, ge=0, le=64, description="GPUs one task takes (1 for TensorRT proper, which builds on the GPU)"
