@@ -10,4 +10,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[rtx,kernels,serve,dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[rtx,kernels,serve,cluster,dev]"

@@ -19,6 +19,7 @@ from sq_trt.errors import SqTrtError
 # Order = the order in `sq-trt --help`: the pipeline's stages, then helpers.
 COMMANDS: tuple[str, ...] = (
     "pipeline",
+    "matrix",
     "calibrate",
     "smooth",
     "export",
