@@ -48,13 +48,18 @@ def test_smoothquant_on_the_demo_model(demo) -> None:
     scales = calibrate(demo, calib, progress=False)
     # The statistic SmoothQuant exists for: this model has strong per-channel outliers.
     q_in = scales.input_channel_amax["model.layers.5.self_attn.q_proj"]
+    # Measured 7.9x (max 4.60, median 0.58) by the demo pipeline's 32 x 512 calibration (AVX2 EPYC,
+    # 2026-12-07; not recorded for these 4 x 256 tokens); DESIGN.md: a q_proj input at 4.5 vs 0.41.
+    # A statistic that is not per channel (a broadcast per-tensor max: 1x) fails.
     assert float(q_in.max() / q_in.median()) > 5
 
     probe = calib[:1, :64]
     reference = reference_outputs(demo.model, probe)
     result = smooth_model(demo.model, scales, SmoothConfig(alpha=0.5, include_optional=True))
     assert len(result.groups) == 4 * demo.model.config.num_hidden_layers
-    # 30 layers of reassociated float32 products: ~1e-5 relative; a wrong fold is O(1).
+    # 30 layers of reassociated float32 products: the smooth stage's same check measured 1.7e-6
+    # (norm->linear) and 2.3e-6 (with the pairs) (docs/benchmarks/smoothquant.md, stage costs,
+    # 2026-11-23); 1e-3 is ~400x that, and a wrong fold is O(1).
     check_equivalence(demo.model, probe, reference, rtol=1e-3)
     smoothed = smoothed_act_scales(scales, result)
     down = "model.layers.5.mlp.down_proj"
@@ -63,7 +68,9 @@ def test_smoothquant_on_the_demo_model(demo) -> None:
     apply_fake_quant(demo.model, smoothed, act_mode="per_token")
     w8a8 = perplexity(demo.model, held_out, progress=False)
     assert math.isfinite(w8a8)
-    # 510 predicted tokens: W8A8 per-token SmoothQuant lands within a few percent of FP32
-    # (the benchmark measures +0.x% on 16k tokens); 10% leaves room for this small sample.
+    # 510 predicted tokens: W8A8 per-token SmoothQuant lands within a few percent of FP32 (alpha 0.5
+    # with pairs: +1.15 % on 16,384 tokens, smoothquant.md, 2026-11-23), and two draws of the noise on
+    # 510 predictions differ by ~2.6 % (test_export_demo.py). 10% covers both; a collapsed quantizer
+    # (per-tensor-like: +100-128 %) fails. Smoothing's gain is the benchmark's to show, not this bound's.
     assert w8a8 < fp32 * 1.10, (fp32, w8a8)
     assert torch.isfinite(reference).all()
