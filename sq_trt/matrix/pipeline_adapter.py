@@ -18,10 +18,11 @@ from typing import Any
 
 from sq_trt import __version__
 from sq_trt.artifacts import atomic_write_text, hash_file, hash_json
-from sq_trt.pipeline.runner import Stage, StageReport, code_hash, run_stages
 from sq_trt.pipeline.context import BuildPlan, PipelineContext
-from sq_trt.pipeline.stages import build_jobs, evaluate_gate, plan_stages
 from sq_trt.pipeline.recipe import Recipe, apply_overrides, read_recipe_file, validate_recipe
+from sq_trt.pipeline.runner import Stage, StageReport, code_hash, run_stages
+from sq_trt.pipeline.stages import build_jobs, plan_stages
+from sq_trt.report import load_verdict
 
 __all__ = [
     "FRONT_KINDS",
@@ -32,11 +33,11 @@ __all__ = [
     "apply_overrides",
     "atomic_write_text",
     "cell_recipe",
-    "evaluate_gate",
     "front_memory_bytes",
     "front_recipe",
     "hash_file",
     "hash_json",
+    "load_verdict",
     "plan_cell",
     "plan_front",
     "read_recipe_file",
@@ -170,12 +171,12 @@ def run_cell_stages(
     """Run a cell's stages with its real backend; the front end's must all be reused (``hook`` sees each start).
 
     Returns:
-        The stage reports, and the gate verdict on the cell's comparison.
+        The stage reports, and the gate verdict its report states (the one verdict: compare/gate.py).
     """
     ctx = PipelineContext(recipe, progress=False, log=log)
     stages = plan_stages(ctx)
     reports = run_stages(stages, ctx.work_dir, hook=hook, log=log, jobs=functools.partial(build_jobs, ctx))
-    return reports, evaluate_gate(recipe, ctx.work_dir / "compare")
+    return reports, load_verdict(ctx.work_dir / "report")
 
 
 def front_memory_bytes(recipe: Recipe) -> int:
