@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sq_trt.errors import ArtifactError
+from sq_trt.locking import hold_output, output_lock
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -300,8 +301,17 @@ def atomic_dir(path: str | os.PathLike[str], *, force: bool = True) -> Iterator[
 
     Raises:
         ArtifactError: ``path`` exists without ``force``, or it cannot be written (see
-            :func:`check_writable_output`).
+            :func:`check_writable_output`), or another process is writing it (see
+            :mod:`sq_trt.locking`).
     """
+    check_writable_output(path, force=force)  # names and ancestors, before the lock file is created
+    with output_lock(path), _atomic_dir_locked(path, force=force) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _atomic_dir_locked(path: str | os.PathLike[str], *, force: bool) -> Iterator[Path]:
+    """The body of :func:`atomic_dir`, under the destination's lock: existence is checked again here."""
     final = check_writable_output(path, force=force)
     try:
         remove_stale_siblings(final)
@@ -311,6 +321,9 @@ def atomic_dir(path: str | os.PathLike[str], *, force: bool = True) -> Iterator[
         raise ArtifactError(f"cannot write {final}: {os_error_message(exc)}") from exc
     try:
         yield tmp
+        if final.exists() and not force:
+            # Only a writer that ignores the lock gets here; its result is never replaced.
+            raise ArtifactError(f"output {final} appeared while this stage ran; it was kept, and this result dropped")
         if final.exists():
             # Move the old directory aside first so the swap never leaves a mix of both.
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -527,3 +540,20 @@ def verified_parent_manifest(path: str | os.PathLike[str]) -> Manifest | None:
     names = sorted(n for n in manifest.files if n == file_path.name or n.startswith(file_path.name + "."))
     verify_manifest_files(file_path.parent, manifest, names)
     return manifest
+
+
+def claim_output(path: str | os.PathLike[str], *, force: bool, what: str = "output") -> Path:
+    """Check an output path and lock it for the rest of the command (one writer per output).
+
+    The cheap checks of :func:`check_writable_output` run first (nothing is created for a
+    path that cannot be written); then the destination's lock is taken
+    (:func:`sq_trt.locking.hold_output`, held until the CLI command ends) and the
+    existence check runs again under it, so of two writers started together exactly one
+    goes on.
+
+    Raises:
+        ArtifactError: See :func:`check_writable_output`; or another process holds the lock.
+    """
+    check_writable_output(path, force=force, what=what)
+    hold_output(path, what=what)
+    return check_writable_output(path, force=force, what=what)

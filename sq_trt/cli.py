@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from sq_trt import __version__
 from sq_trt.errors import SqTrtError
+from sq_trt.locking import output_session
 
 # Order = the order in `sq-trt --help`: the pipeline's stages, then helpers.
 COMMANDS: tuple[str, ...] = (
@@ -79,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        return int(args._run(args) or 0)
+        with output_session():  # the outputs a command locked are released when it returns
+            return int(args._run(args) or 0)
     except SqTrtError as exc:
         print(f"sq-trt {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code

@@ -66,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and scales, export, print where the files went."""
     from pathlib import Path
 
-    from sq_trt.artifacts import check_writable_output, load_manifest
+    from sq_trt.artifacts import claim_output, load_manifest
     from sq_trt.commands.common import config_from_args
     from sq_trt.export.config import ExportConfig
     from sq_trt.export.stage import export_model
 
     config = config_from_args(ExportConfig, args)
-    check_writable_output(args.out, force=args.force)
+    claim_output(args.out, force=args.force)
     inputs: dict[str, str] = {}
     if args.smoothed:
         from sq_trt.smooth import load_smoothed

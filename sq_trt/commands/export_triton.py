@@ -67,6 +67,10 @@ def _generation_sources(engine_dir: str, target: str) -> tuple[Path, dict[str, o
 
 def run(args: argparse.Namespace) -> int:
     """Write the model repository and print how to serve it."""
+    from sq_trt.artifacts import claim_output
+
+    # One writer per model, for the whole command.
+    claim_output(Path(args.repo) / args.name, force=args.force, what="Triton model")
     generation = _generation_sources(args.engine_dir, args.target)
     if generation is not None:
         from sq_trt.engine.triton_generate import write_generation_repository

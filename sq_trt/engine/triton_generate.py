@@ -217,7 +217,7 @@ def write_generation_repository(
     if final.exists() and not force:
         raise ArtifactError(f"Triton model {final} already exists; pass --force to replace it")
     write_model_repository(engine_dir, target, repo, engine_model, release=release, force=force)
-    with atomic_dir(final, force=True) as tmp:
+    with atomic_dir(final, force=force) as tmp:
         (tmp / "config.pbtxt").write_text(config)
         (tmp / "1").mkdir()
         (tmp / "1" / "model.py").write_text(MODEL_PY)

@@ -128,7 +128,7 @@ def write_model_repository(
     final = repo_root / name
     if final.exists() and not force:
         raise ArtifactError(f"Triton model {final} already exists; pass --force to replace it")
-    with atomic_dir(final, force=True) as tmp:
+    with atomic_dir(final, force=force) as tmp:
         (tmp / "config.pbtxt").write_text(config)
         (tmp / "1").mkdir()
         shutil.copy2(Path(engine_dir) / record.plan, tmp / "1" / "model.plan")

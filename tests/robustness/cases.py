@@ -9,7 +9,8 @@ Classes (the ``cls`` of each case, counted in docs/RELIABILITY.md):
 * ``recipe``: pipeline and build recipes and ``--set`` values;
 * ``compare``: runner specs, ONNX files, gates, saved results;
 * ``report``: forged verdicts, malformed comparison/layers/sweep files, mixed models;
-* ``triton``: engine directories for ``export-triton``.
+* ``triton``: engine directories for ``export-triton``;
+* ``concurrency``: an output another writer holds (issue 28), per command.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .harness import (
     edit_file,
     edit_json,
     edit_manifest,
+    locked_by_other_writer,
     random_bytes,
     remove,
     write,
@@ -511,6 +513,27 @@ def _as_build_with(engines: object):  # type: ignore[no-untyped-def]
     return change
 
 
+_BUSY = "is being written by another sq-trt process (pid 424242)"
+
+
+def concurrency_cases() -> list[Case]:
+    """Every command whose output (or work dir, engine dir, Triton model) another writer holds the lock of."""
+    cases = []
+    for command, prefix in _COMMANDS_WITH_OUT.items():
+        lock = locked_by_other_writer("out")
+        cases.append(Case(f"{command}-out-locked", "concurrency", (*prefix, "{out}"), _BUSY, lock))
+        cases.append(Case(f"{command}-out-locked-force", "concurrency", (*prefix, "{out}", "--force"), _BUSY, lock))
+    pipeline = _COMMANDS_WITH_OUT["pipeline"]
+    cases.append(
+        Case("pipeline-engines-locked", "concurrency", (*pipeline, "{out}"), _BUSY, locked_by_other_writer("out/engines"))
+    )
+    cases.append(Case("build-engine-dir-locked", "concurrency", (*_BUILD, "--onnx", "{onnx}"), _BUSY, locked_by_other_writer("e/n")))
+    cases.append(Case("build-engine-dir-locked-force", "concurrency", (*_BUILD, "--onnx", "{onnx}", "--force"), _BUSY, locked_by_other_writer("e/n")))
+    triton = ("export-triton", "--engine-dir", "{case}/x", "--target", "rtx", "--repo", "{case}/repo", "--name", "m")
+    cases.append(Case("triton-model-locked", "concurrency", triton, _BUSY, compose(copy("scales"), locked_by_other_writer("repo/m"))))
+    return cases
+
+
 def all_cases() -> list[Case]:
     """The whole table."""
     return (
@@ -522,4 +545,5 @@ def all_cases() -> list[Case]:
         + compare_cases()
         + report_cases()
         + triton_cases()
+        + concurrency_cases()
     )
