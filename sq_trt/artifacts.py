@@ -129,7 +129,12 @@ class Manifest:
 
 def signing_key() -> bytes | None:
     """The manifest signing key from ``$SQ_TRT_MANIFEST_KEY``, or None (manifests unsigned)."""
-    key = os.environ.get(SIGNING_KEY_ENV, "")
+    key = os.environ.get(SIGNING_KEY_ENV)
+    if key is not None and not key.strip():
+        # An empty key would sign with a guessable secret, or (read as "unset") skip every check.
+        raise ArtifactError(
+            f"${SIGNING_KEY_ENV} is set but empty; set it to the secret key, or unset it to work unsigned"
+        )
     return key.encode() if key else None
 
 
@@ -144,9 +149,14 @@ def sign_manifest(manifest_bytes: bytes, key: bytes) -> str:
 
 def _check_signature(root: Path, manifest_bytes: bytes) -> None:
     key = signing_key()
-    if key is None:
-        return
     path = root / SIGNATURE_NAME
+    if key is None:
+        if path.exists() or path.is_symlink():
+            raise ArtifactError(
+                f"{root} is signed ({SIGNATURE_NAME}), but ${SIGNING_KEY_ENV} is unset, so the signature cannot "
+                f"be checked; set the key it was signed with (or delete {SIGNATURE_NAME} to trust it unsigned)"
+            )
+        return
     if not path.is_file():
         raise ArtifactError(
             f"{root} has no {SIGNATURE_NAME}, but ${SIGNING_KEY_ENV} requires signed artifacts; "
@@ -499,6 +509,7 @@ def verify_manifest_files(root: str | os.PathLike[str], manifest: Manifest, name
         file_path = root / rel
         if file_path.is_symlink() or not file_path.is_file():
             raise ArtifactError(f"{root}: file {rel} listed in the manifest is missing")
+        _refuse_link_in_path(root, rel)
         try:
             actual = hash_file(file_path)
         except OSError as exc:
@@ -527,6 +538,7 @@ def verified_parent_manifest(path: str | os.PathLike[str]) -> Manifest | None:
     """
     file_path = Path(path)
     if not (file_path.parent / MANIFEST_NAME).is_file():
+        _refuse_missing_manifest(file_path)
         return None
     try:
         manifest = load_manifest(file_path.parent)
@@ -557,3 +569,89 @@ def claim_output(path: str | os.PathLike[str], *, force: bool, what: str = "outp
     check_writable_output(path, force=force, what=what)
     hold_output(path, what=what)
     return check_writable_output(path, force=force, what=what)
+
+
+def _refuse_link_in_path(root: Path, rel: str) -> None:
+    """Refuse a listed file reached through a symbolic link (a directory inside the artifact pointing out of it)."""
+    probe = root
+    for part in rel.split("/"):
+        probe = probe / part
+        if probe.is_symlink():
+            raise ArtifactError(
+                f"{root}: {_short(rel, 80)} is reached through the symbolic link {probe.name}; an artifact's "
+                "files must be its own. Rerun the stage that writes it"
+            )
+
+
+def _refuse_missing_manifest(file_path: Path) -> None:
+    """With a signing key, or beside a lone signature: a file without its manifest is not trusted by path."""
+    if (file_path.parent / SIGNATURE_NAME).exists():
+        raise ArtifactError(
+            f"{file_path.parent} has {SIGNATURE_NAME} but no {MANIFEST_NAME}: its manifest was removed. "
+            "Rerun the stage that writes it"
+        )
+    if signing_key() is not None:
+        raise ArtifactError(
+            f"{file_path} is not in a signed sq-trt artifact (no {MANIFEST_NAME} beside it), and "
+            f"${SIGNING_KEY_ENV} requires signed inputs; use the output of the stage that writes it, "
+            "or unset the key to use foreign files"
+        )
+
+
+def verify_tree(root: str | os.PathLike[str], manifest: Manifest, prefix: str) -> Path:
+    """Check that every file under ``root/prefix`` (a folder a consumer reads or copies whole) is listed and intact.
+
+    A file added to the folder, a changed one, or any symbolic link (which could lead out of the
+    artifact and into a served repository) is refused.
+
+    Returns:
+        ``root/prefix``.
+
+    Raises:
+        ArtifactError: As described; or the folder is not a plain directory.
+    """
+    base = Path(root) / prefix
+    if base.is_symlink() or not base.is_dir():
+        raise ArtifactError(f"{base} is not a directory of the artifact {root}; rerun the stage that writes it")
+    names: list[str] = []
+    for folder, dirs, files in os.walk(base):
+        for entry in [*dirs, *files]:
+            path = Path(folder) / entry
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                raise ArtifactError(
+                    f"{root}: {_short(rel, 80)} is a symbolic link; an artifact's files must be its own. "
+                    "Rerun the stage that writes it"
+                )
+            if path.is_file():
+                names.append(rel)
+    verify_manifest_files(root, manifest, sorted(names))
+    return base
+
+
+# Files only sq-trt artifacts hold: a directory with one of them but no manifest had it removed.
+_ARTIFACT_MARKERS = ("act_scales.safetensors", "smoothing.safetensors")
+
+
+def verify_model_dir(source: str) -> Manifest | None:
+    """The check a model source gets when it is an sq-trt artifact directory (``torch:<dir>``, ``--model <dir>``).
+
+    A directory with a manifest (or a signature) is verified like every other artifact
+    (:func:`load_manifest` with ``verify_files``); one that holds sq-trt's own files without
+    its manifest is refused when a signing key is set. Hub ids, ``demo``, ``tiny:`` and
+    foreign model directories pass unchanged.
+
+    Returns:
+        The verified manifest, or None for a source that is not an sq-trt artifact.
+    """
+    root = Path(source)
+    if not root.is_dir():
+        return None
+    if (root / MANIFEST_NAME).exists() or (root / SIGNATURE_NAME).exists():
+        return load_manifest(root, verify_files=True)
+    if signing_key() is not None and any((root / name).exists() for name in _ARTIFACT_MARKERS):
+        raise ArtifactError(
+            f"{root} holds sq-trt artifact files but no {MANIFEST_NAME}, and ${SIGNING_KEY_ENV} requires "
+            "signed artifacts; rerun the stage that writes it"
+        )
+    return None

@@ -80,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
         loaded, scales = load_smoothed(args.smoothed, device="cpu")
         inputs["smoothed"] = load_manifest(args.smoothed).fingerprint
     else:
+        from sq_trt.artifacts import verify_model_dir
         from sq_trt.models.loading import load_model
 
+        verify_model_dir(args.model)
         loaded = load_model(
             args.model, local_files_only=args.local_files_only, trust_remote_code=args.trust_remote_code
         )

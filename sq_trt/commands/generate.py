@@ -104,8 +104,8 @@ def _onnx_runner(args: argparse.Namespace) -> tuple[Any, Any]:
     path = Path(args.onnx)
     if not path.is_file():
         raise ConfigError(f"--onnx {path} does not exist; pass a graph from `sq-trt export --with-past`")
-    manifest = path.parent / "manifest.json"
-    extra = json.loads(manifest.read_text()).get("extra", {}) if manifest.is_file() else {}
+    manifest = verified_export(path)
+    extra = manifest.extra if manifest is not None else {}
     kv = extra.get("kv_cache") or {}
     max_context = args.max_context or kv.get("max_positions")
     if not max_context:
@@ -117,10 +117,27 @@ def _onnx_runner(args: argparse.Namespace) -> tuple[Any, Any]:
     return runner, tokenizer
 
 
+def verified_export(path: Path) -> Any:
+    """The export manifest of generation graph ``path`` once the graph (and its saved tokenizer) verify; None if none.
+
+    Raises:
+        ArtifactError: See :func:`sq_trt.artifacts.verified_parent_manifest` and :func:`sq_trt.artifacts.verify_tree`.
+    """
+    from sq_trt.artifacts import verified_parent_manifest, verify_tree
+    from sq_trt.generate.tokenizer import TOKENIZER_DIR
+
+    manifest = verified_parent_manifest(path)
+    if manifest is not None and ((path.parent / TOKENIZER_DIR).exists() or (path.parent / TOKENIZER_DIR).is_symlink()):
+        verify_tree(path.parent, manifest, TOKENIZER_DIR)
+    return manifest
+
+
 def _torch_runner(args: argparse.Namespace) -> tuple[Any, Any]:
+    from sq_trt.artifacts import verify_model_dir
     from sq_trt.generate.runners import TorchStepRunner
     from sq_trt.models.loading import load_model
 
+    verify_model_dir(args.model)
     loaded = load_model(args.model)
     return TorchStepRunner(loaded.model, max_context=args.max_context), loaded.tokenizer
 

@@ -10,12 +10,15 @@ Classes (the ``cls`` of each case, counted in docs/RELIABILITY.md):
 * ``compare``: runner specs, ONNX files, gates, saved results;
 * ``report``: forged verdicts, malformed comparison/layers/sweep files, mixed models;
 * ``triton``: engine directories for ``export-triton``;
-* ``concurrency``: an output another writer holds (issue 28), per command.
+* ``concurrency``: an output another writer holds (issue 28), per command;
+* ``verify``: inputs read without their manifest being checked, and the signing policy with the key set
+  and unset (issue 28), per reader.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 
 from .harness import (
@@ -28,6 +31,8 @@ from .harness import (
     locked_by_other_writer,
     random_bytes,
     remove,
+    set_env,
+    symlink,
     write,
 )
 
@@ -406,7 +411,6 @@ def compare_cases() -> list[Case]:
         ("no-candidate", ("--baseline", "torch:tiny:llama"), "--candidate"),
         ("candidate-without-name", ("--baseline", "torch:tiny:llama", "--candidate", "torch:tiny:llama"), "NAME="),
         ("candidate-missing-file", ("--baseline", "torch:tiny:llama", "--candidate", "c={case}/none.onnx"), "does not exist"),
-        ("duplicate-names", ("--baseline", "c=torch:tiny:llama", "--candidate", "c=torch:tiny:llama"), "unique"),
         ("gate-unknown-metric", ("--baseline", "torch:tiny:llama", "--candidate", "c=torch:tiny:llama", "--gate", "speed>=1"), "known metrics"),
         ("gate-nan", ("--baseline", "torch:tiny:llama", "--candidate", "c=torch:tiny:llama", "--gate", "kl_mean<=nan"), "finite"),
         ("gate-garbage", ("--baseline", "torch:tiny:llama", "--candidate", "c=torch:tiny:llama", "--gate", "%%%"), "not of the form"),
@@ -534,6 +538,72 @@ def concurrency_cases() -> list[Case]:
     return cases
 
 
+_KEY = set_env("SQ_TRT_MANIFEST_KEY", "k1")
+_GEN = ("generate", "--prompt", "hi", "--max-new-tokens", "1", "--max-context", "16", "--tokenizer", "tiny:llama")
+_CMP = ("compare", *TINY, "--seq-len", "16", "--samples", "1", "--out", "{out}", "--baseline", "torch:tiny:llama")
+# Every reader of a model source that may be an sq-trt artifact directory (--model DIR, torch:DIR).
+_MODEL_READERS = {
+    "generate-model": (*_GEN, "--model", "{case}/x"),
+    "compare-torch": (*_CMP, "--candidate", "c=torch:{case}/x"),
+    "compare-torch-w8a8": (*_CMP, "--candidate", "c=torch-w8a8:{case}/x"),
+    "calibrate-model": ("calibrate", "--model", "{case}/x", "--no-progress", "--out", "{out}"),
+    "eval-model": ("eval", "--model", "{case}/x"),
+    "export-model": ("export", "--model", "{case}/x", "--out", "{out}"),
+}
+# Every reader of an ONNX file inside an export artifact.
+_ONNX_READERS = {
+    "generate-onnx": (*_GEN, "--onnx", "{case}/ex/model.onnx"),
+    "compare-onnx": (*_CMP, "--candidate", "c={case}/ex/model.onnx"),
+    "build-onnx": (*_BUILD, "--onnx", "{case}/ex/model.onnx"),
+}
+_UNSIGNED = "is not in a signed sq-trt artifact"
+
+
+def _model_dir_variants() -> list[tuple[str, object, str]]:
+    weights = "model.safetensors"
+    return [
+        ("weights-tampered", compose(copy("smoothed"), edit_file(weights, lambda b: b[:-4] + b"\x00\x00\x80\x7f")), "has changed"),
+        ("weights-symlinked", compose(copy("smoothed"), remove(weights), symlink(f"x/{weights}", "{smoothed}/" + weights)), "missing"),
+        ("manifest-removed-key-set", compose(copy("smoothed"), remove("manifest.json"), _KEY), "no manifest.json"),
+        ("signed-key-unset", compose(copy("smoothed"), write("x/manifest.sig", "hmac-sha256:00\n")), "is signed"),
+    ]
+
+
+def _onnx_variants_signed() -> list[tuple[str, object, str]]:
+    tampered = edit_file("model.onnx", _flip_last_byte, name="ex")
+    return [
+        ("tampered", compose(copy("export", "ex"), tampered), "has changed"),
+        ("manifest-removed-key-set", compose(copy("export", "ex"), remove("manifest.json", "ex"), tampered, _KEY), _UNSIGNED),
+        ("lone-signature", compose(copy("export", "ex"), remove("manifest.json", "ex"), write("ex/manifest.sig", "x")), "manifest was removed"),
+        ("signed-key-unset", compose(copy("export", "ex"), write("ex/manifest.sig", "hmac-sha256:00\n")), "is signed"),
+        ("symlinked", compose(copy("export", "ex"), remove("model.onnx", "ex"), symlink("ex/model.onnx", "{onnx}")), "missing"),
+        ("foreign-key-set", compose(write("ex/model.onnx", b""), lambda env: (env.case / "ex" / "model.onnx").write_bytes(env.shared["onnx"].read_bytes()), _KEY), _UNSIGNED),
+    ]
+
+
+def verify_cases() -> list[Case]:
+    """Every artifact reader verifies the same way: tampering, symlinks, removed manifests, the signing policy."""
+    cases = []
+    for reader, argv in _MODEL_READERS.items():
+        for name, setup, fragment in _model_dir_variants():
+            cases.append(Case(f"{reader}-{name}", "verify", argv, fragment, setup))  # type: ignore[arg-type]
+    for reader, argv in _ONNX_READERS.items():
+        for name, setup, fragment in _onnx_variants_signed():
+            cases.append(Case(f"{reader}-{name}", "verify", argv, fragment, setup))  # type: ignore[arg-type]
+    tok = compose(copy("export_tok", "ex"))
+    for name, setup, fragment in [
+        ("tokenizer-file-added", compose(tok, write("ex/tokenizer/extra.json", "{}")), "not listed"),
+        ("tokenizer-file-edited", compose(tok, write("ex/tokenizer/tokenizer.json", "{}")), "has changed"),
+        ("tokenizer-symlink-out", compose(tok, symlink("ex/tokenizer/secret.txt", "{recipe}")), "symbolic link"),
+        ("tokenizer-dir-symlink", compose(tok, lambda env: shutil.rmtree(env.case / "ex" / "tokenizer"), symlink("ex/tokenizer", "{export_tok}/tokenizer")), "not a directory"),
+    ]:
+        cases.append(Case(f"generate-onnx-{name}", "verify", _ONNX_READERS["generate-onnx"], fragment, setup))
+    for name, value, fragment in [("empty-key", "", "set but empty"), ("blank-key", "  ", "set but empty")]:
+        setup = set_env("SQ_TRT_MANIFEST_KEY", value)
+        cases.append(Case(f"smooth-{name}", "verify", ("smooth", *TINY, "--act-scales", "{scales}", "--out", "{out}"), fragment, setup))
+    return cases
+
+
 def all_cases() -> list[Case]:
     """The whole table."""
     return (
@@ -546,4 +616,5 @@ def all_cases() -> list[Case]:
         + report_cases()
         + triton_cases()
         + concurrency_cases()
+        + verify_cases()
     )

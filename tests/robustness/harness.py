@@ -84,6 +84,7 @@ def check(case: Case, env: Env) -> None:
         _check(case, env)
     finally:
         release_other_writers()
+        restore_env()
 
 
 def _check(case: Case, env: Env) -> None:
@@ -236,3 +237,37 @@ def release_other_writers() -> None:
     """Close the lock files :func:`locked_by_other_writer` holds."""
     while _OTHER_WRITERS:
         os.close(_OTHER_WRITERS.pop())
+
+
+_SAVED_ENV: dict[str, str | None] = {}
+
+
+def set_env(name: str, value: str) -> Setup:
+    """Set an environment variable for the case (``SQ_TRT_MANIFEST_KEY``); restored after it."""
+
+    def run(env: Env) -> None:
+        _SAVED_ENV.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+
+    return run
+
+
+def restore_env() -> None:
+    """Undo every :func:`set_env` of the case."""
+    for name, value in _SAVED_ENV.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _SAVED_ENV.clear()
+
+
+def symlink(name: str, target: str) -> Setup:
+    """A symbolic link ``{case}/<name>`` -> ``target`` (placeholders filled)."""
+
+    def run(env: Env) -> None:
+        link = env.case / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(env.fmt(target))
+
+    return run
