@@ -327,6 +327,12 @@ _BAD_PIPELINE_RECIPES = [
     ("negative-samples", "kind: pipeline\nname: t\nmodel: {source: tiny:llama}\ncalibrate: {samples: -1}\n", "calibrate.samples"),
     ("huge-list-value", "kind: pipeline\nname: t\nmodel: {source: tiny:llama}\ncalibrate: {samples: [" + "1," * 5000 + "1]}\n", "calibrate.samples"),
     ("model-missing", "kind: pipeline\nname: t\n", "model"),
+    # Duplicate keys (issue 28): YAML keeps the last silently; a lax second gate replaced a strict one.
+    ("duplicate-gate", "kind: pipeline\nname: t\nmodel: {source: tiny:llama}\ngate: [kl_mean<=0]\ngate: [kl_mean<=100]\n", "lines 4 and 5"),
+    ("duplicate-top", "kind: pipeline\nname: t\nname: u\nmodel: {source: tiny:llama}\n", "lines 2 and 3"),
+    ("duplicate-nested", "kind: pipeline\nname: t\nmodel:\n  source: tiny:llama\n  dtype: float32\n  source: demo\n", "lines 4 and 6"),
+    ("duplicate-flow", "kind: pipeline\nname: t\nmodel: {source: tiny:llama, source: demo}\n", "'source' appears twice"),
+    ("duplicate-in-list", "kind: pipeline\nname: t\nmodel: {source: tiny:llama}\nexport:\n  candidates:\n  - {name: a, name: b}\n", "'name' appears twice"),
 ]
 # The same bomb as one flow sequence (no braces: case arguments go through str.format).
 _BOMB_VALUE = "[&a0 [" + ",".join(["lol"] * 9) + "], " + ", ".join(
@@ -375,6 +381,8 @@ def recipe_cases() -> list[Case]:
         ("binary", random_bytes(300, 6), "not UTF-8", ()),
         ("list", "- 1\n", "holds a list", ()),
         ("python-tag", "onnx: !!python/name:os.system\n", "not valid YAML", ()),
+        ("duplicate-key", "onnx: a.onnx\nname: n\nonnx: b.onnx\n", "lines 1 and 3", ()),
+        ("duplicate-nested-key", "onnx: a.onnx\ngeneration: {max_batch: 1, max_batch: 64}\n", "'max_batch' appears twice", ()),
     ]:
         setup = write("b.yaml", text) if text is not None else None
         cases.append(Case(f"build-recipe-{name}", "recipe", (*build, *flags), fragment, setup))
@@ -411,6 +419,7 @@ def compare_cases() -> list[Case]:
         ("no-candidate", ("--baseline", "torch:tiny:llama"), "--candidate"),
         ("candidate-without-name", ("--baseline", "torch:tiny:llama", "--candidate", "torch:tiny:llama"), "NAME="),
         ("candidate-missing-file", ("--baseline", "torch:tiny:llama", "--candidate", "c={case}/none.onnx"), "does not exist"),
+        ("duplicate-names", ("--baseline", "c=torch:tiny:llama", "--candidate", "c=torch:tiny:llama"), "unique"),
         ("gate-unknown-metric", ("--baseline", "torch:tiny:llama", "--candidate", "c=torch:tiny:llama", "--gate", "speed>=1"), "known metrics"),
         ("gate-nan", ("--baseline", "torch:tiny:llama", "--candidate", "c=torch:tiny:llama", "--gate", "kl_mean<=nan"), "finite"),
         ("gate-garbage", ("--baseline", "torch:tiny:llama", "--candidate", "c=torch:tiny:llama", "--gate", "%%%"), "not of the form"),
