@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import hmac
 import importlib.metadata
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sq_trt.errors import ArtifactError
+from sq_trt.interrupts import raise_if_interrupted
 from sq_trt.locking import hold_output, output_lock
 
 SCHEMA_VERSION = 1
@@ -323,28 +325,44 @@ def atomic_dir(path: str | os.PathLike[str], *, force: bool = True) -> Iterator[
 def _atomic_dir_locked(path: str | os.PathLike[str], *, force: bool) -> Iterator[Path]:
     """The body of :func:`atomic_dir`, under the destination's lock: existence is checked again here."""
     final = check_writable_output(path, force=force)
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
     try:
-        remove_stale_siblings(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.p{os.getpid()}.", suffix=".partial", dir=final.parent))
-    except OSError as exc:
-        raise ArtifactError(f"cannot write {final}: {os_error_message(exc)}") from exc
-    try:
+        tmp = _make_partial(final)
         yield tmp
+        raise_if_interrupted()  # a Ctrl-C or SIGTERM that a library swallowed still drops the result
         if final.exists() and not force:
             # Only a writer that ignores the lock gets here; its result is never replaced.
             raise ArtifactError(f"output {final} appeared while this stage ran; it was kept, and this result dropped")
         if final.exists():
             # Move the old directory aside first so the swap never leaves a mix of both.
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # By name, not by ``tmp``: a signal (Ctrl-C, SIGTERM) can land between mkdtemp and the assignment.
+        _remove_own_partials(final)
+        if old.exists() and not final.exists():
+            os.replace(old, final)  # interrupted mid-swap: the previous artifact goes back
         raise
+
+
+def _make_partial(final: Path) -> Path:
+    """The temporary sibling ``.<name>.p<PID>.<random>.partial`` a write goes into (stale ones removed first)."""
+    try:
+        remove_stale_siblings(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.p{os.getpid()}.", suffix=".partial", dir=final.parent))
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {final}: {os_error_message(exc)}") from exc
+
+
+def _remove_own_partials(final: Path) -> None:
+    """Remove this process's temporary siblings of ``final``."""
+    with contextlib.suppress(OSError):
+        for entry in final.parent.glob(f".{glob.escape(final.name)}.p{os.getpid()}.*.partial"):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 @contextlib.contextmanager

