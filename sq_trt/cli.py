@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from sq_trt import __version__
 from sq_trt.errors import SqTrtError
@@ -51,9 +52,18 @@ def _module_name(command: str) -> str:
     return "sq_trt.commands." + command.replace("-", "_")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the documented contract for usage errors: one line on stderr, exit 1 (not a usage block, 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>; see <prog> --help`` and exit 1."""
+        print(f"{self.prog}: error: {one_line(message)}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every subcommand registered)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sq-trt",
         description="SmoothQuant W8A8 INT8 deployment builder for TensorRT.",
         epilog=EPILOG,

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sq_trt.commands.common import add_config_args
 from sq_trt.errors import ConfigError, DataError
+from sq_trt.generate.config import GenerateOptions, check_context
 
 HELP = "Generate text with a KV cache (ONNX Runtime, TensorRT engine, or PyTorch reference)."
 
@@ -47,14 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--target", default=None, help="engine target (a .plan name in --engine; default: the only one)"
     )
-    source.add_argument(
-        "--max-context",
-        type=int,
-        default=None,
-        help="context in tokens (default: the "
-        "model's max positions from the manifest, or the engine's profile)",
-    )
-    source.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    # Every numeric flag is a bounded field of GenerateOptions (NaN, inf, denormals, negatives refused).
+    add_config_args(source, GenerateOptions, ("max_context", "threads"))
     prompts = parser.add_argument_group("prompts")
     given = prompts.add_mutually_exclusive_group(required=True)
     given.add_argument("--prompt", metavar="TEXT", help="one prompt")
@@ -62,11 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompts", metavar="FILE", help='.txt (one prompt per line) or .jsonl ({"prompt": ...})'
     )
     decoding = parser.add_argument_group("decoding")
-    decoding.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
-    decoding.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    decoding.add_argument("--top-k", type=int, default=0, help="sample among the k most likely (0 = all)")
-    decoding.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0 = all)")
-    decoding.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    add_config_args(decoding, GenerateOptions, ("max_new_tokens", "temperature", "top_k", "top_p", "seed"))
     decoding.add_argument("--json", action="store_true", help="print one JSON document instead of streaming")
 
 
@@ -107,7 +99,9 @@ def _onnx_runner(args: argparse.Namespace) -> tuple[Any, Any]:
     manifest = verified_export(path)
     extra = manifest.extra if manifest is not None else {}
     kv = extra.get("kv_cache") or {}
-    max_context = args.max_context or kv.get("max_positions")
+    positions = kv.get("max_positions") if isinstance(kv.get("max_positions"), int) else None
+    check_context(args.max_context, positions, str(path))
+    max_context = args.max_context or positions
     if not max_context:
         raise ConfigError(f"{path} has no export manifest with kv_cache.max_positions; pass --max-context N")
     runner = OrtStepRunner(
@@ -139,6 +133,8 @@ def _torch_runner(args: argparse.Namespace) -> tuple[Any, Any]:
 
     verify_model_dir(args.model)
     loaded = load_model(args.model)
+    positions = getattr(loaded.model.config, "max_position_embeddings", None)
+    check_context(args.max_context, positions if isinstance(positions, int) else None, f"model {args.model}")
     return TorchStepRunner(loaded.model, max_context=args.max_context), loaded.tokenizer
 
 
@@ -152,11 +148,14 @@ def _engine_runner(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Open the runner, generate for each prompt, print streaming text or JSON."""
+    from sq_trt.commands.common import config_from_args
+    from sq_trt.generate.config import GenerateOptions
     from sq_trt.generate.loop import generate
     from sq_trt.generate.sampling import SamplingConfig
 
+    options = config_from_args(GenerateOptions, args)  # bounds first: before any file, model or graph
     sampling = SamplingConfig(
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
+        temperature=options.temperature, top_k=options.top_k, top_p=options.top_p, seed=options.seed
     )
     prompts = read_prompts(args.prompt, args.prompts)
     opener = _onnx_runner if args.onnx else _engine_runner if args.engine else _torch_runner

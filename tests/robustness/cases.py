@@ -11,6 +11,8 @@ Classes (the ``cls`` of each case, counted in docs/RELIABILITY.md):
 * ``report``: forged verdicts, malformed comparison/layers/sweep files, mixed models;
 * ``triton``: engine directories for ``export-triton``;
 * ``concurrency``: an output another writer holds (issue 28), per command;
+* ``bounds``: numeric flags outside their config's bounds or the model's positions (issue 28), refused first;
+* ``usage``: argparse usage errors (issue 28): one line, exit 1;
 * ``verify``: inputs read without their manifest being checked, and the signing policy with the key set
   and unset (issue 28), per reader.
 """
@@ -613,6 +615,56 @@ def verify_cases() -> list[Case]:
     return cases
 
 
+# (flag, value, fragment of the one-line error): every numeric flag of generate, each bound.
+_BAD_NUMBERS = [
+    ("--temperature", "nan", "finite"),
+    ("--temperature", "inf", "finite"),
+    ("--temperature", "-inf", "--temperature"),  # argparse reads it as an option: a usage error, exit 1
+    ("--temperature", "1e-310", "--temperature"),
+    ("--temperature", "-0.5", "--temperature"),
+    ("--temperature", "1000", "--temperature"),
+    ("--top-p", "0", "--top-p"),
+    ("--top-p", "1.5", "--top-p"),
+    ("--top-p", "nan", "--top-p"),
+    ("--top-k", "-1", "--top-k"),
+    ("--seed", "-1", "--seed"),
+    ("--seed", str(2**64), "--seed"),
+    ("--threads", "0", "--threads"),
+    ("--threads", "-1", "--threads"),
+    ("--threads", "100000", "--threads"),
+    ("--max-context", "0", "--max-context"),
+    ("--max-context", "100000000", "--max-context"),
+    ("--max-context", "600", "past the 512 positions"),
+    ("--max-new-tokens", "0", "--max-new-tokens"),
+    ("--max-new-tokens", "-3", "--max-new-tokens"),
+]
+
+
+def bounds_cases() -> list[Case]:
+    """Numbers out of bounds, refused with one line before the model loads."""
+    base = ("generate", "--model", "tiny:llama", "--prompt", "hi", "--max-new-tokens", "1")
+    cases = []
+    for flag, value, fragment in _BAD_NUMBERS:
+        argv = (*base, flag, value) if flag != "--max-new-tokens" else (*base[:-2], flag, value)
+        cases.append(Case(f"generate{flag}={value}", "bounds", argv, fragment))
+    return cases
+
+
+def usage_cases() -> list[Case]:
+    """argparse usage errors: one line and exit 1, the documented code (was a usage block and exit 2)."""
+    rows = [
+        ("unknown-command", ("nope",), "invalid choice"),
+        ("unknown-flag", ("calibrate", "--smaples", "2"), "unrecognized arguments"),
+        ("missing-required", ("export", "--smoothed", "x"), "--out"),
+        ("invalid-int", ("calibrate", "--samples", "x"), "invalid int value"),
+        ("invalid-choice", ("export", "--act-mode", "per_row", "--out", "{out}"), "invalid choice"),
+        ("option-as-value", ("generate", "--model", "tiny:llama", "--prompt", "-x"), "expected one argument"),
+        ("exclusive", ("generate", "--model", "tiny:llama", "--onnx", "m.onnx", "--prompt", "hi"), "not allowed with"),
+        ("plugins-sub", ("plugins", "nope"), "invalid choice"),
+    ]
+    return [Case(name, "usage", argv, fragment) for name, argv, fragment in rows]
+
+
 def all_cases() -> list[Case]:
     """The whole table."""
     return (
@@ -626,4 +678,6 @@ def all_cases() -> list[Case]:
         + triton_cases()
         + concurrency_cases()
         + verify_cases()
+        + bounds_cases()
+        + usage_cases()
     )
