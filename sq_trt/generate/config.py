@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
-
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from sq_trt.stage_config import StageConfig
 
@@ -49,14 +47,6 @@ class GenerateOptions(StageConfig):
                 f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}: smaller values overflow the logits"
             )
         return value
-
-    @model_validator(mode="after")
-    def _room_to_generate(self) -> Self:
-        if self.max_context is not None and self.max_new_tokens >= self.max_context:
-            raise ValueError(
-                f"max_new_tokens ({self.max_new_tokens}) leaves no room for a prompt in a context of {self.max_context}"
-            )
-        return self
 
 
 def check_context(max_context: int | None, positions: int | None, where: str) -> None:
