@@ -572,7 +572,13 @@ def verified_parent_manifest(path: str | os.PathLike[str]) -> Manifest | None:
     return manifest
 
 
-def claim_output(path: str | os.PathLike[str], *, force: bool, what: str = "output") -> Path:
+def claim_output(
+    path: str | os.PathLike[str],
+    *,
+    force: bool,
+    what: str = "output",
+    inputs: tuple[str | os.PathLike[str] | None, ...] = (),
+) -> Path:
     """Check an output path and lock it for the rest of the command (one writer per output).
 
     The cheap checks of :func:`check_writable_output` run first (nothing is created for a
@@ -581,9 +587,18 @@ def claim_output(path: str | os.PathLike[str], *, force: bool, what: str = "outp
     existence check runs again under it, so of two writers started together exactly one
     goes on.
 
+    Args:
+        path: The output.
+        force: Whether an existing output may be replaced.
+        what: What it is, for messages.
+        inputs: The paths the command reads (``None`` for an unset flag): the output may not be,
+            hold or sit inside any of them.
+
     Raises:
-        ArtifactError: See :func:`check_writable_output`; or another process holds the lock.
+        ArtifactError: See :func:`check_writable_output`; an output overlapping an input; or
+            another process holds the lock.
     """
+    refuse_output_over_inputs(path, inputs, what=what)
     check_writable_output(path, force=force, what=what)
     hold_output(path, what=what)
     return check_writable_output(path, force=force, what=what)
@@ -673,3 +688,26 @@ def verify_model_dir(source: str) -> Manifest | None:
             "signed artifacts; rerun the stage that writes it"
         )
     return None
+
+
+def refuse_output_over_inputs(
+    path: str | os.PathLike[str], inputs: tuple[str | os.PathLike[str] | None, ...], *, what: str = "output"
+) -> None:
+    """Refuse an output that is, holds or sits inside one of the command's inputs (it would change that input).
+
+    Only inputs that exist on disk count (a hub id or ``tiny:llama`` is no path); paths compare
+    after resolving symbolic links.
+
+    Raises:
+        ArtifactError: Naming the output and the input.
+    """
+    target = Path(os.path.realpath(path))
+    for given in inputs:
+        if given is None or not str(given) or not Path(given).exists():
+            continue
+        source = Path(os.path.realpath(given))
+        if target == source or source in target.parents or target in source.parents:
+            raise ArtifactError(
+                f"{what} {_short(str(path))} overlaps the input {_short(str(given))} (the same path, inside it, "
+                "or holding it): writing it would change that input. Pick an output outside every input"
+            )

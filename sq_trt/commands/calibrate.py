@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(calibrate.CalibrateConfig, args)
     data = data_config_from_args(args)
     # Every input is checked before the model loads: no error after a full calibration.
-    claim_output(args.out, force=args.force)
+    claim_output(args.out, force=args.force, inputs=(args.model, args.data))
     check_data_source(data.source, local_files_only=args.local_files_only)
     check_device(args.device)
     started = time.perf_counter()

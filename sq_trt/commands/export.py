@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from sq_trt.export.stage import export_model
 
     config = config_from_args(ExportConfig, args)
-    claim_output(args.out, force=args.force)
+    claim_output(args.out, force=args.force, inputs=(args.model, args.smoothed, args.act_scales))
     inputs: dict[str, str] = {}
     if args.smoothed:
         from sq_trt.smooth import load_smoothed

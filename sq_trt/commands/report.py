@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from sq_trt.report.config import ReportOptions
 
     options = config_from_args(ReportOptions, args)
-    claim_output(args.out, force=args.force)
+    claim_output(args.out, force=args.force, inputs=(args.results, args.calibration, args.smoothed, args.sweep))
     if bool(args.calibration) != bool(args.smoothed):
         raise ConfigError(
             "--calibration and --smoothed go together (before and after smoothing); give both or neither"

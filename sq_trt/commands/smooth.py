@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from sq_trt.models.loading import check_device
 
     config = _config(args)
-    claim_output(args.out, force=args.force)
+    claim_output(args.out, force=args.force, inputs=(args.model, args.act_scales))
     check_device(args.device)
     started = time.perf_counter()
     loaded = load_model_from_args(args)

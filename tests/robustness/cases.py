@@ -12,6 +12,7 @@ Classes (the ``cls`` of each case, counted in docs/RELIABILITY.md):
 * ``triton``: engine directories for ``export-triton``;
 * ``concurrency``: an output another writer holds (issue 28), per command;
 * ``bounds``: numeric flags outside their config's bounds or the model's positions (issue 28), refused first;
+* ``overlap``: an --out inside (or holding) one of the command's inputs (issue 28);
 * ``usage``: argparse usage errors (issue 28): one line, exit 1;
 * ``verify``: inputs read without their manifest being checked, and the signing policy with the key set
   and unset (issue 28), per reader.
@@ -665,6 +666,26 @@ def usage_cases() -> list[Case]:
     return [Case(name, "usage", argv, fragment) for name, argv, fragment in rows]
 
 
+_OVERLAP = "overlaps the input"
+
+
+def overlap_cases() -> list[Case]:
+    """An --out that is, sits inside or holds one of the command's inputs: refused before anything is written."""
+    sm, sc, cmp = copy("smoothed"), copy("scales"), copy("compare")
+    rows = [
+        ("export-inside-smoothed", ("export", "--smoothed", "{case}/x", "--out", "{case}/x/sub"), sm),
+        ("export-is-smoothed-force", ("export", "--smoothed", "{case}/x", "--out", "{case}/x", "--force"), sm),
+        ("export-holds-smoothed-force", ("export", "--smoothed", "{case}/w/x", "--out", "{case}/w", "--force"), copy("smoothed", "w/x")),
+        ("export-inside-model", ("export", "--model", "{case}/x", "--out", "{case}/x/onnx"), sm),
+        ("smooth-inside-scales", ("smooth", *TINY, "--act-scales", "{case}/x", "--out", "{case}/x/out"), sc),
+        ("report-inside-results", ("report", "--results", "{case}/x", "--out", "{case}/x/report"), cmp),
+        ("replay-inside-results", ("compare", "--load-results", "{case}/x", "--out", "{case}/x/o", "--no-progress"), cmp),
+        ("compare-is-candidate-dir-force", (*_CMP, "--candidate", "c={case}/ex/model.onnx", "--out", "{case}/ex", "--force"), copy("export", "ex")),
+        ("calibrate-inside-model", ("calibrate", "--model", "{case}/x", "--no-progress", "--out", "{case}/x/scales"), sm),
+    ]
+    return [Case(name, "overlap", argv, _OVERLAP, setup) for name, argv, setup in rows]
+
+
 def all_cases() -> list[Case]:
     """The whole table."""
     return (
@@ -680,4 +701,5 @@ def all_cases() -> list[Case]:
         + verify_cases()
         + bounds_cases()
         + usage_cases()
+        + overlap_cases()
     )
