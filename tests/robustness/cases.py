@@ -641,10 +641,20 @@ _BAD_NUMBERS = [
 ]
 
 
+def _with_positions(data: dict) -> None:  # type: ignore[type-arg]
+    data["extra"]["max_positions"] = 512  # what export records for a 512-position model
+
+
 def bounds_cases() -> list[Case]:
-    """Numbers out of bounds, refused with one line before the model loads."""
+    """Numbers out of bounds, refused with one line before the model loads (or the engine builds)."""
     base = ("generate", "--model", "tiny:llama", "--prompt", "hi", "--max-new-tokens", "1")
-    cases = []
+    export = compose(copy("export", "ex"), edit_manifest(_with_positions, name="ex"))
+    build = (*_BUILD, "--onnx", "{case}/ex/model.onnx")
+    cases = [
+        Case("build-max-context-past-positions", "bounds", (*build, "--max-context", "600", "--max-input", "16"), "past the model's 512 positions", export),
+        Case("build-max-context-absurd", "bounds", (*build, "--max-context", "100000000"), "max_context", export),
+        Case("build-max-batch-absurd", "bounds", (*build, "--max-batch", "100000"), "max_batch", export),
+    ]
     for flag, value, fragment in _BAD_NUMBERS:
         argv = (*base, flag, value) if flag != "--max-new-tokens" else (*base[:-2], flag, value)
         cases.append(Case(f"generate{flag}={value}", "bounds", argv, fragment))
