@@ -69,15 +69,25 @@ def read_prompts(prompt: str | None, path: str | None) -> list[str]:
         DataError: Missing or empty file, or a JSONL line without a ``prompt`` string.
     """
     if prompt is not None:
-        return [prompt]
+        return _without_nul([prompt], "--prompt")
     file = Path(path or "")
     if not file.is_file():
         raise DataError(f"prompts file {file} does not exist; pass a .txt (one per line) or .jsonl file")
-    lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"prompts file {file} is not UTF-8 text (binary at byte {exc.start}); pass a text file"
+        ) from exc
     if file.suffix == ".jsonl":
         out = []
         for number, line in enumerate(lines, 1):
-            item = json.loads(line)
+            try:
+                item = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise DataError(
+                    f"{file}:{number}: not valid JSON ({str(exc)[:80]}); one object per line"
+                ) from exc
             if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
                 raise DataError(
                     f'{file}:{number}: expected an object with a "prompt" string, got {line[:60]!r}'
@@ -86,7 +96,15 @@ def read_prompts(prompt: str | None, path: str | None) -> list[str]:
         lines = out
     if not lines:
         raise DataError(f"prompts file {file} holds no prompt")
-    return lines
+    return _without_nul(lines, str(file))
+
+
+def _without_nul(prompts: list[str], where: str) -> list[str]:
+    """Refuse a prompt with a NUL character: text with NUL bytes is binary, not a prompt."""
+    for number, prompt in enumerate(prompts, 1):
+        if "\x00" in prompt:
+            raise DataError(f"{where}: prompt {number} contains a NUL character; pass text")
+    return prompts
 
 
 def _onnx_runner(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -104,9 +122,16 @@ def _onnx_runner(args: argparse.Namespace) -> tuple[Any, Any]:
     max_context = args.max_context or positions
     if not max_context:
         raise ConfigError(f"{path} has no export manifest with kv_cache.max_positions; pass --max-context N")
-    runner = OrtStepRunner(
-        path, max_context=int(max_context), family=kv.get("family", "?"), threads=args.threads
-    )
+    from google.protobuf.message import DecodeError
+
+    try:
+        runner = OrtStepRunner(
+            path, max_context=int(max_context), family=kv.get("family", "?"), threads=args.threads
+        )
+    except DecodeError as exc:
+        raise ConfigError(
+            f"--onnx {path} is not an ONNX model ({exc}); pass a graph from `sq-trt export --with-past`"
+        ) from exc
     tokenizer = load_tokenizer(path.parent, source=args.tokenizer or extra.get("model_source"))
     return runner, tokenizer
 
@@ -121,7 +146,9 @@ def verified_export(path: Path) -> Any:
     from sq_trt.generate.tokenizer import TOKENIZER_DIR
 
     manifest = verified_parent_manifest(path)
-    if manifest is not None and ((path.parent / TOKENIZER_DIR).exists() or (path.parent / TOKENIZER_DIR).is_symlink()):
+    if manifest is not None and (
+        (path.parent / TOKENIZER_DIR).exists() or (path.parent / TOKENIZER_DIR).is_symlink()
+    ):
         verify_tree(path.parent, manifest, TOKENIZER_DIR)
     return manifest
 

@@ -13,6 +13,7 @@ Classes (the ``cls`` of each case, counted in docs/RELIABILITY.md):
 * ``concurrency``: an output another writer holds (issue 28), per command;
 * ``bounds``: numeric flags outside their config's bounds or the model's positions (issue 28), refused first;
 * ``overlap``: an --out inside (or holding) one of the command's inputs (issue 28);
+* ``generate``: prompt files and graphs that ended in a traceback (issue 28);
 * ``usage``: argparse usage errors (issue 28): one line, exit 1;
 * ``verify``: inputs read without their manifest being checked, and the signing policy with the key set
   and unset (issue 28), per reader.
@@ -661,6 +662,22 @@ def bounds_cases() -> list[Case]:
     return cases
 
 
+def generate_input_cases() -> list[Case]:
+    """Prompt files and graphs that used to end in a traceback (issue 28, class 4)."""
+    base = ("generate", "--model", "tiny:llama", "--max-new-tokens", "1")
+    onnx = ("generate", "--prompt", "hi", "--max-context", "16", "--tokenizer", "tiny:llama", "--onnx")
+    rows = [
+        ("prompts-binary", (*base, "--prompts", "{case}/p.txt"), "not UTF-8", write("p.txt", b"\xff\xfe\x00bin")),
+        ("prompts-jsonl-broken", (*base, "--prompts", "{case}/p.jsonl"), "not valid JSON", write("p.jsonl", '{"prompt": "a"}\n{bad\n')),
+        ("prompts-jsonl-deep", (*base, "--prompts", "{case}/p.jsonl"), "not valid JSON", write("p.jsonl", "[" * 100000 + "\n")),
+        ("prompts-nul", (*base, "--prompts", "{case}/p.txt"), "NUL", write("p.txt", "a\x00b\n")),
+        ("prompt-nul", (*base, "--prompt", "a\x00b"), "NUL", None),
+        ("onnx-not-onnx", (*onnx, "{case}/m.onnx"), "not an ONNX model", write("m.onnx", "hello\n")),
+        ("onnx-manifest-corrupt", (*onnx, "{case}/ex/model.onnx"), "not valid JSON", compose(copy("export", "ex"), write("ex/manifest.json", "{bad"))),
+    ]
+    return [Case(name, "generate", argv, fragment, setup) for name, argv, fragment, setup in rows]
+
+
 def usage_cases() -> list[Case]:
     """argparse usage errors: one line and exit 1, the documented code (was a usage block and exit 2)."""
     rows = [
@@ -711,5 +728,6 @@ def all_cases() -> list[Case]:
         + verify_cases()
         + bounds_cases()
         + usage_cases()
+        + generate_input_cases()
         + overlap_cases()
     )
