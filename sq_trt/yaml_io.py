@@ -47,11 +47,49 @@ def safe_load_bounded(text: str, where: str) -> Any:
                 f"{where} expands to more than {MAX_EXPANDED_NODES} values through YAML aliases; "
                 "expected a plain recipe, remove the anchors/aliases"
             )
+        refuse_duplicate_keys(node, where)
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where} is not valid YAML ({shorten(str(exc).replace(chr(10), ' '))})") from exc
     except RecursionError as exc:
         raise ConfigError(f"{where} is nested too deeply to be a recipe") from exc
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def refuse_duplicate_keys(root: yaml.Node, where: str) -> None:
+    """Refuse a mapping that repeats a key, at any depth (YAML would silently keep the last one).
+
+    A second ``gate:`` replacing a strict gate with a lax one must not pass unnoticed. Keys
+    compare by resolved tag and text (``1`` and ``"1"`` differ); ``<<`` merge keys are left
+    to YAML. Call after :func:`_expanded_size` has bounded the graph (no cycles, bounded depth).
+
+    Raises:
+        ConfigError: Naming the key and the lines of both occurrences.
+    """
+    seen_nodes: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen_nodes:
+            continue  # an alias: the same node, checked once
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], yaml.Node] = {}
+            for key_node, value_node in node.value:
+                stack.extend((key_node, value_node))
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                    continue
+                earlier = first.setdefault((key_node.tag, key_node.value), key_node)
+                if earlier is not key_node:
+                    raise ConfigError(
+                        f"{where}: key {shorten(key_node.value, 60)!r} appears twice in one mapping "
+                        f"(lines {earlier.start_mark.line + 1} and {key_node.start_mark.line + 1}); "
+                        "YAML would keep only the last, remove one"
+                    )
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int], depth: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import hmac
 import importlib.metadata
@@ -26,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sq_trt.artifacts.interrupts import raise_if_interrupted
+from sq_trt.artifacts.locking import hold_output, output_lock
 from sq_trt.errors import ArtifactError
 
 SCHEMA_VERSION = 1
@@ -128,7 +131,12 @@ class Manifest:
 
 def signing_key() -> bytes | None:
     """The manifest signing key from ``$SQ_TRT_MANIFEST_KEY``, or None (manifests unsigned)."""
-    key = os.environ.get(SIGNING_KEY_ENV, "")
+    key = os.environ.get(SIGNING_KEY_ENV)
+    if key is not None and not key.strip():
+        # An empty key would sign with a guessable secret, or (read as "unset") skip every check.
+        raise ArtifactError(
+            f"${SIGNING_KEY_ENV} is set but empty; set it to the secret key, or unset it to work unsigned"
+        )
     return key.encode() if key else None
 
 
@@ -143,9 +151,14 @@ def sign_manifest(manifest_bytes: bytes, key: bytes) -> str:
 
 def _check_signature(root: Path, manifest_bytes: bytes) -> None:
     key = signing_key()
-    if key is None:
-        return
     path = root / SIGNATURE_NAME
+    if key is None:
+        if path.exists() or path.is_symlink():
+            raise ArtifactError(
+                f"{root} is signed ({SIGNATURE_NAME}), but ${SIGNING_KEY_ENV} is unset, so the signature cannot "
+                f"be checked; set the key it was signed with (or delete {SIGNATURE_NAME} to trust it unsigned)"
+            )
+        return
     if not path.is_file():
         raise ArtifactError(
             f"{root} has no {SIGNATURE_NAME}, but ${SIGNING_KEY_ENV} requires signed artifacts; "
@@ -300,28 +313,56 @@ def atomic_dir(path: str | os.PathLike[str], *, force: bool = True) -> Iterator[
 
     Raises:
         ArtifactError: ``path`` exists without ``force``, or it cannot be written (see
-            :func:`check_writable_output`).
+            :func:`check_writable_output`), or another process is writing it (see
+            :mod:`sq_trt.artifacts.locking`).
     """
-    final = check_writable_output(path, force=force)
-    try:
-        remove_stale_siblings(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.p{os.getpid()}.", suffix=".partial", dir=final.parent))
-    except OSError as exc:
-        raise ArtifactError(f"cannot write {final}: {os_error_message(exc)}") from exc
-    try:
+    check_writable_output(path, force=force)  # names and ancestors, before the lock file is created
+    with output_lock(path), _atomic_dir_locked(path, force=force) as tmp:
         yield tmp
+
+
+@contextlib.contextmanager
+def _atomic_dir_locked(path: str | os.PathLike[str], *, force: bool) -> Iterator[Path]:
+    """The body of :func:`atomic_dir`, under the destination's lock: existence is checked again here."""
+    final = check_writable_output(path, force=force)
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    try:
+        tmp = _make_partial(final)
+        yield tmp
+        raise_if_interrupted()  # a Ctrl-C or SIGTERM that a library swallowed still drops the result
+        if final.exists() and not force:
+            # Only a writer that ignores the lock gets here; its result is never replaced.
+            raise ArtifactError(f"output {final} appeared while this stage ran; it was kept, and this result dropped")
         if final.exists():
             # Move the old directory aside first so the swap never leaves a mix of both.
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # By name, not by ``tmp``: a signal (Ctrl-C, SIGTERM) can land between mkdtemp and the assignment.
+        _remove_own_partials(final)
+        if old.exists() and not final.exists():
+            os.replace(old, final)  # interrupted mid-swap: the previous artifact goes back
         raise
+
+
+def _make_partial(final: Path) -> Path:
+    """The temporary sibling ``.<name>.p<PID>.<random>.partial`` a write goes into (stale ones removed first)."""
+    try:
+        remove_stale_siblings(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.p{os.getpid()}.", suffix=".partial", dir=final.parent))
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {final}: {os_error_message(exc)}") from exc
+
+
+def _remove_own_partials(final: Path) -> None:
+    """Remove this process's temporary siblings of ``final``."""
+    with contextlib.suppress(OSError):
+        for entry in final.parent.glob(f".{glob.escape(final.name)}.p{os.getpid()}.*.partial"):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -486,6 +527,7 @@ def verify_manifest_files(root: str | os.PathLike[str], manifest: Manifest, name
         file_path = root / rel
         if file_path.is_symlink() or not file_path.is_file():
             raise ArtifactError(f"{root}: file {rel} listed in the manifest is missing")
+        _refuse_link_in_path(root, rel)
         try:
             actual = hash_file(file_path)
         except OSError as exc:
@@ -514,6 +556,7 @@ def verified_parent_manifest(path: str | os.PathLike[str]) -> Manifest | None:
     """
     file_path = Path(path)
     if not (file_path.parent / MANIFEST_NAME).is_file():
+        _refuse_missing_manifest(file_path)
         return None
     try:
         manifest = load_manifest(file_path.parent)
@@ -527,3 +570,144 @@ def verified_parent_manifest(path: str | os.PathLike[str]) -> Manifest | None:
     names = sorted(n for n in manifest.files if n == file_path.name or n.startswith(file_path.name + "."))
     verify_manifest_files(file_path.parent, manifest, names)
     return manifest
+
+
+def claim_output(
+    path: str | os.PathLike[str],
+    *,
+    force: bool,
+    what: str = "output",
+    inputs: tuple[str | os.PathLike[str] | None, ...] = (),
+) -> Path:
+    """Check an output path and lock it for the rest of the command (one writer per output).
+
+    The cheap checks of :func:`check_writable_output` run first (nothing is created for a
+    path that cannot be written); then the destination's lock is taken
+    (:func:`sq_trt.artifacts.locking.hold_output`, held until the CLI command ends) and the
+    existence check runs again under it, so of two writers started together exactly one
+    goes on.
+
+    Args:
+        path: The output.
+        force: Whether an existing output may be replaced.
+        what: What it is, for messages.
+        inputs: The paths the command reads (``None`` for an unset flag): the output may not be,
+            hold or sit inside any of them.
+
+    Raises:
+        ArtifactError: See :func:`check_writable_output`; an output overlapping an input; or
+            another process holds the lock.
+    """
+    refuse_output_over_inputs(path, inputs, what=what)
+    check_writable_output(path, force=force, what=what)
+    hold_output(path, what=what)
+    return check_writable_output(path, force=force, what=what)
+
+
+def _refuse_link_in_path(root: Path, rel: str) -> None:
+    """Refuse a listed file reached through a symbolic link (a directory inside the artifact pointing out of it)."""
+    probe = root
+    for part in rel.split("/"):
+        probe = probe / part
+        if probe.is_symlink():
+            raise ArtifactError(
+                f"{root}: {_short(rel, 80)} is reached through the symbolic link {probe.name}; an artifact's "
+                "files must be its own. Rerun the stage that writes it"
+            )
+
+
+def _refuse_missing_manifest(file_path: Path) -> None:
+    """With a signing key, or beside a lone signature: a file without its manifest is not trusted by path."""
+    if (file_path.parent / SIGNATURE_NAME).exists():
+        raise ArtifactError(
+            f"{file_path.parent} has {SIGNATURE_NAME} but no {MANIFEST_NAME}: its manifest was removed. "
+            "Rerun the stage that writes it"
+        )
+    if signing_key() is not None:
+        raise ArtifactError(
+            f"{file_path} is not in a signed sq-trt artifact (no {MANIFEST_NAME} beside it), and "
+            f"${SIGNING_KEY_ENV} requires signed inputs; use the output of the stage that writes it, "
+            "or unset the key to use foreign files"
+        )
+
+
+def verify_tree(root: str | os.PathLike[str], manifest: Manifest, prefix: str) -> Path:
+    """Check that every file under ``root/prefix`` (a folder a consumer reads or copies whole) is listed and intact.
+
+    A file added to the folder, a changed one, or any symbolic link (which could lead out of the
+    artifact and into a served repository) is refused.
+
+    Returns:
+        ``root/prefix``.
+
+    Raises:
+        ArtifactError: As described; or the folder is not a plain directory.
+    """
+    base = Path(root) / prefix
+    if base.is_symlink() or not base.is_dir():
+        raise ArtifactError(f"{base} is not a directory of the artifact {root}; rerun the stage that writes it")
+    names: list[str] = []
+    for folder, dirs, files in os.walk(base):
+        for entry in [*dirs, *files]:
+            path = Path(folder) / entry
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                raise ArtifactError(
+                    f"{root}: {_short(rel, 80)} is a symbolic link; an artifact's files must be its own. "
+                    "Rerun the stage that writes it"
+                )
+            if path.is_file():
+                names.append(rel)
+    verify_manifest_files(root, manifest, sorted(names))
+    return base
+
+
+# Files only sq-trt artifacts hold: a directory with one of them but no manifest had it removed.
+_ARTIFACT_MARKERS = ("act_scales.safetensors", "smoothing.safetensors")
+
+
+def verify_model_dir(source: str) -> Manifest | None:
+    """The check a model source gets when it is an sq-trt artifact directory (``torch:<dir>``, ``--model <dir>``).
+
+    A directory with a manifest (or a signature) is verified like every other artifact
+    (:func:`load_manifest` with ``verify_files``); one that holds sq-trt's own files without
+    its manifest is refused when a signing key is set. Hub ids, ``demo``, ``tiny:`` and
+    foreign model directories pass unchanged.
+
+    Returns:
+        The verified manifest, or None for a source that is not an sq-trt artifact.
+    """
+    root = Path(source)
+    if not root.is_dir():
+        return None
+    if (root / MANIFEST_NAME).exists() or (root / SIGNATURE_NAME).exists():
+        return load_manifest(root, verify_files=True)
+    if signing_key() is not None and any((root / name).exists() for name in _ARTIFACT_MARKERS):
+        raise ArtifactError(
+            f"{root} holds sq-trt artifact files but no {MANIFEST_NAME}, and ${SIGNING_KEY_ENV} requires "
+            "signed artifacts; rerun the stage that writes it"
+        )
+    return None
+
+
+def refuse_output_over_inputs(
+    path: str | os.PathLike[str], inputs: tuple[str | os.PathLike[str] | None, ...], *, what: str = "output"
+) -> None:
+    """Refuse an output that is, holds or sits inside one of the command's inputs (it would change that input).
+
+    Only inputs that exist on disk count (a hub id or ``tiny:llama`` is no path); paths compare
+    after resolving symbolic links.
+
+    Raises:
+        ArtifactError: Naming the output and the input.
+    """
+    target = Path(os.path.realpath(path))
+    for given in inputs:
+        if given is None or not str(given) or not Path(given).exists():
+            continue
+        source = Path(os.path.realpath(given))
+        if target == source or source in target.parents or target in source.parents:
+            raise ArtifactError(
+                f"{what} {_short(str(path))} overlaps the input {_short(str(given))} (the same path, inside it, "
+                "or holding it): writing it would change that input. Pick an output outside every input"
+            )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sq_trt.artifacts import claim_output
 from sq_trt.commands.common import add_config_args, config_values
 from sq_trt.engine.backends import select_backend
 from sq_trt.engine.builder import build_engine
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         "generation": _generation_override(recipe, args),
     }
     settings = resolve_settings(recipe, overrides, source=args.recipe or "the command line")
+    # One writer per engine directory: a build merges the other targets' engines already there.
+    claim_output(settings.engines_dir / str(settings.name), force=True, what="engine directory")
     backend, reason = select_backend(settings.backend)
     print(f"[build] {reason}")
     record = build_engine(settings, backend, force=args.force, verbose=args.verbose)

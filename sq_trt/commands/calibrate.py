@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Parse -> CalibrateConfig -> load -> :func:`sq_trt.calibrate.stage.run` -> print."""
 
-    from sq_trt.artifacts import check_writable_output
+    from sq_trt.artifacts import claim_output
     from sq_trt.calibrate import stage as calibrate
     from sq_trt.commands.common import config_from_args, data_config_from_args, load_model_from_args
     from sq_trt.data import check_data_source, load_slices
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(calibrate.CalibrateConfig, args)
     data = data_config_from_args(args)
     # Every input is checked before the model loads: no error after a full calibration.
-    check_writable_output(args.out, force=args.force)
+    claim_output(args.out, force=args.force, inputs=(args.model, args.data))
     check_data_source(data.source, local_files_only=args.local_files_only)
     check_device(args.device)
     started = time.perf_counter()

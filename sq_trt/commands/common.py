@@ -23,10 +23,12 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
     Raises:
         ConfigError: A flag value :class:`~sq_trt.models.config.ModelConfig` refuses.
     """
+    from sq_trt.artifacts import verify_model_dir
     from sq_trt.models.config import ModelConfig
     from sq_trt.models.loading import load_model
 
     config = config_from_args(ModelConfig, args)
+    verify_model_dir(config.source)
     return load_model(
         config.source,
         dtype=config.dtype,

@@ -97,14 +97,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the config from the flags, compare, print the summary; the gate sets the exit code."""
 
-    from sq_trt.artifacts import check_writable_output
+    from sq_trt.artifacts import claim_output
     from sq_trt.commands.common import config_from_args
     from sq_trt.compare.stage import CompareConfig, compare_models
     from sq_trt.data import check_data_source
     from sq_trt.errors import GateFailedError
     from sq_trt.models.loading import check_device
 
-    check_writable_output(args.out, force=args.force)
+    specs = [args.baseline, *args.candidate] if args.baseline else list(args.candidate)
+    # NAME=SPEC, SPEC = a file or torch[-w8a8...]:<model>: the path part of each, and the replayed results.
+    paths = tuple(spec.split("=", 1)[-1].split(":", 1)[-1] for spec in specs if spec)
+    claim_output(args.out, force=args.force, inputs=(args.model, args.data, args.load_results, *paths))
     check_data_source(args.data, local_files_only=args.local_files_only)
     check_device(args.device)
     config = config_from_args(

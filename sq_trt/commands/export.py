@@ -66,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and scales, export, print where the files went."""
     from pathlib import Path
 
-    from sq_trt.artifacts import check_writable_output, load_manifest
+    from sq_trt.artifacts import claim_output, load_manifest
     from sq_trt.commands.common import config_from_args
     from sq_trt.export.config import ExportConfig
     from sq_trt.export.stage import export_model
 
     config = config_from_args(ExportConfig, args)
-    check_writable_output(args.out, force=args.force)
+    claim_output(args.out, force=args.force, inputs=(args.model, args.smoothed, args.act_scales))
     inputs: dict[str, str] = {}
     plan = None
     if args.smoothed:
@@ -85,8 +85,10 @@ def run(args: argparse.Namespace) -> int:
         if plan is not None:
             plan.smoothed = str(args.smoothed)
     else:
+        from sq_trt.artifacts import verify_model_dir
         from sq_trt.models.loading import load_model
 
+        verify_model_dir(args.model)
         loaded = load_model(
             args.model, local_files_only=args.local_files_only, trust_remote_code=args.trust_remote_code
         )

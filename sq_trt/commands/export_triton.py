@@ -45,18 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _generation_sources(engine_dir: str, target: str) -> tuple[Path, dict[str, object]] | None:
     """(tokenizer dir, kv_cache record) of a generation engine's export, or None for other engines."""
-    import json
-
+    from sq_trt.artifacts import load_manifest, verify_tree
     from sq_trt.engine.engine_manifest import load_engine_record
+    from sq_trt.generate.tokenizer import TOKENIZER_DIR
 
     record = load_engine_record(engine_dir, target)
     if not {"prefill", "decode"} <= {str(p.get("name")) for p in record.profiles}:
         return None
     export_dir = Path(record.source_onnx).parent
-    manifest = export_dir / "manifest.json"
-    kv_cache = (
-        json.loads(manifest.read_text()).get("extra", {}).get("kv_cache") if manifest.is_file() else None
-    )
+    # The export is verified like every input: the tokenizer copied into the repository must be its own.
+    manifest = load_manifest(export_dir, stage="export")
+    tokenizer = export_dir / TOKENIZER_DIR
+    if tokenizer.exists() or tokenizer.is_symlink():
+        verify_tree(export_dir, manifest, TOKENIZER_DIR)
+    kv_cache = manifest.extra.get("kv_cache")
     if not kv_cache:
         raise ArtifactError(
             f"generation engine {engine_dir} was built from {record.source_onnx}, whose export manifest has no "
@@ -67,6 +69,10 @@ def _generation_sources(engine_dir: str, target: str) -> tuple[Path, dict[str, o
 
 def run(args: argparse.Namespace) -> int:
     """Write the model repository and print how to serve it."""
+    from sq_trt.artifacts import claim_output
+
+    # One writer per model, for the whole command.
+    claim_output(Path(args.repo) / args.name, force=args.force, what="Triton model")
     generation = _generation_sources(args.engine_dir, args.target)
     if generation is not None:
         from sq_trt.engine.triton_generate import write_generation_repository

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sq_trt.commands.common import add_config_args
 from sq_trt.errors import ConfigError, DataError
+from sq_trt.generate.config import GenerateOptions, check_context
 
 HELP = "Generate text with a KV cache (ONNX Runtime, TensorRT engine, or PyTorch reference)."
 
@@ -47,14 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--target", default=None, help="engine target (a .plan name in --engine; default: the only one)"
     )
-    source.add_argument(
-        "--max-context",
-        type=int,
-        default=None,
-        help="context in tokens (default: the "
-        "model's max positions from the manifest, or the engine's profile)",
-    )
-    source.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    # Every numeric flag is a bounded field of GenerateOptions (NaN, inf, denormals, negatives refused).
+    add_config_args(source, GenerateOptions, ("max_context", "threads"))
     prompts = parser.add_argument_group("prompts")
     given = prompts.add_mutually_exclusive_group(required=True)
     given.add_argument("--prompt", metavar="TEXT", help="one prompt")
@@ -62,11 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompts", metavar="FILE", help='.txt (one prompt per line) or .jsonl ({"prompt": ...})'
     )
     decoding = parser.add_argument_group("decoding")
-    decoding.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
-    decoding.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    decoding.add_argument("--top-k", type=int, default=0, help="sample among the k most likely (0 = all)")
-    decoding.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0 = all)")
-    decoding.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    add_config_args(decoding, GenerateOptions, ("max_new_tokens", "temperature", "top_k", "top_p", "seed"))
     decoding.add_argument("--json", action="store_true", help="print one JSON document instead of streaming")
 
 
@@ -77,15 +69,25 @@ def read_prompts(prompt: str | None, path: str | None) -> list[str]:
         DataError: Missing or empty file, or a JSONL line without a ``prompt`` string.
     """
     if prompt is not None:
-        return [prompt]
+        return _without_nul([prompt], "--prompt")
     file = Path(path or "")
     if not file.is_file():
         raise DataError(f"prompts file {file} does not exist; pass a .txt (one per line) or .jsonl file")
-    lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"prompts file {file} is not UTF-8 text (binary at byte {exc.start}); pass a text file"
+        ) from exc
     if file.suffix == ".jsonl":
         out = []
         for number, line in enumerate(lines, 1):
-            item = json.loads(line)
+            try:
+                item = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise DataError(
+                    f"{file}:{number}: not valid JSON ({str(exc)[:80]}); one object per line"
+                ) from exc
             if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
                 raise DataError(
                     f'{file}:{number}: expected an object with a "prompt" string, got {line[:60]!r}'
@@ -94,7 +96,15 @@ def read_prompts(prompt: str | None, path: str | None) -> list[str]:
         lines = out
     if not lines:
         raise DataError(f"prompts file {file} holds no prompt")
-    return lines
+    return _without_nul(lines, str(file))
+
+
+def _without_nul(prompts: list[str], where: str) -> list[str]:
+    """Refuse a prompt with a NUL character: text with NUL bytes is binary, not a prompt."""
+    for number, prompt in enumerate(prompts, 1):
+        if "\x00" in prompt:
+            raise DataError(f"{where}: prompt {number} contains a NUL character; pass text")
+    return prompts
 
 
 def _onnx_runner(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -104,24 +114,54 @@ def _onnx_runner(args: argparse.Namespace) -> tuple[Any, Any]:
     path = Path(args.onnx)
     if not path.is_file():
         raise ConfigError(f"--onnx {path} does not exist; pass a graph from `sq-trt export --with-past`")
-    manifest = path.parent / "manifest.json"
-    extra = json.loads(manifest.read_text()).get("extra", {}) if manifest.is_file() else {}
+    manifest = verified_export(path)
+    extra = manifest.extra if manifest is not None else {}
     kv = extra.get("kv_cache") or {}
-    max_context = args.max_context or kv.get("max_positions")
+    positions = kv.get("max_positions") if isinstance(kv.get("max_positions"), int) else None
+    check_context(args.max_context, positions, str(path))
+    max_context = args.max_context or positions
     if not max_context:
         raise ConfigError(f"{path} has no export manifest with kv_cache.max_positions; pass --max-context N")
-    runner = OrtStepRunner(
-        path, max_context=int(max_context), family=kv.get("family", "?"), threads=args.threads
-    )
+    from google.protobuf.message import DecodeError
+
+    try:
+        runner = OrtStepRunner(
+            path, max_context=int(max_context), family=kv.get("family", "?"), threads=args.threads
+        )
+    except DecodeError as exc:
+        raise ConfigError(
+            f"--onnx {path} is not an ONNX model ({exc}); pass a graph from `sq-trt export --with-past`"
+        ) from exc
     tokenizer = load_tokenizer(path.parent, source=args.tokenizer or extra.get("model_source"))
     return runner, tokenizer
 
 
+def verified_export(path: Path) -> Any:
+    """The export manifest of generation graph ``path`` once the graph (and its saved tokenizer) verify; None if none.
+
+    Raises:
+        ArtifactError: See :func:`sq_trt.artifacts.verified_parent_manifest` and :func:`sq_trt.artifacts.verify_tree`.
+    """
+    from sq_trt.artifacts import verified_parent_manifest, verify_tree
+    from sq_trt.generate.tokenizer import TOKENIZER_DIR
+
+    manifest = verified_parent_manifest(path)
+    if manifest is not None and (
+        (path.parent / TOKENIZER_DIR).exists() or (path.parent / TOKENIZER_DIR).is_symlink()
+    ):
+        verify_tree(path.parent, manifest, TOKENIZER_DIR)
+    return manifest
+
+
 def _torch_runner(args: argparse.Namespace) -> tuple[Any, Any]:
+    from sq_trt.artifacts import verify_model_dir
     from sq_trt.generate.runners import TorchStepRunner
     from sq_trt.models.loading import load_model
 
+    verify_model_dir(args.model)
     loaded = load_model(args.model)
+    positions = getattr(loaded.model.config, "max_position_embeddings", None)
+    check_context(args.max_context, positions if isinstance(positions, int) else None, f"model {args.model}")
     return TorchStepRunner(loaded.model, max_context=args.max_context), loaded.tokenizer
 
 
@@ -135,11 +175,14 @@ def _engine_runner(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Open the runner, generate for each prompt, print streaming text or JSON."""
+    from sq_trt.commands.common import config_from_args
+    from sq_trt.generate.config import GenerateOptions
     from sq_trt.generate.loop import generate
     from sq_trt.generate.sampling import SamplingConfig
 
+    options = config_from_args(GenerateOptions, args)  # bounds first: before any file, model or graph
     sampling = SamplingConfig(
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed
+        temperature=options.temperature, top_k=options.top_k, top_p=options.top_p, seed=options.seed
     )
     prompts = read_prompts(args.prompt, args.prompts)
     opener = _onnx_runner if args.onnx else _engine_runner if args.engine else _torch_runner

@@ -77,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the recipe, run the pipeline, print the summary; the gate decides the exit code."""
+    from sq_trt.artifacts import claim_output
     from sq_trt.pipeline.recipe import load_recipe
     from sq_trt.pipeline.stages import run_pipeline
 
@@ -84,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         overrides = [f"work_dir={args.out}", f"engines_dir={args.out / 'engines'}", *overrides]
     recipe = load_recipe(args.recipe, overrides)
+    # One pipeline per work directory: a second one would overwrite the first's stages and report.
+    claim_output(recipe.resolved_work_dir, force=True, what="work dir")
+    claim_output(recipe.resolved_engines_dir, force=True, what="engines dir")
     result = run_pipeline(
         recipe, from_kind="calibrate" if args.force else args.from_stage, progress=not args.quiet
     )

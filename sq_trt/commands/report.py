@@ -64,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
     """Assemble and write the report; print where it is and the verdict."""
     from pathlib import Path
 
-    from sq_trt.artifacts import check_writable_output
+    from sq_trt.artifacts import claim_output
     from sq_trt.commands.common import config_from_args
     from sq_trt.errors import ConfigError, GateFailedError
     from sq_trt.report import activation_picture, load_sweep, write_report
     from sq_trt.report.config import ReportOptions
 
     options = config_from_args(ReportOptions, args)
-    check_writable_output(args.out, force=args.force)
+    claim_output(args.out, force=args.force, inputs=(args.results, args.calibration, args.smoothed, args.sweep))
     if bool(args.calibration) != bool(args.smoothed):
         raise ConfigError(
             "--calibration and --smoothed go together (before and after smoothing); give both or neither"

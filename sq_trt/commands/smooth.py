@@ -138,13 +138,13 @@ def calibration_chunks(meta: dict[str, Any], tokenizer: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Parse -> SmoothConfig -> load the model and its statistics -> :func:`sq_trt.smooth.stage.run` -> print."""
-    from sq_trt.artifacts import check_writable_output, load_act_scales
+    from sq_trt.artifacts import claim_output, load_act_scales
     from sq_trt.commands.common import load_model_from_args
     from sq_trt.models.loading import check_device
     from sq_trt.smooth import stage as smooth
 
     config = _config(args)
-    check_writable_output(args.out, force=args.force)
+    claim_output(args.out, force=args.force, inputs=(args.model, args.act_scales))
     check_device(args.device)
     started = time.perf_counter()
     loaded = load_model_from_args(args)

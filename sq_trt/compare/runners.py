@@ -31,6 +31,7 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
+from sq_trt.artifacts import verify_model_dir
 from sq_trt.deps import require
 from sq_trt.errors import ConfigError
 
@@ -98,6 +99,7 @@ def parse_runner_spec(text: str, default_name: str | None = None) -> RunnerSpec:
                 raise ConfigError(
                     f"runner {text!r}: nothing after '{prefix}:'; give a model or artifact directory"
                 )
+            verify_model_dir(target)  # an artifact directory is verified before any run, like every input
             return RunnerSpec(name, prefix, target)
     return RunnerSpec.for_file(name, spec, given=text)
 

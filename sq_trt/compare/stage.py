@@ -82,12 +82,10 @@ def _describe_runner(spec: RunnerSpec) -> dict[str, Any]:
         if spec.kind == "onnx":
             _check_onnx_loads(spec.name, path)
         entry["sha256"] = hash_file(path)
-        manifest_dir = path.parent
-        if (manifest_dir / "manifest.json").is_file():
-            # Checks the file against its manifest first: a tampered file never carries the
-            # fingerprint of the artifact it replaced.
-            manifest = verified_parent_manifest(path)
-            assert manifest is not None
+        # Checks the file against its manifest first: a tampered file never carries the
+        # fingerprint of the artifact it replaced (and with a signing key, a file without one is refused).
+        manifest = verified_parent_manifest(path)
+        if manifest is not None:
             entry["artifact"] = {"stage": manifest.stage, "fingerprint": manifest.fingerprint}
             for key in ("act_mode", "encoding", "backend", "candidates", "model_source"):
                 if key in manifest.extra:

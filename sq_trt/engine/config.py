@@ -31,9 +31,11 @@ class GenerationLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_batch: int = Field(default=1, ge=1, description="sequences per step")
-    max_input: int = Field(default=256, ge=1, description="longest prompt of one prefill step")
-    max_context: int = Field(default=1024, ge=2, description="prompt + generated tokens (KV cache length)")
+    max_batch: int = Field(default=1, ge=1, le=4096, description="sequences per step")
+    max_input: int = Field(default=256, ge=1, le=1 << 20, description="longest prompt of one prefill step")
+    max_context: int = Field(
+        default=1024, ge=2, le=1 << 20, description="prompt + generated tokens (KV cache length, <= the positions)"
+    )
 
     @model_validator(mode="after")
     def _input_fits(self) -> GenerationLimits:

@@ -147,11 +147,12 @@ def check_profile_positions(profiles: Sequence[Any], limit: int | None) -> None:
     if limit is None:
         return
     for profile in profiles:
-        longest = max(profile.seq)
+        # A generation profile's positions are its tokens plus the cached ones before them.
+        longest = max(profile.seq) + max(getattr(profile, "past", None) or (0,))
         if longest > limit:
             raise ConfigError(
-                f"build profile {profile.name!r} has seq up to {longest}, past the model's {limit} positions "
-                f"(max_position_embeddings); use a seq range ending at <= {limit}"
+                f"build profile {profile.name!r} reaches position {longest} (seq + past), past the model's {limit} "
+                f"positions (max_position_embeddings); use a seq range (or --max-context) ending at <= {limit}"
             )
 
 

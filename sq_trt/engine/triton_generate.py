@@ -27,10 +27,17 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from sq_trt.artifacts import atomic_dir
 from sq_trt.engine.engine_manifest import EngineRecord, load_engine_record
-from sq_trt.engine.triton_repo import TRITON_DTYPES, write_model_repository
+from sq_trt.engine.triton_repo import (
+    TRITON_DTYPES,
+    check_model_name,
+    config_text,
+    model_config_module,
+    write_model_repository,
+)
 from sq_trt.errors import ArtifactError
 
 ENGINE_SUFFIX = "_engine"
@@ -140,17 +147,33 @@ class TritonPythonModel:
 '''
 
 
-def _tensor(name: str, dtype: str, dims: str, optional: bool = False) -> str:
-    extra = "\n    optional: true" if optional else ""
-    return f'  {{\n    name: "{name}"\n    data_type: {dtype}\n    dims: [ {dims} ]{extra}\n  }}'
+# The Python model's request and response tensors: (name, Triton dtype, optional).
+_INPUTS = (
+    ("text_input", "TYPE_STRING", False),
+    ("max_tokens", "TYPE_INT32", True),
+    ("temperature", "TYPE_FP32", True),
+    ("top_k", "TYPE_INT32", True),
+    ("top_p", "TYPE_FP32", True),
+    ("seed", "TYPE_INT64", True),
+)
+_OUTPUTS = (("text_output", "TYPE_STRING", False), ("token_id", "TYPE_INT64", False))
 
 
-def _parameters(values: dict[str, str]) -> str:
-    items = ",\n".join(
-        f'  {{\n    key: "{key}"\n    value: {{ string_value: {json.dumps(value)} }}\n  }}'
-        for key, value in values.items()
-    )
-    return f"parameters [\n{items}\n]"
+def _python_model_config(name: str, parameters: dict[str, str]) -> Any:
+    """The decoupled Python-backend ``ModelConfig`` (Triton's protobuf: every string escaped on output)."""
+    pb = model_config_module()
+    config = pb.ModelConfig(name=name, backend="python", max_batch_size=0)
+    config.model_transaction_policy.decoupled = True
+    for field, tensors in ((config.input, _INPUTS), (config.output, _OUTPUTS)):
+        for tensor_name, dtype, optional in tensors:
+            entry = field.add(name=tensor_name, dims=[1], data_type=pb.DataType.Value(dtype))
+            if optional:
+                entry.optional = True
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    group = config.instance_group.add(count=1)
+    group.kind = pb.ModelInstanceGroup.Kind.Value("KIND_CPU")
+    return config
 
 
 def render_generate_config(
@@ -170,34 +193,14 @@ def render_generate_config(
         )
     decode = next(p for p in record.profiles if p.get("name") == DECODE)
     max_past = max(int(s["max"][2]) for n, s in decode["shapes"].items() if n.startswith("past_key_values."))
-    inputs = [
-        _tensor("text_input", "TYPE_STRING", "1"),
-        _tensor("max_tokens", "TYPE_INT32", "1", optional=True),
-        _tensor("temperature", "TYPE_FP32", "1", optional=True),
-        _tensor("top_k", "TYPE_INT32", "1", optional=True),
-        _tensor("top_p", "TYPE_FP32", "1", optional=True),
-        _tensor("seed", "TYPE_INT64", "1", optional=True),
-    ]
-    outputs = [_tensor("text_output", "TYPE_STRING", "1"), _tensor("token_id", "TYPE_INT64", "1")]
     assert pasts[0].dtype in TRITON_DTYPES
-    blocks = [
-        f'name: "{name}"',
-        'backend: "python"',
-        "max_batch_size: 0",
-        "model_transaction_policy {\n  decoupled: true\n}",
-        "input [\n" + ",\n".join(inputs) + "\n]",
-        "output [\n" + ",\n".join(outputs) + "\n]",
-        _parameters(
-            {
-                "engine_model": engine_model,
-                "kv_cache": json.dumps(kv_cache),
-                "kv_dtype": pasts[0].dtype,
-                "max_context": str(max_past + 1),
-            }
-        ),
-        "instance_group [\n  {\n    kind: KIND_CPU\n    count: 1\n  }\n]",
-    ]
-    return "\n".join(blocks) + "\n"
+    parameters = {
+        "engine_model": engine_model,
+        "kv_cache": json.dumps(kv_cache),
+        "kv_dtype": pasts[0].dtype,
+        "max_context": str(max_past + 1),
+    }
+    return config_text(_python_model_config(name, parameters))
 
 
 def write_generation_repository(
@@ -229,6 +232,7 @@ def write_generation_repository(
     Raises:
         ArtifactError: Not a generation engine, no tokenizer, or an existing model without ``force``.
     """
+    check_model_name(name)
     record = load_engine_record(engine_dir, target)
     engine_model = name + ENGINE_SUFFIX
     config = render_generate_config(name, engine_model, record, kv_cache)
@@ -241,7 +245,7 @@ def write_generation_repository(
     if final.exists() and not force:
         raise ArtifactError(f"Triton model {final} already exists; pass --force to replace it")
     write_model_repository(engine_dir, target, repo, engine_model, release=release, force=force)
-    with atomic_dir(final, force=True) as tmp:
+    with atomic_dir(final, force=force) as tmp:
         (tmp / "config.pbtxt").write_text(config)
         (tmp / "1").mkdir()
         (tmp / "1" / "model.py").write_text(MODEL_PY)

@@ -19,11 +19,17 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from sq_trt.artifacts import atomic_dir
+from sq_trt.deps import require
 from sq_trt.engine.engine_manifest import EngineRecord, IoTensor, load_engine_record
 from sq_trt.engine.releases import serving_release
 from sq_trt.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 TRITON_DTYPES = {
     "bool": "TYPE_BOOL",
@@ -47,29 +53,57 @@ class TritonModel:
     serve_command: str
 
 
-def _tensor_block(tensor: IoTensor) -> str:
+def model_config_module() -> ModuleType:
+    """Triton's own ``ModelConfig`` protobuf module (``tritonclient``, the ``serve`` extra)."""
+    return require("tritonclient.grpc.model_config_pb2", "export-triton")
+
+
+def config_text(config: Message) -> str:
+    """A ``ModelConfig`` as ``config.pbtxt``: protobuf's text serializer escapes every string, so no
+    name (a model name with a quote and a newline, a tensor name from a manifest) can add a field."""
+    from google.protobuf import text_format
+
+    text = text_format.MessageToString(config)
+    # proto3 omits a zero; Triton reads an absent max_batch_size as 0 too, but the file should say it.
+    return ("max_batch_size: 0\n" + text) if getattr(config, "max_batch_size", None) == 0 else text
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a Triton model name that is not a plain directory name (no path, no control characters).
+
+    Raises:
+        ArtifactError: Naming what is wrong.
+    """
+    if not name or "/" in name or "\\" in name or name.startswith(".") or not name.isprintable():
+        raise ArtifactError(
+            f"Triton model name must be a plain directory name (no '/', no leading '.', no control "
+            f"characters), got {name[:80]!r}"
+        )
+
+
+def add_tensor(field: Any, tensor: IoTensor) -> None:
+    """One ``input``/``output`` entry with the engine's name, dtype and dims (dynamic = -1)."""
     if tensor.dtype not in TRITON_DTYPES:
         raise ArtifactError(
-            f"engine tensor {tensor.name!r} has dtype {tensor.dtype}, which Triton's config cannot express "
-            f"(supported: {', '.join(TRITON_DTYPES)})"
+            f"engine tensor {tensor.name[:80]!r} has dtype {tensor.dtype!r:.40}, which Triton's config cannot "
+            f"express (supported: {', '.join(TRITON_DTYPES)})"
         )
-    dims = ", ".join(str(d) for d in tensor.shape)
-    return f'  {{\n    name: "{tensor.name}"\n    data_type: {TRITON_DTYPES[tensor.dtype]}\n    dims: [ {dims} ]\n  }}'
+    entry = field.add(name=tensor.name, dims=[int(d) for d in tensor.shape])
+    entry.data_type = model_config_module().DataType.Value(TRITON_DTYPES[tensor.dtype])
 
 
 def render_config(name: str, record: EngineRecord, *, instances: int = 1) -> str:
-    """The ``config.pbtxt`` text for ``record`` served as model ``name``."""
-    profiles = ", ".join(f'"{index}"' for index in range(len(record.profiles)))
-    blocks = [
-        f'name: "{name}"',
-        'platform: "tensorrt_plan"',
-        "max_batch_size: 0",
-        "input [\n" + ",\n".join(_tensor_block(t) for t in record.inputs) + "\n]",
-        "output [\n" + ",\n".join(_tensor_block(t) for t in record.outputs) + "\n]",
-        f"instance_group [\n  {{\n    kind: KIND_GPU\n    count: {instances}\n    profile: [ {profiles} ]\n  }}\n]",
-        "version_policy: { latest: { num_versions: 1 } }",
-    ]
-    return "\n".join(blocks) + "\n"
+    """The ``config.pbtxt`` text for ``record`` served as model ``name`` (through Triton's ``ModelConfig``)."""
+    pb = model_config_module()
+    config = pb.ModelConfig(name=name, platform="tensorrt_plan", max_batch_size=0)
+    for tensor in record.inputs:
+        add_tensor(config.input, tensor)
+    for tensor in record.outputs:
+        add_tensor(config.output, tensor)
+    group = config.instance_group.add(count=instances, profile=[str(i) for i in range(len(record.profiles))])
+    group.kind = pb.ModelInstanceGroup.Kind.Value("KIND_GPU")
+    config.version_policy.latest.num_versions = 1
+    return config_text(config)
 
 
 def serve_command(repo: Path, release: str) -> str:
@@ -108,8 +142,7 @@ def write_model_repository(
         ArtifactError: No such engine, a TensorRT-RTX engine, a server release whose TensorRT
             is not the engine's, an existing model without ``force``, or a dtype Triton cannot express.
     """
-    if not name or "/" in name or name.startswith("."):
-        raise ArtifactError(f"Triton model name must be a plain directory name, got {name!r}")
+    check_model_name(name)
     if instances < 1:
         raise ArtifactError(f"--instances must be >= 1, got {instances}")
     record = load_engine_record(engine_dir, target)
@@ -128,7 +161,7 @@ def write_model_repository(
     final = repo_root / name
     if final.exists() and not force:
         raise ArtifactError(f"Triton model {final} already exists; pass --force to replace it")
-    with atomic_dir(final, force=True) as tmp:
+    with atomic_dir(final, force=force) as tmp:
         (tmp / "config.pbtxt").write_text(config)
         (tmp / "1").mkdir()
         shutil.copy2(Path(engine_dir) / record.plan, tmp / "1" / "model.plan")

@@ -9,12 +9,20 @@ Classes (the ``cls`` of each case, counted in docs/RELIABILITY.md):
 * ``recipe``: pipeline and build recipes and ``--set`` values;
 * ``compare``: runner specs, ONNX files, gates, saved results;
 * ``report``: forged verdicts, malformed comparison/layers/sweep files, mixed models;
-* ``triton``: engine directories for ``export-triton``.
+* ``triton``: engine directories for ``export-triton``;
+* ``concurrency``: an output another writer holds (issue 28), per command;
+* ``bounds``: numeric flags outside their config's bounds or the model's positions (issue 28), refused first;
+* ``overlap``: an --out inside (or holding) one of the command's inputs (issue 28);
+* ``generate``: prompt files and graphs that ended in a traceback (issue 28);
+* ``usage``: argparse usage errors (issue 28): one line, exit 1;
+* ``verify``: inputs read without their manifest being checked, and the signing policy with the key set
+  and unset (issue 28), per reader.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 
 from .harness import (
@@ -24,8 +32,11 @@ from .harness import (
     edit_file,
     edit_json,
     edit_manifest,
+    locked_by_other_writer,
     random_bytes,
     remove,
+    set_env,
+    symlink,
     write,
 )
 
@@ -320,6 +331,12 @@ _BAD_PIPELINE_RECIPES = [
     ("negative-samples", "kind: pipeline\nname: t\nmodel: {source: tiny:llama}\ncalibrate: {samples: -1}\n", "calibrate.samples"),
     ("huge-list-value", "kind: pipeline\nname: t\nmodel: {source: tiny:llama}\ncalibrate: {samples: [" + "1," * 5000 + "1]}\n", "calibrate.samples"),
     ("model-missing", "kind: pipeline\nname: t\n", "model"),
+    # Duplicate keys (issue 28): YAML keeps the last silently; a lax second gate replaced a strict one.
+    ("duplicate-gate", "kind: pipeline\nname: t\nmodel: {source: tiny:llama}\ngate: [kl_mean<=0]\ngate: [kl_mean<=100]\n", "lines 4 and 5"),
+    ("duplicate-top", "kind: pipeline\nname: t\nname: u\nmodel: {source: tiny:llama}\n", "lines 2 and 3"),
+    ("duplicate-nested", "kind: pipeline\nname: t\nmodel:\n  source: tiny:llama\n  dtype: float32\n  source: demo\n", "lines 4 and 6"),
+    ("duplicate-flow", "kind: pipeline\nname: t\nmodel: {source: tiny:llama, source: demo}\n", "'source' appears twice"),
+    ("duplicate-in-list", "kind: pipeline\nname: t\nmodel: {source: tiny:llama}\nexport:\n  candidates:\n  - {name: a, name: b}\n", "'name' appears twice"),
 ]
 # The same bomb as one flow sequence (no braces: case arguments go through str.format).
 _BOMB_VALUE = "[&a0 [" + ",".join(["lol"] * 9) + "], " + ", ".join(
@@ -368,6 +385,8 @@ def recipe_cases() -> list[Case]:
         ("binary", random_bytes(300, 6), "not UTF-8", ()),
         ("list", "- 1\n", "holds a list", ()),
         ("python-tag", "onnx: !!python/name:os.system\n", "not valid YAML", ()),
+        ("duplicate-key", "onnx: a.onnx\nname: n\nonnx: b.onnx\n", "lines 1 and 3", ()),
+        ("duplicate-nested-key", "onnx: a.onnx\ngeneration: {max_batch: 1, max_batch: 64}\n", "'max_batch' appears twice", ()),
     ]:
         setup = write("b.yaml", text) if text is not None else None
         cases.append(Case(f"build-recipe-{name}", "recipe", (*build, *flags), fragment, setup))
@@ -511,6 +530,189 @@ def _as_build_with(engines: object):  # type: ignore[no-untyped-def]
     return change
 
 
+_BUSY = "is being written by another sq-trt process (pid 424242)"
+
+
+def concurrency_cases() -> list[Case]:
+    """Every command whose output (or work dir, engine dir, Triton model) another writer holds the lock of."""
+    cases = []
+    for command, prefix in _COMMANDS_WITH_OUT.items():
+        lock = locked_by_other_writer("out")
+        cases.append(Case(f"{command}-out-locked", "concurrency", (*prefix, "{out}"), _BUSY, lock))
+        cases.append(Case(f"{command}-out-locked-force", "concurrency", (*prefix, "{out}", "--force"), _BUSY, lock))
+    pipeline = _COMMANDS_WITH_OUT["pipeline"]
+    cases.append(
+        Case("pipeline-engines-locked", "concurrency", (*pipeline, "{out}"), _BUSY, locked_by_other_writer("out/engines"))
+    )
+    cases.append(Case("build-engine-dir-locked", "concurrency", (*_BUILD, "--onnx", "{onnx}"), _BUSY, locked_by_other_writer("e/n")))
+    cases.append(Case("build-engine-dir-locked-force", "concurrency", (*_BUILD, "--onnx", "{onnx}", "--force"), _BUSY, locked_by_other_writer("e/n")))
+    triton = ("export-triton", "--engine-dir", "{case}/x", "--target", "rtx", "--repo", "{case}/repo", "--name", "m")
+    cases.append(Case("triton-model-locked", "concurrency", triton, _BUSY, compose(copy("scales"), locked_by_other_writer("repo/m"))))
+    return cases
+
+
+_KEY = set_env("SQ_TRT_MANIFEST_KEY", "k1")
+_GEN = ("generate", "--prompt", "hi", "--max-new-tokens", "1", "--max-context", "16", "--tokenizer", "tiny:llama")
+_CMP = ("compare", *TINY, "--seq-len", "16", "--samples", "1", "--out", "{out}", "--baseline", "torch:tiny:llama")
+# Every reader of a model source that may be an sq-trt artifact directory (--model DIR, torch:DIR).
+_MODEL_READERS = {
+    "generate-model": (*_GEN, "--model", "{case}/x"),
+    "compare-torch": (*_CMP, "--candidate", "c=torch:{case}/x"),
+    "compare-torch-w8a8": (*_CMP, "--candidate", "c=torch-w8a8:{case}/x"),
+    "calibrate-model": ("calibrate", "--model", "{case}/x", "--no-progress", "--out", "{out}"),
+    "eval-model": ("eval", "--model", "{case}/x"),
+    "export-model": ("export", "--model", "{case}/x", "--out", "{out}"),
+}
+# Every reader of an ONNX file inside an export artifact.
+_ONNX_READERS = {
+    "generate-onnx": (*_GEN, "--onnx", "{case}/ex/model.onnx"),
+    "compare-onnx": (*_CMP, "--candidate", "c={case}/ex/model.onnx"),
+    "build-onnx": (*_BUILD, "--onnx", "{case}/ex/model.onnx"),
+}
+_UNSIGNED = "is not in a signed sq-trt artifact"
+
+
+def _model_dir_variants() -> list[tuple[str, object, str]]:
+    weights = "model.safetensors"
+    return [
+        ("weights-tampered", compose(copy("smoothed"), edit_file(weights, lambda b: b[:-4] + b"\x00\x00\x80\x7f")), "has changed"),
+        ("weights-symlinked", compose(copy("smoothed"), remove(weights), symlink(f"x/{weights}", "{smoothed}/" + weights)), "missing"),
+        ("manifest-removed-key-set", compose(copy("smoothed"), remove("manifest.json"), _KEY), "no manifest.json"),
+        ("signed-key-unset", compose(copy("smoothed"), write("x/manifest.sig", "hmac-sha256:00\n")), "is signed"),
+    ]
+
+
+def _onnx_variants_signed() -> list[tuple[str, object, str]]:
+    tampered = edit_file("model.onnx", _flip_last_byte, name="ex")
+    return [
+        ("tampered", compose(copy("export", "ex"), tampered), "has changed"),
+        ("manifest-removed-key-set", compose(copy("export", "ex"), remove("manifest.json", "ex"), tampered, _KEY), _UNSIGNED),
+        ("lone-signature", compose(copy("export", "ex"), remove("manifest.json", "ex"), write("ex/manifest.sig", "x")), "manifest was removed"),
+        ("signed-key-unset", compose(copy("export", "ex"), write("ex/manifest.sig", "hmac-sha256:00\n")), "is signed"),
+        ("symlinked", compose(copy("export", "ex"), remove("model.onnx", "ex"), symlink("ex/model.onnx", "{onnx}")), "missing"),
+        ("foreign-key-set", compose(write("ex/model.onnx", b""), lambda env: (env.case / "ex" / "model.onnx").write_bytes(env.shared["onnx"].read_bytes()), _KEY), _UNSIGNED),
+    ]
+
+
+def verify_cases() -> list[Case]:
+    """Every artifact reader verifies the same way: tampering, symlinks, removed manifests, the signing policy."""
+    cases = []
+    for reader, argv in _MODEL_READERS.items():
+        for name, setup, fragment in _model_dir_variants():
+            cases.append(Case(f"{reader}-{name}", "verify", argv, fragment, setup))  # type: ignore[arg-type]
+    for reader, argv in _ONNX_READERS.items():
+        for name, setup, fragment in _onnx_variants_signed():
+            cases.append(Case(f"{reader}-{name}", "verify", argv, fragment, setup))  # type: ignore[arg-type]
+    tok = compose(copy("export_tok", "ex"))
+    for name, setup, fragment in [
+        ("tokenizer-file-added", compose(tok, write("ex/tokenizer/extra.json", "{}")), "not listed"),
+        ("tokenizer-file-edited", compose(tok, write("ex/tokenizer/tokenizer.json", "{}")), "has changed"),
+        ("tokenizer-symlink-out", compose(tok, symlink("ex/tokenizer/secret.txt", "{recipe}")), "symbolic link"),
+        ("tokenizer-dir-symlink", compose(tok, lambda env: shutil.rmtree(env.case / "ex" / "tokenizer"), symlink("ex/tokenizer", "{export_tok}/tokenizer")), "not a directory"),
+    ]:
+        cases.append(Case(f"generate-onnx-{name}", "verify", _ONNX_READERS["generate-onnx"], fragment, setup))
+    for name, value, fragment in [("empty-key", "", "set but empty"), ("blank-key", "  ", "set but empty")]:
+        setup = set_env("SQ_TRT_MANIFEST_KEY", value)
+        cases.append(Case(f"smooth-{name}", "verify", ("smooth", *TINY, "--act-scales", "{scales}", "--out", "{out}"), fragment, setup))
+    return cases
+
+
+# (flag, value, fragment of the one-line error): every numeric flag of generate, each bound.
+_BAD_NUMBERS = [
+    ("--temperature", "nan", "finite"),
+    ("--temperature", "inf", "finite"),
+    ("--temperature", "-inf", "--temperature"),  # argparse reads it as an option: a usage error, exit 1
+    ("--temperature", "1e-310", "--temperature"),
+    ("--temperature", "-0.5", "--temperature"),
+    ("--temperature", "1000", "--temperature"),
+    ("--top-p", "0", "--top-p"),
+    ("--top-p", "1.5", "--top-p"),
+    ("--top-p", "nan", "--top-p"),
+    ("--top-k", "-1", "--top-k"),
+    ("--seed", "-1", "--seed"),
+    ("--seed", str(2**64), "--seed"),
+    ("--threads", "0", "--threads"),
+    ("--threads", "-1", "--threads"),
+    ("--threads", "100000", "--threads"),
+    ("--max-context", "0", "--max-context"),
+    ("--max-context", "100000000", "--max-context"),
+    ("--max-context", "600", "past the 512 positions"),
+    ("--max-new-tokens", "0", "--max-new-tokens"),
+    ("--max-new-tokens", "-3", "--max-new-tokens"),
+]
+
+
+def _with_positions(data: dict) -> None:  # type: ignore[type-arg]
+    data["extra"]["max_positions"] = 512  # what export records for a 512-position model
+
+
+def bounds_cases() -> list[Case]:
+    """Numbers out of bounds, refused with one line before the model loads (or the engine builds)."""
+    base = ("generate", "--model", "tiny:llama", "--prompt", "hi", "--max-new-tokens", "1")
+    export = compose(copy("export", "ex"), edit_manifest(_with_positions, name="ex"))
+    build = (*_BUILD, "--onnx", "{case}/ex/model.onnx")
+    cases = [
+        Case("build-max-context-past-positions", "bounds", (*build, "--max-context", "600", "--max-input", "16"), "past the model's 512 positions", export),
+        Case("build-max-context-absurd", "bounds", (*build, "--max-context", "100000000"), "max_context", export),
+        Case("build-max-batch-absurd", "bounds", (*build, "--max-batch", "100000"), "max_batch", export),
+    ]
+    for flag, value, fragment in _BAD_NUMBERS:
+        argv = (*base, flag, value) if flag != "--max-new-tokens" else (*base[:-2], flag, value)
+        cases.append(Case(f"generate{flag}={value}", "bounds", argv, fragment))
+    return cases
+
+
+def generate_input_cases() -> list[Case]:
+    """Prompt files and graphs that used to end in a traceback (issue 28, class 4)."""
+    base = ("generate", "--model", "tiny:llama", "--max-new-tokens", "1")
+    onnx = ("generate", "--prompt", "hi", "--max-context", "16", "--tokenizer", "tiny:llama", "--onnx")
+    rows = [
+        ("prompts-binary", (*base, "--prompts", "{case}/p.txt"), "not UTF-8", write("p.txt", b"\xff\xfe\x00bin")),
+        ("prompts-jsonl-broken", (*base, "--prompts", "{case}/p.jsonl"), "not valid JSON", write("p.jsonl", '{"prompt": "a"}\n{bad\n')),
+        ("prompts-jsonl-deep", (*base, "--prompts", "{case}/p.jsonl"), "not valid JSON", write("p.jsonl", "[" * 100000 + "\n")),
+        ("prompts-nul", (*base, "--prompts", "{case}/p.txt"), "NUL", write("p.txt", "a\x00b\n")),
+        ("prompt-nul", (*base, "--prompt", "a\x00b"), "NUL", None),
+        ("onnx-not-onnx", (*onnx, "{case}/m.onnx"), "not an ONNX model", write("m.onnx", "hello\n")),
+        ("onnx-manifest-corrupt", (*onnx, "{case}/ex/model.onnx"), "not valid JSON", compose(copy("export", "ex"), write("ex/manifest.json", "{bad"))),
+    ]
+    return [Case(name, "generate", argv, fragment, setup) for name, argv, fragment, setup in rows]
+
+
+def usage_cases() -> list[Case]:
+    """argparse usage errors: one line and exit 1, the documented code (was a usage block and exit 2)."""
+    rows = [
+        ("unknown-command", ("nope",), "invalid choice"),
+        ("unknown-flag", ("calibrate", "--smaples", "2"), "unrecognized arguments"),
+        ("missing-required", ("export", "--smoothed", "x"), "--out"),
+        ("invalid-int", ("calibrate", "--samples", "x"), "invalid int value"),
+        ("invalid-choice", ("export", "--act-mode", "per_row", "--out", "{out}"), "invalid choice"),
+        ("option-as-value", ("generate", "--model", "tiny:llama", "--prompt", "-x"), "expected one argument"),
+        ("exclusive", ("generate", "--model", "tiny:llama", "--onnx", "m.onnx", "--prompt", "hi"), "not allowed with"),
+        ("plugins-sub", ("plugins", "nope"), "invalid choice"),
+    ]
+    return [Case(name, "usage", argv, fragment) for name, argv, fragment in rows]
+
+
+_OVERLAP = "overlaps the input"
+
+
+def overlap_cases() -> list[Case]:
+    """An --out that is, sits inside or holds one of the command's inputs: refused before anything is written."""
+    sm, sc, cmp = copy("smoothed"), copy("scales"), copy("compare")
+    rows = [
+        ("export-inside-smoothed", ("export", "--smoothed", "{case}/x", "--out", "{case}/x/sub"), sm),
+        ("export-is-smoothed-force", ("export", "--smoothed", "{case}/x", "--out", "{case}/x", "--force"), sm),
+        ("export-holds-smoothed-force", ("export", "--smoothed", "{case}/w/x", "--out", "{case}/w", "--force"), copy("smoothed", "w/x")),
+        ("export-inside-model", ("export", "--model", "{case}/x", "--out", "{case}/x/onnx"), sm),
+        ("smooth-inside-scales", ("smooth", *TINY, "--act-scales", "{case}/x", "--out", "{case}/x/out"), sc),
+        ("report-inside-results", ("report", "--results", "{case}/x", "--out", "{case}/x/report"), cmp),
+        ("replay-inside-results", ("compare", "--load-results", "{case}/x", "--out", "{case}/x/o", "--no-progress"), cmp),
+        ("compare-is-candidate-dir-force", (*_CMP, "--candidate", "c={case}/ex/model.onnx", "--out", "{case}/ex", "--force"), copy("export", "ex")),
+        ("calibrate-inside-model", ("calibrate", "--model", "{case}/x", "--no-progress", "--out", "{case}/x/scales"), sm),
+    ]
+    return [Case(name, "overlap", argv, _OVERLAP, setup) for name, argv, setup in rows]
+
+
 def all_cases() -> list[Case]:
     """The whole table."""
     return (
@@ -522,4 +724,10 @@ def all_cases() -> list[Case]:
         + compare_cases()
         + report_cases()
         + triton_cases()
+        + concurrency_cases()
+        + verify_cases()
+        + bounds_cases()
+        + usage_cases()
+        + generate_input_cases()
+        + overlap_cases()
     )

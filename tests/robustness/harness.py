@@ -10,6 +10,7 @@ shared artifacts hash the same before and after).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -79,6 +80,14 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 
 def check(case: Case, env: Env) -> None:
     """Run one case and assert the shared contract."""
+    try:
+        _check(case, env)
+    finally:
+        release_other_writers()
+        restore_env()
+
+
+def _check(case: Case, env: Env) -> None:
     if case.setup is not None:
         case.setup(env)
     argv = [env.fmt(a) for a in case.argv]
@@ -200,3 +209,65 @@ def ids(cases: Iterable[Case]) -> list[str]:
     names = [f"{c.cls}-{c.id}" for c in cases]
     assert len(names) == len(set(names)), "duplicate case ids"
     return names
+
+
+# Lock files held by the "other writer" of :func:`locked_by_other_writer`, closed after each case.
+_OTHER_WRITERS: list[int] = []
+
+
+def locked_by_other_writer(rel: str) -> Setup:
+    """Hold the lock of output ``{case}/<rel>`` as another writer would (its own open file, pid 424242).
+
+    ``flock`` locks belong to an open file, so a second open of the same file in this process
+    conflicts exactly as another process's would.
+    """
+
+    def run(env: Env) -> None:
+        final = env.case / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(final.parent / f".{final.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, b"424242\n")
+        _OTHER_WRITERS.append(fd)
+
+    return run
+
+
+def release_other_writers() -> None:
+    """Close the lock files :func:`locked_by_other_writer` holds."""
+    while _OTHER_WRITERS:
+        os.close(_OTHER_WRITERS.pop())
+
+
+_SAVED_ENV: dict[str, str | None] = {}
+
+
+def set_env(name: str, value: str) -> Setup:
+    """Set an environment variable for the case (``SQ_TRT_MANIFEST_KEY``); restored after it."""
+
+    def run(env: Env) -> None:
+        _SAVED_ENV.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+
+    return run
+
+
+def restore_env() -> None:
+    """Undo every :func:`set_env` of the case."""
+    for name, value in _SAVED_ENV.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _SAVED_ENV.clear()
+
+
+def symlink(name: str, target: str) -> Setup:
+    """A symbolic link ``{case}/<name>`` -> ``target`` (placeholders filled)."""
+
+    def run(env: Env) -> None:
+        link = env.case / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(env.fmt(target))
+
+    return run

@@ -105,3 +105,48 @@ def test_arbitrary_recipe_text_is_refused_in_one_line(tmp_path_factory, text: st
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert snapshot(root) == before
 
+
+
+# Duplicate keys (issue 28): any mapping at any depth that repeats a key is refused, naming both lines.
+_NAMES = st.text(alphabet="abcdefgh_", min_size=1, max_size=6)
+_TREE = st.recursive(
+    st.integers(-5, 5) | _NAMES,
+    lambda inner: st.dictionaries(_NAMES, inner, min_size=1, max_size=4),
+    max_leaves=12,
+).filter(lambda v: isinstance(v, dict))
+
+
+def _block_yaml(value: object, indent: int = 0) -> list[str]:
+    """Block-style YAML, one key per line (so every key has its own line number)."""
+    lines: list[str] = []
+    for key, item in value.items():  # type: ignore[attr-defined]
+        if isinstance(item, dict):
+            lines.append(" " * indent + f"{key}:")
+            lines += _block_yaml(item, indent + 2)
+        else:
+            lines.append(" " * indent + f"{key}: {json.dumps(item)}")
+    return lines
+
+
+@SETTINGS
+@given(tree=_TREE, pick=st.integers(0, 10_000))
+def test_a_repeated_key_at_any_depth_is_refused_with_both_lines(tree: dict, pick: int) -> None:  # type: ignore[type-arg]
+    from sq_trt.errors import ConfigError
+    from sq_trt.yaml_io import safe_load_bounded
+
+    lines = _block_yaml(tree)
+    assert safe_load_bounded("\n".join(lines) + "\n", "r.yaml") == tree  # no duplicate: loads unchanged
+    keyed = [i for i, line in enumerate(lines) if not line.endswith(":")]
+    first = keyed[pick % len(keyed)]
+    indent = len(lines[first]) - len(lines[first].lstrip())
+    # The same key again as the last entry of the same mapping: after its last descendant line.
+    end = first + 1
+    while end < len(lines) and len(lines[end]) - len(lines[end].lstrip()) > indent:
+        end += 1
+    while end < len(lines) and len(lines[end]) - len(lines[end].lstrip()) == indent and not lines[end].endswith(":"):
+        end += 1
+    duplicate = lines[first].split(":")[0] + ": 0"
+    text = "\n".join([*lines[:end], duplicate, *lines[end:]]) + "\n"
+    with pytest.raises(ConfigError) as info:
+        safe_load_bounded(text, "r.yaml")
+    assert f"lines {first + 1} and {end + 1}" in str(info.value) and "\n" not in str(info.value)

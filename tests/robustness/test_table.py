@@ -39,13 +39,15 @@ def shared(module_tmp: Callable[[str], Path]) -> dict[str, Path]:
     argv = ["compare", "--baseline", "fp32=torch:tiny:llama", "--candidate", "naive=torch-w8a8:tiny:llama"]
     argv += ["--samples", "2", "--seq-len", "16", "--gate", "kl_mean<=0", "--out", str(paths["compare"])]
     _ok([*argv, *TINY], code=3)
-    paths["onnx"] = _export_artifact(paths["export"]) 
+    paths["onnx"] = _export_artifact(paths["export"])
+    paths["export_tok"] = root / "export_tok"
+    _export_artifact(paths["export_tok"], tokenizer=True)
     paths["recipe"] = root / "recipe.yaml"
     paths["recipe"].write_text("kind: pipeline\nname: t\nmodel: {source: tiny:llama}\n")
     return paths
 
 
-def _export_artifact(directory: Path) -> Path:
+def _export_artifact(directory: Path, *, tokenizer: bool = False) -> Path:
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -61,6 +63,9 @@ def _export_artifact(directory: Path) -> Path:
     )
     with artifact_dir(directory, stage="export") as tmp:
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp / "model.onnx"))
+        if tokenizer:  # what `export --with-past` saves beside the graph
+            (tmp / "tokenizer").mkdir()
+            (tmp / "tokenizer" / "tokenizer.json").write_text('{"version": "1.0"}')
     return directory / "model.onnx"
 
 
