@@ -140,7 +140,7 @@ def test_remote_runner_feeds_back_the_cache_objects_infer_returned(tiny_llama_ex
     """
     import torch
 
-    from sq_trt.export.runtime import session_from_onnx
+    from sq_trt.runtime.onnx import session_from_onnx
 
     _, out = tiny_llama_export
     session = session_from_onnx(out / "model.fp16.onnx")
