@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from sq_trt.report import plots
+if TYPE_CHECKING:  # numpy and the plots load when a report is written, not when a recipe is read
+    import numpy as np
 
 # (key in the candidate summary, column title, format); the table shows these in order.
 METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -162,6 +161,8 @@ def _plots(
     activation: ActivationPicture | None,
     sweep: Mapping[str, Any] | None,
 ) -> list[Plot]:
+    from sq_trt.report import plots
+
     result: list[Plot] = []
     if activation is not None:
         result.append(
@@ -212,6 +213,8 @@ def pick_outlier_layer(
     With ``after``, only linears whose statistics smoothing changed are considered
     (a linear with no smoothing group would show the same picture twice).
     """
+    import numpy as np
+
     names = list(candidates) if candidates is not None else list(before)
     if after is not None:
         changed = [n for n in names if n in after and not np.allclose(before[n], after[n], rtol=1e-3)]
