@@ -262,7 +262,7 @@ def _read_config_json(path: Path) -> dict[str, Any]:
         if path.stat().st_size > _CONFIG_JSON_LIMIT:
             raise ModelLoadError(f"{path} is larger than {_CONFIG_JSON_LIMIT >> 20} MiB")
         values = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested past Python's stack
         raise ModelLoadError(f"could not read {path}: {_describe(exc)}") from exc
     if not isinstance(values, dict):
         raise ModelLoadError(f"{path} holds a JSON {type(values).__name__}, not an object")

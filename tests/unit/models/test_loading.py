@@ -91,7 +91,9 @@ def test_config_json_without_a_limit_falls_back_to_the_config_class_default(tmp_
     assert source_max_positions(str(tmp_path)) == expected
 
 
-@pytest.mark.parametrize("content", [b"\xff\xfe junk", b"[1, 2]", b'{"max_position_embeddings": "many"'])
+@pytest.mark.parametrize(
+    "content", [b"\xff\xfe junk", b"[1, 2]", b'{"max_position_embeddings": "many"', b"[" * 100_000]
+)
 def test_unreadable_config_json_gives_no_limit(tmp_path, content):
     from sq_trt.models.loading import source_max_positions
 
