@@ -62,8 +62,13 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(1)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (every subcommand registered)."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every subcommand registered, or only the command ``only``.
+
+    Registering a subcommand imports its module (and the stage config its flags come from),
+    so :func:`main` registers only the command it was given: a cached ``sq-trt pipeline``
+    does not pay for importing every other stage.
+    """
     parser = OneLineParser(
         prog="sq-trt",
         description="SmoothQuant W8A8 INT8 deployment builder for TensorRT.",
@@ -72,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sq-trt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for command in COMMANDS:
+    for command in COMMANDS if only is None else (only,):
         module = importlib.import_module(_module_name(command))
         sub_parser = sub.add_parser(
             command,
@@ -87,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sq-trt``; returns the process exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

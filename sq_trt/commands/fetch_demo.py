@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fetch (if needed) and print where the demo model is."""
-    from sq_trt.models.demo import fetch_demo
+    from sq_trt.models.demo import demo_model_dir
 
-    print(fetch_demo())
+    # demo_model_dir checks the cache before fetch_demo imports torch and transformers to convert.
+    print(demo_model_dir())
     return 0

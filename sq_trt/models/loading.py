@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from sq_trt.errors import ModelLoadError, SqTrtError
@@ -170,30 +173,51 @@ def _describe(exc: BaseException, limit: int = 300) -> str:
 def check_device(device: str) -> None:
     """Refuse a torch device string that does not parse or names hardware this machine lacks.
 
+    ``cpu`` is answered without importing torch; other devices ask torch whether they are present.
+
     Raises:
         ModelLoadError: ``bogus``, ``cuda`` without CUDA, ``cuda:3`` with one GPU, ``mps`` off macOS.
     """
+    kind, index = check_device_name(device)
+    if kind == "cpu":
+        return
     import torch
 
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ModelLoadError(
-            f"--device {device[:60]!r} is not a torch device; expected 'cpu', 'cuda' or 'cuda:<index>'"
-        ) from None
-    if parsed.type == "cpu":
-        return
-    if parsed.type == "cuda":
+    if kind == "cuda":
         if not torch.cuda.is_available():
             raise ModelLoadError(f"--device {device!r}: this machine has no CUDA GPU visible to torch; use --device cpu")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        if index is not None and index >= torch.cuda.device_count():
             raise ModelLoadError(
                 f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible; use cuda:0"
             )
         return
-    if parsed.type == "mps" and torch.backends.mps.is_available():
-        return
-    raise ModelLoadError(f"--device {device!r}: device type {parsed.type!r} is not available here; use --device cpu")
+    if not torch.backends.mps.is_available():
+        raise ModelLoadError(f"--device {device!r}: device type 'mps' is not available here; use --device cpu")
+
+
+# The torch device types sq-trt loads models onto, spelled as torch.device parses them.
+_DEVICE_NAME = re.compile(r"(cpu|cuda|mps)(?::(0|[1-9][0-9]*))?")
+
+
+def check_device_name(device: str) -> tuple[str, int | None]:
+    """Refuse a device string that is not ``cpu``, ``cuda``, ``cuda:<index>`` or ``mps``, without importing torch.
+
+    The pipeline's preflight asks only this: whether the device is present is
+    :func:`check_device`'s question, asked by :func:`load_model` when a stage that runs needs it.
+
+    Returns:
+        The device type and its index (None when not given).
+
+    Raises:
+        ModelLoadError: Naming the value and the accepted spellings.
+    """
+    match = _DEVICE_NAME.fullmatch(device)
+    if match is None:
+        raise ModelLoadError(
+            f"--device {device[:60]!r} is not a torch device sq-trt can use; expected 'cpu', 'cuda', "
+            "'cuda:<index>' or 'mps'"
+        )
+    return match[1], None if match[2] is None else int(match[2])
 
 
 def max_positions(model: Any) -> int | None:
@@ -209,13 +233,47 @@ def max_positions(model: Any) -> int | None:
 def source_max_positions(source: str, *, trust_remote_code: bool = False) -> int | None:
     """The position limit of a model source read from its config alone (no weights), when that is cheap.
 
-    ``tiny:<family>``, ``demo`` once fetched, and local directories; None for hub ids, GGUF
-    files and anything unreadable (the limit is checked again once the model is loaded).
+    ``tiny:<family>`` from its table, ``demo`` once fetched and local directories from their
+    ``config.json`` (read as JSON: no transformers import), a ``.gguf`` file from its header;
+    None for hub ids and anything unreadable (the limit is checked again once the model is loaded).
     """
     try:
-        return max_positions(_config_only(source, trust_remote_code))
+        if source.startswith("tiny:"):
+            from sq_trt.models.tiny import tiny_max_positions
+
+            return tiny_max_positions(source.split(":", 1)[1])
+        if source.endswith(".gguf"):
+            return _gguf_max_positions(Path(source).expanduser())
+        path = _config_dir(source)
+        if path is None:
+            return None
+        limit = max_positions(SimpleNamespace(**_read_config_json(path / "config.json")))
+        # A config.json that leaves the limit to its config class's default: only transformers knows it.
+        return limit if limit is not None else max_positions(_config_only(source, trust_remote_code))
     except ModelLoadError:  # unreadable or unknown: load_model reports it with its own message later
         return None
+
+
+_CONFIG_JSON_LIMIT = 4 << 20  # a config.json is a few KiB; a larger one is not read here
+
+
+def _read_config_json(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > _CONFIG_JSON_LIMIT:
+            raise ModelLoadError(f"{path} is larger than {_CONFIG_JSON_LIMIT >> 20} MiB")
+        values = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested past Python's stack
+        raise ModelLoadError(f"could not read {path}: {_describe(exc)}") from exc
+    if not isinstance(values, dict):
+        raise ModelLoadError(f"{path} holds a JSON {type(values).__name__}, not an object")
+    return values
+
+
+def _gguf_max_positions(path: Path) -> int | None:
+    """The context length in a GGUF file's header (None for a path that is not a file: load_model names it)."""
+    from sq_trt.models.gguf_header import gguf_context_length
+
+    return gguf_context_length(path) if path.is_file() else None
 
 
 def source_skeleton(source: str, *, trust_remote_code: bool = False) -> Any:
@@ -245,18 +303,24 @@ def _meta_model(source: str, config: Any, trust_remote_code: bool) -> Any:
         raise ModelLoadError(f"could not build {source!r} from its config: {_describe(exc)}") from exc
 
 
-def _config_only(source: str, trust_remote_code: bool) -> Any:
-    if source.startswith("tiny:"):
-        from sq_trt.models.tiny import tiny_config
-
-        return tiny_config(source.split(":", 1)[1])
+def _config_dir(source: str) -> Path | None:
+    """The directory whose ``config.json`` describes ``source`` (``demo`` once fetched, a local one), else None."""
     if source == DEMO:
         from sq_trt.models.demo import demo_model_dir
 
         path = demo_model_dir(fetch=False)
     else:
         path = Path(source).expanduser()
-    if not (path / "config.json").is_file():
+    return path if (path / "config.json").is_file() else None
+
+
+def _config_only(source: str, trust_remote_code: bool) -> Any:
+    if source.startswith("tiny:"):
+        from sq_trt.models.tiny import tiny_config
+
+        return tiny_config(source.split(":", 1)[1])
+    path = _config_dir(source)
+    if path is None:
         return None
     import transformers
 

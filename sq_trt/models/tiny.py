@@ -12,6 +12,8 @@ from typing import Any
 from sq_trt.errors import ModelLoadError
 
 TINY_FAMILIES = ("llama", "mistral", "qwen2", "opt", "gpt2", "bert")
+# Every tiny config's position limit, known without building the config (which imports transformers).
+TINY_MAX_POSITIONS = 512
 
 
 def byte_tokenizer() -> Any:
@@ -27,6 +29,21 @@ def byte_tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=None)
 
 
+def tiny_max_positions(family: str) -> int:
+    """The position limit of ``family``'s tiny config (what :func:`tiny_config` states), without transformers.
+
+    Raises:
+        ModelLoadError: An unknown family (as :func:`tiny_config`).
+    """
+    _check_family(family)
+    return TINY_MAX_POSITIONS
+
+
+def _check_family(family: str) -> None:
+    if family not in TINY_FAMILIES:
+        raise ModelLoadError(f"no tiny model for family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
+
+
 def tiny_config(family: str) -> Any:
     """A small config of ``family`` (hidden 64, 2 layers, vocab 256)."""
     import transformers as tf
@@ -40,7 +57,7 @@ def tiny_config(family: str) -> Any:
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=512,
+            max_position_embeddings=TINY_MAX_POSITIONS,
             tie_word_embeddings=False,
             **common,
         )
@@ -50,22 +67,23 @@ def tiny_config(family: str) -> Any:
             ffn_dim=128,
             num_hidden_layers=2,
             num_attention_heads=4,
-            max_position_embeddings=512,
+            max_position_embeddings=TINY_MAX_POSITIONS,
             word_embed_proj_dim=64,
             **common,
         )
     if family == "gpt2":
-        return tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=512, **common)
+        return tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=TINY_MAX_POSITIONS, **common)
     if family == "bert":
         return tf.BertConfig(
             hidden_size=64,
             intermediate_size=128,
             num_hidden_layers=2,
             num_attention_heads=4,
-            max_position_embeddings=512,
+            max_position_embeddings=TINY_MAX_POSITIONS,
             **common,
         )
-    raise ModelLoadError(f"no tiny model for family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
+    _check_family(family)
+    raise AssertionError(f"TINY_FAMILIES names {family!r} but tiny_config has no branch for it")
 
 
 def tiny_model(family: str, seed: int = 0) -> Any:

@@ -213,6 +213,9 @@ class _PeakRss:
 
 
 def _log(message: str) -> None:
+    if "tqdm" not in sys.modules:  # no progress bar to write around: a cached run need not import tqdm
+        print(message, file=sys.stderr, flush=True)
+        return
     from tqdm.auto import tqdm
 
     tqdm.write(message, file=sys.stderr)

@@ -105,14 +105,19 @@ def check_recipe_overrides(recipe: Recipe, model: Any) -> None:
 def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
     """Check what can be checked without a model before the first stage runs.
 
+    Costs what it checks: the positions come from the model's ``config.json`` (or GGUF header,
+    or the tiny family's table), never through torch or transformers. Whether the device is
+    present is asked by the model's loading, in the first stage that runs and needs it (a
+    run whose stages are all reused needs none).
+
     Raises:
         SqTrtError: An output directory that cannot be written, a data source that is
-            missing or forbidden by ``local_files_only``, or an absent device.
+            missing or forbidden by ``local_files_only``, or a device string torch would refuse.
     """
     from sq_trt.artifacts import check_writable_output
     from sq_trt.data import check_data_source
     from sq_trt.models.loading import (
-        check_device,
+        check_device_name,
         check_seq_len_limit,
         source_max_positions,
         source_skeleton,
@@ -121,7 +126,7 @@ def preflight(recipe: Recipe, work_dir: Path, engines_dir: Path) -> None:
     check_writable_output(work_dir, what="work dir")
     check_writable_output(engines_dir, what="engines dir")
     check_data_source(recipe.data.source, local_files_only=recipe.model.local_files_only)
-    check_device(recipe.model.device)
+    check_device_name(recipe.model.device)
     limit = source_max_positions(recipe.model.source, trust_remote_code=recipe.model.trust_remote_code)
     _check_positions(recipe, limit, check_seq_len_limit)
     if recipe.smooth.overrides or any(config.overrides for config in recipe.smoothings().values()):

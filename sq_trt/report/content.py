@@ -11,11 +11,10 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from sq_trt.report import plots
+if TYPE_CHECKING:  # numpy and the plots load when a report is written, not when a recipe is read
+    import numpy as np
 
 # (key in the candidate summary, column title, format); the table shows these in order.
 METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -197,6 +196,8 @@ def _plan_plot(candidate: str, plan: Mapping[str, Any]) -> Plot:
     rows = list(layers)
     ratios = [[layers[r].get(k, (None, False))[0] for k in kinds] for r in rows]
     chosen = [[layers[r].get(k, (None, False))[1] for k in kinds] for r in rows]
+    from sq_trt.report import plots  # matplotlib: only when a report draws
+
     share = plan["per_token_flops_share"]
     title = f"{candidate}: {plan['per_token']} of {plan['linears']} linears per token ({share:.1%} of linear FLOPs)"
     png = plots.activation_plan(rows, kinds, ratios, chosen, title)
@@ -220,6 +221,8 @@ def _plots(
     activation: ActivationPicture | None,
     sweep: Mapping[str, Any] | None,
 ) -> list[Plot]:
+    from sq_trt.report import plots
+
     result: list[Plot] = []
     if activation is not None:
         result.append(
@@ -270,6 +273,8 @@ def pick_outlier_layer(
     With ``after``, only linears whose statistics smoothing changed are considered
     (a linear with no smoothing group would show the same picture twice).
     """
+    import numpy as np
+
     names = list(candidates) if candidates is not None else list(before)
     if after is not None:
         changed = [n for n in names if n in after and not np.allclose(before[n], after[n], rtol=1e-3)]

@@ -10,6 +10,8 @@ build stage is skipped and says why.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,71 @@ def test_rerun_with_nothing_changed_reuses_everything(tiny: TinyRun) -> None:
     assert {s for name, s in statuses.items() if not name.startswith("build/")} == {"reused"}
     assert all(s in ("reused", "skipped") for s in statuses.values())
     assert tiny.last.gate_passed is True
+
+
+HEAVY = ("torch", "transformers", "onnx", "onnxruntime")
+# The child runs `sq-trt` as the console script does and reports the exit code and which heavy libraries it imported.
+_CHILD = """
+import json, sys
+from sq_trt.cli import main
+try:
+    code = main(sys.argv[2:])
+except SystemExit as exc:  # --help
+    code = exc.code
+heavy = sorted(name for name in json.loads(sys.argv[1]) if name in sys.modules)
+print(json.dumps({"code": code, "imported": heavy}), file=sys.stderr)
+"""
+
+
+def _cli_in_child(*argv: str) -> tuple[int, str, str, list[str]]:
+    """``sq-trt argv`` in a fresh interpreter: exit code, stdout, stderr (without the report), heavy imports."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(HEAVY), *argv], capture_output=True, text=True, check=False
+    )
+    *stderr, last = done.stderr.rstrip("\n").split("\n")
+    result = json.loads(last)
+    return result["code"], done.stdout, "\n".join(stderr), result["imported"]
+
+
+def _pipeline_argv(tiny: TinyRun, *extra: str) -> list[str]:
+    argv = ["pipeline", "--recipe", str(RECIPE), "--quiet"]
+    for override in [*tiny.overrides, *extra]:
+        argv += ["--set", override]
+    return argv
+
+
+def test_a_cached_run_and_help_import_no_heavy_library(tiny: TinyRun) -> None:
+    code, out, _, imported = _cli_in_child(*_pipeline_argv(tiny))
+    assert code == 0, out
+    summary = json.loads((tiny.root / "work" / "pipeline_summary.json").read_text())
+    assert {s["status"] for s in summary["stages"] if not s["name"].startswith("build/")} == {"reused"}
+    assert "PASS" in out
+    assert imported == []  # preflight read the tiny family's table; no stage ran, so no model, graph or session
+    code, out, _, imported = _cli_in_child("--help")
+    assert code == 0 and "pipeline" in out
+    assert imported == []
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("compare.seq_len=4096", "max_position_embeddings"),  # past the tiny model's 512 positions
+        ("model.device=bogus", "not a torch device"),
+        ("data.source=/no/such/corpus.txt", "is not a file"),
+    ],
+)
+def test_a_cached_run_still_refuses_an_invalid_recipe_before_any_stage(
+    tiny: TinyRun, override: str, fragment: str
+) -> None:
+    records = tiny.root / "work" / ".pipeline"
+    before = {p.name: p.stat().st_mtime_ns for p in records.iterdir()}
+    summary = (tiny.root / "work" / "pipeline_summary.json").read_bytes()
+    code, out, err, imported = _cli_in_child(*_pipeline_argv(tiny, override))
+    assert code == 1, (out, err)
+    assert err.startswith("sq-trt pipeline: error: ") and err.count("\n") == 0 and fragment in err, err
+    assert imported == []  # refused by the cheap checks, before any stage could need torch
+    assert {p.name: p.stat().st_mtime_ns for p in records.iterdir()} == before
+    assert (tiny.root / "work" / "pipeline_summary.json").read_bytes() == summary
 
 
 def test_changing_the_gate_reruns_only_the_report_and_sets_exit_code_3(
