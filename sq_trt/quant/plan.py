@@ -42,7 +42,7 @@ LINEAR_MODES: tuple[str, ...] = ("per_token", "per_tensor")
 class PlanRule:
     """The settings of :func:`choose_modes` (from the smooth stage's ``search`` config)."""
 
-    threshold: float = 8.0
+    threshold: float = 1.5
     budget: float = 0.3
     force_per_token: tuple[str, ...] = ()
     force_per_tensor: tuple[str, ...] = ()
