@@ -100,7 +100,7 @@ def _flag_kwargs(info: Any) -> dict[str, Any]:
     if origin is typing.Literal:
         choices = typing.get_args(annotation)
         normalize = None
-        if all(isinstance(c, str) and c.startswith("per_") for c in choices):
+        if any(isinstance(c, str) and c.startswith("per_") for c in choices):  # act modes (hybrid too)
             from sq_trt.stage_config import normalize_act_mode
 
             normalize = normalize_act_mode  # per-token is accepted as well as per_token
