@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sq_trt.artifacts import atomic_dir
 from sq_trt.engine.engine_manifest import EngineRecord, load_engine_record
@@ -39,6 +39,9 @@ from sq_trt.engine.triton_repo import (
     write_model_repository,
 )
 from sq_trt.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 ENGINE_SUFFIX = "_engine"
 TOKENIZER_DIR = "tokenizer"
@@ -159,7 +162,7 @@ _INPUTS = (
 _OUTPUTS = (("text_output", "TYPE_STRING", False), ("token_id", "TYPE_INT64", False))
 
 
-def _python_model_config(name: str, parameters: dict[str, str]) -> Any:
+def _python_model_config(name: str, parameters: dict[str, str]) -> Message:
     """The decoupled Python-backend ``ModelConfig`` (Triton's protobuf: every string escaped on output)."""
     pb = model_config_module()
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=0)

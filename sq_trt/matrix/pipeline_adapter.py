@@ -146,13 +146,13 @@ def stages_key(stages: Sequence[Stage], upstream: str = "") -> str:
     )
 
 
-def _portable(config: Any) -> Any:
-    """A stage config without what only says where it runs (work/engine paths and the backend's reason)."""
-    if isinstance(config, dict):
-        return {k: _portable(v) for k, v in config.items() if k not in ("reason", "offload_dir")}
-    if isinstance(config, list):
-        return [_portable(v) for v in config]
-    return config
+def _portable(value: object) -> object:
+    """A stage config's JSON without what only says where it runs (work/engine paths and the backend's reason)."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items() if k not in ("reason", "offload_dir")}
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    return value
 
 
 def run_front_stages(recipe: Recipe, backend: str, log: Callable[[str], None]) -> list[StageReport]:

@@ -289,8 +289,8 @@ class Recipe(_Section):
             )
         if self.smooth.needs_sampling:
             raise ValueError(
-                "model.offload supports numeric alphas and no hybrid plan; set smooth.alpha to a number in [0, 1] "
-                "and smooth.search.act_mode to per_token or per_tensor"
+                "model.offload supports numeric alphas only, and no hybrid plan; set smooth.alpha to a number in "
+                "[0, 1] and smooth.search.act_mode to per_token or per_tensor"
             )
         for candidate in self.export.candidates:
             if candidate.smoothing is not None and candidate.smoothing.needs_sampling:
